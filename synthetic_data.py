@@ -1,0 +1,207 @@
+"""Synthetic pedestrians in the exact Penn-Fudan layout, for offline runs and tests.
+
+    python synthetic_data.py data/SyntheticPed --num-images 170 --seed 0
+
+writes ``PNGImages/SynthPedNNNNN.png`` (RGB) and ``PedMasks/SynthPedNNNNN_mask.png``
+(8-bit grayscale, pixel value k = k-th pedestrian, 0 = background), the same layout
+that ``PennFudanDataset`` reads from the real dataset.
+
+Each image has 1-4 upright, pedestrian-like figures (head, torso, arms, legs; about
+2.5:1 height:width; 30-90% of the image height) with varied clothing colours and
+textures, drawn over a cluttered street-like background. Figures may overlap: a
+nearer (larger) figure is drawn later and hides part of the one behind it, so
+masks occlude each other exactly like the real masks do. Output is a pure function
+of the seed.
+"""
+
+import argparse
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+# Sizes of the real Penn-Fudan images (width 253-1017 px, height 311-581 px).
+REAL_HEIGHT_RANGE = (311, 581)
+REAL_WIDTH_RANGE = (253, 1017)
+
+
+def _random_colour(rng, lo=0, hi=255):
+    return tuple(int(c) for c in rng.integers(lo, hi + 1, size=3))
+
+
+def _background(rng, width, height):
+    """Street-like clutter: sky/ground gradient, buildings, windows, poles, noise."""
+    horizon = int(height * rng.uniform(0.35, 0.65))
+    top, bottom = np.array(_random_colour(rng, 60, 230), float), np.array(_random_colour(rng, 40, 200), float)
+    ground = np.array(_random_colour(rng, 50, 160), float)
+    ys = np.linspace(0.0, 1.0, height)[:, None, None]
+    img = top * (1 - ys) + bottom * ys
+    img = np.repeat(img, width, axis=1)
+    img[horizon:] = ground + rng.normal(0, 8, size=(height - horizon, 1, 3))
+    canvas = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    # buildings with windows
+    x = int(rng.integers(-width // 8, width // 8))
+    while x < width:
+        bw = int(rng.integers(max(8, width // 10), max(9, width // 3)))
+        bh = int(rng.integers(max(6, horizon // 3), max(7, horizon + 1)))
+        colour = _random_colour(rng, 40, 220)
+        draw.rectangle([x, horizon - bh, x + bw, horizon], fill=colour)
+        win = max(2, bw // 8)
+        wcol = _random_colour(rng, 0, 255)
+        for wy in range(horizon - bh + win, horizon - win, 2 * win):
+            for wx in range(x + win, x + bw - win, 2 * win):
+                if rng.random() < 0.7:
+                    draw.rectangle([wx, wy, wx + win - 1, wy + win - 1], fill=wcol)
+        x += bw + int(rng.integers(0, max(1, width // 12)))
+    # poles, signs, kerb lines and blobs: distractors with pedestrian-like colours
+    for _ in range(int(rng.integers(2, 7))):
+        px = int(rng.integers(0, width))
+        pw = max(1, int(width * rng.uniform(0.005, 0.02)))
+        draw.rectangle([px, int(horizon * rng.uniform(0.1, 0.8)), px + pw, height], fill=_random_colour(rng))
+    for _ in range(int(rng.integers(1, 4))):
+        y = int(rng.integers(horizon, height))
+        draw.line([0, y, width, y + int(rng.integers(-height // 8, height // 8 + 1))],
+                  fill=_random_colour(rng), width=max(1, height // 100))
+    for _ in range(int(rng.integers(3, 10))):
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        r = int(rng.integers(2, max(3, min(width, height) // 10)))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_random_colour(rng))
+    arr = np.asarray(canvas, dtype=np.float32)
+    arr += rng.normal(0, rng.uniform(3, 12), size=arr.shape)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _figure_silhouette(rng, width, height, x0, y0, h):
+    """One pedestrian shape as a 0/255 'L' image and a part label image (1=head, 2=top, 3=legs)."""
+    w = h / rng.uniform(2.2, 2.8)
+    sil = Image.new("L", (width, height), 0)
+    parts = Image.new("L", (width, height), 0)
+    ds, dp = ImageDraw.Draw(sil), ImageDraw.Draw(parts)
+    cx = x0 + w / 2
+
+    def shape(kind, label, geometry, **kw):
+        # the same primitive goes into the silhouette (255) and the part map (label)
+        getattr(ds, kind)(geometry, fill=255, **kw)
+        getattr(dp, kind)(geometry, fill=label, **kw)
+
+    head_h = h * rng.uniform(0.12, 0.15)
+    head_w = head_h * rng.uniform(0.75, 0.9)
+    shape("ellipse", 1, [cx - head_w / 2, y0, cx + head_w / 2, y0 + head_h])
+    neck = y0 + head_h * 0.95
+    hip = y0 + h * rng.uniform(0.5, 0.56)
+    shoulder_w = w * rng.uniform(0.6, 0.8)
+    hip_w = w * rng.uniform(0.45, 0.6)
+    torso = [(cx - shoulder_w / 2, neck), (cx + shoulder_w / 2, neck), (cx + hip_w / 2, hip), (cx - hip_w / 2, hip)]
+    shape("polygon", 2, torso)
+    arm_w = max(1, int(w * rng.uniform(0.1, 0.16)))
+    for side in (-1, 1):
+        swing = side * w * rng.uniform(0.0, 0.35)
+        pts = [(cx + side * shoulder_w / 2.2, neck + arm_w / 2), (cx + side * shoulder_w / 2 + swing, hip + h * 0.05)]
+        shape("line", 2, pts, width=arm_w)
+    leg_w = max(1, int(w * rng.uniform(0.16, 0.24)))
+    stride = w * rng.uniform(0.0, 0.45)
+    for side in (-1, 1):
+        pts = [(cx + side * hip_w / 4, hip - 1), (cx + side * (hip_w / 4 + stride / 2), y0 + h - leg_w / 2)]
+        shape("line", 3, pts, width=leg_w)
+    return np.asarray(sil) > 0, np.asarray(parts)
+
+
+def _texture(rng, height, width, colour):
+    """A clothing texture: flat, stripes, checks or noise around a base colour."""
+    base = np.array(colour, np.float32)[None, None, :]
+    kind = rng.integers(0, 4)
+    yy, xx = np.mgrid[0:height, 0:width]
+    if kind == 0:
+        pattern = np.zeros((height, width), np.float32)
+    elif kind == 1:
+        period = rng.uniform(3, 12)
+        pattern = np.sin(yy / period * 2 * math.pi)
+    elif kind == 2:
+        period = rng.uniform(4, 14)
+        pattern = np.sign(np.sin(yy / period * math.pi) * np.sin(xx / period * math.pi))
+    else:
+        pattern = rng.normal(0, 1, size=(height, width))
+    tex = base + pattern[..., None] * rng.uniform(10, 45)
+    return np.clip(tex, 0, 255)
+
+
+def make_synthetic_image(rng, height, width, max_instances=4, min_visible=0.35):
+    """Return (RGB uint8 array HxWx3, uint8 mask HxW with values 0..k)."""
+    img = _background(rng, width, height).astype(np.float32)
+    n = int(rng.integers(1, max_instances + 1))
+    heights = sorted(rng.uniform(0.3, 0.9, size=n) * height)  # far (small) first, near (large) last
+    label_map = np.zeros((height, width), np.int32)
+    full_masks = []
+    for h in heights:
+        w = h / 2.5
+        x0 = rng.uniform(-0.1 * w, max(-0.1 * w + 1, width - 0.9 * w))
+        y0 = rng.uniform(0, max(1.0, height - h))
+        sil, parts = _figure_silhouette(rng, width, height, x0, y0, h)
+        if sil.sum() < 16:
+            continue
+        skin, top, legs = _random_colour(rng, 90, 240), _random_colour(rng), _random_colour(rng, 0, 200)
+        for label, colour in ((1, skin), (2, top), (3, legs)):
+            region = parts == label
+            if region.any():
+                img[region] = _texture(rng, height, width, colour)[region]
+        full_masks.append(sil)
+        label_map[sil] = len(full_masks)
+    # Keep only figures that stay visible enough after occlusion; renumber 1..k.
+    mask = np.zeros((height, width), np.uint8)
+    k = 0
+    for i, sil in enumerate(full_masks, start=1):
+        visible = label_map == i
+        if visible.sum() >= max(16, min_visible * sil.sum()):
+            k += 1
+            mask[visible] = k
+        else:  # mostly hidden: its pixels go back to the background label
+            label_map[visible] = 0
+    if k == 0:  # never emit an image without a pedestrian by accident; draw again
+        return make_synthetic_image(rng, height, width, max_instances, min_visible)
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    out = out.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.0, 0.8)))
+    return np.asarray(out), mask
+
+
+def make_synthetic_pennfudan(root, num_images=170, seed=0, height_range=REAL_HEIGHT_RANGE,
+                             width_range=REAL_WIDTH_RANGE, max_instances=4, prefix="SynthPed"):
+    """Write ``num_images`` images + masks under ``root`` in the Penn-Fudan layout.
+
+    Returns ``root``. Deterministic: the same seed and sizes give the same files.
+    Widths are clipped to at least 0.45x the height so a figure always fits.
+    """
+    rng = np.random.default_rng(seed)
+    img_dir, mask_dir = os.path.join(root, "PNGImages"), os.path.join(root, "PedMasks")
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(mask_dir, exist_ok=True)
+    for i in range(1, num_images + 1):
+        h = int(rng.integers(height_range[0], height_range[1] + 1))
+        w = int(rng.integers(width_range[0], width_range[1] + 1))
+        w = max(w, int(0.45 * h))
+        image, mask = make_synthetic_image(rng, h, w, max_instances=max_instances)
+        stem = f"{prefix}{i:05d}"
+        Image.fromarray(image, mode="RGB").save(os.path.join(img_dir, stem + ".png"))
+        Image.fromarray(mask, mode="L").save(os.path.join(mask_dir, stem + "_mask.png"))
+    return root
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="output folder (gets PNGImages/ and PedMasks/)")
+    parser.add_argument("--num-images", type=int, default=170, help="number of images (default: 170)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--height", type=int, nargs=2, default=REAL_HEIGHT_RANGE, metavar=("MIN", "MAX"),
+                        help="image height range in px (default: 311 581, as the real dataset)")
+    parser.add_argument("--width", type=int, nargs=2, default=REAL_WIDTH_RANGE, metavar=("MIN", "MAX"),
+                        help="image width range in px (default: 253 1017, as the real dataset)")
+    parser.add_argument("--max-instances", type=int, default=4, help="most pedestrians per image (default: 4)")
+    args = parser.parse_args(argv)
+    make_synthetic_pennfudan(args.root, args.num_images, args.seed, tuple(args.height), tuple(args.width),
+                             args.max_instances)
+    print(f"Wrote {args.num_images} synthetic images to {args.root}")
+
+
+if __name__ == "__main__":
+    main()
