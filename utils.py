@@ -1,0 +1,288 @@
+"""Logging, batching and distributed helpers with torchvision's ``references/detection/utils.py`` API.
+
+The tutorial does ``import utils`` and uses ``utils.collate_fn``; ``engine.py`` uses the
+metric loggers. Differences from the reference, kept behind the same names:
+
+* every collective works with the gloo backend, so ``torchrun`` also runs on a CPU box
+  (the reference builds CUDA tensors for its reductions);
+* ``save_on_master`` writes atomically (temporary file + rename): a run killed while
+  saving leaves the previous file intact;
+* ``init_distributed_mode`` picks NCCL on CUDA and gloo otherwise.
+"""
+
+import builtins
+import datetime
+import errno
+import os
+import tempfile
+import time
+from collections import defaultdict, deque
+
+import torch
+import torch.distributed as dist
+
+
+class SmoothedValue:
+    """Track a series of values; report the median/average over a window and the global average."""
+
+    def __init__(self, window_size=20, fmt=None):
+        if fmt is None:
+            fmt = "{median:.4f} ({global_avg:.4f})"
+        self.deque = deque(maxlen=window_size)
+        self.total = 0.0
+        self.count = 0
+        self.fmt = fmt
+
+    def update(self, value, n=1):
+        self.deque.append(value)
+        self.count += n
+        self.total += value * n
+
+    def synchronize_between_processes(self):
+        """Sum ``count`` and ``total`` over processes (the window stays local)."""
+        if not is_dist_avail_and_initialized():
+            return
+        t = torch.tensor([self.count, self.total], dtype=torch.float64, device=_collective_device())
+        dist.barrier()
+        dist.all_reduce(t)
+        self.count = int(t[0].item())
+        self.total = t[1].item()
+
+    @property
+    def median(self):
+        return torch.tensor(list(self.deque)).median().item()
+
+    @property
+    def avg(self):
+        return torch.tensor(list(self.deque), dtype=torch.float32).mean().item()
+
+    @property
+    def global_avg(self):
+        return self.total / self.count
+
+    @property
+    def max(self):
+        return max(self.deque)
+
+    @property
+    def value(self):
+        return self.deque[-1]
+
+    def __str__(self):
+        return self.fmt.format(
+            median=self.median, avg=self.avg, global_avg=self.global_avg, max=self.max, value=self.value
+        )
+
+
+class MetricLogger:
+    """A named set of ``SmoothedValue`` meters, plus ``log_every`` for progress lines."""
+
+    def __init__(self, delimiter="\t"):
+        self.meters = defaultdict(SmoothedValue)
+        self.delimiter = delimiter
+
+    def update(self, **kwargs):
+        for name, value in kwargs.items():
+            if value is None:
+                continue
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            if not isinstance(value, (float, int)):
+                raise TypeError(f"MetricLogger.update: {name} must be a number or a 1-element tensor, got {type(value)}")
+            self.meters[name].update(value)
+
+    def __getattr__(self, attr):
+        # only called when normal lookup fails: expose meters as attributes (metric_logger.loss)
+        meters = self.__dict__.get("meters", {})
+        if attr in meters:
+            return meters[attr]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{attr}'")
+
+    def __str__(self):
+        return self.delimiter.join(f"{name}: {meter}" for name, meter in self.meters.items())
+
+    def synchronize_between_processes(self):
+        for meter in self.meters.values():
+            meter.synchronize_between_processes()
+
+    def add_meter(self, name, meter):
+        self.meters[name] = meter
+
+    def log_every(self, iterable, print_freq, header=None):
+        """Yield from ``iterable``, printing a progress line every ``print_freq`` items and at the end.
+
+        Line format: ``{header}  [ i/N]  eta: H:MM:SS  {meters}  time: s  data: s  [max mem: MB]``,
+        then ``{header} Total time: H:MM:SS (s / it)`` once the iterable is exhausted.
+        """
+        header = header or ""
+        start_time = time.time()
+        end = time.time()
+        iter_time = SmoothedValue(fmt="{avg:.4f}")
+        data_time = SmoothedValue(fmt="{avg:.4f}")
+        n = len(iterable)
+        counter_fmt = "[{0:" + str(len(str(n))) + "d}/{1}]"
+        parts = [header, counter_fmt, "eta: {eta}", "{meters}", "time: {time}", "data: {data}"]
+        show_mem = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if show_mem:
+            parts.append("max mem: {memory:.0f}")
+        log_msg = self.delimiter.join(parts)
+        mb = 1024.0 * 1024.0
+        for i, obj in enumerate(iterable):
+            data_time.update(time.time() - end)
+            yield obj
+            iter_time.update(time.time() - end)
+            if i % print_freq == 0 or i == n - 1:
+                eta = str(datetime.timedelta(seconds=int(iter_time.global_avg * (n - i))))
+                fields = dict(eta=eta, meters=str(self), time=str(iter_time), data=str(data_time))
+                if show_mem:
+                    fields["memory"] = torch.cuda.max_memory_allocated() / mb
+                print(log_msg.format(i, n, **fields))
+            end = time.time()
+        total_time = time.time() - start_time
+        total_str = str(datetime.timedelta(seconds=int(total_time)))
+        print(f"{header} Total time: {total_str} ({total_time / max(n, 1):.4f} s / it)")
+
+
+def collate_fn(batch):
+    """Detection batches are lists of differently sized images: keep them as tuples."""
+    return tuple(zip(*batch))
+
+
+def mkdir(path):
+    try:
+        os.makedirs(path)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise
+
+
+def setup_for_distributed(is_master):
+    """Silence ``print`` on every rank but the master; ``print(..., force=True)`` prints anyway."""
+    builtin_print = builtins.print
+
+    def print(*args, **kwargs):
+        force = kwargs.pop("force", False)
+        if is_master or force:
+            builtin_print(*args, **kwargs)
+
+    builtins.print = print
+
+
+def is_dist_avail_and_initialized():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size():
+    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
+
+
+def get_rank():
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def _collective_device():
+    """Tensors in collectives must live where the backend works: CUDA for NCCL, CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def atomic_save(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A rename within one file system is atomic, so ``path`` always holds either the old
+    complete file or the new complete file, whenever the process is killed.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_on_master(*args, **kwargs):
+    """``torch.save(obj, path)`` on the main process only; atomic when ``path`` is a file name."""
+    if not is_main_process():
+        return
+    if len(args) >= 2 and isinstance(args[1], (str, os.PathLike)) and not kwargs:
+        atomic_save(args[0], args[1])
+    else:
+        torch.save(*args, **kwargs)
+
+
+def init_distributed_mode(args):
+    """Set ``args.distributed``, ``rank``, ``world_size``, ``gpu``, ``dist_backend`` from the launcher.
+
+    Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` or SLURM's ``SLURM_PROCID``;
+    without them this is a plain single process and nothing is initialised. NCCL is used
+    when CUDA is available and the run is not forced onto the CPU (``args.device == "cpu"``),
+    gloo otherwise.
+    """
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        args.rank = int(os.environ["RANK"])
+        args.world_size = int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    elif "SLURM_PROCID" in os.environ:
+        args.rank = int(os.environ["SLURM_PROCID"])
+        args.world_size = int(os.environ.get("SLURM_NTASKS", 1))
+        local_rank = int(os.environ.get("SLURM_LOCALID", 0))
+    else:
+        print("Not using distributed mode")
+        args.distributed = False
+        args.gpu = None
+        return
+
+    args.distributed = True
+    use_cuda = torch.cuda.is_available() and str(getattr(args, "device", "cuda")) != "cpu"
+    if use_cuda:
+        args.gpu = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(args.gpu)
+        args.dist_backend = "nccl"
+    else:
+        args.gpu = None
+        args.dist_backend = "gloo"
+    args.dist_url = getattr(args, "dist_url", None) or "env://"
+    print(f"| distributed init (rank {args.rank}/{args.world_size}, backend {args.dist_backend}): {args.dist_url}",
+          flush=True)
+    dist.init_process_group(
+        backend=args.dist_backend, init_method=args.dist_url, world_size=args.world_size, rank=args.rank
+    )
+    dist.barrier()
+    setup_for_distributed(args.rank == 0)
+
+
+def all_gather(data):
+    """Gather any picklable object from every process; returns a list with one entry per rank."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return [data]
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, data)
+    return gathered
+
+
+def reduce_dict(input_dict, average=True):
+    """Reduce a dict of scalar tensors over processes (mean by default) so every rank logs the same values."""
+    world_size = get_world_size()
+    if world_size < 2:
+        return input_dict
+    with torch.no_grad():
+        names = sorted(input_dict.keys())
+        values = torch.stack([input_dict[k] for k in names])
+        device = values.device
+        values = values.to(_collective_device())
+        dist.all_reduce(values)
+        if average:
+            values /= world_size
+        return dict(zip(names, values.to(device)))
