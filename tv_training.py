@@ -16,11 +16,9 @@ scores it with COCO bbox/segm mAP, using the reference helpers in this folder
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-import warnings
 import zipfile
 
 import torch

@@ -1,6 +1,5 @@
 """Tests for coco_utils.py and coco_eval.py on tiny in-memory and on-disk datasets."""
 
-import importlib.util
 import json
 import os
 import sys
@@ -14,12 +13,11 @@ from pycocotools import mask as coco_mask
 from torch.utils.data import Subset
 from torchvision import tv_tensors
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import coco_eval  # noqa: E402
-import coco_utils  # noqa: E402
-from coco_eval import CocoEvaluator  # noqa: E402
-from coco_utils import ConvertCocoPolysToMask, convert_to_coco_api, get_coco, get_coco_api_from_dataset  # noqa: E402
+import coco_eval
+import coco_utils
+from coco_eval import CocoEvaluator
+from coco_utils import ConvertCocoPolysToMask, convert_to_coco_api, get_coco, get_coco_api_from_dataset
 
 HEIGHT, WIDTH = 40, 50
 # Per image: image id and its objects as (x1, y1, x2, y2, label). Box areas are all
@@ -75,15 +73,6 @@ def _perfect_predictions(dataset, to_numpy=False):
             pred = {k: v.numpy() for k, v in pred.items()}
         predictions[IMAGES[idx][0]] = pred
     return predictions
-
-
-@pytest.fixture
-def gather_utils(monkeypatch):
-    """Make ``import utils`` work in one process even before utils.py exists."""
-    if importlib.util.find_spec("utils") is None:
-        fake = types.ModuleType("utils")
-        fake.all_gather = lambda data: [data]
-        monkeypatch.setitem(sys.modules, "utils", fake)
 
 
 def _run_evaluator(coco_gt, predictions_batches, iou_types=("bbox", "segm")):
@@ -173,7 +162,7 @@ def test_evaluator_rejects_non_sequence_iou_types():
         CocoEvaluator(coco, "bbox")
 
 
-def test_perfect_predictions_score_one(gather_utils, capsys):
+def test_perfect_predictions_score_one(capsys):
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)
     evaluator = _run_evaluator(coco, [_perfect_predictions(dataset)])
@@ -192,7 +181,7 @@ def test_perfect_predictions_score_one(gather_utils, capsys):
     assert evaluator.coco_gt is not coco
 
 
-def test_numpy_predictions_and_batched_updates(gather_utils):
+def test_numpy_predictions_and_batched_updates():
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)
     predictions = _perfect_predictions(dataset, to_numpy=True)
@@ -203,7 +192,7 @@ def test_numpy_predictions_and_batched_updates(gather_utils):
     assert evaluator.coco_eval["segm"].stats[0] == pytest.approx(1.0)
 
 
-def test_empty_predictions_score_zero(gather_utils):
+def test_empty_predictions_score_zero():
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)
     empty = {
@@ -223,7 +212,7 @@ def test_empty_predictions_score_zero(gather_utils):
         assert stats[4] == -1 and stats[5] == -1  # no ground truth in these area ranges
 
 
-def test_shifted_box_gives_partial_ap(gather_utils):
+def test_shifted_box_gives_partial_ap():
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)
     predictions = _perfect_predictions(dataset)
@@ -234,7 +223,7 @@ def test_shifted_box_gives_partial_ap(gather_utils):
     assert evaluator.coco_eval["bbox"].stats[1] == pytest.approx(1.0)  # still a match at IoU 0.5
 
 
-def test_duplicate_image_updates_are_counted_once(gather_utils):
+def test_duplicate_image_updates_are_counted_once():
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)
     predictions = _perfect_predictions(dataset)
@@ -249,7 +238,7 @@ def test_duplicate_image_updates_are_counted_once(gather_utils):
     assert coco_e.stats[0] == pytest.approx(1.0)
 
 
-def test_merge_across_two_simulated_processes(monkeypatch, gather_utils):
+def test_merge_across_two_simulated_processes(monkeypatch):
     """Two ranks with overlapping, unsorted images score the same as one process."""
     dataset = TinyDetectionDataset()
     coco = convert_to_coco_api(dataset)

@@ -6,8 +6,6 @@ not its index). With these, flips, crops and pads map boxes exactly onto the
 transformed masks, and resizes to within 1 px.
 """
 
-import os
-import sys
 
 import pytest
 import torch
@@ -15,9 +13,8 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import transforms as T  # noqa: E402
+import transforms as T
 
 H, W = 20, 30
 # (top, bottom, left, right) of each rectangular object, end-exclusive.
