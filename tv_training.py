@@ -21,10 +21,11 @@ import sys
 import time
 import zipfile
 
+import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, read_image
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops.boxes import masks_to_boxes
@@ -86,29 +87,34 @@ def pair_images_and_masks(root):
     return [(os.path.join(img_dir, n), os.path.join(mask_dir, n[:-4] + "_mask.png")) for n in images]
 
 
-def read_rgb(path):
-    """Decode an image as 3-channel uint8 (RGBA, grayscale and palette PNGs are converted)."""
+# torchvision 0.29 deprecates its image decoders (read_image) in favour of TorchCodec; PIL
+# decodes the same PNGs, converts any image mode to RGB, and keeps palette masks as indices.
+def _open_png(path, what):
     try:
-        return read_image(path, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot decode image ({str(e).splitlines()[0][:120]}). "
-                           f"Replace it with a valid PNG or remove it and its mask.") from None
+        with Image.open(path) as im:
+            im.load()
+            return im
+    except (OSError, SyntaxError, ValueError) as e:  # truncated, not an image, bad header
+        raise DatasetError(f"{path}: cannot decode {what} ({str(e).splitlines()[0][:120]}). "
+                           f"Replace it with a valid PNG or remove it and its {'mask' if what == 'image' else 'image'}.") from None
+
+
+def read_rgb(path):
+    """Decode an image as a (3, H, W) uint8 tensor (RGBA, grayscale and palette PNGs are converted)."""
+    return F.pil_to_tensor(_open_png(path, "image").convert("RGB"))
 
 
 def read_instance_mask(path, image_size=None):
-    """Decode an instance mask (8-bit grayscale or palette: values are instance ids) as (H, W) uint8."""
-    try:
-        mask = read_image(path, mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot decode mask ({str(e).splitlines()[0][:120]}). "
-                           f"Replace it with a valid PNG.") from None
-    if mask.shape[0] != 1:
-        raise DatasetError(f"{path}: mask has {mask.shape[0]} channels; expected one channel (grayscale or "
-                           f"palette) whose pixel value k marks the k-th instance.")
-    if image_size is not None and tuple(mask.shape[-2:]) != tuple(image_size):
+    """Decode an instance mask (grayscale or palette: values are instance ids) as an (H, W) tensor."""
+    im = _open_png(path, "mask")
+    if im.mode not in ("L", "P", "I", "I;16"):
+        raise DatasetError(f"{path}: mask has {len(im.getbands())} channels ({im.mode}); expected one channel "
+                           f"(grayscale or palette) whose pixel value k marks the k-th instance.")
+    mask = torch.from_numpy(np.asarray(im).astype(np.int64 if im.mode.startswith("I") else np.uint8))
+    if image_size is not None and tuple(mask.shape) != tuple(image_size):
         raise DatasetError(f"{path}: mask is {mask.shape[-1]}x{mask.shape[-2]} but its image is "
                            f"{image_size[1]}x{image_size[0]}; masks must have their image's size.")
-    return mask[0]
+    return mask
 
 
 def instance_masks_and_boxes(mask):
@@ -190,8 +196,6 @@ class PennFudanDataset(torch.utils.data.Dataset):
     def get_height_and_width(self, idx):
         """Image size from the PNG header, without decoding (used to group batches by aspect ratio)."""
         if idx not in self._sizes:
-            from PIL import Image
-
             with Image.open(self.pairs[idx][0]) as im:
                 self._sizes[idx] = (im.height, im.width)
         return self._sizes[idx]
@@ -201,7 +205,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
 
 
 def download_pennfudan(root):
-    """Download and extract PennFudanPed.zip into ``root`` (e.g. data/PennFudanPed), with a progress bar.
+    """Download PennFudanPed.zip next to ``root`` (a folder named PennFudanPed) and extract it, with a progress bar.
 
     The publisher gives no checksum and the archive has changed over time (78 pedestrians
     were added), so one pinned MD5 would reject valid copies. Instead every member's CRC-32
@@ -232,11 +236,7 @@ def download_pennfudan(root):
             if bad is not None or n_png == 0 or n_png != n_mask:
                 raise zipfile.BadZipFile(f"member {bad} fails its CRC" if bad else
                                          f"{n_png} images and {n_mask} masks under PennFudanPed/")
-            extract_to = os.path.dirname(os.path.abspath(root))
-            zf.extractall(extract_to)
-            extracted = os.path.join(extract_to, "PennFudanPed")
-            if os.path.abspath(extracted) != os.path.abspath(root):
-                os.replace(extracted, root)
+            zf.extractall(parent)  # the archive holds PennFudanPed/..., i.e. root
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{zip_path}: corrupt or unexpected archive ({e}). Delete it and run again "
                            f"to download a fresh copy.") from None
@@ -454,7 +454,8 @@ def prepare_data(args):
         if utils.is_main_process():
             print(f"Generating {DEMO_DATA['num_images']} synthetic images in {args.data_path}")
             make_synthetic_pennfudan(args.data_path, seed=args.seed, **DEMO_DATA)
-    elif os.path.abspath(args.data_path) == os.path.abspath(get_args_parser().get_default("data_path")):
+    elif os.path.basename(os.path.normpath(args.data_path)) == "PennFudanPed":
+        # only a folder named after the dataset is downloaded; any other path is probably a typo
         if utils.is_main_process():
             download_pennfudan(args.data_path)
     if utils.get_world_size() > 1:
@@ -603,7 +604,7 @@ def draw_predictions(image, prediction, score_threshold=0.5):
 
 
 def save_png(chw_uint8, path):
-    torchvision.io.write_png(chw_uint8.cpu(), path)
+    Image.fromarray(chw_uint8.permute(1, 2, 0).cpu().numpy()).save(path)
 
 
 def save_preview(dataset_root, path):
@@ -736,6 +737,8 @@ def main(args):
     if args.predict:
         if checkpoint is None:
             raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
+        if not utils.is_main_process():
+            return {"predictions": []}  # under torchrun, one process predicts and writes the files
         model = build_model(args, num_classes, checkpoint).to(device)
         out = os.path.join(args.output_dir or ".", "predict")
         return {"predictions": predict(model, args.predict, device, out, args.score_threshold)}
@@ -808,8 +811,9 @@ def main(args):
     try:
         for epoch in range(start_epoch, args.epochs):
             # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
-            # resumed run repeats the uninterrupted one exactly.
-            torch.manual_seed(args.seed + epoch)
+            # resumed run repeats the uninterrupted one exactly. Under torchrun each rank
+            # draws its own flips (rank 0 keeps the single-process stream).
+            torch.manual_seed(args.seed + epoch + 1_000_003 * utils.get_rank())
             shuffle_gen.manual_seed(args.seed + epoch)
             if args.distributed:
                 train_sampler.set_epoch(epoch)
@@ -874,16 +878,22 @@ class TrainingInterrupted(TutorialError):
 
 
 def cli(argv=None):
-    """Command-line entry: user errors print one line (no traceback) and exit non-zero."""
+    """Command-line entry: user errors print one line (no traceback) and exit non-zero.
+
+    Returns what ``main`` returns. Under torchrun the process group is destroyed on the way out.
+    """
     args = get_args_parser().parse_args(argv)
     try:
-        main(args)
+        return main(args)
     except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
+        print(f"\n{e}", file=sys.stderr, force=True) if utils.is_dist_avail_and_initialized() else \
+            print(f"\n{e}", file=sys.stderr)
         sys.exit(130)
     except TutorialError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        utils.cleanup_distributed()
 
 
 if __name__ == "__main__":
