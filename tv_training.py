@@ -282,13 +282,14 @@ def _build_detector(builder, weights, **kwargs):
         return _pretrained_layout(builder(weights=None, weights_backbone=None, **kwargs))
     try:
         return builder(weights=weights, **kwargs)
-    except OSError as e:  # urllib's URLError and socket errors
+    except (OSError, RuntimeError) as e:  # no network (URLError), or a download/cache failing its hash
         enum = torchvision.models.get_model_weights(builder)
         url = enum[weights].url if weights in enum.__members__ else enum.DEFAULT.url
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")
         raise TutorialError(
-            f"cannot download pretrained weights {url} ({e}). Download {os.path.basename(url)} by hand into "
-            f"{cache}/, or train from random init with --weights none (or run --demo)."
+            f"cannot get pretrained weights {url} ({str(e).splitlines()[0][:160]}). Download "
+            f"{os.path.basename(url)} by hand into {cache}/ (delete a corrupt copy there first), "
+            f"or train from random init with --weights none (or run --demo)."
         ) from None
 
 
@@ -366,8 +367,25 @@ def get_transform(train):
 # 4. Command line: torchvision train.py's flag names, the tutorial's values as defaults
 # ---------------------------------------------------------------------------------------
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """Records which options were typed (``args.explicit``), so --demo changes only the others."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        saved = {a: a.default for a in self._actions}
+        try:  # parse once more with every default suppressed: only typed options remain
+            for action in self._actions:
+                action.default = argparse.SUPPRESS
+            typed, _ = super().parse_known_args(args, None)
+        finally:
+            for action, default in saved.items():
+                action.default = default
+        namespace.explicit = sorted(vars(typed))
+        return namespace, extras
+
+
 def get_args_parser(add_help=True):
-    p = argparse.ArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
+    p = _ArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                 add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/PennFudanPed",
                    help="dataset root with PNGImages/ and PedMasks/; downloaded when missing")
@@ -375,7 +393,7 @@ def get_args_parser(add_help=True):
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2)")
     p.add_argument("--weights", default="DEFAULT",
                    help="DEFAULT (COCO-pretrained, downloaded), none (random init) or a checkpoint file")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available, else cpu)")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available, else cpu)")
     p.add_argument("-b", "--batch-size", default=2, type=int, help="images per batch (per process)")
     p.add_argument("--epochs", default=2, type=int, help="number of epochs")
     p.add_argument("-j", "--workers", default=4, type=int,
@@ -392,18 +410,18 @@ def get_args_parser(add_help=True):
     p.add_argument("--print-freq", default=10, type=int, help="print a log line every N iterations")
     p.add_argument("--output-dir", default="output",
                    help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing)")
-    p.add_argument("--resume", default="", help="checkpoint to continue training from")
+    p.add_argument("--resume", default=None, help="checkpoint to continue training from; None starts afresh")
     p.add_argument("--test-only", action="store_true",
                    help="only evaluate (with --resume or --weights FILE) and print the COCO tables")
     p.add_argument("--amp", action="store_true",
                    help="mixed precision: float16 + GradScaler on CUDA, bfloat16 on CPU (slow without bf16 hardware)")
     p.add_argument("--seed", default=0, type=int, help="seed for the split, initial weights and shuffling")
     p.add_argument("--test-size", default=50, type=int, help="images held out for testing (the last 50 of the split)")
-    p.add_argument("--train-size", default=None, type=int, help="training images (default: all the rest)")
+    p.add_argument("--train-size", default=None, type=int, help="training images; None means all the rest")
     p.add_argument("--min-size", default=800, type=int, help="model input: shorter side resized to this")
     p.add_argument("--max-size", default=1333, type=int, help="model input: longer side at most this")
     p.add_argument("--aspect-ratio-group-factor", default=-1, type=int,
-                   help="group batches by aspect ratio into 2*N+1 bins (-1: off, as in the tutorial)")
+                   help="group batches by aspect ratio, K: 2K+1 log-spaced bin edges (-1: off, as in the tutorial)")
     p.add_argument("--check-forward", action="store_true",
                    help="the tutorial's 'testing forward()' check: one training batch and inference, then exit")
     p.add_argument("--demo", action="store_true",
@@ -432,10 +450,12 @@ DEMO_MODEL_KWARGS = dict(
 
 
 def apply_demo_recipe(args):
-    """Under --demo, replace every flag still at its tutorial default by the demo's value."""
+    """Under --demo, every flag not given on the command line takes the demo's value."""
     defaults = get_args_parser(add_help=False)
+    explicit = getattr(args, "explicit", None)
     for key, value in DEMO_RECIPE.items():
-        if getattr(args, key) == defaults.get_default(key):
+        typed = key in explicit if explicit is not None else getattr(args, key) != defaults.get_default(key)
+        if not typed:
             setattr(args, key, value)
     return args
 
@@ -445,18 +465,19 @@ def apply_demo_recipe(args):
 # ---------------------------------------------------------------------------------------
 
 def prepare_data(args):
-    """Make sure ``args.data_path`` holds a dataset: generate it (--demo) or download it."""
-    if os.path.isdir(os.path.join(args.data_path, "PNGImages")):
-        return
-    if args.demo:
-        from synthetic_data import make_synthetic_pennfudan
+    """Make sure ``args.data_path`` holds a dataset: generate it (--demo) or download it.
 
-        if utils.is_main_process():
+    Under torchrun only rank 0 looks and writes; every rank then meets at the barrier (a
+    rank deciding on its own could see rank 0's half-written folder and skip the wait).
+    """
+    if utils.is_main_process() and not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
+        if args.demo:
+            from synthetic_data import make_synthetic_pennfudan
+
             print(f"Generating {DEMO_DATA['num_images']} synthetic images in {args.data_path}")
             make_synthetic_pennfudan(args.data_path, seed=args.seed, **DEMO_DATA)
-    elif os.path.basename(os.path.normpath(args.data_path)) == "PennFudanPed":
-        # only a folder named after the dataset is downloaded; any other path is probably a typo
-        if utils.is_main_process():
+        elif os.path.basename(os.path.normpath(args.data_path)) == "PennFudanPed":
+            # only a folder named after the dataset is downloaded; any other path is probably a typo
             download_pennfudan(args.data_path)
     if utils.get_world_size() > 1:
         torch.distributed.barrier()  # the other ranks wait until rank 0 has written the data
@@ -595,9 +616,10 @@ def draw_predictions(image, prediction, score_threshold=0.5):
     image = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)[:3]
     keep = prediction["scores"] >= score_threshold
     labels = [f"pedestrian: {s:.3f}" for s in prediction["scores"][keep]]
-    boxes = prediction["boxes"][keep].long()
-    out = draw_bounding_boxes(image, boxes, labels, colors="red", width=2)
-    if "masks" in prediction and keep.any():
+    if not keep.any():
+        return image
+    out = draw_bounding_boxes(image, prediction["boxes"][keep].long(), labels, colors="red", width=2)
+    if "masks" in prediction:
         masks = (prediction["masks"][keep] > 0.7).squeeze(1)
         out = draw_segmentation_masks(out, masks, alpha=0.5, colors="blue")
     return out
@@ -616,9 +638,9 @@ def save_preview(dataset_root, path):
 
     img_path, mask_path = pair_images_and_masks(dataset_root)[0]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 5))
-    a.imshow(read_rgb(img_path).permute(1, 2, 0))
+    a.imshow(read_rgb(img_path).permute(1, 2, 0).numpy())
     a.set_title(os.path.basename(img_path))
-    b.imshow(read_instance_mask(mask_path), cmap="tab10", interpolation="nearest")
+    b.imshow(read_instance_mask(mask_path).numpy(), cmap="tab10", interpolation="nearest")
     b.set_title(os.path.basename(mask_path) + " (value k = k-th pedestrian)")
     for ax in (a, b):
         ax.axis("off")
@@ -720,7 +742,8 @@ def main(args):
     if args.demo:
         apply_demo_recipe(args)
     # train on the GPU or on the CPU, if a GPU is not available
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else torch.device(args.device)
     if args.distributed and device.type == "cuda":
         device = torch.device("cuda", args.gpu)
     torch.manual_seed(args.seed)
@@ -796,7 +819,7 @@ def main(args):
 
     if args.check_forward:
         output, _ = check_forward(model_without_ddp, data_loader, device)
-        return {"losses": {k: float(v) for k, v in output.items()}}
+        return {"losses": {k: v.item() for k, v in output.items()}}
 
     if args.test_only:
         coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
@@ -880,20 +903,25 @@ class TrainingInterrupted(TutorialError):
 def cli(argv=None):
     """Command-line entry: user errors print one line (no traceback) and exit non-zero.
 
-    Returns what ``main`` returns. Under torchrun the process group is destroyed on the way out.
+    Returns what ``main`` returns. Under torchrun, a run that ends normally destroys its
+    process group (after an error the process just exits: tearing down a group whose other
+    ranks may still wait in a collective could block, and torchrun stops them anyway).
     """
     args = get_args_parser().parse_args(argv)
     try:
-        return main(args)
+        result = main(args)
     except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr, force=True) if utils.is_dist_avail_and_initialized() else \
-            print(f"\n{e}", file=sys.stderr)
+        print(f"\n{e}", file=sys.stderr)
         sys.exit(130)
     except TutorialError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if utils.is_dist_avail_and_initialized() and not utils.is_main_process():
+            # under torchrun the other ranks' prints are silenced: an error must still show
+            print(f"[rank {utils.get_rank()}] error: {e}", file=sys.stderr, force=True)
+        else:
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    finally:
-        utils.cleanup_distributed()
+    utils.cleanup_distributed()
+    return result
 
 
 if __name__ == "__main__":

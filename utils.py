@@ -14,7 +14,6 @@ import builtins
 import datetime
 import errno
 import os
-import tempfile
 import time
 from collections import defaultdict, deque
 
@@ -197,16 +196,12 @@ def atomic_save(obj, path):
     A rename within one file system is atomic, so ``path`` always holds either the old
     complete file or the new complete file, whenever the process is killed.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -227,8 +222,9 @@ def save_on_master(*args, **kwargs):
 def init_distributed_mode(args):
     """Set ``args.distributed``, ``rank``, ``world_size``, ``gpu``, ``dist_backend`` from the launcher.
 
-    Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` or SLURM's ``SLURM_PROCID``;
-    without them this is a plain single process and nothing is initialised. NCCL is used
+    Reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` or, under ``srun`` with more
+    than one task, SLURM's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``; without
+    them this is a plain single process and nothing is initialised. NCCL is used
     when CUDA is available and the run is not forced onto the CPU (``args.device == "cpu"``),
     gloo otherwise.
     """
@@ -236,10 +232,20 @@ def init_distributed_mode(args):
         args.rank = int(os.environ["RANK"])
         args.world_size = int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in os.environ:
+    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+        # one task per process, started by srun (a plain `python` inside a one-task job,
+        # or an interactive allocation, stays a single process)
         args.rank = int(os.environ["SLURM_PROCID"])
-        args.world_size = int(os.environ.get("SLURM_NTASKS", 1))
+        args.world_size = int(os.environ["SLURM_NTASKS"])
         local_rank = int(os.environ.get("SLURM_LOCALID", 0))
+        # env:// needs MASTER_ADDR/MASTER_PORT, which srun does not set. For a single-node
+        # job the defaults below work; a multi-node job must export MASTER_ADDR (the first
+        # host of the job, e.g. `scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1`).
+        if "MASTER_ADDR" not in os.environ and int(os.environ.get("SLURM_NNODES", 1)) > 1:
+            raise RuntimeError("multi-node SLURM job: export MASTER_ADDR=<first host of the job> "
+                               "(and optionally MASTER_PORT) before srun")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
     else:
         print("Not using distributed mode")
         args.distributed = False
@@ -263,6 +269,12 @@ def init_distributed_mode(args):
     )
     dist.barrier()
     setup_for_distributed(args.rank == 0)
+
+
+def cleanup_distributed():
+    """Destroy the process group set up by ``init_distributed_mode`` (no-op for a single process)."""
+    if is_dist_avail_and_initialized():
+        dist.destroy_process_group()
 
 
 def all_gather(data):

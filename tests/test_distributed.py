@@ -1,0 +1,434 @@
+"""Several processes: torchrun (gloo on CPU), init_distributed_mode, aspect-ratio batches.
+
+The torchrun tests start ``python -m torch.distributed.run --nproc_per_node=2`` on this very
+file: run as a script, it is the per-rank worker (see ``_worker`` at the bottom), which
+calls ``tv_training.cli`` and writes what each rank saw to ``RESULT_DIR/rank{N}.json``.
+"""
+
+import builtins
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # the worker runs outside pytest, without pytest.ini's pythonpath
+    sys.path.insert(0, ROOT)
+
+import utils  # noqa: E402
+from group_by_aspect_ratio import (  # noqa: E402
+    GroupedBatchSampler,
+    _quantize,
+    compute_aspect_ratios,
+    create_aspect_ratio_groups,
+)
+
+# ---------------------------------------------------------------------------------------
+# GroupedBatchSampler
+# ---------------------------------------------------------------------------------------
+
+
+def _check_grouped_batches(batches, indices, group_ids, batch_size):
+    """Every index once; full one-group batches, then the leftovers packed group after group."""
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == sorted(indices)
+    assert len(batches) == math.ceil(len(indices) / batch_size)
+    assert all(len(b) == batch_size for b in batches[:-1])
+    # the tail: the indices left over in each group (fewer than batch_size per group)
+    full = 0
+    while full < len(batches) and len(batches[full]) == batch_size and len({group_ids[i] for i in batches[full]}) == 1:
+        full += 1
+    tail = [i for b in batches[full:] for i in b]
+    tail_groups = [group_ids[i] for i in tail]
+    assert tail_groups == sorted(tail_groups)
+    for g in set(tail_groups):
+        assert tail_groups.count(g) < batch_size
+    # a batch with two groups can only be a leftover one
+    for b in batches[:full]:
+        assert len({group_ids[i] for i in b}) == 1
+    return full
+
+
+@pytest.mark.parametrize("n, batch_size, num_groups", [(23, 4, 3), (16, 2, 2), (7, 3, 5), (5, 8, 2), (12, 1, 3)])
+def test_grouped_batch_sampler_every_index_once(n, batch_size, num_groups):
+    g = torch.Generator().manual_seed(n)
+    group_ids = torch.randint(num_groups, (n,), generator=g).tolist()
+    sampler = torch.utils.data.RandomSampler(range(n), generator=g)
+    batch_sampler = GroupedBatchSampler(sampler, group_ids, batch_size)
+    for _ in range(3):  # every epoch (a new shuffle) has the same properties
+        batches = list(batch_sampler)
+        assert len(batches) == len(batch_sampler)
+        _check_grouped_batches(batches, list(range(n)), group_ids, batch_size)
+
+
+def test_grouped_batch_sampler_keeps_the_sampler_order_within_groups():
+    group_ids = [0, 1, 0, 1, 0, 1, 0, 1, 0]
+    batches = list(GroupedBatchSampler(torch.utils.data.SequentialSampler(range(9)), group_ids, 2))
+    assert batches == [[0, 2], [1, 3], [4, 6], [5, 7], [8]]
+    # one group: exactly BatchSampler(drop_last=False)
+    batches = list(GroupedBatchSampler(torch.utils.data.SequentialSampler(range(7)), [0] * 7, 3))
+    assert batches == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_grouped_batch_sampler_same_length_on_every_rank():
+    """With DistributedSampler every rank must run the same number of steps (else DDP hangs)."""
+    n, batch_size = 21, 2
+    group_ids = [i % 3 for i in range(n)]
+    seen = []
+    lengths = set()
+    for rank in range(2):
+        sampler = torch.utils.data.distributed.DistributedSampler(range(n), num_replicas=2, rank=rank, seed=0)
+        sampler.set_epoch(1)
+        batch_sampler = GroupedBatchSampler(sampler, group_ids, batch_size)
+        batches = list(batch_sampler)
+        lengths.update({len(batches), len(batch_sampler)})
+        _check_grouped_batches(batches, list(sampler), group_ids, batch_size)
+        seen += [i for b in batches for i in b]
+    assert len(lengths) == 1
+    assert set(seen) == set(range(n))  # with DistributedSampler's padding, one index appears twice
+    assert len(seen) == n + 1
+
+
+def test_grouped_batch_sampler_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="Sampler"):
+        GroupedBatchSampler(list(range(4)), [0] * 4, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        GroupedBatchSampler(torch.utils.data.SequentialSampler(range(4)), [0] * 4, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# create_aspect_ratio_groups
+# ---------------------------------------------------------------------------------------
+
+
+class SizesOnly(torch.utils.data.Dataset):
+    """Knows its image sizes; loading an item is an error (it must never be needed)."""
+
+    def __init__(self, sizes):
+        self.sizes = sizes
+        self.asked = []
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, idx):
+        raise AssertionError("create_aspect_ratio_groups decoded an image")
+
+    def get_height_and_width(self, idx):
+        self.asked.append(idx)
+        return self.sizes[idx]
+
+
+# (height, width): aspect ratios 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0
+SIZES = [(100, 40), (100, 50), (100, 75), (80, 80), (60, 90), (50, 100), (30, 90)]
+
+
+def test_quantize():
+    assert _quantize([0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0], [2.0, 0.5, 1.0]) == [0, 1, 1, 2, 2, 3, 3]
+    assert _quantize([0.9, 1.0, 1.1], [1.0]) == [0, 1, 1]
+
+
+def test_create_aspect_ratio_groups_bins(capsys):
+    dataset = SizesOnly(SIZES)
+    assert create_aspect_ratio_groups(dataset, k=0) == [0, 0, 0, 1, 1, 1, 1]
+    out = capsys.readouterr().out
+    assert "[1.0]" in out and "[3, 4]" in out
+    # k=1: edges 2**[-1, 0, 1] = [0.5, 1, 2], four groups
+    assert create_aspect_ratio_groups(dataset, k=1) == [0, 1, 1, 2, 2, 3, 3]
+    out = capsys.readouterr().out
+    assert "[0.5, 1.0, 2.0]" in out and "[1, 2, 2, 2]" in out
+    # k=3: 7 log2-spaced edges from 0.5 to 2, eight groups
+    groups = create_aspect_ratio_groups(dataset, k=3)
+    assert groups == sorted(groups) and groups[0] == 0 and groups[-1] == 7 and len(set(groups)) <= 8
+
+
+def test_create_aspect_ratio_groups_sees_through_subsets_without_decoding():
+    base = SizesOnly(SIZES)
+    inner = torch.utils.data.Subset(base, [6, 5, 4, 3, 2, 1, 0])
+    outer = torch.utils.data.Subset(inner, [0, 3, 6])  # base images 6, 3, 0
+    assert compute_aspect_ratios(outer) == [3.0, 1.0, 0.4]
+    assert create_aspect_ratio_groups(outer, k=0) == [1, 1, 0]
+    assert set(base.asked) == {0, 3, 6}
+
+
+def test_create_aspect_ratio_groups_falls_back_to_loading():
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, idx):
+            return torch.zeros(3, 10, 30 if idx else 5), {}
+
+    assert compute_aspect_ratios(Plain()) == [0.5, 3.0]
+    assert create_aspect_ratio_groups(Plain()) == [0, 1]
+
+
+def test_pennfudan_groups_from_png_headers(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import tv_training
+    from synthetic_data import make_synthetic_pennfudan
+
+    make_synthetic_pennfudan(str(tmp_path), num_images=6, seed=1, height_range=(40, 60), width_range=(20, 100))
+    dataset = tv_training.PennFudanDataset(str(tmp_path), None)
+    monkeypatch.setattr(tv_training.PennFudanDataset, "__getitem__", SizesOnly.__getitem__)
+    subset = torch.utils.data.Subset(dataset, [5, 0, 2])
+    expected = []
+    for i in subset.indices:
+        with Image.open(dataset.pairs[i][0]) as im:
+            expected.append(int(im.width / im.height >= 1.0))
+    assert create_aspect_ratio_groups(subset, k=0) == expected
+
+
+# ---------------------------------------------------------------------------------------
+# init_distributed_mode / setup_for_distributed, without starting processes
+# ---------------------------------------------------------------------------------------
+
+LAUNCH_VARS = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+               "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NNODES"]
+
+
+@pytest.fixture
+def clean_launch_env(monkeypatch):
+    for var in LAUNCH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    calls = []
+    monkeypatch.setattr(utils.dist, "init_process_group", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(utils.dist, "barrier", lambda *a, **kw: None)
+    monkeypatch.setattr(utils, "setup_for_distributed", lambda is_master: calls.append(("master", is_master)))
+    return calls
+
+
+def _args(device="cpu"):
+    import tv_training
+
+    return tv_training.get_args_parser().parse_args(["--device", device])
+
+
+def test_plain_python_is_not_distributed(clean_launch_env):
+    args = _args()
+    utils.init_distributed_mode(args)
+    assert args.distributed is False and args.gpu is None
+    assert clean_launch_env == []
+
+
+def test_one_task_slurm_job_is_not_distributed(clean_launch_env, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    args = _args()
+    utils.init_distributed_mode(args)
+    assert args.distributed is False
+    assert clean_launch_env == []
+
+
+def test_torchrun_environment_on_cpu_uses_gloo(clean_launch_env, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    args = _args()
+    utils.init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size, args.gpu, args.dist_backend) == (True, 1, 2, None, "gloo")
+    assert clean_launch_env == [dict(backend="gloo", init_method="env://", world_size=2, rank=1), ("master", False)]
+
+
+def test_srun_environment_defaults_the_rendezvous_address(clean_launch_env, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    args = _args()
+    utils.init_distributed_mode(args)
+    assert (args.rank, args.world_size, args.dist_backend) == (0, 4, "gloo")
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("127.0.0.1", "29500")
+    assert clean_launch_env[-1] == ("master", True)
+
+
+def test_multi_node_srun_needs_master_addr(clean_launch_env, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_NNODES", "2")
+    with pytest.raises(RuntimeError, match="MASTER_ADDR"):
+        utils.init_distributed_mode(_args())
+    monkeypatch.setenv("MASTER_ADDR", "node01")
+    args = _args()
+    utils.init_distributed_mode(args)
+    assert args.rank == 3 and os.environ["MASTER_ADDR"] == "node01"
+
+
+def test_setup_for_distributed_silences_other_ranks(capsys, monkeypatch):
+    original = builtins.print
+    monkeypatch.setattr(builtins, "print", original)  # restored after the test
+    utils.setup_for_distributed(False)
+    print("hidden")
+    print("shown", force=True)
+    assert capsys.readouterr().out == "shown\n"
+    builtins.print = original
+    utils.setup_for_distributed(True)
+    print("master")
+    assert capsys.readouterr().out.endswith("master\n")
+
+
+# ---------------------------------------------------------------------------------------
+# torchrun --nproc_per_node=2 on CPU: train, then evaluate with 2 processes and with 1
+# ---------------------------------------------------------------------------------------
+
+TIMEOUT_S = 600
+COMMON = ["--weights", "none", "--min-size", "64", "--max-size", "96", "-b", "2", "-j", "0",
+          "--test-size", "5", "--device", "cpu", "--print-freq", "1"]
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS and not k.startswith(("SLURM_", "TORCHELASTIC"))}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return env
+
+
+def _launch(result_dir, argv, nproc):
+    """Run the worker (this file) under torchrun (nproc > 1) or as a plain process; return the rank records."""
+    os.makedirs(result_dir, exist_ok=True)
+    worker = [os.path.abspath(__file__), str(result_dir), *argv]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *worker]
+    else:
+        cmd = [sys.executable, *worker]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    log = f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, log
+    records = []
+    for rank in range(nproc):
+        with open(os.path.join(result_dir, f"rank{rank}.json")) as f:
+            records.append(json.load(f))
+    return dict(records=records, stdout=proc.stdout, stderr=proc.stderr, log=log, seconds=time.time() - start)
+
+
+@pytest.fixture(scope="module")
+def torchrun_runs(tmp_path_factory):
+    from synthetic_data import make_synthetic_pennfudan
+
+    base = tmp_path_factory.mktemp("ddp")
+    data = str(base / "data")
+    make_synthetic_pennfudan(data, num_images=10, seed=0, height_range=(64, 80), width_range=(48, 96))
+    out = str(base / "out")
+    common = ["--data-path", data, *COMMON]
+    train = _launch(base / "train", [*common, "--epochs", "1", "--opt", "adamw", "--lr", "1e-4",
+                                     "--aspect-ratio-group-factor", "0", "--output-dir", out], nproc=2)
+    ckpt = os.path.join(out, "checkpoint.pth")
+    test_args = [*common, "--test-only", "--resume", ckpt, "--output-dir", ""]
+    two = _launch(base / "eval2", test_args, nproc=2)
+    one = _launch(base / "eval1", test_args, nproc=1)
+    return dict(train=train, two=two, one=one, out=out, data=data)
+
+
+def test_torchrun_training_on_cpu(torchrun_runs):
+    train = torchrun_runs["train"]
+    r0, r1 = train["records"]
+    assert (r0["world_size"], r1["world_size"]) == (2, 2)
+    assert (r0["backend"], r1["backend"]) == ("gloo", "gloo")
+    # one log, from rank 0 (the others are silent) ...
+    assert train["stdout"].count("Start training") == 1
+    assert "Count of instances per bin" in train["stdout"]  # --aspect-ratio-group-factor 0
+    # ... whose training losses are averaged over the ranks (reduce_dict): both ranks agree
+    assert r0["train"] == r1["train"] and r0["train"]["loss"] > 0
+    # the per-epoch evaluation is merged across ranks: both hold the same 24 numbers
+    assert r0["metrics"] == r1["metrics"]
+    # rank 0 wrote the outputs
+    out = torchrun_runs["out"]
+    for name in ("checkpoint.pth", "metrics.json", "curves.png", "preview.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert os.listdir(os.path.join(out, "predictions"))
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert len(json.load(f)) == 1
+    # the process group was torn down: no leftover-group warning at exit
+    assert "destroy_process_group" not in train["stderr"] and "NOT been destroyed" not in train["stderr"]
+
+
+def test_two_process_evaluation_equals_one_process(torchrun_runs):
+    two, one = torchrun_runs["two"]["records"], torchrun_runs["one"]["records"]
+    assert (two[0]["world_size"], one[0]["world_size"]) == (2, 1)
+    single = one[0]["metrics"]
+    assert set(single) == {"bbox", "segm"} and all(len(v) == 12 for v in single.values())
+    assert two[0]["metrics"] == single  # exactly the same 24 COCO numbers
+    assert two[1]["metrics"] == single
+    # and the same detections (scores, matches) for every image, also where AP is still 0
+    assert two[0]["per_image"] == one[0]["per_image"]
+    assert sum(len(entry[2]) for entry in one[0]["per_image"]["segm"]) > 0
+    # the training run's last evaluation scored the same weights that rank 0 saved
+    assert torchrun_runs["train"]["records"][0]["metrics"] == single
+
+
+def test_each_test_image_is_scored_exactly_once(torchrun_runs):
+    import tv_training
+
+    _, test_ids = tv_training.split_indices(10, 5, None, 0)
+    r0, r1 = torchrun_runs["two"]["records"]
+    assert r0["gt_img_ids"] == sorted(test_ids)
+    # DistributedSampler pads 5 images to 3 + 3: one image is run on both ranks ...
+    assert len(r0["local_img_ids"]) == len(r1["local_img_ids"]) == 3
+    assert sorted(set(r0["local_img_ids"]) | set(r1["local_img_ids"])) == sorted(test_ids)
+    # ... but the merged evaluation holds each test image once
+    for rec in (r0, r1, torchrun_runs["one"]["records"][0]):
+        for iou in ("bbox", "segm"):
+            assert rec["merged_img_ids"][iou] == sorted(test_ids)
+            assert rec["num_eval_imgs"][iou] == rec["num_cats_x_areas"][iou] * len(test_ids)
+
+
+# ---------------------------------------------------------------------------------------
+# The per-rank worker (run by torchrun, not collected by pytest)
+# ---------------------------------------------------------------------------------------
+
+
+def _worker(result_dir, argv):
+    """Run ``tv_training.cli(argv)``; write what this rank's last evaluation merged to rank{N}.json."""
+    import tv_training
+
+    seen = {}
+    real_evaluate = tv_training.evaluate
+
+    def spy(*args, **kwargs):
+        evaluator = real_evaluate(*args, **kwargs)
+        seen["evaluator"] = evaluator
+        seen["world_size"] = utils.get_world_size()
+        seen["backend"] = torch.distributed.get_backend() if utils.is_dist_avail_and_initialized() else None
+        return evaluator
+
+    tv_training.evaluate = spy
+    result = tv_training.cli(argv)
+    ev = seen["evaluator"]
+    record = dict(
+        world_size=seen["world_size"],
+        backend=seen["backend"],
+        metrics={iou: result[iou] for iou in ("bbox", "segm")},
+        train=result.get("train"),
+        gt_img_ids=sorted(int(i) for i in ev.coco_gt.getImgIds()),
+        local_img_ids=[int(i) for i in ev.img_ids],
+        merged_img_ids={iou: [int(i) for i in e.params.imgIds] for iou, e in ev.coco_eval.items()},
+        num_eval_imgs={iou: len(e.evalImgs) for iou, e in ev.coco_eval.items()},
+        num_cats_x_areas={iou: len(e.params.catIds) * len(e.params.areaRng) for iou, e in ev.coco_eval.items()},
+        # per merged (category, area range, image) entry: its detections' scores and matches
+        per_image={iou: [[int(x["image_id"]), [float(a) for a in x["aRng"]], [float(v) for v in x["dtScores"]],
+                          [[float(v) for v in row] for row in x["dtMatches"]]]
+                         for x in e.evalImgs if x is not None] for iou, e in ev.coco_eval.items()},
+        process_group_left=utils.is_dist_avail_and_initialized(),
+    )
+    assert not record["process_group_left"], "cli() should destroy the process group"
+    rank = int(os.environ.get("RANK", 0))
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(record, f)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2:])

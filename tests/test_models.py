@@ -1,0 +1,287 @@
+"""Tests for the model builders of tv_training.py (section 2 of the tutorial), all offline."""
+
+import os
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d
+
+import tv_training
+
+TINY = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
+            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=16,
+            box_detections_per_img=10)
+MASK_LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+BOX_LOSSES = MASK_LOSSES - {"loss_mask"}
+H, W = 60, 80  # input image size (the model resizes to min_size 64 internally)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On 2 shared cores, 2 intra-op threads spin against other processes (measured ~10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def maskrcnn():
+    torch.manual_seed(0)
+    return tv_training.get_model_instance_segmentation(2, weights=None, **TINY)
+
+
+@pytest.fixture(scope="module")
+def layout_model():
+    torch.manual_seed(1)
+    return tv_training.get_model_instance_segmentation(2, weights="layout")
+
+
+def sample(with_masks=True):
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, H, W, generator=g)
+    boxes = torch.tensor([[10.0, 5.0, 30.0, 50.0], [40.0, 10.0, 70.0, 58.0]])
+    target = {"boxes": boxes, "labels": torch.tensor([1, 1])}
+    if with_masks:
+        masks = torch.zeros(2, H, W, dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        target["masks"] = masks
+    return image, target
+
+
+def body_norm_layers(model):
+    return [m for m in model.backbone.body.modules() if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d))]
+
+
+# --------------------------------------------------------------------------- heads and layouts
+
+
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_instance_segmentation_heads(num_classes, maskrcnn):
+    model = maskrcnn if num_classes == 2 else tv_training.get_model_instance_segmentation(num_classes, weights=None)
+    assert isinstance(model, MaskRCNN)
+    box_predictor = model.roi_heads.box_predictor
+    assert isinstance(box_predictor, FastRCNNPredictor)
+    assert box_predictor.cls_score.out_features == num_classes
+    assert box_predictor.bbox_pred.out_features == 4 * num_classes
+    assert box_predictor.cls_score.in_features == 1024  # TwoMLPHead representation size
+    mask_predictor = model.roi_heads.mask_predictor
+    assert isinstance(mask_predictor, MaskRCNNPredictor)
+    assert mask_predictor.mask_fcn_logits.out_channels == num_classes
+    assert mask_predictor.conv5_mask.in_channels == 256
+    assert mask_predictor.conv5_mask.out_channels == 256  # hidden_layer
+    # random init: trainable BatchNorm, every backbone parameter trains
+    norms = body_norm_layers(model)
+    assert norms and all(type(m) is torch.nn.BatchNorm2d for m in norms)
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.roi_heads.parameters())
+
+
+def test_layout_has_frozen_bn_and_three_trainable_stages(layout_model):
+    norms = body_norm_layers(layout_model)
+    assert norms and all(isinstance(m, FrozenBatchNorm2d) for m in norms)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in layout_model.backbone.body.modules())
+    trainable = {name for name, p in layout_model.backbone.body.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in layout_model.backbone.body.named_parameters() if not p.requires_grad}
+    assert trainable and frozen
+    assert all(name.split(".")[0] in {"layer2", "layer3", "layer4"} for name in trainable)
+    assert {name.split(".")[0] for name in frozen} == {"conv1", "layer1"}
+    assert {name.split(".")[0] for name in trainable} == {"layer2", "layer3", "layer4"}
+    # FPN and heads train
+    assert all(p.requires_grad for p in layout_model.backbone.fpn.parameters())
+    assert all(p.requires_grad for p in layout_model.rpn.parameters())
+    assert layout_model.roi_heads.box_predictor.cls_score.out_features == 2
+
+
+def test_layout_matches_pretrained_builder_configuration(layout_model):
+    """The pretrained builder uses FrozenBatchNorm2d and 3 trainable layers: same keys, same freezing.
+
+    A checkpoint fine-tuned from the COCO weights (built like this) must load strictly.
+    """
+    torch.manual_seed(2)
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None,
+                                   norm_layer=FrozenBatchNorm2d, trainable_layers=3)
+    pretrained_like = MaskRCNN(backbone, num_classes=91)
+    pretrained_like.roi_heads.box_predictor = FastRCNNPredictor(1024, 2)
+    pretrained_like.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)
+
+    ref_grad = {n: p.requires_grad for n, p in pretrained_like.named_parameters()}
+    got_grad = {n: p.requires_grad for n, p in layout_model.named_parameters()}
+    assert got_grad == ref_grad
+
+    ref_state = pretrained_like.state_dict()
+    assert {k: v.shape for k, v in layout_model.state_dict().items()} == {k: v.shape for k, v in ref_state.items()}
+    result = layout_model.load_state_dict(ref_state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert torch.equal(layout_model.backbone.body.layer1[0].bn1.running_var,
+                       ref_state["backbone.body.layer1.0.bn1.running_var"])
+
+
+def test_layout_state_dict_roundtrip(layout_model, tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": layout_model.state_dict()}, path)
+    torch.manual_seed(3)
+    other = tv_training.get_model_instance_segmentation(2, weights="layout")
+    key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+    assert not torch.equal(other.state_dict()[key], layout_model.state_dict()[key])  # different init
+    checkpoint = torch.load(path, weights_only=True)
+    other.load_state_dict(checkpoint["model"], strict=True)
+    for name, value in layout_model.state_dict().items():
+        assert torch.equal(other.state_dict()[name], value), name
+
+
+def test_object_detection_model():
+    model = tv_training.get_model_object_detection(2, weights=None)
+    assert isinstance(model, FasterRCNN) and not isinstance(model, MaskRCNN)
+    assert isinstance(model.roi_heads.box_predictor, FastRCNNPredictor)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 8
+    assert not model.roi_heads.has_mask()
+    assert model.roi_heads.mask_predictor is None
+
+
+def test_mobilenet_model():
+    model = tv_training.get_model_mobilenet(2, weights=None)
+    assert isinstance(model, FasterRCNN)
+    assert model.backbone.out_channels == 1280
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 8
+    assert not model.roi_heads.has_mask()
+    # one feature map: 5 sizes x 3 aspect ratios per location
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [15]
+    assert model.roi_heads.box_roi_pool.featmap_names == ["0"]
+
+
+# --------------------------------------------------------------------------- forward passes
+
+
+def check_eval_outputs(outputs, with_masks):
+    assert isinstance(outputs, list) and len(outputs) == 1
+    out = outputs[0]
+    expected = {"boxes", "labels", "scores"} | ({"masks"} if with_masks else set())
+    assert set(out) == expected
+    n = len(out["boxes"])
+    assert out["boxes"].shape == (n, 4)
+    assert out["labels"].shape == (n,) and out["scores"].shape == (n,)
+    if n:  # boxes are in input-image coordinates
+        assert out["boxes"][:, 0::2].min() >= 0 and out["boxes"][:, 0::2].max() <= W
+        assert out["boxes"][:, 1::2].min() >= 0 and out["boxes"][:, 1::2].max() <= H
+        assert set(out["labels"].tolist()) <= {1}
+    if with_masks:
+        assert out["masks"].shape == (n, 1, H, W)
+        assert out["masks"].dtype == torch.float32
+        if n:
+            assert 0.0 <= out["masks"].min() and out["masks"].max() <= 1.0
+    return n
+
+
+def test_maskrcnn_forward_train_and_eval(maskrcnn):
+    image, target = sample()
+    maskrcnn.train()
+    losses = maskrcnn([image], [target])
+    assert set(losses) == MASK_LOSSES
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert maskrcnn.roi_heads.mask_predictor.mask_fcn_logits.weight.grad is not None
+    maskrcnn.zero_grad(set_to_none=True)
+
+    maskrcnn.eval()
+    with torch.no_grad():
+        outputs = maskrcnn([image])
+    n = check_eval_outputs(outputs, with_masks=True)
+    assert n <= TINY["box_detections_per_img"]
+
+
+@pytest.mark.parametrize("builder", [tv_training.get_model_object_detection, tv_training.get_model_mobilenet],
+                         ids=["fasterrcnn", "mobilenet"])
+def test_box_models_forward_train_and_eval(builder):
+    torch.manual_seed(0)
+    model = builder(2, weights=None, **TINY)
+    image, target = sample(with_masks=False)
+    model.train()
+    losses = model([image], [target])
+    assert set(losses) == BOX_LOSSES
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        check_eval_outputs(model([image]), with_masks=False)
+
+
+def test_models_registry():
+    assert tv_training.MODELS == {
+        "maskrcnn": tv_training.get_model_instance_segmentation,
+        "fasterrcnn": tv_training.get_model_object_detection,
+        "mobilenet": tv_training.get_model_mobilenet,
+    }
+
+
+# --------------------------------------------------------------------------- offline pretrained weights
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """An empty hub cache and a download that fails like a machine without network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    attempts = []
+
+    def no_network(url, dst, *args, **kwargs):
+        attempts.append(url)
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return attempts
+
+
+@pytest.mark.parametrize("builder, weights_file", [
+    (tv_training.get_model_instance_segmentation, "maskrcnn_resnet50_fpn_coco"),
+    (tv_training.get_model_object_detection, "fasterrcnn_resnet50_fpn_coco"),
+])
+def test_default_weights_offline_raises_tutorial_error(offline_hub, builder, weights_file, capsys):
+    with pytest.raises(tv_training.TutorialError) as excinfo:
+        builder(2, weights="DEFAULT")
+    message = str(excinfo.value)
+    assert len(offline_hub) == 1 and weights_file in offline_hub[0]  # the download was attempted
+    assert weights_file in message
+    cache = torch.hub.get_dir()
+    assert cache.startswith(os.environ["TORCH_HOME"])
+    assert cache in message
+    assert os.path.join(cache, "checkpoints") in message
+    assert "--weights none" in message
+    assert "offline" in message  # the cause is shown
+    assert "\n" not in message  # one line for the command line
+
+
+def test_mobilenet_default_weights_offline(offline_hub, capsys):
+    with pytest.raises(tv_training.TutorialError) as excinfo:
+        tv_training.get_model_mobilenet(2, weights="DEFAULT")
+    message = str(excinfo.value)
+    assert "mobilenet_v2" in message and torch.hub.get_dir() in message and "--weights none" in message
+
+
+def test_build_detector_fake_builder(monkeypatch):
+    """_build_detector passes weights through and names the builder's own weights file."""
+    calls = []
+
+    def fake_builder(weights=None, weights_backbone=None, **kwargs):
+        calls.append((weights, weights_backbone, kwargs))
+        if weights is not None:
+            raise urllib.error.URLError("offline")
+        return "model"
+
+    monkeypatch.setattr(torchvision.models, "get_model_weights",
+                        lambda builder: torchvision.models.detection.MaskRCNN_ResNet50_FPN_V2_Weights)
+    assert tv_training._build_detector(fake_builder, None, min_size=64) == "model"
+    assert calls[-1] == (None, None, {"min_size": 64})
+    with pytest.raises(tv_training.TutorialError, match="maskrcnn_resnet50_fpn_v2_coco") as excinfo:
+        tv_training._build_detector(fake_builder, "DEFAULT")
+    assert calls[-1][0] == "DEFAULT"
+    assert "--weights none" in str(excinfo.value)
+

@@ -1,0 +1,223 @@
+"""main() end to end on tiny synthetic data: metrics, outputs, checkpoints, resume, predict."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_util
+
+import tv_training
+from synthetic_data import make_synthetic_pennfudan
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOSS_TERMS = {"loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+
+
+def tiny_argv(data, out, *extra):
+    # --demo: random init and the demo's small RPN/RoI settings; explicit flags win over its values
+    return ["--demo", "--data-path", data, "--output-dir", out, "--weights", "none", "--min-size", "64",
+            "--max-size", "96", "--epochs", "2", "-b", "2", "-j", "0", "--test-size", "2", "--print-freq", "1",
+            "--lr", "3e-4", *extra]
+
+
+def run_main(*argv):
+    return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("ped") / "SynthPed")
+    return make_synthetic_pennfudan(root, num_images=6, seed=3, height_range=(64, 80), width_range=(48, 96))
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """One uninterrupted 2-epoch run, shared by the tests below."""
+    out = str(tmp_path_factory.mktemp("full"))
+    return run_main(*tiny_argv(data, out)), out
+
+
+def test_parser_defaults_are_the_tutorials():
+    parser = tv_training.get_args_parser()
+    args = parser.parse_args([])
+    expected = dict(data_path="data/PennFudanPed", model="maskrcnn", weights="DEFAULT", batch_size=2, epochs=2,
+                    workers=4, opt="sgd", lr=0.005, momentum=0.9, weight_decay=0.0005, lr_scheduler="steplr",
+                    lr_step_size=3, lr_gamma=0.1, print_freq=10, test_size=50, train_size=None, min_size=800,
+                    max_size=1333, amp=False, demo=False, aspect_ratio_group_factor=-1)
+    assert {k: getattr(args, k) for k in expected} == expected
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help, f"{action.dest} has no help text"
+    assert parser.format_help().count("(default:") == len(parser._actions) - 1
+
+
+def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
+    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--lr", "0.01"]))
+    assert args.lr == 0.01  # explicit wins
+    assert args.weights == "none" and args.opt == "adamw" and args.data_path == "data/SyntheticPed"
+    assert args.epochs == tv_training.DEMO_RECIPE["epochs"]
+    # a flag typed with the tutorial's value is still explicit
+    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--epochs", "2"]))
+    assert args.epochs == 2 and args.explicit == ["demo", "epochs"]
+
+
+def test_main_end_to_end(full_run, capsys):
+    result, out = full_run
+    for iou in ("bbox", "segm"):
+        assert list(result[iou]) == tv_training.COCO_STAT_NAMES
+        assert all(-1.0 <= v <= 1.0 for v in result[iou].values())
+    records = result["records"]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:
+        assert set(r["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in r["train"].values())
+        assert len(r["iteration_losses"]) == 2  # 4 training images, batch 2
+        assert r["lr"] > 0 and r["epoch_time_s"] > 0
+    # files people look at
+    for name in ("checkpoint.pth", "metrics.json", "curves.png", "preview.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    assert json.load(open(os.path.join(out, "metrics.json"))) == json.loads(json.dumps(records))
+    figures = os.listdir(os.path.join(out, "predictions"))
+    assert len(figures) == 2 and all(f.endswith(".png") for f in figures)
+    assert Image.open(os.path.join(out, "curves.png")).size == (1100, 400)
+    # the checkpoint loads without unpickling code and holds the whole training state
+    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "records"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["args"]["seed"] == 0 and isinstance(ckpt["args"], dict)
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+def test_printed_output_follows_the_tutorial(data, tmp_path, capsys):
+    run_main(*tiny_argv(data, "", "--epochs", "1"))
+    text = capsys.readouterr().out
+    assert "Epoch: [0]  [0/2]  eta: " in text and "Epoch: [0] Total time: " in text
+    assert "Test:  [0/2]" in text and "Averaged stats: model_time: " in text
+    assert "IoU metric: bbox" in text and "IoU metric: segm" in text
+    assert text.rstrip().endswith("That's it!")  # --output-dir '': nothing written after
+
+
+def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp_path, monkeypatch):
+    expected, _ = full_run
+    out = str(tmp_path / "run")
+    real_train = tv_training.train_one_epoch
+
+    def interrupted_at_epoch_1(*args, **kwargs):
+        if args[4] == 1:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(tv_training, "train_one_epoch", interrupted_at_epoch_1)
+    with pytest.raises(tv_training.TrainingInterrupted, match=r"epoch 0 is the last complete one.*--resume"):
+        run_main(*tiny_argv(data, out))
+    assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(tv_training, "train_one_epoch", real_train)
+
+    resumed = run_main(*tiny_argv(data, out, "--resume", os.path.join(out, "checkpoint.pth")))
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1]
+    for got, want in zip(resumed["records"], expected["records"]):
+        assert got["iteration_losses"] == pytest.approx(want["iteration_losses"], rel=1e-5)
+        assert got["lr"] == pytest.approx(want["lr"])
+    for iou in ("bbox", "segm"):
+        assert resumed[iou] == pytest.approx(expected[iou], abs=1e-6)
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--weights"])
+def test_test_only_reproduces_the_last_evaluation(full_run, data, flag, capsys):
+    expected, out = full_run
+    got = run_main(*tiny_argv(data, "", "--test-only", flag, os.path.join(out, "checkpoint.pth")))
+    assert "IoU metric: bbox" in capsys.readouterr().out
+    for iou in ("bbox", "segm"):
+        assert got[iou] == pytest.approx(expected[iou], abs=1e-6)
+
+
+def test_predict_writes_overlays_and_detections(full_run, data, tmp_path):
+    _, out = full_run
+    images = os.path.join(data, "PNGImages")
+    res = run_main("--predict", images, "--weights", os.path.join(out, "checkpoint.pth"), "--demo",
+                   "--output-dir", str(tmp_path), "--min-size", "64", "--max-size", "96", "--score-threshold", "0")
+    pred_dir = tmp_path / "predict"
+    assert len(res["predictions"]) == 6
+    first = json.load(open(pred_dir / "SynthPed00001.json"))
+    im = Image.open(os.path.join(images, "SynthPed00001.png"))
+    assert (first["width"], first["height"]) == im.size and first["score_threshold"] == 0
+    assert first["detections"], "score threshold 0 keeps every detection"
+    for det in first["detections"]:
+        x1, y1, x2, y2 = det["box_xyxy"]
+        assert 0 <= x1 <= x2 <= im.width and 0 <= y1 <= y2 <= im.height
+        assert 0 <= det["score"] <= 1 and det["label"] == 1
+        mask = mask_util.decode({"size": det["mask_rle"]["size"], "counts": det["mask_rle"]["counts"].encode()})
+        assert mask.shape == (im.height, im.width)
+    assert Image.open(pred_dir / "SynthPed00001.png").size == im.size
+
+
+def test_predict_needs_a_weights_file(tmp_path):
+    with pytest.raises(tv_training.TutorialError, match="--predict needs trained weights"):
+        run_main("--predict", str(tmp_path), "--weights", "none")
+    with pytest.raises(tv_training.TutorialError, match="no such weights file"):
+        run_main("--predict", str(tmp_path), "--weights", str(tmp_path / "missing.pth"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(full_run, data, tmp_path, monkeypatch):
+    _, out = full_run
+    run_dir = tmp_path / "nan"
+    run_dir.mkdir()
+    good = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    good["epoch"] = 0  # pretend epoch 0 just finished; epoch 1 will blow up
+    torch.save(good, run_dir / "checkpoint.pth")
+    import torchvision.models.detection.roi_heads as roi_heads
+
+    real_loss = roi_heads.fastrcnn_loss
+
+    def nan_classifier_loss(*args):
+        cls, box = real_loss(*args)
+        return cls * float("nan"), box
+
+    monkeypatch.setattr(roi_heads, "fastrcnn_loss", nan_classifier_loss)
+    with pytest.raises(tv_training.TutorialError) as info:
+        run_main(*tiny_argv(data, str(run_dir), "--resume", str(run_dir / "checkpoint.pth")))
+    message = str(info.value)
+    assert "loss_classifier=nan" in message and "epoch 1, iteration 0/2" in message
+    assert f"the last good checkpoint is {run_dir / 'checkpoint.pth'}" in message
+    assert torch.load(run_dir / "checkpoint.pth", weights_only=True)["epoch"] == 0
+
+
+def test_check_forward(data, capsys):
+    res = run_main(*tiny_argv(data, "", "--check-forward"))
+    assert set(res["losses"]) == LOSS_TERMS - {"loss"}
+    assert all(np.isfinite(v) for v in res["losses"].values())
+    assert "'boxes'" in capsys.readouterr().out
+
+
+def test_ctrl_c_keeps_the_last_complete_checkpoint(data, tmp_path):
+    """A real SIGINT to a training process: exit 130, a resume hint, a loadable checkpoint."""
+    out = str(tmp_path / "sigint")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT_DIR, "tv_training.py"),
+                             *tiny_argv(data, out, "--epochs", "100")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT_DIR)
+    ckpt = os.path.join(out, "checkpoint.pth")
+    deadline = time.time() + 240
+    while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert os.path.exists(ckpt), "no checkpoint written in time"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert f"resume with: python tv_training.py --resume {ckpt}" in err
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] >= 0 and set(state["model"]) == set(tv_training.build_model(
+        tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo"]))).state_dict())
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+def test_nothing_runs_at_import():
+    proc = subprocess.run([sys.executable, "-c", "import tv_training, engine, utils, coco_utils, coco_eval, transforms"],
+                          capture_output=True, text=True, cwd=ROOT_DIR, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == ""
+
