@@ -17,6 +17,7 @@ scores it with COCO bbox/segm mAP, using the reference helpers in this folder
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 import zipfile
@@ -864,7 +865,7 @@ def main(args):
                     "optimizer": optimizer.state_dict(),
                     "lr_scheduler": lr_scheduler.state_dict(),
                     "epoch": epoch,
-                    "args": {k: v for k, v in vars(args).items()},
+                    "args": dict(vars(args)),  # a plain dict: weights_only=True loads it
                     "records": records,
                 }
                 if scaler is not None:
@@ -873,10 +874,10 @@ def main(args):
                 write_json_atomic(records, os.path.join(output_dir, "metrics.json"))
                 plot_curves(records, os.path.join(output_dir, "curves.png"))
     except KeyboardInterrupt:
+        kept = ckpt_path if ckpt_path and os.path.exists(ckpt_path) else None
         done = f"epoch {epoch - 1} is the last complete one" if epoch > start_epoch else "no epoch completed"
-        hint = (f"; resume with: python {os.path.basename(sys.argv[0])} --resume {ckpt_path}"
-                if ckpt_path and os.path.exists(ckpt_path) else "")
-        raise TrainingInterrupted(f"interrupted during epoch {epoch}: {done}{hint}") from None
+        raise TrainingInterrupted(f"interrupted during epoch {epoch}: {done}"
+                                  + (f", saved in {kept}" if kept else ""), checkpoint=kept) from None
     except NonFiniteLossError as e:
         kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
         raise TutorialError(f"{e}{kept}") from None
@@ -897,7 +898,24 @@ def main(args):
 
 
 class TrainingInterrupted(TutorialError):
-    """Ctrl-C: the checkpoint on disk is the last complete epoch; the message says how to resume."""
+    """Ctrl-C: the checkpoint on disk (``.checkpoint``, or None) holds the last complete epoch."""
+
+    def __init__(self, message, checkpoint=None):
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+def resume_command(argv, checkpoint):
+    """The command line that continues an interrupted run: the same options plus --resume."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return " ".join(shlex.quote(a) for a in ["python", "tv_training.py", *kept, "--resume", checkpoint])
 
 
 def cli(argv=None):
@@ -907,11 +925,13 @@ def cli(argv=None):
     process group (after an error the process just exits: tearing down a group whose other
     ranks may still wait in a collective could block, and torchrun stops them anyway).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = get_args_parser().parse_args(argv)
     try:
         result = main(args)
     except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
+        hint = f"; resume with: {resume_command(argv, e.checkpoint)}" if e.checkpoint else ""
+        print(f"\n{e}{hint}", file=sys.stderr)
         sys.exit(130)
     except TutorialError as e:
         if utils.is_dist_avail_and_initialized() and not utils.is_main_process():

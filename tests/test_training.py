@@ -113,8 +113,9 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(tv_training, "train_one_epoch", interrupted_at_epoch_1)
-    with pytest.raises(tv_training.TrainingInterrupted, match=r"epoch 0 is the last complete one.*--resume"):
+    with pytest.raises(tv_training.TrainingInterrupted, match=r"epoch 0 is the last complete one, saved in") as info:
         run_main(*tiny_argv(data, out))
+    assert info.value.checkpoint == os.path.join(out, "checkpoint.pth")
     assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["epoch"] == 0
     monkeypatch.setattr(tv_training, "train_one_epoch", real_train)
 
@@ -209,11 +210,19 @@ def test_ctrl_c_keeps_the_last_complete_checkpoint(data, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "Traceback" not in err
-    assert f"resume with: python tv_training.py --resume {ckpt}" in err
+    # the hint repeats the run's own options, so the resumed run has the same settings
+    assert f"resume with: python tv_training.py {' '.join(tiny_argv(data, out, '--epochs', '100'))} --resume {ckpt}" in err
     state = torch.load(ckpt, weights_only=True)
     assert state["epoch"] >= 0 and set(state["model"]) == set(tv_training.build_model(
         tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo"]))).state_dict())
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+def test_resume_command_replaces_an_earlier_resume():
+    cmd = tv_training.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
+    assert cmd == "python tv_training.py --demo --lr 1e-3 --resume out/c.pth"
+    assert tv_training.resume_command(["--data-path", "my data"], "c.pth") == \
+        "python tv_training.py --data-path 'my data' --resume c.pth"
 
 
 def test_nothing_runs_at_import():
