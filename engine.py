@@ -42,13 +42,15 @@ def autocast_dtype(device_type):
     return torch.float16 if device_type == "cuda" else torch.bfloat16
 
 
-def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, scaler=None, *, loss_history=None):
+def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, scaler=None, *, loss_history=None,
+                    clip_grad_norm=None):
     """Train ``model`` for one pass over ``data_loader``; returns the ``MetricLogger``.
 
     Epoch 0 warms the learning rate up linearly from ``lr / 1000`` over
     ``min(1000, len(data_loader) - 1)`` iterations. Passing a ``torch.amp.GradScaler`` turns
     on mixed precision (autocast) for the forward pass. If ``loss_history`` is a list, one
     dict of per-iteration loss values is appended to it per step (for loss curves).
+    ``clip_grad_norm`` clips the gradients' total norm before each step (off by default).
     """
     device = torch.device(device)
     model.train()
@@ -85,10 +87,15 @@ def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, sc
         optimizer.zero_grad()
         if scaler is not None:
             scaler.scale(losses).backward()
+            if clip_grad_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             losses.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
         if lr_scheduler is not None:
             lr_scheduler.step()

@@ -406,6 +406,8 @@ def get_args_parser(add_help=True):
                    help="weight decay")
     p.add_argument("--lr-scheduler", default="steplr", choices=["steplr", "cosineannealinglr"],
                    help="steplr (the tutorial) or cosineannealinglr (over --epochs)")
+    p.add_argument("--clip-grad-norm", default=None, type=float,
+                   help="clip the gradients' total norm to this value (None: no clipping, as in the tutorial)")
     p.add_argument("--lr-step-size", default=3, type=int, help="StepLR: epochs between lr drops")
     p.add_argument("--lr-gamma", default=0.1, type=float, help="StepLR: lr multiplier at each drop")
     p.add_argument("--print-freq", default=10, type=int, help="print a log line every N iterations")
@@ -846,7 +848,7 @@ def main(args):
             # train for one epoch, printing every print_freq iterations
             metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
                                             print_freq=args.print_freq, scaler=scaler,
-                                            loss_history=iteration_losses)
+                                            loss_history=iteration_losses, clip_grad_norm=args.clip_grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             # update the learning rate
             lr_scheduler.step()

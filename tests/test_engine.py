@@ -529,3 +529,25 @@ def test_2019_client_trains_and_evaluates(tiny_model, data_root, capsys):
     assert sorted(evaluator.img_ids) == [2, 3]  # the tensor image ids became COCO ids
     out = capsys.readouterr().out
     assert "Epoch: [0]  [0/1]" in out and "IoU metric: segm" in out
+
+
+@pytest.mark.parametrize("use_scaler", [False, True])
+def test_clip_grad_norm_bounds_each_update(use_scaler):
+    """With clipping, one plain-SGD step moves the weights by at most lr * max_norm."""
+    lr, max_norm = 1.0, 1e-3
+    model = LossModel()
+    model.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    batches = [(tuple(torch.full((3, 4, 4), 50.0) for _ in range(2)), ({"image_id": 0}, {"image_id": 1}))] * 3
+    scaler = torch.amp.GradScaler("cpu") if use_scaler else None
+    before = [p.detach().clone() for p in model.parameters()]
+    run_quietly(engine.train_one_epoch, model, model.optimizer, batches, "cpu", 1, 10, scaler,
+                clip_grad_norm=max_norm)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert 0 < float(moved) <= 3 * lr * max_norm * 1.001
+    # without clipping the same data moves the weights by far more
+    model = LossModel()
+    model.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    before = [p.detach().clone() for p in model.parameters()]
+    run_quietly(engine.train_one_epoch, model, model.optimizer, batches[:1], "cpu", 1, 10)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert float(moved) > 100 * lr * max_norm
