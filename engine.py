@@ -11,13 +11,25 @@ Same names, arguments, return values and log lines as the reference. Departures:
 * ``evaluate`` leaves the thread count alone (the reference forces one thread, which makes
   CPU evaluation several times slower) and accepts a prebuilt COCO ground truth so that a
   test set is converted once, not at every evaluation.
+
+Speed helpers (benchmarks/README.md has the measurements): ``paste_masks_in_image`` and
+``FastMaskPasteTransform`` paste Mask R-CNN masks into one preallocated tensor (same values
+as torchvision's), ``fold_frozen_batchnorm`` folds the frozen BatchNorm of ResNet
+bottlenecks into their convolutions at run time, ``use_channels_last`` picks the memory
+format; ``speed_up_model`` applies the first two to a model.
 """
 
 import math
 import time
+import types
 
 import torch
+import torch.nn.functional as F
 import torchvision.models.detection as detection
+from torchvision.models.detection.roi_heads import expand_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+from torchvision.models.resnet import Bottleneck
+from torchvision.ops import FrozenBatchNorm2d
 
 import utils
 from coco_eval import CocoEvaluator
@@ -165,3 +177,134 @@ def evaluate(model, data_loader, device, *, coco_gt=None):
     coco_evaluator.accumulate()
     coco_evaluator.summarize()
     return coco_evaluator
+
+
+# ---------------------------------------------------------------------------------------
+# Speed helpers
+# ---------------------------------------------------------------------------------------
+
+def paste_masks_in_image(masks, boxes, img_shape, padding=1):
+    """Paste (N, 1, M, M) mask probabilities into (N, 1, H, W) images at their boxes.
+
+    Gives the same values as ``torchvision.models.detection.roi_heads.paste_masks_in_image``
+    (same padding, box expansion, rounding and bilinear resize per detection), but writes
+    every mask straight into one zero-filled output: torchvision builds a full-image tensor
+    per detection and then stacks them, i.e. allocates and copies the output twice.
+    """
+    num, im_h, im_w = masks.shape[0], int(img_shape[0]), int(img_shape[1])
+    out = masks.new_zeros((num, 1, im_h, im_w))
+    if num == 0:
+        return out
+    side = masks.shape[-1]
+    padded = F.pad(masks, (padding,) * 4)
+    scale = float(side + 2 * padding) / side
+    # the expanded boxes as Python ints, in one transfer instead of 4+ per detection
+    int_boxes = expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
+    for i, (x0, y0, x1, y1) in enumerate(int_boxes):
+        xa, xb = max(x0, 0), min(x1 + 1, im_w)  # the part of the box inside the image
+        ya, yb = max(y0, 0), min(y1 + 1, im_h)
+        if xa >= xb or ya >= yb:
+            continue
+        size = (max(y1 - y0 + 1, 1), max(x1 - x0 + 1, 1))
+        resized = F.interpolate(padded[i : i + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+        out[i, 0, ya:yb, xa:xb] = resized[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    return out
+
+
+class FastMaskPasteTransform(GeneralizedRCNNTransform):
+    """``GeneralizedRCNNTransform`` whose ``postprocess`` pastes masks with ``paste_masks_in_image``.
+
+    Installed on one model by ``speed_up_model`` (the transform's class is swapped; it has no
+    extra state), so other models and torchvision itself are untouched.
+    """
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        # type: (list[dict[str, torch.Tensor]], list[tuple[int, int]], list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]
+        if self.training:
+            return result
+        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            if "masks" in pred:
+                pred["masks"] = paste_masks_in_image(pred["masks"], pred["boxes"], o_im_s)
+            if "keypoints" in pred:
+                pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
+        return result
+
+
+def _conv_frozen_bn(conv, bn, x):
+    """``bn(conv(x))`` for a frozen BatchNorm, computed as one convolution with scaled weights."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _folded_bottleneck_forward(self, x):
+    """torchvision's ``Bottleneck.forward`` with each conv + frozen BN done as one conv."""
+    out = self.relu(_conv_frozen_bn(self.conv1, self.bn1, x))
+    out = self.relu(_conv_frozen_bn(self.conv2, self.bn2, out))
+    out = _conv_frozen_bn(self.conv3, self.bn3, out)
+    if self.downsample is None:
+        identity = x
+    else:
+        identity = _conv_frozen_bn(self.downsample[0], self.downsample[1], x)
+    out += identity
+    return self.relu(out)
+
+
+def _foldable(block):
+    if not isinstance(block, Bottleneck):
+        return False
+    pairs = [(block.conv1, block.bn1), (block.conv2, block.bn2), (block.conv3, block.bn3)]
+    if block.downsample is not None:
+        if not (isinstance(block.downsample, torch.nn.Sequential) and len(block.downsample) == 2):
+            return False
+        pairs.append((block.downsample[0], block.downsample[1]))
+    return all(isinstance(c, torch.nn.Conv2d) and isinstance(b, FrozenBatchNorm2d) for c, b in pairs)
+
+
+def fold_frozen_batchnorm(model):
+    """Fold every frozen BatchNorm of the model's ResNet bottlenecks into the preceding conv.
+
+    The pretrained layout (``weights="DEFAULT"``/``"layout"``) normalises with
+    ``FrozenBatchNorm2d``: a multiply and an add over every activation, forward and backward.
+    Scaling the (small) conv weights instead gives the same function -- to float rounding --
+    for about 10% less backbone time on CPU. Only the bottlenecks' ``forward`` is replaced (on
+    these instances); modules, parameters and the state dict stay as they are, and gradients
+    reach the conv weights through the scaling. Blocks with trainable BatchNorm are left alone.
+    Returns the number of blocks folded.
+    """
+    folded = 0
+    for block in model.modules():
+        if _foldable(block):
+            block.forward = types.MethodType(_folded_bottleneck_forward, block)
+            folded += 1
+    return folded
+
+
+def speed_up_model(model):
+    """This project's model defaults: fast mask pasting (Mask R-CNN) and folded frozen BatchNorm.
+
+    Both keep the model's results (equal masks; the same function up to float rounding).
+    Returns ``model``.
+    """
+    transform = getattr(model, "transform", None)
+    if type(transform) is GeneralizedRCNNTransform:
+        transform.__class__ = FastMaskPasteTransform
+    fold_frozen_batchnorm(model)
+    return model
+
+
+def use_channels_last(device, choice="auto"):
+    """Whether to train/evaluate in channels_last memory format.
+
+    ``choice``: "on", "off" or "auto" (on for CPU, where oneDNN's convolutions are faster in
+    NHWC -- see benchmarks/README.md -- and off elsewhere).
+    """
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")
+    if choice == "auto":
+        return torch.device(device).type == "cpu"
+    return choice == "on"

@@ -1,0 +1,798 @@
+"""Side-by-side speed benchmark: the tutorial's reference behaviour against this project's defaults.
+
+    python benchmarks/bench.py                      # CPU (or --device cuda), ~25-40 min on 2 cores
+    python benchmarks/bench.py --quick              # a smoke run at small sizes, a few minutes
+
+One run times, on the same synthetic Penn-Fudan-sized data, from the same initial weights
+(the pretrained layout of ``get_model_instance_segmentation(2, weights="layout")``: frozen
+BatchNorm, 3 trainable ResNet stages, random values -- nothing is downloaded):
+
+(a) one training step at the tutorial's size (min_size 800 / max_size 1333, batch 2), inside a
+    real DataLoader loop (the time includes waiting for the batch);
+(b) one full evaluation pass over ``--eval-images`` test images;
+(c) a whole epoch, train + evaluate, on a small subset (``--epoch-train`` / ``--epoch-test``
+    images at ``--epoch-min-size``), as a fresh one-epoch run: loaders and (ours) the COCO
+    ground truth are built inside the timed region.
+
+Configurations (each phase runs each configuration in its own worker process, so the peak
+RSS is per configuration and phase; the parent interleaves the repeats A B B A A B ...):
+
+reference  torchvision's references/detection + the tutorial, reproduced: evaluation under
+           ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
+           non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
+           OpenMP runtime's default wait policy.
+ours       this project's defaults (tv_training.py / engine.py): OMP_WAIT_POLICY=PASSIVE,
+           folded frozen BatchNorm, fast mask pasting, channels_last on CPU, workers capped at
+           the core count and persistent, ground truth built once, evaluation threads untouched.
+ours_amp   ours + ``--amp`` (bfloat16 autocast on CPU, float16 on CUDA); opt-in (``--configs``).
+
+Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
+the two runs' data differ), so losses and COCO numbers can be compared directly.
+Results: a table on stdout, everything in ``--out``/bench.json, worker logs in ``--out``/*.log.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ("reference", "ours", "ours_amp")
+PHASES = ("step", "eval", "epoch")
+TUTORIAL_WORKERS = 4
+
+
+# =======================================================================================
+# Worker side: one process per (phase, configuration), driven over stdin/stdout
+# =======================================================================================
+
+def _import_project(config):
+    """Import torch and the project in the order that gives each configuration its environment.
+
+    tv_training sets this project's process defaults (OMP_WAIT_POLICY=PASSIVE) before torch --
+    and with it the OpenMP runtime, which reads its environment once -- is loaded. The
+    reference loads torch first, so the runtime keeps its stock behaviour.
+    """
+    sys.path.insert(0, ROOT)
+    if config == "reference":
+        import torch  # noqa: F401  (first: the OpenMP runtime reads the untouched environment)
+        import tv_training  # noqa: F401
+    else:
+        import tv_training  # noqa: F401
+        import torch  # noqa: F401
+
+
+def as_reference_model(model):
+    """Undo this project's model speed-ups: torchvision's stock transform and bottleneck forward."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
+        model.transform.__class__ = GeneralizedRCNNTransform  # stock postprocess: torchvision's mask pasting
+    for module in model.modules():
+        module.__dict__.pop("forward", None)  # folded frozen BatchNorm -> the class's forward
+    return model
+
+
+def reference_evaluate(model, data_loader, device):
+    """torchvision's evaluate: one thread for the whole evaluation, ground truth rebuilt from the dataset."""
+    import torch
+
+    import engine
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return engine.evaluate(model, data_loader, device)  # coco_gt=None: get_coco_api_from_dataset again
+    finally:
+        torch.set_num_threads(n_threads)
+
+
+class Worker:
+    """State of one configuration in one phase; ``cmd_*`` methods answer the parent's commands."""
+
+    def __init__(self, config, spec):
+        import torch
+
+        self.config, self.spec = config, spec
+        self.reference = config == "reference"
+        self.amp = config == "ours_amp"
+        self.device = torch.device(spec["device"])
+        self.pool_train, self.pool_test = spec["train_indices"], spec["test_indices"]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    # ----- building blocks, config by config -------------------------------------------
+    def _sync(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _autocast(self):
+        import torch
+
+        import engine
+
+        return torch.autocast(self.device.type, dtype=engine.autocast_dtype(self.device.type), enabled=self.amp)
+
+    def build_model(self, min_size, max_size):
+        import torch
+
+        import engine
+        import tv_training
+
+        model = tv_training.get_model_instance_segmentation(2, weights="layout", min_size=min_size, max_size=max_size)
+        model.load_state_dict(torch.load(self.spec["init_weights"], map_location="cpu", weights_only=True))
+        if self.reference:
+            as_reference_model(model)
+        else:
+            engine.speed_up_model(model)  # a no-op if get_model_instance_segmentation did it
+        model.to(self.device)
+        if not self.reference and engine.use_channels_last(self.device, self.spec["channels_last"]):
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def datasets(self, train_indices, test_indices):
+        import torch
+
+        import tv_training
+
+        root = self.spec["data_path"]
+        # no random flip in either configuration (see the module docstring)
+        train = tv_training.PennFudanDataset(root, tv_training.get_transform(train=False))
+        test = tv_training.PennFudanDataset(root, tv_training.get_transform(train=False))
+        return torch.utils.data.Subset(train, train_indices), torch.utils.data.Subset(test, test_indices)
+
+    def loaders(self, train_ds, test_ds):
+        """The tutorial's two DataLoaders (reference) or tv_training.make_loaders (ours)."""
+        import torch
+
+        import tv_training
+        import utils
+
+        seed = self.spec["seed"]
+        if self.reference:
+            # the tutorial: shuffle=True, num_workers=4 (not persistent); here with a seeded sampler
+            sampler = torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(seed))
+            train = torch.utils.data.DataLoader(train_ds, batch_size=self.spec["batch_size"], sampler=sampler,
+                                                num_workers=TUTORIAL_WORKERS, collate_fn=utils.collate_fn)
+            test = torch.utils.data.DataLoader(test_ds, batch_size=1, shuffle=False,
+                                               num_workers=TUTORIAL_WORKERS, collate_fn=utils.collate_fn)
+            return train, test
+        workers = min(TUTORIAL_WORKERS, os.cpu_count() or 1)  # what tv_training.main does with -j 4
+        train, test, _, _ = tv_training.make_loaders(train_ds, test_ds, self.spec["batch_size"], workers, False, seed,
+                                                     pin_memory=self.device.type == "cuda")
+        return train, test
+
+    def evaluate(self, model, loader, coco_gt):
+        """The reference's evaluate (one thread, ground truth rebuilt) or ours."""
+        import engine
+
+        with self._autocast():
+            if self.reference:
+                return reference_evaluate(model, loader, self.device)
+            return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)
+
+    def _train_step(self, images, targets):
+        """One iteration of train_one_epoch: forward, loss.item(), backward, optimizer step."""
+        import engine
+
+        images, targets = engine._to_device(images, targets, self.device)
+        with self._autocast():
+            loss_dict = self.model(images, targets)
+            losses = sum(loss_dict.values())
+        loss_value = losses.item()
+        self.optimizer.zero_grad()
+        if self.scaler is not None:
+            self.scaler.scale(losses).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            losses.backward()
+            self.optimizer.step()
+        self._sync()
+        return loss_value
+
+    def _optimizer(self, model, lr):
+        import torch
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0005)  # the tutorial's
+
+    # ----- commands ------------------------------------------------------------------------
+    def cmd_info(self):
+        import torch
+
+        return dict(config=self.config, pid=os.getpid(), torch=torch.__version__, threads=torch.get_num_threads(),
+                    interop_threads=torch.get_num_interop_threads(),
+                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)"))
+
+    def cmd_peak(self, repeats=3):
+        """Best-of-N throughput of a big sgemm and a big 3x3 convolution (both formats), in FLOP/s."""
+        import torch
+        import torch.nn.functional as F
+
+        dev = self.device
+        n = 4096 if dev.type == "cuda" else 2048
+        a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+        best_mm = 0.0
+        for _ in range(repeats + 1):
+            self._sync()
+            t = time.perf_counter()
+            a @ b
+            self._sync()
+            best_mm = max(best_mm, 2 * n ** 3 / (time.perf_counter() - t))
+        c, hw = 256, (100, 168) if dev.type == "cpu" else (200, 336)
+        w = torch.randn(c, c, 3, 3, device=dev)
+        flops = 2 * c * c * 9 * hw[0] * hw[1]
+        best_conv = {}
+        with torch.inference_mode():
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                x = torch.randn(1, c, *hw, device=dev).contiguous(memory_format=fmt)
+                wf = w.contiguous(memory_format=fmt)
+                best = 0.0
+                for _ in range(repeats + 1):
+                    self._sync()
+                    t = time.perf_counter()
+                    F.conv2d(x, wf, padding=1)
+                    self._sync()
+                    best = max(best, flops / (time.perf_counter() - t))
+                best_conv["channels_last" if fmt is torch.channels_last else "nchw"] = best
+        return dict(sgemm=best_mm, sgemm_n=n, conv=best_conv, conv_shape=[1, c, *hw])
+
+    def cmd_setup_step(self):
+        import torch
+
+        torch.manual_seed(self.spec["seed"])
+        self.model = self.build_model(self.spec["min_size"], self.spec["max_size"])
+        self.model.train()
+        self.optimizer = self._optimizer(self.model, self.spec["step_lr"])
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp else None
+        train_ds, test_ds = self.datasets(self.pool_train, self.pool_test[:1])
+        self.train_loader, _ = self.loaders(train_ds, test_ds)
+        self.batches = iter(self.train_loader)  # workers start here, as at the start of an epoch
+        self.kept = []
+        for _ in range(self.spec["warmup"]):
+            self.cmd_step(keep=False)
+        return self.cmd_info()
+
+    def cmd_step(self, keep=True):
+        """Time one loop iteration: wait for the batch, then forward/backward/step."""
+        t = time.perf_counter()
+        images, targets = next(self.batches)
+        wait = time.perf_counter() - t
+        loss = self._train_step(images, targets)
+        seconds = time.perf_counter() - t
+        if keep and self.spec["flops"]:
+            self.kept.append([int(t["image_id"]) for t in targets])  # to rebuild the batch, not to hold it
+        return dict(seconds=seconds, data_wait=wait, loss=loss, shapes=[list(i.shape) for i in images])
+
+    def cmd_flops(self):
+        """FLOPs (torch.utils.flop_counter) of forward + backward on each timed batch."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        import engine
+
+        import utils
+
+        base = self.train_loader.dataset.dataset  # the PennFudanDataset under the Subset
+        counts = []
+        for image_ids in self.kept:
+            images, targets = utils.collate_fn([base[i] for i in image_ids])
+            images, targets = engine._to_device(images, targets, self.device)
+            with FlopCounterMode(display=False) as counter:
+                with self._autocast():
+                    losses = sum(self.model(images, targets).values())
+                losses.backward()
+            self.optimizer.zero_grad()
+            counts.append(counter.get_total_flops())
+        return counts
+
+    def cmd_setup_eval(self):
+        import torch
+
+        from coco_utils import get_coco_api_from_dataset
+
+        self.model = self.build_model(self.spec["min_size"], self.spec["max_size"])
+        self.model.eval()
+        _, test_ds = self.datasets(self.pool_train[:2], self.pool_test[: self.spec["eval_images"]])
+        _, self.test_loader = self.loaders(test_ds, test_ds)
+        t = time.perf_counter()
+        self.coco_gt = None if self.reference else get_coco_api_from_dataset(test_ds)
+        gt_seconds = time.perf_counter() - t
+        with torch.inference_mode(), self._autocast():  # warm-up: one image
+            self.model([test_ds[0][0].to(self.device)])
+        self._sync()
+        return dict(self.cmd_info(), gt_once_seconds=gt_seconds)
+
+    def cmd_eval(self, capture=False):
+        """One evaluation pass; with ``capture``, also the detections (their encoding is not timed)."""
+        import tv_training
+
+        detections, spent = [], [0.0]
+        image_ids = [int(i) for i in self.test_loader.dataset.indices]  # PennFudanDataset: image_id = index
+
+        def keep(module, inputs, outputs):
+            t = time.perf_counter()
+            for out in outputs:
+                detections.append(compact_detections(image_ids[len(detections)], out))
+            spent[0] += time.perf_counter() - t
+
+        hook = self.model.register_forward_hook(keep) if capture else None
+        try:
+            t = time.perf_counter()
+            evaluator = self.evaluate(self.model, self.test_loader, self.coco_gt)
+            self._sync()
+            seconds = time.perf_counter() - t - spent[0]
+        finally:
+            if hook is not None:
+                hook.remove()
+        result = dict(seconds=seconds, coco=tv_training.coco_summary(evaluator))
+        if capture:
+            result["detections"] = detections
+        return result
+
+    def cmd_setup_epoch(self):
+        import copy
+
+        import torch
+
+        torch.manual_seed(self.spec["seed"])
+        self.model = self.build_model(self.spec["epoch_min_size"], self.spec["epoch_max_size"])
+        self.initial_state = copy.deepcopy(self.model.state_dict())
+        self.epoch_train, self.epoch_test = self.datasets(self.pool_train[: self.spec["epoch_train"]],
+                                                          self.pool_test[: self.spec["epoch_test"]])
+        # warm-up, weights untouched: one forward/backward on a training batch, one inference
+        import utils
+
+        images, targets = utils.collate_fn([self.epoch_train[i] for i in range(self.spec["batch_size"])])
+        optimizer = self._optimizer(self.model, 0.0)
+        self.model.train()
+        import engine
+
+        images, targets = engine._to_device(images, targets, self.device)
+        with self._autocast():
+            sum(self.model(images, targets).values()).backward()
+        optimizer.zero_grad()
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            self.model([self.epoch_test[0][0].to(self.device)])
+        self._sync()
+        return self.cmd_info()
+
+    def cmd_epoch(self):
+        """A fresh one-epoch run from the same weights: loaders, ground truth, train, evaluate."""
+        import torch
+
+        import engine
+        import tv_training
+        from coco_utils import get_coco_api_from_dataset
+
+        self.model.load_state_dict(self.initial_state)
+        torch.manual_seed(self.spec["seed"])
+        optimizer = self._optimizer(self.model, self.spec["lr"])
+        lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
+        scaler = torch.amp.GradScaler(self.device.type) if self.amp else None
+        history = []
+        t0 = time.perf_counter()
+        train_loader, test_loader = self.loaders(self.epoch_train, self.epoch_test)
+        coco_gt = None if self.reference else get_coco_api_from_dataset(self.epoch_test)
+        try:
+            engine.train_one_epoch(self.model, optimizer, train_loader, self.device, 0, print_freq=10,
+                                   scaler=scaler, loss_history=history)
+        except engine.NonFiniteLossError as e:
+            return dict(error=str(e), losses=[r["loss"] for r in history])
+        lr_scheduler.step()
+        t1 = time.perf_counter()
+        evaluator = self.evaluate(self.model, test_loader, coco_gt)
+        self._sync()
+        t2 = time.perf_counter()
+        del train_loader, test_loader  # ours: stops the persistent workers (outside the timing)
+        return dict(seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1,
+                    losses=[r["loss"] for r in history], coco=tv_training.coco_summary(evaluator))
+
+    def cmd_memory(self):
+        import torch
+
+        out = dict(peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   children_peak_rss_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        if self.device.type == "cuda":
+            out["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        return out
+
+
+def compact_detections(image_id, output):
+    """One image's detections as JSON-friendly lists (masks as COCO RLE of mask > 0.5)."""
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    boxes = output["boxes"].detach().float().cpu()
+    det = dict(image_id=image_id, boxes=boxes.tolist(), scores=output["scores"].detach().float().cpu().tolist(),
+               labels=output["labels"].cpu().tolist())
+    if "masks" in output:
+        masks = (output["masks"].detach().float().cpu()[:, 0] > 0.5).numpy().astype(np.uint8)
+        rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+        det["masks"] = [dict(size=list(r["size"]), counts=r["counts"].decode("ascii")) for r in rles]
+        det["size"] = list(masks.shape[1:])
+    return det
+
+
+def agreement(reference, other, top_k=20):
+    """COCO AP of ``other``'s detections scored against the reference's own top-k detections per image.
+
+    With random initial weights the true AP is ~0 for both configurations, which would hide any
+    change; taking the reference's confident detections as ground truth makes the comparison
+    sharp: the reference scored against itself gives ~1.000 (degenerate boxes and empty masks
+    are left out of the ground truth, ties in score can cost a little), and a configuration
+    with other detections scores lower.
+    """
+    import contextlib
+    import io
+
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out = {}
+    for iou in ("bbox", "segm"):
+        images, anns, results = [], [], []
+        for det in reference:
+            height, width = det.get("size", [0, 0])
+            images.append(dict(id=det["image_id"], height=height, width=width))
+            order = sorted(range(len(det["scores"])), key=lambda j: -det["scores"][j])[:top_k]
+            for j in order:
+                x0, y0, x1, y1 = det["boxes"][j]
+                ann = dict(id=len(anns) + 1, image_id=det["image_id"], category_id=det["labels"][j], iscrowd=0,
+                           bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0))
+                if iou == "segm":
+                    if "masks" not in det:
+                        break
+                    ann["segmentation"] = det["masks"][j]
+                    ann["area"] = float(coco_mask.area(det["masks"][j]))
+                if ann["area"] >= 1:
+                    anns.append(ann)
+        for det in other:
+            for j, score in enumerate(det["scores"]):
+                res = dict(image_id=det["image_id"], category_id=det["labels"][j], score=score)
+                if iou == "bbox":
+                    x0, y0, x1, y1 = det["boxes"][j]
+                    res["bbox"] = [x0, y0, x1 - x0, y1 - y0]
+                elif "masks" in det:
+                    res["segmentation"] = det["masks"][j]
+                else:
+                    continue
+                results.append(res)
+        if not results or not anns:
+            continue
+        gt = COCO()
+        gt.dataset = dict(images=images, annotations=anns,
+                          categories=[dict(id=c) for c in sorted({a["category_id"] for a in anns})])
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+            evaluator = COCOeval(gt, gt.loadRes(results), iou)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        out[iou] = float(evaluator.stats[0])
+    return out
+
+
+def worker_main(config, spec_path):
+    # The protocol uses the original stdout; everything the project prints goes to stderr (the log).
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    _import_project(config)
+    with open(spec_path) as f:
+        spec = json.load(f)
+    worker = Worker(config, spec)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "quit":
+            proto.write(json.dumps({"ok": True, "result": None}) + "\n")
+            break
+        print(f"[{config}] {msg['cmd']}", flush=True)
+        try:
+            reply = {"ok": True, "result": getattr(worker, "cmd_" + msg["cmd"])(**msg.get("args", {}))}
+        except Exception:  # reported to the parent, which stops the run
+            reply = {"ok": False, "error": traceback.format_exc()}
+        proto.write(json.dumps(reply) + "\n")
+
+
+# =======================================================================================
+# Parent side
+# =======================================================================================
+
+class WorkerProcess:
+    def __init__(self, config, spec_path, log_path):
+        env = dict(os.environ)
+        if config == "reference":
+            env.pop("OMP_WAIT_POLICY", None)  # the stock OpenMP behaviour
+        self.config = config
+        self.log = open(log_path, "a")
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", config, spec_path],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env, cwd=ROOT)
+
+    def call(self, cmd, **args):
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.config} worker died during {cmd}; see {self.log.name}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(f"{self.config} worker failed in {cmd}:\n{reply['error']}")
+        return reply["result"]
+
+    def close(self):
+        try:
+            self.call("quit")
+        finally:
+            self.proc.wait(timeout=120)
+            self.log.close()
+
+
+def interleaved(configs, repeats):
+    """A B, B A, A B, ...: each round alternates which configuration goes first."""
+    for r in range(repeats):
+        yield r, (configs if r % 2 == 0 else configs[::-1])
+
+
+def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False):
+    """Start one worker per configuration, set both up, interleave the repeats, collect memory."""
+    procs = {c: WorkerProcess(c, spec_path, os.path.join(out_dir, f"{phase}_{c}.log")) for c in configs}
+    result = {c: dict(runs=[]) for c in configs}
+    try:
+        for c in configs:
+            print(f"  [{phase}] setting up {c} ...", flush=True)
+            result[c]["setup"] = procs[c].call(f"setup_{phase}")
+        if extra == "peak":
+            for c in configs:
+                result[c]["peak"] = procs[c].call("peak")
+        for r, order in interleaved(configs, repeats):
+            for c in order:
+                run = procs[c].call(phase, **({"capture": True} if phase == "eval" and r == repeats - 1 else {}))
+                result[c]["runs"].append(run)
+                print(f"  [{phase}] repeat {r + 1}/{repeats} {c}: {run.get('seconds', float('nan')):.2f} s"
+                      + (f"  ({run['error']})" if "error" in run else ""), flush=True)
+        for c in configs:
+            result[c]["memory"] = procs[c].call("memory")  # before the FLOP count, which adds its own
+        if count_flops:
+            flop_config = "ours" if "ours" in configs else configs[-1]
+            print(f"  [{phase}] counting FLOPs ({flop_config}) ...", flush=True)
+            result["flops"] = procs[flop_config].call("flops")
+    finally:
+        for p in procs.values():
+            try:
+                p.close()
+            except Exception:  # a dead worker: nothing to close
+                p.proc.kill()
+    return result
+
+
+def median_seconds(runs):
+    values = [r["seconds"] for r in runs if "seconds" in r]
+    return statistics.median(values) if values else float("nan")
+
+
+def machine_info():
+    info = dict(python=platform.python_version(), cores=os.cpu_count(), platform=platform.platform())
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        info["bf16_flags"] = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+    except OSError:
+        info["cpu"] = platform.processor()
+    info["loadavg_start"] = os.getloadavg()
+    return info
+
+
+def prepare(args, out_dir):
+    """Synthetic data, the seeded split and the initial weights (built once, saved for the workers)."""
+    sys.path.insert(0, ROOT)
+    import torch
+
+    import tv_training
+    from synthetic_data import make_synthetic_pennfudan
+
+    if not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
+        print(f"Generating {args.num_images} synthetic Penn-Fudan-sized images in {args.data_path}", flush=True)
+        make_synthetic_pennfudan(args.data_path, num_images=args.num_images, seed=args.seed)
+    n = len(tv_training.pair_images_and_masks(args.data_path))
+    n_test = max(args.eval_images, args.epoch_test)
+    train_idx, test_idx = tv_training.split_indices(n, n_test, None, args.seed)
+    need_train = max(args.epoch_train, (args.warmup + args.steps) * args.batch_size)
+    if len(train_idx) < need_train:
+        sys.exit(f"{args.data_path} has {n} images; need {need_train} for training + {n_test} for testing "
+                 f"(use --num-images with a fresh --data-path)")
+    init_path = os.path.join(out_dir, "initial_weights.pth")
+    if args.weights:
+        state = tv_training.load_weights_file(args.weights)["model"]
+    else:
+        torch.manual_seed(args.seed)
+        state = tv_training.get_model_instance_segmentation(2, weights="layout").state_dict()
+    torch.save(state, init_path)
+    return train_idx, test_idx, init_path
+
+
+def fmt_ratio(ref, ours):
+    return f"{ref / ours:.2f}x" if ours and ours == ours and ref == ref else "n/a"
+
+
+def report(args, info, results, configs):
+    ref, others = configs[0], configs[1:]
+    lines = []
+    add = lines.append
+    add("")
+    add(f"Machine: {info['cpu']}, {info['cores']} cores, torch {info.get('torch', '?')}, device {args.device}; "
+        f"bf16 CPU flags: {', '.join(info['bf16_flags']) or 'none'}")
+    add(f"Load average at start {info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f} "
+        f"(other processes share the cores: compare the ratios, measured side by side)")
+    add("")
+    header = f"{'phase':44s}" + "".join(f"{c:>14s}" for c in configs) + "".join(f"{'ref/' + c:>14s}" for c in others)
+    add(header)
+    add("-" * len(header))
+    names = dict(step=f"(a) train step, {args.min_size}/{args.max_size} px, batch {args.batch_size} [s]",
+                 eval=f"(b) eval pass, {args.eval_images} images, {args.min_size} px [s]",
+                 epoch=f"(c) epoch {args.epoch_train}+{args.epoch_test} images, {args.epoch_min_size} px [s]")
+    for phase in PHASES:
+        if phase not in results:
+            continue
+        med = {c: median_seconds(results[phase][c]["runs"]) for c in configs}
+        add(f"{names[phase]:44s}" + "".join(f"{med[c]:14.2f}" for c in configs)
+            + "".join(f"{fmt_ratio(med[ref], med[c]):>14s}" for c in others))
+    add("")
+    add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
+    for phase in PHASES:
+        if phase in results:
+            cells = []
+            for c in configs:
+                m = results[phase][c]["memory"]
+                cell = f"{m['peak_rss_mib']:.0f} ({m['children_peak_rss_mib']:.0f})"
+                if "cuda_max_allocated_mib" in m:
+                    cell += f" cuda {m['cuda_max_allocated_mib']:.0f}"
+                cells.append(f"{cell:>20s}")
+            add(f"  {phase:8s}" + "".join(cells))
+    if "step" in results and results["step"].get("flops"):
+        flops = results["step"]["flops"]
+        add("")
+        add(f"Training step FLOPs (forward + backward, FlopCounterMode, per timed batch): "
+            + ", ".join(f"{f / 1e12:.2f} T" for f in flops))
+        for c in configs:
+            runs = results["step"][c]["runs"]
+            achieved = sum(flops[: len(runs)]) / sum(r["seconds"] for r in runs[: len(flops)])
+            peak = results["step"][c].get("peak", {})
+            conv = peak.get("conv", {})
+            add(f"  {c:10s} achieved {achieved / 1e9:7.1f} GFLOP/s | same process: sgemm {peak.get('sgemm', 0) / 1e9:6.1f}, "
+                f"conv3x3 nchw {conv.get('nchw', 0) / 1e9:6.1f}, channels_last {conv.get('channels_last', 0) / 1e9:6.1f} "
+                f"GFLOP/s")
+    for phase in ("eval", "epoch"):
+        if phase not in results:
+            continue
+        add("")
+        add(f"COCO AP after ({'b' if phase == 'eval' else 'c'}) {phase} (same initial weights):")
+        for c in configs:
+            runs = [r for r in results[phase][c]["runs"] if "coco" in r]
+            if not runs:
+                add(f"  {c:10s} no result ({results[phase][c]['runs'][-1].get('error', '?')})")
+                continue
+            coco = runs[-1]["coco"]
+            extra = ""
+            if phase == "epoch":
+                extra = "  losses " + " ".join(f"{x:.4f}" for x in runs[-1]["losses"])
+            add(f"  {c:10s} bbox AP {coco['bbox']['AP']:.4f} AP50 {coco['bbox']['AP50']:.4f} | "
+                f"segm AP {coco['segm']['AP']:.4f} AP50 {coco['segm']['AP50']:.4f}{extra}")
+        if phase == "eval" and results[phase].get("agreement"):
+            add("  agreement: AP against the reference's own top-20 detections per image as ground truth "
+                "(1.000 = same detections)")
+            for c, ap in results[phase]["agreement"].items():
+                add(f"  {c:10s} bbox AP {ap.get('bbox', float('nan')):.4f} | segm AP {ap.get('segm', float('nan')):.4f}")
+    return "\n".join(lines)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="Reference vs ours, side by side (see the module docstring).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--phases", default="step,eval,epoch", help="comma-separated subset of step,eval,epoch")
+    p.add_argument("--configs", default="reference,ours", help="reference first, then any of ours,ours_amp")
+    p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
+                   help="Penn-Fudan-style folder; synthetic images are generated there if it is missing")
+    p.add_argument("--num-images", default=40, type=int, help="synthetic images to generate")
+    p.add_argument("--weights", default=None, help="start from this checkpoint instead of seeded random values")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--batch-size", default=2, type=int)
+    p.add_argument("--min-size", default=800, type=int, help="(a) and (b) model input size")
+    p.add_argument("--max-size", default=1333, type=int)
+    p.add_argument("--warmup", default=1, type=int, help="(a) untimed steps first")
+    p.add_argument("--steps", default=3, type=int, help="(a) timed steps per configuration")
+    p.add_argument("--step-lr", default=0.005 / 1000, type=float,
+                   help="(a) learning rate (the tutorial's first warm-up value: keeps random weights finite)")
+    p.add_argument("--eval-images", default=10, type=int, help="(b) test images per evaluation pass")
+    p.add_argument("--eval-repeats", default=2, type=int)
+    p.add_argument("--epoch-train", default=8, type=int, help="(c) training images")
+    p.add_argument("--epoch-test", default=4, type=int, help="(c) test images")
+    p.add_argument("--epoch-min-size", default=512, type=int, help="(c) model input size")
+    p.add_argument("--epoch-max-size", default=853, type=int)
+    p.add_argument("--epoch-repeats", default=2, type=int)
+    p.add_argument("--lr", default=1e-4, type=float,
+                   help="(c) learning rate; the tutorial's 0.005 is for pretrained weights and diverges from "
+                        "random values (use it with --weights)")
+    p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="ours: memory format")
+    p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count of (a)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 384 px, 1 timed step, 3 eval images, 4+2 images per epoch, 1 repeat each")
+    p.add_argument("--out", default=os.path.join(ROOT, "output", "bench"), help="bench.json and worker logs")
+    return p
+
+
+def main(argv=None):
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker_main(sys.argv[2], sys.argv[3])
+    args = get_args_parser().parse_args(argv)
+    if args.quick:
+        args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
+        args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):
+        sys.exit(f"--configs: reference first, then any of {CONFIGS[1:]}")
+    if any(p not in PHASES for p in phases):
+        sys.exit(f"--phases: a subset of {PHASES}")
+    os.makedirs(args.out, exist_ok=True)
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = machine_info()
+    info["torch"] = torch.__version__
+    train_idx, test_idx, init_path = prepare(args, args.out)
+    spec = dict(vars(args), init_weights=init_path, train_indices=train_idx, test_indices=test_idx)
+    spec_path = os.path.join(args.out, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    for name in os.listdir(args.out):
+        if name.endswith(".log"):
+            os.remove(os.path.join(args.out, name))
+
+    results = {}
+    repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats)
+    started = time.time()
+    for phase in phases:
+        print(f"Phase {phase}:", flush=True)
+        results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
+                                   extra="peak" if phase == "step" else None,
+                                   count_flops=phase == "step" and args.flops)
+        if phase == "eval":
+            captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
+            if all(captured.values()):
+                results[phase]["agreement"] = {c: agreement(captured[configs[0]], captured[c]) for c in configs}
+        if phase == "step":
+            shapes = {c: [r["shapes"] for r in results[phase][c]["runs"]] for c in configs}
+            if any(s != shapes[configs[0]] for s in shapes.values()):
+                print("warning: the configurations trained on different batch shapes", flush=True)
+    info["loadavg_end"] = os.getloadavg()
+    info["wall_seconds"] = round(time.time() - started, 1)
+    text = report(args, info, results, configs)
+    print(text)
+    cmd = " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/bench.py"] + (sys.argv[1:] if argv is None else argv))
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(dict(command=cmd, args=vars(args), machine=info, results=results), f, indent=1)
+    with open(os.path.join(args.out, "bench.txt"), "w") as f:
+        f.write(f"$ {cmd}\n{text}\n")
+    print(f"\nWrote {os.path.join(args.out, 'bench.json')} and bench.txt (worker logs: {args.out}/*.log); "
+          f"took {info['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
