@@ -198,16 +198,22 @@ def test_check_forward(data, capsys):
 def test_ctrl_c_keeps_the_last_complete_checkpoint(data, tmp_path):
     """A real SIGINT to a training process: exit 130, a resume hint, a loadable checkpoint."""
     out = str(tmp_path / "sigint")
+    # A process started in the background inherits SIGINT as ignored, and Python then never
+    # turns it into KeyboardInterrupt: give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT_DIR, "tv_training.py"),
                              *tiny_argv(data, out, "--epochs", "100")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT_DIR)
-    ckpt = os.path.join(out, "checkpoint.pth")
-    deadline = time.time() + 240
-    while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert os.path.exists(ckpt), "no checkpoint written in time"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT_DIR,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        ckpt = os.path.join(out, "checkpoint.pth")
+        deadline = time.time() + 240
+        while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert os.path.exists(ckpt), "no checkpoint written in time"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in err
     # the hint repeats the run's own options, so the resumed run has the same settings
