@@ -24,7 +24,8 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
 ours       this project's defaults (tv_training.py / engine.py): OMP_WAIT_POLICY=PASSIVE,
            folded frozen BatchNorm, fast mask pasting, channels_last on CPU, workers capped at
            the core count and persistent, ground truth built once, evaluation threads untouched.
-ours_amp   ours + ``--amp`` (bfloat16 autocast on CPU, float16 on CUDA); opt-in (``--configs``).
+ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
+           CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
 
 Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
 the two runs' data differ), so losses and COCO numbers can be compared directly.
@@ -174,10 +175,9 @@ class Worker:
         """The reference's evaluate (one thread, ground truth rebuilt) or ours."""
         import engine
 
-        with self._autocast():
-            if self.reference:
-                return reference_evaluate(model, loader, self.device)
-            return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)
+        if self.reference:
+            return reference_evaluate(model, loader, self.device)
+        return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)  # fp32, also for ours_amp (as --amp)
 
     def _train_step(self, images, targets):
         """One iteration of train_one_epoch: forward, loss.item(), backward, optimizer step."""
@@ -307,7 +307,7 @@ class Worker:
         t = time.perf_counter()
         self.coco_gt = None if self.reference else get_coco_api_from_dataset(test_ds)
         gt_seconds = time.perf_counter() - t
-        with torch.inference_mode(), self._autocast():  # warm-up: one image
+        with torch.inference_mode():  # warm-up: one image
             self.model([test_ds[0][0].to(self.device)])
         self._sync()
         return dict(self.cmd_info(), gt_once_seconds=gt_seconds)
@@ -362,7 +362,7 @@ class Worker:
             sum(self.model(images, targets).values()).backward()
         optimizer.zero_grad()
         self.model.eval()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             self.model([self.epoch_test[0][0].to(self.device)])
         self._sync()
         return self.cmd_info()
@@ -425,7 +425,7 @@ def compact_detections(image_id, output):
 
 
 def agreement(reference, other, top_k=20):
-    """COCO AP of ``other``'s detections scored against the reference's own top-k detections per image.
+    """COCO AP of ``other``'s detections scored against the reference's own most confident ones.
 
     With random initial weights the true AP is ~0 for both configurations, which would hide any
     change; taking the reference's confident detections as ground truth makes the comparison
@@ -440,14 +440,17 @@ def agreement(reference, other, top_k=20):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    # one score threshold for all images (top_k per image on average): every kept detection then
+    # ranks above every dropped one, so the reference against itself gives a precision of 1
+    ranked = sorted(((-score, i, j) for i, det in enumerate(reference) for j, score in enumerate(det["scores"])))
+    chosen = {(i, j) for _, i, j in ranked[: top_k * len(reference)]}
     out = {}
     for iou in ("bbox", "segm"):
         images, anns, results = [], [], []
-        for det in reference:
+        for i, det in enumerate(reference):
             height, width = det.get("size", [0, 0])
             images.append(dict(id=det["image_id"], height=height, width=width))
-            order = sorted(range(len(det["scores"])), key=lambda j: -det["scores"][j])[:top_k]
-            for j in order:
+            for j in (j for j in range(len(det["scores"])) if (i, j) in chosen):
                 x0, y0, x1, y1 = det["boxes"][j]
                 ann = dict(id=len(anns) + 1, image_id=det["image_id"], category_id=det["labels"][j], iscrowd=0,
                            bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0))
@@ -559,7 +562,9 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
                 result[c]["peak"] = procs[c].call("peak")
         for r, order in interleaved(configs, repeats):
             for c in order:
+                load = os.getloadavg()[0]
                 run = procs[c].call(phase, **({"capture": True} if phase == "eval" and r == repeats - 1 else {}))
+                run["loadavg_1min_before"] = load
                 result[c]["runs"].append(run)
                 print(f"  [{phase}] repeat {r + 1}/{repeats} {c}: {run.get('seconds', float('nan')):.2f} s"
                       + (f"  ({run['error']})" if "error" in run else ""), flush=True)
@@ -693,8 +698,8 @@ def report(args, info, results, configs):
             add(f"  {c:10s} bbox AP {coco['bbox']['AP']:.4f} AP50 {coco['bbox']['AP50']:.4f} | "
                 f"segm AP {coco['segm']['AP']:.4f} AP50 {coco['segm']['AP50']:.4f}{extra}")
         if phase == "eval" and results[phase].get("agreement"):
-            add("  agreement: AP against the reference's own top-20 detections per image as ground truth "
-                "(1.000 = same detections)")
+            add("  agreement: AP against the reference's own 20 x images most confident detections as ground "
+                "truth (the reference itself: ~1.000)")
             for c, ap in results[phase]["agreement"].items():
                 add(f"  {c:10s} bbox AP {ap.get('bbox', float('nan')):.4f} | segm AP {ap.get('segm', float('nan')):.4f}")
     return "\n".join(lines)
