@@ -22,13 +22,7 @@ BOX_LOSSES = MASK_LOSSES - {"loss_mask"}
 H, W = 60, 80  # input image size (the model resizes to min_size 64 internally)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On 2 shared cores, 2 intra-op threads spin against other processes (measured ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
