@@ -12,7 +12,7 @@ Same names, arguments, return values and log lines as the reference. Departures:
   CPU evaluation several times slower) and accepts a prebuilt COCO ground truth so that a
   test set is converted once, not at every evaluation.
 
-Speed helpers (benchmarks/README.md has the measurements): ``paste_masks_in_image`` and
+Speed helpers (README.md, "Speed", has the measurements): ``paste_masks_in_image`` and
 ``FastMaskPasteTransform`` paste Mask R-CNN masks into one preallocated tensor (same values
 as torchvision's), ``fold_frozen_batchnorm`` folds the frozen BatchNorm of ResNet
 bottlenecks into their convolutions at run time, ``use_channels_last`` picks the memory
@@ -301,7 +301,7 @@ def use_channels_last(device, choice="auto"):
     """Whether to train/evaluate in channels_last memory format.
 
     ``choice``: "on", "off" or "auto" (on for CPU, where oneDNN's convolutions are faster in
-    NHWC -- see benchmarks/README.md -- and off elsewhere).
+    NHWC -- see README.md, "Speed" -- and off elsewhere).
     """
     if choice not in ("auto", "on", "off"):
         raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")

@@ -24,7 +24,7 @@ import zipfile
 
 # Must precede `import torch`: the OpenMP runtime reads it once, when torch loads it. Idle
 # threads then sleep instead of spinning, which on a CPU shared with other processes made
-# a training step ~1.3x and inference ~2x faster (benchmarks/README.md); an explicit
+# a training step ~1.3x and inference ~2x faster (README.md, "Speed"); an explicit
 # OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
