@@ -16,7 +16,7 @@ Speed helpers (README.md, "Speed", has the measurements): ``paste_masks_in_image
 ``FastMaskPasteTransform`` paste Mask R-CNN masks into one preallocated tensor (same values
 as torchvision's), ``fold_frozen_batchnorm`` folds the frozen BatchNorm of ResNet
 bottlenecks into their convolutions at run time, ``use_channels_last`` picks the memory
-format; ``speed_up_model`` applies the first two to a model.
+format; ``speed_up_model`` applies them (and one shared NCHW conversion for RoI pooling).
 """
 
 import math
@@ -26,10 +26,10 @@ import types
 import torch
 import torch.nn.functional as F
 import torchvision.models.detection as detection
-from torchvision.models.detection.roi_heads import expand_boxes
+from torchvision.models.detection.roi_heads import RoIHeads, expand_boxes
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
 from torchvision.models.resnet import Bottleneck
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 import utils
 from coco_eval import CocoEvaluator
@@ -284,16 +284,36 @@ def fold_frozen_batchnorm(model):
     return folded
 
 
-def speed_up_model(model):
-    """This project's model defaults: fast mask pasting (Mask R-CNN) and folded frozen BatchNorm.
+def _roi_heads_forward_nchw(self, features, proposals, image_shapes, targets=None):
+    """``RoIHeads.forward`` with the pooled feature maps made NCHW-contiguous once.
 
-    Both keep the model's results (equal masks; the same function up to float rounding).
-    Returns ``model``.
+    torchvision's CPU ``roi_align`` works on contiguous NCHW input: with a channels_last model
+    the box and the mask pooler each converted every level (and the backward pass converted
+    the gradients back). One conversion shared by both poolers gives identical outputs,
+    ~6% faster inference on CPU; for an NCHW model ``contiguous()`` is a no-op.
+    """
+    names = set(self.box_roi_pool.featmap_names)
+    if self.mask_roi_pool is not None:
+        names |= set(self.mask_roi_pool.featmap_names)
+    features = features.__class__((k, v.contiguous() if k in names else v) for k, v in features.items())
+    return type(self).forward(self, features, proposals, image_shapes, targets)
+
+
+def speed_up_model(model):
+    """This project's model defaults, all keeping the results (equal masks and detections; the
+    same function up to float rounding): fast mask pasting (Mask R-CNN), folded frozen
+    BatchNorm, and one NCHW conversion of the pooled features for both RoI poolers.
+
+    Only this model's transform class and some of its modules' ``forward`` are changed (as
+    instance attributes); the state dict is untouched. Returns ``model``.
     """
     transform = getattr(model, "transform", None)
     if type(transform) is GeneralizedRCNNTransform:
         transform.__class__ = FastMaskPasteTransform
     fold_frozen_batchnorm(model)
+    roi_heads = getattr(model, "roi_heads", None)
+    if isinstance(roi_heads, RoIHeads) and isinstance(getattr(roi_heads, "box_roi_pool", None), MultiScaleRoIAlign):
+        roi_heads.forward = types.MethodType(_roi_heads_forward_nchw, roi_heads)
     return model
 
 

@@ -105,8 +105,8 @@ def test_fast_paste_transform_is_per_model(layout_model):
 # ----- folded frozen BatchNorm --------------------------------------------------------------
 
 def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
-    folded_blocks = [m for m in layout_model.modules() if "forward" in m.__dict__]
-    assert len(folded_blocks) == 16 and all(isinstance(m, Bottleneck) for m in folded_blocks)  # ResNet-50
+    folded_blocks = [m for m in layout_model.modules() if isinstance(m, Bottleneck) and "forward" in m.__dict__]
+    assert len(folded_blocks) == 16  # every bottleneck of the ResNet-50
     folded = copy.deepcopy(layout_model)  # the fixture stays untouched for the other tests
     stock = bench.as_reference_model(copy.deepcopy(layout_model))
     assert list(stock.state_dict()) == list(folded.state_dict())
@@ -133,7 +133,21 @@ def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
 def test_fold_skips_trainable_batchnorm():
     torch.manual_seed(0)
     model = tv_training.get_model_instance_segmentation(2, weights=None, **TINY)  # BatchNorm2d: not folded
-    assert not any("forward" in m.__dict__ for m in model.modules())
+    assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, Bottleneck))
+
+
+def test_roi_pooling_on_one_nchw_copy_gives_identical_outputs(layout_model, data_root):
+    """channels_last model: the shared NCHW conversion for the RoI poolers changes no output."""
+    dataset = tv_training.PennFudanDataset(data_root, tv_training.get_transform(train=False))
+    ours = copy.deepcopy(layout_model).to(memory_format=torch.channels_last).eval()
+    assert "forward" in ours.roi_heads.__dict__
+    plain = copy.deepcopy(ours)
+    del plain.roi_heads.forward  # back to RoIHeads.forward: each pooler converts on its own
+    with torch.inference_mode():
+        for idx in range(2):
+            got, expected = ours([dataset[idx][0]])[0], plain([dataset[idx][0]])[0]
+            for key in expected:
+                assert torch.equal(got[key], expected[key]), key
 
 
 # ----- ours vs the reference: the same training and the same evaluation --------------------
