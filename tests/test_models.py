@@ -208,11 +208,51 @@ def test_box_models_forward_train_and_eval(builder):
         check_eval_outputs(model([image]), with_masks=False)
 
 
+@pytest.mark.parametrize("num_classes", [2, 5])
+def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
+    """The demo's model: a Mask R-CNN with ResNet-18-FPN (128 channels) and slimmer heads."""
+    torch.manual_seed(0)
+    model = tv_training.get_model_maskrcnn_resnet18(num_classes, weights=None, **TINY)
+    assert isinstance(model, MaskRCNN) and model.backbone.out_channels == 128
+    assert isinstance(model.backbone.body.layer4[0], torchvision.models.resnet.BasicBlock)  # ResNet-18/34 blocks
+    assert len(model.backbone.body.layer4) == 2 and len(model.backbone.body.layer3) == 2  # ResNet-18
+    box_predictor = model.roi_heads.box_predictor
+    assert (box_predictor.cls_score.in_features, box_predictor.cls_score.out_features) == (256, num_classes)
+    assert box_predictor.bbox_pred.out_features == 4 * num_classes
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == num_classes
+    assert len(model.roi_heads.mask_head) == 2
+    # every norm layer is a trainable BatchNorm, every parameter trains
+    norms = body_norm_layers(model)
+    assert norms and all(type(m) is torch.nn.BatchNorm2d for m in norms)
+    assert all(p.requires_grad for p in model.parameters())
+    # TINY's settings reached MaskRCNN
+    assert model.transform.min_size == (64,) and model.roi_heads.detections_per_img == 10
+    small = sum(p.numel() for p in model.parameters())
+    large = sum(p.numel() for p in maskrcnn.parameters())
+    assert 10e6 < small < large / 3
+
+
+def test_small_maskrcnn_forward_train_and_eval():
+    torch.manual_seed(0)
+    model = tv_training.get_model_maskrcnn_resnet18(2, weights=None, **TINY)
+    image, target = sample()
+    model.train()
+    losses = model([image], [target])
+    assert set(losses) == MASK_LOSSES
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.backbone.body.conv1.weight.grad is not None  # the whole backbone trains
+    model.eval()
+    with torch.no_grad():
+        check_eval_outputs(model([image]), with_masks=True)
+
+
 def test_models_registry():
     assert tv_training.MODELS == {
         "maskrcnn": tv_training.get_model_instance_segmentation,
         "fasterrcnn": tv_training.get_model_object_detection,
         "mobilenet": tv_training.get_model_mobilenet,
+        "maskrcnn_resnet18": tv_training.get_model_maskrcnn_resnet18,
     }
 
 
@@ -258,6 +298,15 @@ def test_mobilenet_default_weights_offline(offline_hub, capsys):
         tv_training.get_model_mobilenet(2, weights="DEFAULT")
     message = str(excinfo.value)
     assert "mobilenet_v2" in message and torch.hub.get_dir() in message and "--weights none" in message
+
+
+def test_small_maskrcnn_default_weights_offline(offline_hub):
+    """DEFAULT means the ImageNet ResNet-18 backbone; offline, the message names its file."""
+    with pytest.raises(tv_training.TutorialError) as excinfo:
+        tv_training.get_model_maskrcnn_resnet18(2, weights="DEFAULT")
+    message = str(excinfo.value)
+    assert len(offline_hub) == 1 and "resnet18" in offline_hub[0]
+    assert "resnet18" in message and torch.hub.get_dir() in message and "--weights none" in message
 
 
 def test_build_detector_fake_builder(monkeypatch):

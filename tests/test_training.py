@@ -66,6 +66,24 @@ def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
     # a flag typed with the tutorial's value is still explicit
     args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--epochs", "2"]))
     assert args.epochs == 2 and args.explicit == ["demo", "epochs"]
+    # the demo trains the small Mask R-CNN unless a model is named
+    assert args.model == "maskrcnn_resnet18"
+    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--model", "maskrcnn"]))
+    assert args.model == "maskrcnn" and args.opt == "adamw"
+
+
+def test_main_with_the_tutorials_model(data, tmp_path):
+    """The tutorial's ResNet-50 Mask R-CNN through main(): train, evaluate, checkpoint, reload."""
+    out = str(tmp_path / "r50")
+    result = run_main(*tiny_argv(data, out, "--model", "maskrcnn", "--epochs", "1"))
+    (record,) = result["records"]
+    assert set(record["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in record["train"].values())
+    assert list(result["segm"]) == tv_training.COCO_STAT_NAMES
+    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    assert ckpt["args"]["model"] == "maskrcnn"
+    assert any(k.startswith("backbone.body.layer4.2.") for k in ckpt["model"])  # ResNet-50: 3 blocks in layer4
+    again = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth")))
+    assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
 
 
 def test_main_end_to_end(full_run, capsys):
