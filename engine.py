@@ -15,16 +15,20 @@ Same names, arguments, return values and log lines as the reference. Departures:
 Speed helpers (README.md, "Speed", has the measurements): ``paste_masks_in_image`` and
 ``FastMaskPasteTransform`` paste Mask R-CNN masks into one preallocated tensor (same values
 as torchvision's), ``fold_frozen_batchnorm`` folds the frozen BatchNorm of ResNet
-bottlenecks into their convolutions at run time, ``use_channels_last`` picks the memory
-format; ``speed_up_model`` applies them (and one shared NCHW conversion for RoI pooling).
+bottlenecks into their convolutions at run time, ``parallel_roi_align`` and
+``ParallelMultiScaleRoIAlign`` spread torchvision's one-core CPU ``roi_align`` over the cores,
+``use_channels_last`` picks the memory format; ``speed_up_model`` applies them (and one
+shared NCHW conversion for RoI pooling).
 """
 
 import math
+import os
 import time
 import types
 
 import torch
 import torch.nn.functional as F
+import torchvision
 import torchvision.models.detection as detection
 from torchvision.models.detection.roi_heads import RoIHeads, expand_boxes
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
@@ -299,10 +303,112 @@ def _roi_heads_forward_nchw(self, features, proposals, image_shapes, targets=Non
     return type(self).forward(self, features, proposals, image_shapes, targets)
 
 
+_ROI_THREADS = None  # thread pool shared by every ParallelMultiScaleRoIAlign, made on first use
+
+
+def _in_threads(fn, chunks):
+    """``[fn(*c) for c in chunks]``, the chunks after the first on a thread pool.
+
+    torchvision's CPU ``roi_align`` kernels run on one core; the ops release the GIL, so
+    Python threads give them the other cores. Grad and inference modes are per thread:
+    the workers run without autograd, in the caller's inference mode.
+    """
+    global _ROI_THREADS
+    if _ROI_THREADS is None:
+        import concurrent.futures
+
+        _ROI_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1))
+    inference = torch.is_inference_mode_enabled()
+
+    def run(*c):
+        with torch.inference_mode(inference), torch.no_grad():
+            return fn(*c)
+
+    futures = [_ROI_THREADS.submit(run, *c) for c in chunks[1:]]
+    first = run(*chunks[0])
+    return [first] + [f.result() for f in futures]
+
+
+def _chunks(n, parts):
+    step = -(-n // parts)
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts):
+    op = torch.ops.torchvision.roi_align
+    height, width = output_size
+    outs = _in_threads(lambda a, b: op(features, rois[a:b], spatial_scale, height, width, sampling_ratio, False),
+                       _chunks(rois.shape[0], parts))
+    return torch.cat(outs)
+
+
+class _ParallelRoIAlign(torch.autograd.Function):
+    """``roi_align`` with the RoIs split into chunks pooled on several cores.
+
+    Each RoI's output is computed by the same kernel as before (identical values); the
+    backward pass sums the chunks' gradients, which changes only the float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, features, rois, spatial_scale, output_size, sampling_ratio, parts):
+        ctx.save_for_backward(rois)
+        ctx.args = (spatial_scale, output_size, sampling_ratio, parts, tuple(features.shape))
+        return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (rois,) = ctx.saved_tensors
+        spatial_scale, (height, width), sampling_ratio, parts, (b, c, h, w) = ctx.args
+        op = torch.ops.torchvision._roi_align_backward
+        grads = _in_threads(lambda i, j: op(grad_output[i:j].contiguous(), rois[i:j], spatial_scale, height, width,
+                                            b, c, h, w, sampling_ratio, False), _chunks(rois.shape[0], parts))
+        total = grads[0]
+        for g in grads[1:]:
+            total += g
+        return total, None, None, None, None, None
+
+
+def parallel_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, min_rois_per_part=16):
+    """``torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)``
+    (``aligned=False``, as Faster/Mask R-CNN use it) on up to ``torch.get_num_threads()``
+    cores. Falls back to torchvision's for other devices, dtypes (autocast) or few RoIs."""
+    parts = min(torch.get_num_threads(), rois.shape[0] // min_rois_per_part)
+    if parts < 2 or features.device.type != "cpu" or features.dtype != torch.float32 \
+            or rois.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
+    features, rois, output_size = features.contiguous(), rois.contiguous(), tuple(output_size)
+    if torch.is_grad_enabled() and features.requires_grad:
+        return _ParallelRoIAlign.apply(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+    return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+
+
+class ParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` (same levels, same outputs) pooling with ``parallel_roi_align``."""
+
+    def forward(self, x, boxes, image_shapes):
+        from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+        features = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
+                                                         self.canonical_level)
+        rois = _convert_to_roi_format(boxes)
+        if len(features) == 1:
+            return parallel_roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
+        levels = self.map_levels(boxes)
+        result = features[0].new_zeros((len(rois), features[0].shape[1]) + tuple(self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.where(levels == level)[0]
+            pooled = parallel_roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio)
+            result[idx] = pooled.to(result.dtype)
+        return result
+
+
 def speed_up_model(model):
     """This project's model defaults, all keeping the results (equal masks and detections; the
     same function up to float rounding): fast mask pasting (Mask R-CNN), folded frozen
-    BatchNorm, and one NCHW conversion of the pooled features for both RoI poolers.
+    BatchNorm, one NCHW conversion of the pooled features for both RoI poolers, and RoI
+    pooling on all cores.
 
     Only this model's transform class and some of its modules' ``forward`` are changed (as
     instance attributes); the state dict is untouched. Returns ``model``.
@@ -314,6 +420,9 @@ def speed_up_model(model):
     roi_heads = getattr(model, "roi_heads", None)
     if isinstance(roi_heads, RoIHeads) and isinstance(getattr(roi_heads, "box_roi_pool", None), MultiScaleRoIAlign):
         roi_heads.forward = types.MethodType(_roi_heads_forward_nchw, roi_heads)
+        for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
+            if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
+                getattr(roi_heads, name).__class__ = ParallelMultiScaleRoIAlign
     return model
 
 

@@ -70,13 +70,18 @@ def _import_project(config):
 
 
 def as_reference_model(model):
-    """Undo this project's model speed-ups: torchvision's stock transform and bottleneck forward."""
+    """Undo this project's model speed-ups: torchvision's stock transform, bottleneck forward,
+    RoI heads forward and RoI poolers."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
         model.transform.__class__ = GeneralizedRCNNTransform  # stock postprocess: torchvision's mask pasting
+    from torchvision.ops import MultiScaleRoIAlign
+
     for module in model.modules():
-        module.__dict__.pop("forward", None)  # folded frozen BatchNorm -> the class's forward
+        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, NCHW RoI features -> the class's forward
+        if isinstance(module, MultiScaleRoIAlign):
+            module.__class__ = MultiScaleRoIAlign  # torchvision's pooling, one core
     return model
 
 

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
@@ -136,18 +137,60 @@ def test_fold_skips_trainable_batchnorm():
     assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, Bottleneck))
 
 
-def test_roi_pooling_on_one_nchw_copy_gives_identical_outputs(layout_model, data_root):
-    """channels_last model: the shared NCHW conversion for the RoI poolers changes no output."""
+@pytest.fixture
+def two_threads():
+    """parallel_roi_align uses torch.get_num_threads() cores; the module runs on one."""
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(1)
+
+
+def test_roi_pooling_on_one_nchw_copy_in_threads_gives_identical_outputs(layout_model, data_root, two_threads):
+    """channels_last model: the shared NCHW conversion and the threaded poolers change no output."""
     dataset = tv_training.PennFudanDataset(data_root, tv_training.get_transform(train=False))
     ours = copy.deepcopy(layout_model).to(memory_format=torch.channels_last).eval()
+    ours.rpn._pre_nms_top_n["testing"], ours.rpn._post_nms_top_n["testing"] = 1000, 300  # enough RoIs to split
+    ours.roi_heads.detections_per_img = 100
     assert "forward" in ours.roi_heads.__dict__
+    assert type(ours.roi_heads.box_roi_pool) is engine.ParallelMultiScaleRoIAlign
+    assert type(ours.roi_heads.mask_roi_pool) is engine.ParallelMultiScaleRoIAlign
     plain = copy.deepcopy(ours)
     del plain.roi_heads.forward  # back to RoIHeads.forward: each pooler converts on its own
-    with torch.inference_mode():
+    plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = torchvision.ops.MultiScaleRoIAlign
+    calls = []
+    real = engine._roi_align_in_chunks
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "_roi_align_in_chunks", lambda *a: calls.append(a[-1]) or real(*a))
         for idx in range(2):
             got, expected = ours([dataset[idx][0]])[0], plain([dataset[idx][0]])[0]
             for key in expected:
                 assert torch.equal(got[key], expected[key]), key
+    assert calls and set(calls) == {2}  # the threaded path ran, in two parts
+
+
+@pytest.mark.parametrize("num_rois", [5, 40, 301])
+def test_parallel_roi_align_same_values_and_gradients(num_rois, two_threads):
+    g = torch.Generator().manual_seed(num_rois)
+    features = torch.randn(2, 8, 25, 34, generator=g, requires_grad=True)
+    xy = torch.rand(num_rois, 2, generator=g) * 100
+    rois = torch.cat([torch.randint(0, 2, (num_rois, 1), generator=g).float(), xy,
+                      xy + 4 + torch.rand(num_rois, 2, generator=g) * 60], dim=1)
+    expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
+    got = engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2)
+    assert torch.equal(got, expected)  # each RoI pooled by the same kernel
+    grad_out = torch.randn(expected.shape, generator=g)
+    (grad_expected,) = torch.autograd.grad(expected, features, grad_out)
+    (grad_got,) = torch.autograd.grad(got, features, grad_out)
+    torch.testing.assert_close(grad_got, grad_expected, rtol=1e-5, atol=1e-5)  # chunk sums: rounding only
+    with torch.inference_mode():
+        assert torch.equal(engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2), expected)
+    # other dtypes and autocast go to torchvision's op unchanged
+    f64, r64 = features.detach().double(), rois.double()
+    assert torch.equal(engine.parallel_roi_align(f64, r64, (7, 7), 0.25, 2),
+                       torchvision.ops.roi_align(f64, r64, (7, 7), 0.25, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert torch.equal(engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2),
+                           torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2))
 
 
 # ----- ours vs the reference: the same training and the same evaluation --------------------
