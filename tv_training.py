@@ -300,6 +300,18 @@ def _build_detector(builder, weights, **kwargs):
         ) from None
 
 
+def _imagenet_classifier(builder, weights):
+    """An ImageNet classifier to take a backbone from: downloaded weights for "DEFAULT", else random."""
+    try:
+        return builder(weights="DEFAULT" if weights == "DEFAULT" else None)
+    except OSError as e:
+        url = torchvision.models.get_model_weights(builder).DEFAULT.url
+        raise TutorialError(
+            f"cannot download backbone weights {url} ({e}). Download {os.path.basename(url)} into "
+            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/, or use --weights none."
+        ) from None
+
+
 def get_model_instance_segmentation(num_classes, weights="DEFAULT", **kwargs):
     """The tutorial's model: COCO Mask R-CNN with new box and mask predictors for ``num_classes``.
 
@@ -333,15 +345,7 @@ def get_model_mobilenet(num_classes, weights="DEFAULT", **kwargs):
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.rpn import AnchorGenerator
 
-    backbone_weights = "DEFAULT" if weights == "DEFAULT" else None
-    try:
-        backbone = torchvision.models.mobilenet_v2(weights=backbone_weights).features
-    except OSError as e:
-        url = torchvision.models.MobileNet_V2_Weights.DEFAULT.url
-        raise TutorialError(
-            f"cannot download backbone weights {url} ({e}). Download {os.path.basename(url)} into "
-            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/, or use --weights none."
-        ) from None
+    backbone = _imagenet_classifier(torchvision.models.mobilenet_v2, weights).features
     # FasterRCNN needs to know the number of output channels of the backbone
     backbone.out_channels = 1280
     # 5 sizes x 3 aspect ratios per location, on the single feature map
@@ -366,15 +370,7 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, **kwargs):
     from torchvision.models.detection.rpn import RPNHead
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    backbone_weights = "DEFAULT" if weights == "DEFAULT" else None
-    try:
-        body = torchvision.models.resnet18(weights=backbone_weights)
-    except OSError as e:
-        url = torchvision.models.ResNet18_Weights.DEFAULT.url
-        raise TutorialError(
-            f"cannot download backbone weights {url} ({e}). Download {os.path.basename(url)} into "
-            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}/, or use --weights none."
-        ) from None
+    body = _imagenet_classifier(torchvision.models.resnet18, weights)
     channels = 128
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}  # strides 4-32, + max-pooled 64
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], channels, extra_blocks=LastLevelMaxPool())
