@@ -410,8 +410,8 @@ def speed_up_model(model):
     BatchNorm, one NCHW conversion of the pooled features for both RoI poolers, and RoI
     pooling on all cores.
 
-    Only this model's transform class and some of its modules' ``forward`` are changed (as
-    instance attributes); the state dict is untouched. Returns ``model``.
+    Only this model's transform and RoI pooler classes and some of its modules' ``forward``
+    (as instance attributes) are changed; the state dict is untouched. Returns ``model``.
     """
     transform = getattr(model, "transform", None)
     if type(transform) is GeneralizedRCNNTransform:
