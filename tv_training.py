@@ -328,7 +328,7 @@ def get_model_instance_segmentation(num_classes, weights="DEFAULT", **kwargs):
     in_features_mask = model.roi_heads.mask_predictor.conv5_mask.in_channels
     hidden_layer = 256
     model.roi_heads.mask_predictor = MaskRCNNPredictor(in_features_mask, hidden_layer, num_classes)
-    # same results, less time: masks pasted into one buffer, frozen BatchNorm folded (engine.py)
+    # same results, less time: mask pasting, BatchNorm folding, RoI pooling (engine.speed_up_model)
     return speed_up_model(model)
 
 
@@ -364,6 +364,7 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, **kwargs):
     downloaded). BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
     """
     from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.faster_rcnn import TwoMLPHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
@@ -374,8 +375,12 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, **kwargs):
     channels = 128
     layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}  # strides 4-32, + max-pooled 64
     backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], channels, extra_blocks=LastLevelMaxPool())
+    # MaskRCNN's default anchors, unless given; the RPN head predicts one score per anchor shape
+    anchors = kwargs.pop("rpn_anchor_generator", None) or \
+        AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
     heads = dict(
-        rpn_head=RPNHead(channels, 3),  # 3 anchor shapes per location, as the default anchors have
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
         box_head=TwoMLPHead(channels * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, num_classes),
         mask_head=MaskRCNNHeads(channels, [channels, channels], 1),
@@ -436,7 +441,8 @@ def get_args_parser(add_help=True):
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
                         "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
     p.add_argument("--weights", default="DEFAULT",
-                   help="DEFAULT (COCO-pretrained, downloaded), none (random init) or a checkpoint file")
+                   help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
+                        "maskrcnn_resnet18), none (random init) or a checkpoint file")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available, else cpu)")
     p.add_argument("-b", "--batch-size", default=2, type=int, help="images per batch (per process)")
     p.add_argument("--epochs", default=2, type=int, help="number of epochs")
@@ -482,8 +488,9 @@ def get_args_parser(add_help=True):
 
 
 # The offline demo: synthetic pedestrians, random init (nothing to download). The tutorial's
-# SGD lr 0.005 diverges from random init; these values were measured to learn on 2 CPU cores
-# within ~15 minutes (README, "The offline demo"). Flags given explicitly still win.
+# SGD lr 0.005 diverges from random init, and its ResNet-50 model learns too slowly on a CPU;
+# these values reached bbox AP > 0.5 in ~10 minutes on 2 CPU cores (README, "The offline demo").
+# Flags given explicitly still win.
 DEMO_RECIPE = dict(
     data_path="data/SyntheticPed", model="maskrcnn_resnet18", weights="none", opt="adamw", lr=6e-4,
     weight_decay=1e-4, clip_grad_norm=5.0, lr_scheduler="cosineannealinglr", epochs=7, batch_size=2,

@@ -232,9 +232,16 @@ def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
     assert 10e6 < small < large / 3
 
 
-def test_small_maskrcnn_forward_train_and_eval():
+@pytest.mark.parametrize("ratios", [None, (1.0, 2.0)], ids=["default-anchors", "two-anchor-shapes"])
+def test_small_maskrcnn_forward_train_and_eval(ratios):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
     torch.manual_seed(0)
-    model = tv_training.get_model_maskrcnn_resnet18(2, weights=None, **TINY)
+    kwargs = dict(TINY)
+    if ratios is not None:  # the RPN head follows the anchor generator's shapes per location
+        kwargs["rpn_anchor_generator"] = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
+    model = tv_training.get_model_maskrcnn_resnet18(2, weights=None, **kwargs)
+    assert model.rpn.head.cls_logits.out_channels == (3 if ratios is None else len(ratios))
     image, target = sample()
     model.train()
     losses = model([image], [target])
