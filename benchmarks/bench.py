@@ -58,15 +58,19 @@ def _import_project(config):
 
     tv_training sets this project's process defaults (OMP_WAIT_POLICY=PASSIVE) before torch --
     and with it the OpenMP runtime, which reads its environment once -- is loaded. The
-    reference loads torch first, so the runtime keeps its stock behaviour.
+    reference loads torch first, so the runtime keeps its stock behaviour. Returns the
+    OMP_WAIT_POLICY the runtime started with (the environment when torch loaded).
     """
     sys.path.insert(0, ROOT)
     if config == "reference":
+        policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
         import torch  # noqa: F401  (first: the OpenMP runtime reads the untouched environment)
-        import tv_training  # noqa: F401
+        import tv_training  # noqa: F401  (sets OMP_WAIT_POLICY, too late to matter)
     else:
         import tv_training  # noqa: F401
+        policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
         import torch  # noqa: F401
+    return policy
 
 
 def as_reference_model(model):
@@ -106,6 +110,7 @@ class Worker:
         import torch
 
         self.config, self.spec = config, spec
+        self.omp_wait_policy = None  # set by worker_main: the value the OpenMP runtime was started with
         self.reference = config == "reference"
         self.amp = config == "ours_amp"
         self.device = torch.device(spec["device"])
@@ -216,7 +221,7 @@ class Worker:
 
         return dict(config=self.config, pid=os.getpid(), torch=torch.__version__, threads=torch.get_num_threads(),
                     interop_threads=torch.get_num_interop_threads(),
-                    omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)"))
+                    omp_wait_policy=self.omp_wait_policy)
 
     def cmd_peak(self, repeats=3):
         """Best-of-N throughput of a big sgemm and a big 3x3 convolution (both formats), in FLOP/s."""
@@ -497,10 +502,11 @@ def worker_main(config, spec_path):
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", buffering=1)
-    _import_project(config)
+    omp_wait_policy = _import_project(config)
     with open(spec_path) as f:
         spec = json.load(f)
     worker = Worker(config, spec)
+    worker.omp_wait_policy = omp_wait_policy
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "quit":

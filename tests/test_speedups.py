@@ -7,6 +7,7 @@ Tiny images and proposal counts keep this file to a few seconds.
 import contextlib
 import copy
 import io
+import json
 import os
 import subprocess
 import sys
@@ -314,3 +315,19 @@ def test_bench_interleaves_and_agreement_is_one_for_identical_detections():
     assert bench.agreement([det], [det]) == {"bbox": pytest.approx(1.0), "segm": pytest.approx(1.0)}
     moved = dict(det, boxes=[[13.0, 2.0, 22.0, 10.0], [0.0, 0.0, 5.0, 5.0]], masks=det["masks"][::-1])
     assert bench.agreement([det], [moved])["bbox"] < 0.5
+
+
+def test_bench_workers_report_the_wait_policy_their_openmp_runtime_started_with(tmp_path, monkeypatch):
+    # The reference worker loads torch before tv_training sets OMP_WAIT_POLICY: it must report the
+    # stock runtime default it actually runs with, not the value set afterwards.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(device="cpu", train_indices=[], test_indices=[])))
+    seen = {}
+    for config in ("reference", "ours"):
+        worker = bench.WorkerProcess(config, str(spec), str(tmp_path / f"{config}.log"))
+        try:
+            seen[config] = worker.call("info")["omp_wait_policy"]
+        finally:
+            worker.close()
+    assert seen == {"reference": "(unset: runtime default)", "ours": "PASSIVE"}
