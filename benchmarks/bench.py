@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                      # CPU (or --device cuda), ~25-40 min on 2 cores
     python benchmarks/bench.py --quick              # a smoke run at small sizes, a few minutes
+    python benchmarks/bench.py --phases compile     # does torch.compile pay? (~6 min)
 
 One run times, on the same synthetic Penn-Fudan-sized data, from the same initial weights
 (the pretrained layout of ``get_model_instance_segmentation(2, weights="layout")``: frozen
@@ -26,6 +27,16 @@ ours       this project's defaults (tv_training.py / engine.py): OMP_WAIT_POLICY
            the core count and persistent, ground truth built once, evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
            CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
+ours_malloc  ours + glibc malloc told to serve big blocks from its heap and never trim it, so freed
+           pages stay resident for later tensors (fewer page faults, more fragmentation); a
+           measured candidate, not a project default (``--configs``).
+
+(d) ``--phases compile`` (not in the default run) answers "does torch.compile pay?": ours against
+ours with ``torch.compile`` on the model's backbone (ResNet + FPN, nearly all of a step's FLOPs),
+each a fresh process, ``--compile-steps`` training steps at the (c) size on varied images, steps
+alternating between the two, compile and recompile time included. It prints both totals, the
+steady-state step times and how many steps it takes to win the compile time back, next to the
+tutorial's two epochs (120 steps).
 
 Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
 the two runs' data differ), so losses and COCO numbers can be compared directly.
@@ -44,8 +55,9 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ("reference", "ours", "ours_amp")
+CONFIGS = ("reference", "ours", "ours_amp", "ours_malloc")
 PHASES = ("step", "eval", "epoch")
+TUTORIAL_STEPS_PER_EPOCH = 60  # the tutorial: 170 images, 50 held out, 120 to train on in batches of 2
 TUTORIAL_WORKERS = 4
 
 
@@ -71,6 +83,26 @@ def _import_project(config):
         policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
         import torch  # noqa: F401
     return policy
+
+
+def keep_freed_memory():
+    """glibc malloc: serve big blocks from the heap instead of fresh mmaps, and never trim it.
+
+    By default each big tensor PyTorch frees on the CPU goes back to the kernel, and the next one
+    faults in new zero-filled pages (about 1.4 million minor faults per 800-px training step here).
+    With this, freed pages stay resident and later tensors reuse them where they fit; the price is
+    heap fragmentation, i.e. a higher peak RSS. Affects the allocations made after it (the worker
+    calls it before importing torch). The same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError as e:
+        raise RuntimeError(f"ours_malloc needs glibc (libc.so.6): {e}") from e
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from glibc's malloc.h
+    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
+        raise RuntimeError("ours_malloc: glibc mallopt refused M_MMAP_MAX / M_TRIM_THRESHOLD")
 
 
 def as_reference_model(model):
@@ -274,18 +306,20 @@ class Worker:
 
     def cmd_step(self, keep=True):
         """Time one loop iteration: wait for the batch, then forward/backward/step."""
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         images, targets = next(self.batches)
         wait = time.perf_counter() - t
         loss = self._train_step(images, targets)
         seconds = time.perf_counter() - t
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         if keep and self.spec["flops"]:
             self.kept.append([int(t["image_id"]) for t in targets])  # to rebuild the batch, not to hold it
-        return dict(seconds=seconds, data_wait=wait, loss=loss, shapes=[list(i.shape) for i in images])
+        return dict(seconds=seconds, data_wait=wait, loss=loss, shapes=[list(i.shape) for i in images],
+                    minor_page_faults=faults)
 
     def cmd_flops(self):
         """FLOPs (torch.utils.flop_counter) of forward + backward on each timed batch."""
-        import torch
         from torch.utils.flop_counter import FlopCounterMode
 
         import engine
@@ -408,6 +442,33 @@ class Worker:
         return dict(seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1,
                     losses=[r["loss"] for r in history], coco=tv_training.coco_summary(evaluator))
 
+    def cmd_setup_compile(self, compiled):
+        """(d) A fresh model at the (c) size; ``compiled`` wraps its backbone in torch.compile,
+        which compiles lazily: inside the first timed steps."""
+        import torch
+
+        torch.manual_seed(self.spec["seed"])
+        self.model = self.build_model(self.spec["epoch_min_size"], self.spec["epoch_max_size"])
+        self.model.train()
+        self.optimizer = self._optimizer(self.model, self.spec["step_lr"])
+        self.scaler = None
+        if compiled:
+            # the backbone only: the detection heads' data-dependent shapes break graphs
+            dynamic = True if self.spec["compile_dynamic"] else None  # None: PyTorch's automatic dynamic shapes
+            self.model.backbone = torch.compile(self.model.backbone, dynamic=dynamic)
+        self.compile_data, _ = self.datasets(self.pool_train, [])
+        return dict(self.cmd_info(), compiled=compiled)
+
+    def cmd_compile_step(self, i):
+        """(d) Training step ``i`` on batch ``i`` of the training pool (loaded outside the timing)."""
+        import utils
+
+        bs, n = self.spec["batch_size"], len(self.compile_data)
+        images, targets = utils.collate_fn([self.compile_data[(i * bs + k) % n] for k in range(bs)])
+        t = time.perf_counter()
+        loss = self._train_step(images, targets)
+        return dict(seconds=time.perf_counter() - t, loss=loss, shapes=[list(im.shape) for im in images])
+
     def cmd_memory(self):
         import torch
 
@@ -502,6 +563,8 @@ def worker_main(config, spec_path):
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", buffering=1)
+    if config == "ours_malloc":
+        keep_freed_memory()
     omp_wait_policy = _import_project(config)
     with open(spec_path) as f:
         spec = json.load(f)
@@ -594,6 +657,53 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
     return result
 
 
+def run_compile_phase(steps, spec_path, out_dir):
+    """(d) ours eager vs ours + torch.compile, fresh processes, steps alternating between them."""
+    variants = ("eager", "compiled")
+    procs = {v: WorkerProcess("ours", spec_path, os.path.join(out_dir, f"compile_{v}.log")) for v in variants}
+    result = {v: dict(runs=[]) for v in variants}
+    try:
+        for v in variants:
+            print(f"  [compile] setting up {v} ...", flush=True)
+            result[v]["setup"] = procs[v].call("setup_compile", compiled=v == "compiled")
+        for i, order in interleaved(list(variants), steps):
+            for v in order:
+                run = procs[v].call("compile_step", i=i)
+                result[v]["runs"].append(run)
+                print(f"  [compile] step {i + 1}/{steps} {v}: {run['seconds']:.2f} s", flush=True)
+        for v in variants:
+            result[v]["memory"] = procs[v].call("memory")
+    finally:
+        for p in procs.values():
+            try:
+                p.close()
+            except Exception:  # a dead worker: nothing to close
+                p.proc.kill()
+    return result
+
+
+def compile_summary(result, tutorial_steps=2 * TUTORIAL_STEPS_PER_EPOCH):
+    """Totals, steady-state step times (median of the second half) and the break-even step count."""
+    out = {}
+    for v in ("eager", "compiled"):
+        secs = [r["seconds"] for r in result[v]["runs"]]
+        out[v] = dict(total=sum(secs), first=secs[0], steady=statistics.median(secs[len(secs) // 2:]),
+                      slowest=max(secs))
+    n = len(result["eager"]["runs"])
+    saving = out["eager"]["steady"] - out["compiled"]["steady"]
+    overhead = out["compiled"]["total"] - out["eager"]["total"]
+    if overhead <= 0:
+        break_even = n
+    elif saving > 0:
+        break_even = n + overhead / saving
+    else:
+        break_even = float("inf")
+    losses = [(a["loss"], b["loss"]) for a, b in zip(result["eager"]["runs"], result["compiled"]["runs"])]
+    rel = max((abs(a - b) / max(abs(a), 1e-12) for a, b in losses[:3]), default=float("nan"))
+    return dict(out, steps=n, saving_per_step=saving, overhead=overhead, break_even_steps=break_even,
+                tutorial_steps=tutorial_steps, pays=break_even <= tutorial_steps, first_losses_max_rel_diff=rel)
+
+
 def median_seconds(runs):
     values = [r["seconds"] for r in runs if "seconds" in r]
     return statistics.median(values) if values else float("nan")
@@ -655,34 +765,38 @@ def report(args, info, results, configs):
     add(f"Load average at start {info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f} "
         f"(other processes share the cores: compare the ratios, measured side by side)")
     add("")
-    header = f"{'phase':44s}" + "".join(f"{c:>14s}" for c in configs) + "".join(f"{'ref/' + c:>14s}" for c in others)
-    add(header)
-    add("-" * len(header))
-    names = dict(step=f"(a) train step, {args.min_size}/{args.max_size} px, batch {args.batch_size} [s]",
-                 eval=f"(b) eval pass, {args.eval_images} images, {args.min_size} px [s]",
-                 epoch=f"(c) epoch {args.epoch_train}+{args.epoch_test} images, {args.epoch_min_size} px [s]")
-    for phase in PHASES:
-        if phase not in results:
-            continue
-        med = {c: median_seconds(results[phase][c]["runs"]) for c in configs}
-        add(f"{names[phase]:44s}" + "".join(f"{med[c]:14.2f}" for c in configs)
-            + "".join(f"{fmt_ratio(med[ref], med[c]):>14s}" for c in others))
-    add("")
-    add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
-    for phase in PHASES:
-        if phase in results:
-            cells = []
-            for c in configs:
-                m = results[phase][c]["memory"]
-                cell = f"{m['peak_rss_mib']:.0f} ({m['children_peak_rss_mib']:.0f})"
-                if "cuda_max_allocated_mib" in m:
-                    cell += f" cuda {m['cuda_max_allocated_mib']:.0f}"
-                cells.append(f"{cell:>20s}")
-            add(f"  {phase:8s}" + "".join(cells))
+    if any(phase in results for phase in PHASES):  # (a)-(c); (d) has its own section below
+        header = f"{'phase':44s}" + "".join(f"{c:>16s}" for c in configs) + "".join(f"{'ref/' + c:>16s}" for c in others)
+        add(header)
+        add("-" * len(header))
+        names = dict(step=f"(a) train step, {args.min_size}/{args.max_size} px, batch {args.batch_size} [s]",
+                     eval=f"(b) eval pass, {args.eval_images} images, {args.min_size} px [s]",
+                     epoch=f"(c) epoch {args.epoch_train}+{args.epoch_test} images, {args.epoch_min_size} px [s]")
+        for phase in PHASES:
+            if phase not in results:
+                continue
+            med = {c: median_seconds(results[phase][c]["runs"]) for c in configs}
+            add(f"{names[phase]:44s}" + "".join(f"{med[c]:16.2f}" for c in configs)
+                + "".join(f"{fmt_ratio(med[ref], med[c]):>16s}" for c in others))
+        add("")
+        add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
+        for phase in PHASES:
+            if phase in results:
+                cells = []
+                for c in configs:
+                    m = results[phase][c]["memory"]
+                    cell = f"{m['peak_rss_mib']:.0f} ({m['children_peak_rss_mib']:.0f})"
+                    if "cuda_max_allocated_mib" in m:
+                        cell += f" cuda {m['cuda_max_allocated_mib']:.0f}"
+                    cells.append(f"{cell:>20s}")
+                add(f"  {phase:8s}" + "".join(cells))
+        if "step" in results:
+            faults = [statistics.median(r["minor_page_faults"] for r in results["step"][c]["runs"]) for c in configs]
+            add("Minor page faults per (a) step, median: " + ", ".join(f"{c} {f:,.0f}" for c, f in zip(configs, faults)))
     if "step" in results and results["step"].get("flops"):
         flops = results["step"]["flops"]
         add("")
-        add(f"Training step FLOPs (forward + backward, FlopCounterMode, per timed batch): "
+        add("Training step FLOPs (forward + backward, FlopCounterMode, per timed batch): "
             + ", ".join(f"{f / 1e12:.2f} T" for f in flops))
         for c in configs:
             runs = results["step"][c]["runs"]
@@ -713,6 +827,25 @@ def report(args, info, results, configs):
                 "truth (the reference itself: ~1.000)")
             for c, ap in results[phase]["agreement"].items():
                 add(f"  {c:10s} bbox AP {ap.get('bbox', float('nan')):.4f} | segm AP {ap.get('segm', float('nan')):.4f}")
+    if "compile" in results:
+        c = compile_summary(results["compile"])
+        add("")
+        add(f"(d) torch.compile, {c['steps']} training steps at {args.epoch_min_size} px, fresh processes, compile time "
+            f"included: ours eager vs ours with torch.compile(model.backbone)")
+        for v in ("eager", "compiled"):
+            m = results["compile"][v]["memory"]
+            add(f"  {v:9s} total {c[v]['total']:7.1f} s | first step {c[v]['first']:6.1f} s | slowest {c[v]['slowest']:6.1f} s"
+                f" | steady state {c[v]['steady']:5.2f} s/step | peak RSS {m['peak_rss_mib']:.0f} MiB")
+        if c["saving_per_step"] > 0:
+            saving = (f"saves {c['saving_per_step']:.2f} s/step "
+                      f"({100 * c['saving_per_step'] / c['eager']['steady']:.1f}%) once compiled")
+        else:
+            saving = "is not faster once compiled"
+        when = ("is never won back" if c["break_even_steps"] == float("inf")
+                else f"is won back after ~{c['break_even_steps']:.0f} steps")
+        add(f"  compiled {saving}; the compile time ({c['overhead']:.0f} s more over {c['steps']} steps) {when}; "
+            f"the tutorial's two epochs are {c['tutorial_steps']} steps: {'pays' if c['pays'] else 'does not pay'}")
+        add(f"  first losses agree to {c['first_losses_max_rel_diff']:.1e} (relative)")
     return "\n".join(lines)
 
 
@@ -720,7 +853,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(description="Reference vs ours, side by side (see the module docstring).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--phases", default="step,eval,epoch", help="comma-separated subset of step,eval,epoch")
+    p.add_argument("--phases", default="step,eval,epoch",
+                   help="comma-separated subset of step,eval,epoch,compile (compile: see (d) in the docstring)")
     p.add_argument("--configs", default="reference,ours", help="reference first, then any of ours,ours_amp")
     p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
                    help="Penn-Fudan-style folder; synthetic images are generated there if it is missing")
@@ -744,10 +878,15 @@ def get_args_parser():
     p.add_argument("--lr", default=1e-4, type=float,
                    help="(c) learning rate; the tutorial's 0.005 is for pretrained weights and diverges from "
                         "random values (use it with --weights)")
+    p.add_argument("--compile-steps", default=12, type=int, help="(d) training steps per variant")
+    p.add_argument("--compile-dynamic", action="store_true",
+                   help="(d) torch.compile(dynamic=True): symbolic shapes from the first compile (default: off, "
+                        "PyTorch's automatic dynamic shapes, which recompile once a shape changes)")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="ours: memory format")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count of (a)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 384 px, 1 timed step, 3 eval images, 4+2 images per epoch, 1 repeat each")
+                   help="smoke run: 384 px, 1 timed step, 3 eval images, 4+2 images per epoch, 1 repeat each, "
+                        "3 compile steps")
     p.add_argument("--out", default=os.path.join(ROOT, "output", "bench"), help="bench.json and worker logs")
     return p
 
@@ -759,12 +898,13 @@ def main(argv=None):
     if args.quick:
         args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
         args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
+        args.compile_steps = 3
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):
         sys.exit(f"--configs: reference first, then any of {CONFIGS[1:]}")
-    if any(p not in PHASES for p in phases):
-        sys.exit(f"--phases: a subset of {PHASES}")
+    if any(p not in PHASES + ("compile",) for p in phases):
+        sys.exit(f"--phases: a subset of {PHASES + ('compile',)}")
     os.makedirs(args.out, exist_ok=True)
     import torch
 
@@ -786,6 +926,9 @@ def main(argv=None):
     started = time.time()
     for phase in phases:
         print(f"Phase {phase}:", flush=True)
+        if phase == "compile":
+            results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
+            continue
         results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
                                    extra="peak" if phase == "step" else None,
                                    count_flops=phase == "step" and args.flops)

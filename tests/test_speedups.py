@@ -331,3 +331,37 @@ def test_bench_workers_report_the_wait_policy_their_openmp_runtime_started_with(
         finally:
             worker.close()
     assert seen == {"reference": "(unset: runtime default)", "ours": "PASSIVE"}
+
+
+def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back():
+    def runs(seconds):
+        return dict(runs=[dict(seconds=s, loss=1.0) for s in seconds])
+
+    eager = runs([7.0] * 6)
+    # 60 s of compilation spread over the first two steps, then 1 s/step faster: pays after 6 + (77 - 42) / 1 steps
+    summary = bench.compile_summary(dict(eager=eager, compiled=runs([40.0, 27.0, 6.0, 6.0, 6.0, 6.0])))
+    assert summary["saving_per_step"] == pytest.approx(1.0)
+    assert summary["overhead"] == pytest.approx(91.0 - 42.0)
+    assert summary["break_even_steps"] == pytest.approx(6 + 49.0)
+    assert summary["pays"] and summary["tutorial_steps"] == 120
+    assert not bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
+    never = bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
+    assert never["break_even_steps"] == float("inf") and not never["pays"]
+
+
+def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
+    # glibc's default: a 64 MiB block is a fresh mmap far above the heap's end (sbrk(0)); after
+    # keep_freed_memory it comes from the heap, below its end, where freed pages stay resident.
+    code = ("import ctypes, sys\n"
+            "from benchmarks import bench\n"
+            "if sys.argv[1] == 'keep':\n    bench.keep_freed_memory()\n"
+            "import torch\n"
+            "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = ctypes.c_void_p\n"
+            "a = torch.ones(16 << 20)\n"
+            "print(a.data_ptr() < libc.sbrk(0))")
+    below_heap_end = {}
+    for mode in ("stock", "keep"):
+        out = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        below_heap_end[mode] = out.stdout.strip()
+    assert below_heap_end == {"stock": "False", "keep": "True"}
