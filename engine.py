@@ -92,9 +92,12 @@ def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, sc
         # average over processes for logging only; the backward pass uses the local loss
         loss_dict_reduced = utils.reduce_dict(loss_dict)
         losses_reduced = sum(loss_dict_reduced.values())
-        loss_value = losses_reduced.item()
+        # every number logged below in one device-to-host copy: on CUDA each .item() waits for the GPU
+        logged = torch.stack([losses_reduced.detach().float()]
+                             + [v.detach().float() for v in loss_dict_reduced.values()]).tolist()
+        loss_value, loss_terms = logged[0], dict(zip(loss_dict_reduced, logged[1:]))
         if not math.isfinite(loss_value):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict_reduced.items())
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in loss_terms.items())
             raise NonFiniteLossError(
                 f"Loss is {loss_value} at epoch {epoch}, iteration {iteration}/{len(data_loader)} "
                 f"({terms}); stopping training. Try a lower --lr, or --amp off."
@@ -116,12 +119,10 @@ def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, sc
         if lr_scheduler is not None:
             lr_scheduler.step()
 
-        metric_logger.update(loss=losses_reduced, **loss_dict_reduced)
+        metric_logger.update(loss=loss_value, **loss_terms)
         metric_logger.update(lr=optimizer.param_groups[0]["lr"])
         if loss_history is not None:
-            record = {k: v.item() for k, v in loss_dict_reduced.items()}
-            record.update(loss=loss_value, epoch=epoch, iteration=iteration)
-            loss_history.append(record)
+            loss_history.append(dict(loss_terms, loss=loss_value, epoch=epoch, iteration=iteration))
     return metric_logger
 
 

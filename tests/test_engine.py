@@ -242,6 +242,38 @@ def test_loss_history_fake_model():
     run_quietly(engine.train_one_epoch, model, optimizer, fake_batches(1), "cpu", 3, 1)
 
 
+class CountedReads(torch.Tensor):
+    """A loss tensor that counts reads of its values on the host (what waits for a GPU on CUDA);
+    results computed from it (sums, stacks, detached copies) stay CountedReads."""
+
+    reads = 0
+
+    def item(self):
+        CountedReads.reads += 1
+        return super().item()
+
+    def tolist(self):
+        CountedReads.reads += 1
+        return super().tolist()
+
+
+def test_one_device_to_host_read_per_iteration(monkeypatch):
+    # On CUDA every .item() waits for the GPU; the loop reads all its logged losses in one copy.
+    class Counted(LossModel):
+        def forward(self, images, targets=None):
+            return {k: v.as_subclass(CountedReads) for k, v in super().forward(images, targets).items()}
+
+    torch.manual_seed(0)
+    model = Counted()
+    optimizer = model.optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+    monkeypatch.setattr(CountedReads, "reads", 0)
+    history = []
+    run_quietly(engine.train_one_epoch, model, optimizer, fake_batches(3), "cpu", 1, 1, loss_history=history)
+    assert CountedReads.reads == 3
+    assert all(r["loss"] == pytest.approx(r["loss_a"] + r["loss_b"]) for r in history)
+    assert model.calls[1]["weight"].ne(model.calls[0]["weight"]).any()  # it trained: the gradients flowed
+
+
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
 def test_non_finite_loss_raises(bad_value):
     model, optimizer = make_fake(bad={1: bad_value})
