@@ -1,6 +1,6 @@
 """Side-by-side speed benchmark: the tutorial's reference behaviour against this project's defaults.
 
-    python benchmarks/bench.py                      # CPU (or --device cuda), ~25-40 min on 2 cores
+    python benchmarks/bench.py                      # CPU (or --device cuda), ~15 min on 2 cores
     python benchmarks/bench.py --quick              # a smoke run at small sizes, a few minutes
     python benchmarks/bench.py --phases compile     # does torch.compile pay? (~6 min)
 
@@ -23,11 +23,13 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
 ours       this project's defaults (tv_training.py / engine.py): OMP_WAIT_POLICY=PASSIVE,
-           folded frozen BatchNorm, fast mask pasting, channels_last on CPU, workers capped at
-           the core count and persistent, ground truth built once, evaluation threads untouched.
+           folded frozen BatchNorm, RoI pooling on all cores, fast mask pasting, channels_last on
+           CPU, workers capped at the core count and persistent, ground truth built once,
+           evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
            CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
-ours_malloc  ours + glibc malloc told to serve big blocks from its heap and never trim it, so freed
+ours_malloc
+           ours + glibc malloc told to serve big blocks from its heap and never trim it, so freed
            pages stay resident for later tensors (fewer page faults, more fragmentation); a
            measured candidate, not a project default (``--configs``).
 
@@ -138,11 +140,11 @@ def reference_evaluate(model, data_loader, device):
 class Worker:
     """State of one configuration in one phase; ``cmd_*`` methods answer the parent's commands."""
 
-    def __init__(self, config, spec):
+    def __init__(self, config, spec, omp_wait_policy=None):
         import torch
 
         self.config, self.spec = config, spec
-        self.omp_wait_policy = None  # set by worker_main: the value the OpenMP runtime was started with
+        self.omp_wait_policy = omp_wait_policy  # what the OpenMP runtime started with (for the report)
         self.reference = config == "reference"
         self.amp = config == "ours_amp"
         self.device = torch.device(spec["device"])
@@ -568,8 +570,7 @@ def worker_main(config, spec_path):
     omp_wait_policy = _import_project(config)
     with open(spec_path) as f:
         spec = json.load(f)
-    worker = Worker(config, spec)
-    worker.omp_wait_policy = omp_wait_policy
+    worker = Worker(config, spec, omp_wait_policy)
     for line in sys.stdin:
         msg = json.loads(line)
         if msg["cmd"] == "quit":
@@ -704,6 +705,12 @@ def compile_summary(result, tutorial_steps=2 * TUTORIAL_STEPS_PER_EPOCH):
                 tutorial_steps=tutorial_steps, pays=break_even <= tutorial_steps, first_losses_max_rel_diff=rel)
 
 
+def paired_ratio(reference_runs, other_runs):
+    """Median over repeats of reference time / other time; repeat i is the same batch in both."""
+    return statistics.median(a["seconds"] / b["seconds"] for a, b in zip(reference_runs, other_runs)
+                             if "seconds" in a and "seconds" in b)
+
+
 def median_seconds(runs):
     values = [r["seconds"] for r in runs if "seconds" in r]
     return statistics.median(values) if values else float("nan")
@@ -778,6 +785,11 @@ def report(args, info, results, configs):
             med = {c: median_seconds(results[phase][c]["runs"]) for c in configs}
             add(f"{names[phase]:44s}" + "".join(f"{med[c]:16.2f}" for c in configs)
                 + "".join(f"{fmt_ratio(med[ref], med[c]):>16s}" for c in others))
+            if phase == "step" and len(results[phase][ref]["runs"]) > 1:
+                # each repeat is a different batch (sizes differ): also pair the repeats batch by batch
+                paired = {c: paired_ratio(results[phase][ref]["runs"], results[phase][c]["runs"]) for c in others}
+                add(f"{'    the same, median of per-batch ratios':44s}" + " " * 16 * len(configs)
+                    + "".join(f"{paired[c]:>15.2f}x" for c in others))
         add("")
         add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
         for phase in PHASES:
@@ -855,7 +867,8 @@ def get_args_parser():
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--phases", default="step,eval,epoch",
                    help="comma-separated subset of step,eval,epoch,compile (compile: see (d) in the docstring)")
-    p.add_argument("--configs", default="reference,ours", help="reference first, then any of ours,ours_amp")
+    p.add_argument("--configs", default="reference,ours",
+                   help="reference first, then any of ours,ours_amp,ours_malloc (see the docstring)")
     p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
                    help="Penn-Fudan-style folder; synthetic images are generated there if it is missing")
     p.add_argument("--num-images", default=40, type=int, help="synthetic images to generate")

@@ -365,3 +365,11 @@ def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
         assert out.returncode == 0, out.stderr
         below_heap_end[mode] = out.stdout.strip()
     assert below_heap_end == {"stock": "False", "keep": "True"}
+
+
+def test_bench_paired_ratio_pairs_repeats_batch_by_batch():
+    # batches of different cost: the ratio of medians divides batch 3's time by batch 1's
+    reference = [dict(seconds=30.0), dict(seconds=12.0), dict(seconds=20.0)]
+    ours = [dict(seconds=16.0), dict(seconds=10.0), dict(seconds=20.0)]
+    assert bench.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
+    assert bench.median_seconds(reference) / bench.median_seconds(ours) == pytest.approx(20.0 / 16.0)
