@@ -923,6 +923,9 @@ def main(argv=None):
 
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device "
+                 "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
     info = machine_info()
     info["torch"] = torch.__version__
     train_idx, test_idx, init_path = prepare(args, args.out)

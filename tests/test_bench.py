@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,3 +43,14 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     text = (out / "bench.txt").read_text()
     for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP"):
         assert expected in text
+
+
+def test_bench_asking_for_cuda_without_a_gpu_says_so(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--device", "cuda",
+                          "--out", str(tmp_path / "bench"), "--data-path", str(tmp_path / "data")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "--device cuda" in run.stderr and "--device cpu" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "data").exists()  # stopped before generating anything
