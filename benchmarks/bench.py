@@ -624,6 +624,15 @@ def interleaved(configs, repeats):
         yield r, (configs if r % 2 == 0 else configs[::-1])
 
 
+def close_all(procs):
+    """Ask every worker process to quit; kill the ones that died and cannot answer."""
+    for p in procs.values():
+        try:
+            p.close()
+        except Exception:  # a dead worker: nothing to close
+            p.proc.kill()
+
+
 def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False):
     """Start one worker per configuration, set both up, interleave the repeats, collect memory."""
     procs = {c: WorkerProcess(c, spec_path, os.path.join(out_dir, f"{phase}_{c}.log")) for c in configs}
@@ -650,11 +659,7 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
             print(f"  [{phase}] counting FLOPs ({flop_config}) ...", flush=True)
             result["flops"] = procs[flop_config].call("flops")
     finally:
-        for p in procs.values():
-            try:
-                p.close()
-            except Exception:  # a dead worker: nothing to close
-                p.proc.kill()
+        close_all(procs)
     return result
 
 
@@ -675,11 +680,7 @@ def run_compile_phase(steps, spec_path, out_dir):
         for v in variants:
             result[v]["memory"] = procs[v].call("memory")
     finally:
-        for p in procs.values():
-            try:
-                p.close()
-            except Exception:  # a dead worker: nothing to close
-                p.proc.kill()
+        close_all(procs)
     return result
 
 
