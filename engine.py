@@ -344,11 +344,16 @@ def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ra
 
 
 class _ParallelRoIAlign(torch.autograd.Function):
-    """``roi_align`` with the RoIs split into chunks pooled on several cores.
+    """``roi_align`` pooled on several cores: the forward pass splits the RoIs, the backward
+    pass the channels.
 
-    Each RoI's output is computed by the same kernel as before (identical values); the
-    backward pass sums the chunks' gradients, which changes only the float rounding.
+    Forward: each RoI's output comes from the same kernel as before (identical values).
+    Backward: channels are independent, so each call scatters every RoI's gradient, in
+    torchvision's order, into its own channel slice of one gradient tensor (identical values,
+    disjoint writes). Slices are small, so the temporaries stay a fraction of that tensor.
     """
+
+    SLICES_PER_THREAD = 16  # 8 of 256 channels per call: measured fastest (and temporaries ~6% of the gradient)
 
     @staticmethod
     def forward(ctx, features, rois, spatial_scale, output_size, sampling_ratio, parts):
@@ -361,12 +366,16 @@ class _ParallelRoIAlign(torch.autograd.Function):
         (rois,) = ctx.saved_tensors
         spatial_scale, (height, width), sampling_ratio, parts, (b, c, h, w) = ctx.args
         op = torch.ops.torchvision._roi_align_backward
-        grads = _in_threads(lambda i, j: op(grad_output[i:j].contiguous(), rois[i:j], spatial_scale, height, width,
-                                            b, c, h, w, sampling_ratio, False), _chunks(rois.shape[0], parts))
-        total = grads[0]
-        for g in grads[1:]:
-            total += g
-        return total, None, None, None, None, None
+        grad = grad_output.new_empty((b, c, h, w))
+
+        def fill(slices):
+            for c0, c1 in slices:
+                grad[:, c0:c1] = op(grad_output[:, c0:c1].contiguous(), rois, spatial_scale, height, width,
+                                    b, c1 - c0, h, w, sampling_ratio, False)
+
+        slices = _chunks(c, parts * _ParallelRoIAlign.SLICES_PER_THREAD)
+        _in_threads(fill, [(slices[i::parts],) for i in range(parts)])
+        return grad, None, None, None, None, None
 
 
 def parallel_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, min_rois_per_part=16):

@@ -879,7 +879,8 @@ def get_args_parser():
     p.add_argument("--min-size", default=800, type=int, help="(a) and (b) model input size")
     p.add_argument("--max-size", default=1333, type=int)
     p.add_argument("--warmup", default=1, type=int, help="(a) untimed steps first")
-    p.add_argument("--steps", default=3, type=int, help="(a) timed steps per configuration")
+    p.add_argument("--steps", default=5, type=int,
+                   help="(a) timed steps per configuration, each on a different batch")
     p.add_argument("--step-lr", default=0.005 / 1000, type=float,
                    help="(a) learning rate (the tutorial's first warm-up value: keeps random weights finite)")
     p.add_argument("--eval-images", default=10, type=int, help="(b) test images per evaluation pass")
