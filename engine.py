@@ -335,12 +335,20 @@ def _chunks(n, parts):
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts):
+def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts, pieces_per_part=8):
+    """Each thread pools its share of the RoIs piece by piece into one output tensor, so the
+    temporaries stay a fraction of it (joining whole-share results would hold it twice)."""
     op = torch.ops.torchvision.roi_align
     height, width = output_size
-    outs = _in_threads(lambda a, b: op(features, rois[a:b], spatial_scale, height, width, sampling_ratio, False),
-                       _chunks(rois.shape[0], parts))
-    return torch.cat(outs)
+    out = features.new_empty((rois.shape[0], features.shape[1], height, width))
+
+    def fill(pieces):
+        for a, b in pieces:
+            out[a:b] = op(features, rois[a:b], spatial_scale, height, width, sampling_ratio, False)
+
+    pieces = _chunks(rois.shape[0], parts * pieces_per_part)
+    _in_threads(fill, [(pieces[i::parts],) for i in range(parts)])
+    return out
 
 
 class _ParallelRoIAlign(torch.autograd.Function):
