@@ -335,19 +335,22 @@ def _chunks(n, parts):
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+def _fill_in_threads(fill, n, parts, slices_per_part):
+    """``fill(a, b)`` for every slice of ``range(n)`` cut into ``parts * slices_per_part``; each of
+    ``parts`` threads takes every ``parts``-th slice. Small slices keep the temporaries that
+    ``fill`` makes a fraction of what it fills."""
+    slices = _chunks(n, parts * slices_per_part)
+    _in_threads(lambda group: [fill(a, b) for a, b in group], [(slices[i::parts],) for i in range(parts)])
+
+
 def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts, pieces_per_part=8):
-    """Each thread pools its share of the RoIs piece by piece into one output tensor, so the
-    temporaries stay a fraction of it (joining whole-share results would hold it twice)."""
+    """The threads pool pieces of the RoIs straight into one output tensor (joining whole-share
+    results would hold it twice)."""
     op = torch.ops.torchvision.roi_align
     height, width = output_size
     out = features.new_empty((rois.shape[0], features.shape[1], height, width))
-
-    def fill(pieces):
-        for a, b in pieces:
-            out[a:b] = op(features, rois[a:b], spatial_scale, height, width, sampling_ratio, False)
-
-    pieces = _chunks(rois.shape[0], parts * pieces_per_part)
-    _in_threads(fill, [(pieces[i::parts],) for i in range(parts)])
+    _fill_in_threads(lambda a, b: out[a:b].copy_(op(features, rois[a:b], spatial_scale, height, width,
+                                                    sampling_ratio, False)), rois.shape[0], parts, pieces_per_part)
     return out
 
 
@@ -375,14 +378,9 @@ class _ParallelRoIAlign(torch.autograd.Function):
         spatial_scale, (height, width), sampling_ratio, parts, (b, c, h, w) = ctx.args
         op = torch.ops.torchvision._roi_align_backward
         grad = grad_output.new_empty((b, c, h, w))
-
-        def fill(slices):
-            for c0, c1 in slices:
-                grad[:, c0:c1] = op(grad_output[:, c0:c1].contiguous(), rois, spatial_scale, height, width,
-                                    b, c1 - c0, h, w, sampling_ratio, False)
-
-        slices = _chunks(c, parts * _ParallelRoIAlign.SLICES_PER_THREAD)
-        _in_threads(fill, [(slices[i::parts],) for i in range(parts)])
+        _fill_in_threads(lambda c0, c1: grad[:, c0:c1].copy_(op(grad_output[:, c0:c1].contiguous(), rois, spatial_scale,
+                                                                height, width, b, c1 - c0, h, w, sampling_ratio, False)),
+                         c, parts, _ParallelRoIAlign.SLICES_PER_THREAD)
         return grad, None, None, None, None, None
 
 
