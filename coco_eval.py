@@ -15,6 +15,8 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+import utils
+
 
 class CocoEvaluator:
     """Accumulates predictions and evaluates them against ``coco_gt``.
@@ -79,7 +81,7 @@ class CocoEvaluator:
         for image_id, prediction in predictions.items():
             if not prediction:
                 continue
-            boxes = convert_to_xywh(_to_numpy(prediction["boxes"])).tolist()
+            boxes = convert_to_xywh(prediction["boxes"]).tolist()
             scores = _to_numpy(prediction["scores"]).tolist()
             labels = _to_numpy(prediction["labels"]).tolist()
             results.extend(
@@ -133,9 +135,9 @@ def _to_numpy(values):
 
 
 def convert_to_xywh(boxes):
-    """(N, 4) boxes from (x1, y1, x2, y2) to (x, y, width, height)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    """(N, 4) box tensor from (x1, y1, x2, y2) to (x, y, width, height), as a tensor."""
+    xmin, ymin, xmax, ymax = torch.as_tensor(boxes).reshape(-1, 4).unbind(1)
+    return torch.stack((xmin, ymin, xmax - xmin, ymax - ymin), dim=1)
 
 
 def merge(img_ids, eval_imgs):
@@ -145,8 +147,6 @@ def merge(img_ids, eval_imgs):
     image was evaluated more than once its first occurrence wins; the result is
     sorted by image id, matching the order ``COCOeval`` uses.
     """
-    import utils  # the project's distributed helpers; imported here to keep this module light
-
     all_img_ids = [img_id for rank_ids in utils.all_gather(img_ids) for img_id in rank_ids]
     all_eval_imgs = np.concatenate(utils.all_gather(eval_imgs), axis=2)
 

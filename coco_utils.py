@@ -23,7 +23,7 @@ from pycocotools.coco import COCO
 MIN_KEYPOINTS_PER_IMAGE = 10
 
 
-def _as_int(value):
+def image_id_as_int(value):
     """Return an image id given as a plain int, a numpy scalar/array or a tensor like ``tensor([7])``."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
@@ -53,7 +53,7 @@ def convert_to_coco_api(ds):
     ann_id = 1
     for idx in range(len(ds)):
         image, target = ds[idx]
-        image_id = _as_int(target["image_id"])
+        image_id = image_id_as_int(target["image_id"])
         height, width = _image_height_width(image)
         images.append({"id": image_id, "height": height, "width": width})
 

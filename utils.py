@@ -190,7 +190,7 @@ def _collective_device():
     return torch.device("cpu")
 
 
-def atomic_save(obj, path):
+def atomic_save(obj, path, **kwargs):
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 
     A rename within one file system is atomic, so ``path`` always holds either the old
@@ -199,7 +199,7 @@ def atomic_save(obj, path):
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            torch.save(obj, f, **kwargs)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -209,14 +209,18 @@ def atomic_save(obj, path):
         raise
 
 
-def save_on_master(*args, **kwargs):
-    """``torch.save(obj, path)`` on the main process only; atomic when ``path`` is a file name."""
+def save_on_master(obj, f, **kwargs):
+    """``torch.save(obj, f, **kwargs)`` on the main process only.
+
+    When ``f`` is a path (str or ``os.PathLike``) the save is atomic (``atomic_save``); a file
+    object the caller opened is written as given, since only the caller can rename it.
+    """
     if not is_main_process():
         return
-    if len(args) >= 2 and isinstance(args[1], (str, os.PathLike)) and not kwargs:
-        atomic_save(args[0], args[1])
+    if isinstance(f, (str, os.PathLike)):
+        atomic_save(obj, os.fspath(f), **kwargs)
     else:
-        torch.save(*args, **kwargs)
+        torch.save(obj, f, **kwargs)
 
 
 def init_distributed_mode(args):

@@ -22,7 +22,7 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
-ours       this project's defaults (tv_training.py / engine.py): OMP_WAIT_POLICY=PASSIVE,
+ours       this project's defaults (tv_training.py / speedups.py): OMP_WAIT_POLICY=PASSIVE,
            folded frozen BatchNorm, RoI pooling on all cores, fast mask pasting, channels_last on
            CPU, workers capped at the core count and persistent, ground truth built once,
            evaluation threads untouched.
@@ -70,20 +70,17 @@ TUTORIAL_WORKERS = 4
 def _import_project(config):
     """Import torch and the project in the order that gives each configuration its environment.
 
-    tv_training sets this project's process defaults (OMP_WAIT_POLICY=PASSIVE) before torch --
-    and with it the OpenMP runtime, which reads its environment once -- is loaded. The
-    reference loads torch first, so the runtime keeps its stock behaviour. Returns the
-    OMP_WAIT_POLICY the runtime started with (the environment when torch loaded).
+    Ours sets this project's process default (OMP_WAIT_POLICY=PASSIVE, as tv_training.py does when
+    run as a program) before torch -- and with it the OpenMP runtime, which reads its environment
+    once -- is loaded. The reference's environment is left as the parent made it (without the
+    variable: the runtime's stock behaviour). Returns the OMP_WAIT_POLICY the runtime started with.
     """
     sys.path.insert(0, ROOT)
-    if config == "reference":
-        policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
-        import torch  # noqa: F401  (first: the OpenMP runtime reads the untouched environment)
-        import tv_training  # noqa: F401  (sets OMP_WAIT_POLICY, too late to matter)
-    else:
-        import tv_training  # noqa: F401
-        policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
-        import torch  # noqa: F401
+    if config != "reference":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
+    import torch  # noqa: F401
+    import tv_training  # noqa: F401
     return policy
 
 
@@ -105,22 +102,6 @@ def keep_freed_memory():
     m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from glibc's malloc.h
     if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2 ** 31 - 1)):
         raise RuntimeError("ours_malloc: glibc mallopt refused M_MMAP_MAX / M_TRIM_THRESHOLD")
-
-
-def as_reference_model(model):
-    """Undo this project's model speed-ups: torchvision's stock transform, bottleneck forward,
-    RoI heads forward and RoI poolers."""
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
-        model.transform.__class__ = GeneralizedRCNNTransform  # stock postprocess: torchvision's mask pasting
-    from torchvision.ops import MultiScaleRoIAlign
-
-    for module in model.modules():
-        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, NCHW RoI features -> the class's forward
-        if isinstance(module, MultiScaleRoIAlign):
-            module.__class__ = MultiScaleRoIAlign  # torchvision's pooling, one core
-    return model
 
 
 def reference_evaluate(model, data_loader, device):
@@ -169,19 +150,15 @@ class Worker:
     def build_model(self, min_size, max_size):
         import torch
 
-        import engine
+        import model_weights
         import tv_training
 
-        model = tv_training.get_model_instance_segmentation(2, weights="layout", min_size=min_size, max_size=max_size)
+        model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout",
+                                             min_size=min_size, max_size=max_size)  # stock torchvision modules
         model.load_state_dict(torch.load(self.spec["init_weights"], map_location="cpu", weights_only=True))
         if self.reference:
-            as_reference_model(model)
-        else:
-            engine.speed_up_model(model)  # a no-op if get_model_instance_segmentation did it
-        model.to(self.device)
-        if not self.reference and engine.use_channels_last(self.device, self.spec["channels_last"]):
-            model.to(memory_format=torch.channels_last)
-        return model
+            return model.to(self.device)
+        return model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
 
     def datasets(self, train_indices, test_indices):
         import torch
@@ -195,11 +172,11 @@ class Worker:
         return torch.utils.data.Subset(train, train_indices), torch.utils.data.Subset(test, test_indices)
 
     def loaders(self, train_ds, test_ds):
-        """The tutorial's two DataLoaders (reference) or tv_training.make_loaders (ours)."""
+        """The tutorial's two DataLoaders (reference) or dataset_formats.make_loaders (ours)."""
         import torch
 
-        import tv_training
         import utils
+        from dataset_formats import make_loaders
 
         seed = self.spec["seed"]
         if self.reference:
@@ -211,7 +188,7 @@ class Worker:
                                                num_workers=TUTORIAL_WORKERS, collate_fn=utils.collate_fn)
             return train, test
         workers = min(TUTORIAL_WORKERS, os.cpu_count() or 1)  # what tv_training.main does with -j 4
-        train, test, _, _ = tv_training.make_loaders(train_ds, test_ds, self.spec["batch_size"], workers, False, seed,
+        train, test, _, _ = make_loaders(train_ds, test_ds, self.spec["batch_size"], workers, False, seed,
                                                      pin_memory=self.device.type == "cuda")
         return train, test
 
@@ -360,7 +337,7 @@ class Worker:
 
     def cmd_eval(self, capture=False):
         """One evaluation pass; with ``capture``, also the detections (their encoding is not timed)."""
-        import tv_training
+        import outputs as project_outputs
 
         detections, spent = [], [0.0]
         image_ids = [int(i) for i in self.test_loader.dataset.indices]  # PennFudanDataset: image_id = index
@@ -380,7 +357,7 @@ class Worker:
         finally:
             if hook is not None:
                 hook.remove()
-        result = dict(seconds=seconds, coco=tv_training.coco_summary(evaluator))
+        result = dict(seconds=seconds, coco=project_outputs.coco_summary(evaluator))
         if capture:
             result["detections"] = detections
         return result
@@ -418,7 +395,7 @@ class Worker:
         import torch
 
         import engine
-        import tv_training
+        import outputs
         from coco_utils import get_coco_api_from_dataset
 
         self.model.load_state_dict(self.initial_state)
@@ -442,7 +419,7 @@ class Worker:
         t2 = time.perf_counter()
         del train_loader, test_loader  # ours: stops the persistent workers (outside the timing)
         return dict(seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1,
-                    losses=[r["loss"] for r in history], coco=tv_training.coco_summary(evaluator))
+                    losses=[r["loss"] for r in history], coco=outputs.coco_summary(evaluator))
 
     def cmd_setup_compile(self, compiled):
         """(d) A fresh model at the (c) size; ``compiled`` wraps its backbone in torch.compile,
@@ -736,25 +713,28 @@ def prepare(args, out_dir):
     sys.path.insert(0, ROOT)
     import torch
 
+    import model_weights
     import tv_training
+    from dataset_formats import pair_images_and_masks, split_indices
     from synthetic_data import make_synthetic_pennfudan
 
     if not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
         print(f"Generating {args.num_images} synthetic Penn-Fudan-sized images in {args.data_path}", flush=True)
         make_synthetic_pennfudan(args.data_path, num_images=args.num_images, seed=args.seed)
-    n = len(tv_training.pair_images_and_masks(args.data_path))
+    n = len(pair_images_and_masks(args.data_path))
     n_test = max(args.eval_images, args.epoch_test)
-    train_idx, test_idx = tv_training.split_indices(n, n_test, None, args.seed)
+    train_idx, test_idx = split_indices(n, n_test, None, args.seed)
     need_train = max(args.epoch_train, (args.warmup + args.steps) * args.batch_size)
     if len(train_idx) < need_train:
         sys.exit(f"{args.data_path} has {n} images; need {need_train} for training + {n_test} for testing "
                  f"(use --num-images with a fresh --data-path)")
     init_path = os.path.join(out_dir, "initial_weights.pth")
     if args.weights:
-        state = tv_training.load_weights_file(args.weights)["model"]
+        state = model_weights.load_weights_file(args.weights)["model"]
     else:
         torch.manual_seed(args.seed)
-        state = tv_training.get_model_instance_segmentation(2, weights="layout").state_dict()
+        state = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2,
+                                             "layout").state_dict()
     torch.save(state, init_path)
     return train_idx, test_idx, init_path
 

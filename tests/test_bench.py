@@ -1,4 +1,4 @@
-"""benchmarks/bench.py end to end, at a tiny size: every phase runs for both configurations, and
+"""benchmarks/bench.py: its helpers, and the whole benchmark end to end at a tiny size: every phase runs for both configurations, and
 the report carries what the benchmark promises (times, ratios, memory, FLOPs, equal results)."""
 
 import json
@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from pycocotools import mask as coco_mask
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import bench
+from conftest import ROOT_DIR as ROOT
 
 
 def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
@@ -54,3 +57,76 @@ def test_bench_asking_for_cuda_without_a_gpu_says_so(tmp_path):
     assert run.returncode == 1
     assert "--device cuda" in run.stderr and "--device cpu" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "data").exists()  # stopped before generating anything
+
+
+# ----- the benchmark's own helpers ----------------------------------------------------------
+
+def test_bench_interleaves_and_agreement_is_one_for_identical_detections():
+    assert [order for _, order in bench.interleaved(["a", "b"], 3)] == [["a", "b"], ["b", "a"], ["a", "b"]]
+    masks = np.zeros((2, 20, 30), np.uint8)
+    masks[0, 2:10, 3:12] = 1
+    masks[1, 5:18, 15:28] = 1
+    rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    det = dict(image_id=7, boxes=[[3.0, 2.0, 12.0, 10.0], [15.0, 5.0, 28.0, 18.0]], scores=[0.9, 0.8], labels=[1, 1],
+               masks=[dict(size=list(r["size"]), counts=r["counts"].decode("ascii")) for r in rles], size=[20, 30])
+    assert bench.agreement([det], [det]) == {"bbox": pytest.approx(1.0), "segm": pytest.approx(1.0)}
+    moved = dict(det, boxes=[[13.0, 2.0, 22.0, 10.0], [0.0, 0.0, 5.0, 5.0]], masks=det["masks"][::-1])
+    assert bench.agreement([det], [moved])["bbox"] < 0.5
+
+
+def test_bench_workers_report_the_wait_policy_their_openmp_runtime_started_with(tmp_path, monkeypatch):
+    # Each worker reports the policy its OpenMP runtime started with: the stock default for the
+    # reference, PASSIVE (set before torch loads) for ours.
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(dict(device="cpu", train_indices=[], test_indices=[])))
+    seen = {}
+    for config in ("reference", "ours"):
+        worker = bench.WorkerProcess(config, str(spec), str(tmp_path / f"{config}.log"))
+        try:
+            seen[config] = worker.call("info")["omp_wait_policy"]
+        finally:
+            worker.close()
+    assert seen == {"reference": "(unset: runtime default)", "ours": "PASSIVE"}
+
+
+def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back():
+    def runs(seconds):
+        return dict(runs=[dict(seconds=s, loss=1.0) for s in seconds])
+
+    eager = runs([7.0] * 6)
+    # 60 s of compilation spread over the first two steps, then 1 s/step faster: pays after 6 + (77 - 42) / 1 steps
+    summary = bench.compile_summary(dict(eager=eager, compiled=runs([40.0, 27.0, 6.0, 6.0, 6.0, 6.0])))
+    assert summary["saving_per_step"] == pytest.approx(1.0)
+    assert summary["overhead"] == pytest.approx(91.0 - 42.0)
+    assert summary["break_even_steps"] == pytest.approx(6 + 49.0)
+    assert summary["pays"] and summary["tutorial_steps"] == 120
+    assert not bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
+    never = bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
+    assert never["break_even_steps"] == float("inf") and not never["pays"]
+
+
+def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
+    # glibc's default: a 64 MiB block is a fresh mmap far above the heap's end (sbrk(0)); after
+    # keep_freed_memory it comes from the heap, below its end, where freed pages stay resident.
+    code = ("import ctypes, sys\n"
+            "from benchmarks import bench\n"
+            "if sys.argv[1] == 'keep':\n    bench.keep_freed_memory()\n"
+            "import torch\n"
+            "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = ctypes.c_void_p\n"
+            "a = torch.ones(16 << 20)\n"
+            "print(a.data_ptr() < libc.sbrk(0))")
+    below_heap_end = {}
+    for mode in ("stock", "keep"):
+        out = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        below_heap_end[mode] = out.stdout.strip()
+    assert below_heap_end == {"stock": "False", "keep": "True"}
+
+
+def test_bench_paired_ratio_pairs_repeats_batch_by_batch():
+    # batches of different cost: the ratio of medians divides batch 3's time by batch 1's
+    reference = [dict(seconds=30.0), dict(seconds=12.0), dict(seconds=20.0)]
+    ours = [dict(seconds=16.0), dict(seconds=10.0), dict(seconds=20.0)]
+    assert bench.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
+    assert bench.median_seconds(reference) / bench.median_seconds(ours) == pytest.approx(20.0 / 16.0)

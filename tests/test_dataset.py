@@ -13,9 +13,11 @@ from torchvision.ops import masks_to_boxes
 
 import tv_training
 from synthetic_data import make_synthetic_pennfudan
-from tv_training import DatasetError, PennFudanDataset, check_dataset, get_transform
-
-ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import dataset_formats
+from conftest import ROOT_DIR, build
+from dataset_formats import check_dataset
+from errors import DatasetError
+from tv_training import PennFudanDataset, get_transform
 
 
 def make_root(path, n=4, seed=0):
@@ -232,8 +234,7 @@ def test_odd_dataset_trains_without_crash_or_nan(tmp_path):
     ds = PennFudanDataset(root, get_transform(train=True))
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=utils.collate_fn)
     torch.manual_seed(0)
-    model = tv_training.get_model_instance_segmentation(2, weights=None, min_size=64, max_size=96,
-                                                        box_batch_size_per_image=32)
+    model = build("maskrcnn", None, min_size=64, max_size=96, box_batch_size_per_image=32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     logger = train_one_epoch(model, opt, loader, "cpu", 0, print_freq=10)
     assert np.isfinite(logger.meters["loss"].global_avg)
@@ -269,7 +270,7 @@ def test_offline_download_message(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as info:
         tv_training.main(args)
     message = str(info.value)
-    assert tv_training.DATA_URL in message
+    assert dataset_formats.DATA_URL in message
     assert os.path.join(str(tmp_path / "data"), "PennFudanPed.zip") in message
     assert "--demo" in message
     assert not os.path.exists(os.path.join(str(tmp_path / "data"), "PennFudanPed.zip"))
@@ -287,13 +288,13 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
                 zf.write(os.path.join(src, sub, name), f"PennFudanPed/{sub}/{name}")
 
     def fake_download(url, root, filename):
-        assert url == tv_training.DATA_URL
+        assert url == dataset_formats.DATA_URL
         with open(zip_src, "rb") as f, open(os.path.join(root, filename), "wb") as out:
             out.write(f.read())
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download)
     target = str(tmp_path / "data" / "PennFudanPed")
-    tv_training.download_pennfudan(target)
+    dataset_formats.download_pennfudan(target)
     assert sorted(os.listdir(os.path.join(target, "PNGImages"))) == ["SynthPed00001.png", "SynthPed00002.png"]
     assert len(PennFudanDataset(target, None)) == 2
 
@@ -302,4 +303,4 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
     data = open(zip_src, "rb").read()
     (bad_dir / "PennFudanPed.zip").write_bytes(data[:100] + bytes(len(data) - 100))
     with pytest.raises(DatasetError, match=r"PennFudanPed\.zip: corrupt or unexpected archive"):
-        tv_training.download_pennfudan(str(bad_dir / "PennFudanPed"))
+        dataset_formats.download_pennfudan(str(bad_dir / "PennFudanPed"))

@@ -20,18 +20,13 @@ from torchvision.models.detection import MaskRCNN
 
 import coco_utils
 import engine
-import synthetic_data
 import transforms as T
 import tv_training
 import utils
 
-LOSS_TERMS = ["loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
-TINY_MODEL_KWARGS = dict(
-    min_size=64, max_size=96,
-    rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-    rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
-    box_batch_size_per_image=16, box_detections_per_img=10,
-)
+from conftest import MASK_LOSSES, TINY, build
+
+LOSS_TERMS = sorted(MASK_LOSSES)
 LOG_LINE = re.compile(
     r"^Epoch: \[(?P<epoch>\d+)\]  \[(?P<i>\s*\d+)/(?P<n>\d+)\]  eta: \d+:\d\d:\d\d  lr: (?P<lr>\d\.\d{6})  "
     r"loss: \S+ \(\S+\)  (?P<terms>.*)  time: \d+\.\d{4}  data: \d+\.\d{4}(  max mem: \d+)?$"
@@ -42,17 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("pennfudan") / "PennFudanPed")
-    return synthetic_data.make_synthetic_pennfudan(
-        root, num_images=4, seed=0, height_range=(64, 80), width_range=(48, 96)
-    )
-
-
-@pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return tv_training.get_model_instance_segmentation(2, weights=None, **TINY_MODEL_KWARGS)
+    return build("maskrcnn", None, **TINY)
 
 
 def make_loader(dataset, batch_size=2, shuffle=False):

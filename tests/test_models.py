@@ -1,4 +1,4 @@
-"""Tests for the model builders of tv_training.py (section 2 of the tutorial), all offline."""
+"""The model builders of tv_training.py (and the demo's) through model_weights.py, all offline."""
 
 import os
 import urllib.error
@@ -12,13 +12,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
+import demo
+import model_weights
 import tv_training
-
-TINY = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=16,
-            box_detections_per_img=10)
-MASK_LOSSES = {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
-BOX_LOSSES = MASK_LOSSES - {"loss_mask"}
+from conftest import BOX_LOSSES, MASK_LOSSES, TINY, build
+from errors import TutorialError
 H, W = 60, 80  # input image size (the model resizes to min_size 64 internally)
 
 
@@ -28,13 +26,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def maskrcnn():
     torch.manual_seed(0)
-    return tv_training.get_model_instance_segmentation(2, weights=None, **TINY)
+    return build("maskrcnn", None, **TINY)
 
 
 @pytest.fixture(scope="module")
 def layout_model():
     torch.manual_seed(1)
-    return tv_training.get_model_instance_segmentation(2, weights="layout")
+    return build("maskrcnn", "layout")
 
 
 def sample(with_masks=True):
@@ -59,7 +57,7 @@ def body_norm_layers(model):
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_instance_segmentation_heads(num_classes, maskrcnn):
-    model = maskrcnn if num_classes == 2 else tv_training.get_model_instance_segmentation(num_classes, weights=None)
+    model = maskrcnn if num_classes == 2 else build("maskrcnn", None, num_classes)
     assert isinstance(model, MaskRCNN)
     box_predictor = model.roi_heads.box_predictor
     assert isinstance(box_predictor, FastRCNNPredictor)
@@ -122,7 +120,7 @@ def test_layout_state_dict_roundtrip(layout_model, tmp_path):
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": layout_model.state_dict()}, path)
     torch.manual_seed(3)
-    other = tv_training.get_model_instance_segmentation(2, weights="layout")
+    other = build("maskrcnn", "layout")
     key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
     assert not torch.equal(other.state_dict()[key], layout_model.state_dict()[key])  # different init
     checkpoint = torch.load(path, weights_only=True)
@@ -132,7 +130,7 @@ def test_layout_state_dict_roundtrip(layout_model, tmp_path):
 
 
 def test_object_detection_model():
-    model = tv_training.get_model_object_detection(2, weights=None)
+    model = build("fasterrcnn", None)
     assert isinstance(model, FasterRCNN) and not isinstance(model, MaskRCNN)
     assert isinstance(model.roi_heads.box_predictor, FastRCNNPredictor)
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
@@ -142,7 +140,7 @@ def test_object_detection_model():
 
 
 def test_mobilenet_model():
-    model = tv_training.get_model_mobilenet(2, weights=None)
+    model = build("mobilenet", None)
     assert isinstance(model, FasterRCNN)
     assert model.backbone.out_channels == 1280
     assert model.roi_heads.box_predictor.cls_score.out_features == 2
@@ -193,11 +191,10 @@ def test_maskrcnn_forward_train_and_eval(maskrcnn):
     assert n <= TINY["box_detections_per_img"]
 
 
-@pytest.mark.parametrize("builder", [tv_training.get_model_object_detection, tv_training.get_model_mobilenet],
-                         ids=["fasterrcnn", "mobilenet"])
-def test_box_models_forward_train_and_eval(builder):
+@pytest.mark.parametrize("name", ["fasterrcnn", "mobilenet"])
+def test_box_models_forward_train_and_eval(name):
     torch.manual_seed(0)
-    model = builder(2, weights=None, **TINY)
+    model = build(name, None, **TINY)
     image, target = sample(with_masks=False)
     model.train()
     losses = model([image], [target])
@@ -212,7 +209,7 @@ def test_box_models_forward_train_and_eval(builder):
 def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
     """The demo's model: a Mask R-CNN with ResNet-18-FPN (128 channels) and slimmer heads."""
     torch.manual_seed(0)
-    model = tv_training.get_model_maskrcnn_resnet18(num_classes, weights=None, **TINY)
+    model = build("maskrcnn_resnet18", None, num_classes, **TINY)
     assert isinstance(model, MaskRCNN) and model.backbone.out_channels == 128
     assert isinstance(model.backbone.body.layer4[0], torchvision.models.resnet.BasicBlock)  # ResNet-18/34 blocks
     assert len(model.backbone.body.layer4) == 2 and len(model.backbone.body.layer3) == 2  # ResNet-18
@@ -240,7 +237,7 @@ def test_small_maskrcnn_forward_train_and_eval(ratios):
     kwargs = dict(TINY)
     if ratios is not None:  # the RPN head follows the anchor generator's shapes per location
         kwargs["rpn_anchor_generator"] = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
-    model = tv_training.get_model_maskrcnn_resnet18(2, weights=None, **kwargs)
+    model = build("maskrcnn_resnet18", None, **kwargs)
     assert model.rpn.head.cls_logits.out_channels == (3 if ratios is None else len(ratios))
     image, target = sample()
     model.train()
@@ -254,13 +251,19 @@ def test_small_maskrcnn_forward_train_and_eval(ratios):
         check_eval_outputs(model([image]), with_masks=True)
 
 
-def test_models_registry():
-    assert tv_training.MODELS == {
-        "maskrcnn": tv_training.get_model_instance_segmentation,
-        "fasterrcnn": tv_training.get_model_object_detection,
-        "mobilenet": tv_training.get_model_mobilenet,
-        "maskrcnn_resnet18": tv_training.get_model_maskrcnn_resnet18,
-    }
+def test_every_model_is_offered_and_builds_offline():
+    """Each --model choice has its download recorded (for the offline message) and builds from
+    random init without touching the network, with the tutorial's builders returning stock models."""
+    choices = next(a.choices for a in tv_training.get_args_parser()._actions if a.dest == "model")
+    assert sorted(choices) == sorted(tv_training.MODELS) == sorted(model_weights.PRETRAINED)
+    assert tv_training.MODELS["maskrcnn_resnet18"] is demo.get_model_maskrcnn_resnet18
+    expected_files = {"maskrcnn": "maskrcnn_resnet50_fpn_coco", "fasterrcnn": "fasterrcnn_resnet50_fpn_coco",
+                      "mobilenet": "mobilenet_v2", "maskrcnn_resnet18": "resnet18"}
+    for name, file_stem in expected_files.items():
+        assert os.path.basename(model_weights.pretrained_url(name)).startswith(file_stem), name
+    model = tv_training.get_model_instance_segmentation(3, weights=None, weights_backbone=None)
+    assert type(model.transform) is torchvision.models.detection.transform.GeneralizedRCNNTransform  # not sped up
+    assert type(model.roi_heads.box_roi_pool) is torchvision.ops.MultiScaleRoIAlign
 
 
 # --------------------------------------------------------------------------- offline pretrained weights
@@ -281,13 +284,13 @@ def offline_hub(monkeypatch, tmp_path):
     return attempts
 
 
-@pytest.mark.parametrize("builder, weights_file", [
-    (tv_training.get_model_instance_segmentation, "maskrcnn_resnet50_fpn_coco"),
-    (tv_training.get_model_object_detection, "fasterrcnn_resnet50_fpn_coco"),
+@pytest.mark.parametrize("name, weights_file", [
+    ("maskrcnn", "maskrcnn_resnet50_fpn_coco"),
+    ("fasterrcnn", "fasterrcnn_resnet50_fpn_coco"),
 ])
-def test_default_weights_offline_raises_tutorial_error(offline_hub, builder, weights_file, capsys):
-    with pytest.raises(tv_training.TutorialError) as excinfo:
-        builder(2, weights="DEFAULT")
+def test_default_weights_offline_raises_tutorial_error(offline_hub, name, weights_file, capsys):
+    with pytest.raises(TutorialError) as excinfo:
+        build(name, "DEFAULT")
     message = str(excinfo.value)
     assert len(offline_hub) == 1 and weights_file in offline_hub[0]  # the download was attempted
     assert weights_file in message
@@ -301,37 +304,60 @@ def test_default_weights_offline_raises_tutorial_error(offline_hub, builder, wei
 
 
 def test_mobilenet_default_weights_offline(offline_hub, capsys):
-    with pytest.raises(tv_training.TutorialError) as excinfo:
-        tv_training.get_model_mobilenet(2, weights="DEFAULT")
+    with pytest.raises(TutorialError) as excinfo:
+        build("mobilenet", "DEFAULT")
     message = str(excinfo.value)
     assert "mobilenet_v2" in message and torch.hub.get_dir() in message and "--weights none" in message
 
 
 def test_small_maskrcnn_default_weights_offline(offline_hub):
     """DEFAULT means the ImageNet ResNet-18 backbone; offline, the message names its file."""
-    with pytest.raises(tv_training.TutorialError) as excinfo:
-        tv_training.get_model_maskrcnn_resnet18(2, weights="DEFAULT")
+    with pytest.raises(TutorialError) as excinfo:
+        build("maskrcnn_resnet18", "DEFAULT")
     message = str(excinfo.value)
     assert len(offline_hub) == 1 and "resnet18" in offline_hub[0]
     assert "resnet18" in message and torch.hub.get_dir() in message and "--weights none" in message
 
 
-def test_build_detector_fake_builder(monkeypatch):
-    """_build_detector passes weights through and names the builder's own weights file."""
+def test_build_detector_passes_weights_through(monkeypatch):
+    """None and "layout" mean no download at all (weights_backbone=None too); DEFAULT reaches the
+    builder, and its failure names the model's own weights file."""
     calls = []
 
-    def fake_builder(weights=None, weights_backbone=None, **kwargs):
-        calls.append((weights, weights_backbone, kwargs))
+    def fake_model_fn(num_classes, weights="DEFAULT", **kwargs):
+        calls.append((num_classes, weights, kwargs))
         if weights is not None:
             raise urllib.error.URLError("offline")
         return "model"
 
-    monkeypatch.setattr(torchvision.models, "get_model_weights",
-                        lambda builder: torchvision.models.detection.MaskRCNN_ResNet50_FPN_V2_Weights)
-    assert tv_training._build_detector(fake_builder, None, min_size=64) == "model"
-    assert calls[-1] == (None, None, {"min_size": 64})
-    with pytest.raises(tv_training.TutorialError, match="maskrcnn_resnet50_fpn_v2_coco") as excinfo:
-        tv_training._build_detector(fake_builder, "DEFAULT")
-    assert calls[-1][0] == "DEFAULT"
+    assert model_weights.build_detector(fake_model_fn, "maskrcnn", 3, None, min_size=64) == "model"
+    assert calls[-1] == (3, None, {"min_size": 64, "weights_backbone": None})
+    assert model_weights.build_detector(fake_model_fn, "mobilenet", 2, None) == "model"
+    assert calls[-1] == (2, None, {})  # no backbone argument for a model that takes none
+    with pytest.raises(TutorialError, match="maskrcnn_resnet50_fpn_coco") as excinfo:
+        model_weights.build_detector(fake_model_fn, "maskrcnn", 2, "DEFAULT")
+    assert calls[-1][1] == "DEFAULT"
     assert "--weights none" in str(excinfo.value)
 
+
+def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
+    """A checkpoint's model_spec (model, classes, sizes, anchors) rebuilds the same model, with no
+    flags retyped; an older checkpoint without one is read from its stored arguments."""
+    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+    spec = model_weights.model_spec("maskrcnn_resnet18", 3, "none", dict(min_size=64, max_size=96, **kwargs), anchors)
+    torch.manual_seed(0)
+    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    path = tmp_path / "c.pth"
+    torch.save({"model": model.state_dict(), "model_spec": spec}, path)
+    checkpoint = model_weights.load_weights_file(str(path))
+    again = model_weights.build_model(tv_training.MODELS, model_weights.checkpoint_spec(checkpoint),
+                                      checkpoint["model"])
+    assert again.roi_heads.box_predictor.cls_score.out_features == 3
+    assert again.transform.min_size == (64,) and again.roi_heads.detections_per_img == 20
+    assert again.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+    old = model_weights.checkpoint_spec({"model": {}, "args": dict(model="maskrcnn", weights="DEFAULT", min_size=96,
+                                                                   max_size=128, demo=False)})
+    assert old == model_weights.model_spec("maskrcnn", 2, "DEFAULT", dict(min_size=96, max_size=128))
+    assert old["pretrained_layout"] is True

@@ -1,5 +1,5 @@
-"""The speed-ups keep the tutorial's results: engine.py's helpers against torchvision, and
-this project's defaults against the reference behaviour reproduced by benchmarks/bench.py.
+"""The speed-ups keep the tutorial's results: speedups.py against stock torchvision, and this
+project's defaults against the reference behaviour reproduced by benchmarks/bench.py.
 
 Tiny images and proposal counts keep this file to a few seconds.
 """
@@ -7,7 +7,6 @@ Tiny images and proposal counts keep this file to a few seconds.
 import contextlib
 import copy
 import io
-import json
 import os
 import subprocess
 import sys
@@ -23,16 +22,16 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import Bottleneck
 
 import engine
+import outputs
+import speedups
 import synthetic_data
 import tv_training
 import utils
 from benchmarks import bench
 from coco_utils import get_coco_api_from_dataset
 
-TINY = dict(min_size=64, max_size=96, rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
-            rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=16,
-            box_detections_per_img=10)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT_DIR as ROOT
+from conftest import TINY, build
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -49,15 +48,15 @@ def data_root(tmp_path_factory):
 def layout_model():
     """The tutorial's configuration (frozen BatchNorm, 3 trainable stages), random values."""
     torch.manual_seed(0)
-    return tv_training.get_model_instance_segmentation(2, weights="layout", **TINY)
+    return speedups.speed_up_model(build("maskrcnn", "layout", **TINY))
 
 
 def reference_and_ours(model):
     """Two copies with the same weights: torchvision as shipped (NCHW) and this project's defaults."""
-    reference = bench.as_reference_model(copy.deepcopy(model))
+    reference = speedups.as_reference_model(copy.deepcopy(model))
     ours = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert type(reference.transform) is GeneralizedRCNNTransform
-    assert type(ours.transform) is engine.FastMaskPasteTransform
+    assert type(ours.transform) is speedups.FastMaskPasteTransform
     return reference, ours
 
 
@@ -84,13 +83,13 @@ def test_paste_masks_equals_torchvision(seed):
     boxes[2] = torch.tensor([0.0, 0.0, width, height])
     for padding in (1, 2):
         expected = torchvision_paste(masks, boxes, (height, width), padding=padding)
-        got = engine.paste_masks_in_image(masks, boxes, (height, width), padding=padding)
+        got = speedups.paste_masks_in_image(masks, boxes, (height, width), padding=padding)
         assert got.shape == expected.shape == (25, 1, height, width)
         assert torch.equal(got, expected)
 
 
 def test_paste_masks_no_detections():
-    out = engine.paste_masks_in_image(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (30, 40))
+    out = speedups.paste_masks_in_image(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (30, 40))
     assert out.shape == (0, 1, 30, 40)
 
 
@@ -98,7 +97,7 @@ def test_fast_paste_transform_is_per_model(layout_model):
     """Installed on the models this project builds; torchvision's own builders stay stock."""
     import torchvision
 
-    assert type(layout_model.transform) is engine.FastMaskPasteTransform
+    assert type(layout_model.transform) is speedups.FastMaskPasteTransform
     plain = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **TINY)
     assert type(plain.transform) is GeneralizedRCNNTransform
     assert not any("forward" in m.__dict__ for m in plain.modules())
@@ -110,7 +109,7 @@ def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
     folded_blocks = [m for m in layout_model.modules() if isinstance(m, Bottleneck) and "forward" in m.__dict__]
     assert len(folded_blocks) == 16  # every bottleneck of the ResNet-50
     folded = copy.deepcopy(layout_model)  # the fixture stays untouched for the other tests
-    stock = bench.as_reference_model(copy.deepcopy(layout_model))
+    stock = speedups.as_reference_model(copy.deepcopy(layout_model))
     assert list(stock.state_dict()) == list(folded.state_dict())
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 96)
@@ -134,7 +133,7 @@ def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
 
 def test_fold_skips_trainable_batchnorm():
     torch.manual_seed(0)
-    model = tv_training.get_model_instance_segmentation(2, weights=None, **TINY)  # BatchNorm2d: not folded
+    model = speedups.speed_up_model(build("maskrcnn", None, **TINY))  # BatchNorm2d: not folded
     assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, Bottleneck))
 
 
@@ -153,15 +152,15 @@ def test_roi_pooling_on_one_nchw_copy_in_threads_gives_identical_outputs(layout_
     ours.rpn._pre_nms_top_n["testing"], ours.rpn._post_nms_top_n["testing"] = 1000, 300  # enough RoIs to split
     ours.roi_heads.detections_per_img = 100
     assert "forward" in ours.roi_heads.__dict__
-    assert type(ours.roi_heads.box_roi_pool) is engine.ParallelMultiScaleRoIAlign
-    assert type(ours.roi_heads.mask_roi_pool) is engine.ParallelMultiScaleRoIAlign
+    assert type(ours.roi_heads.box_roi_pool) is speedups.ParallelMultiScaleRoIAlign
+    assert type(ours.roi_heads.mask_roi_pool) is speedups.ParallelMultiScaleRoIAlign
     plain = copy.deepcopy(ours)
     del plain.roi_heads.forward  # back to RoIHeads.forward: each pooler converts on its own
     plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = torchvision.ops.MultiScaleRoIAlign
     calls = []
-    real = engine._roi_align_in_chunks
+    real = speedups._roi_align_in_chunks
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "_roi_align_in_chunks", lambda *a: calls.append(a[-1]) or real(*a))
+        mp.setattr(speedups, "_roi_align_in_chunks", lambda *a: calls.append(a[-1]) or real(*a))
         for idx in range(2):
             got, expected = ours([dataset[idx][0]])[0], plain([dataset[idx][0]])[0]
             for key in expected:
@@ -177,20 +176,20 @@ def test_parallel_roi_align_same_values_and_gradients(num_rois, two_threads):
     rois = torch.cat([torch.randint(0, 2, (num_rois, 1), generator=g).float(), xy,
                       xy + 4 + torch.rand(num_rois, 2, generator=g) * 60], dim=1)
     expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
-    got = engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2)
+    got = speedups.parallel_roi_align(features, rois, (7, 7), 0.25, 2)
     assert torch.equal(got, expected)  # each RoI pooled by the same kernel
     grad_out = torch.randn(expected.shape, generator=g)
     (grad_expected,) = torch.autograd.grad(expected, features, grad_out)
     (grad_got,) = torch.autograd.grad(got, features, grad_out)
     assert torch.equal(grad_got, grad_expected)  # channel slices, each in torchvision's order
     with torch.inference_mode():
-        assert torch.equal(engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2), expected)
+        assert torch.equal(speedups.parallel_roi_align(features, rois, (7, 7), 0.25, 2), expected)
     # other dtypes and autocast go to torchvision's op unchanged
     f64, r64 = features.detach().double(), rois.double()
-    assert torch.equal(engine.parallel_roi_align(f64, r64, (7, 7), 0.25, 2),
+    assert torch.equal(speedups.parallel_roi_align(f64, r64, (7, 7), 0.25, 2),
                        torchvision.ops.roi_align(f64, r64, (7, 7), 0.25, 2))
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        assert torch.equal(engine.parallel_roi_align(features, rois, (7, 7), 0.25, 2),
+        assert torch.equal(speedups.parallel_roi_align(features, rois, (7, 7), 0.25, 2),
                            torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2))
 
 
@@ -266,11 +265,11 @@ def test_same_coco_stats_as_reference(layout_model, data_root):
         # the real ground truth: the reference rebuilds it under one thread, ours reuses a prebuilt one
         ref_eval = bench.reference_evaluate(reference, loader, "cpu")
         our_eval = engine.evaluate(ours, loader, "cpu", coco_gt=get_coco_api_from_dataset(dataset))
-        ref_stats, our_stats = tv_training.coco_summary(ref_eval), tv_training.coco_summary(our_eval)
+        ref_stats, our_stats = outputs.coco_summary(ref_eval), outputs.coco_summary(our_eval)
         # the reference's own detections as ground truth: AP far from 0, so a change would show
         pseudo = pseudo_ground_truth(reference, dataset)
-        ref_pseudo = tv_training.coco_summary(engine.evaluate(reference, loader, "cpu", coco_gt=pseudo))
-        our_pseudo = tv_training.coco_summary(engine.evaluate(ours, loader, "cpu", coco_gt=pseudo))
+        ref_pseudo = outputs.coco_summary(engine.evaluate(reference, loader, "cpu", coco_gt=pseudo))
+        our_pseudo = outputs.coco_summary(engine.evaluate(ours, loader, "cpu", coco_gt=pseudo))
     assert torch.get_num_threads() == 1  # reference_evaluate restored the fixture's count
     assert ref_pseudo["bbox"]["AP"] > 0.9 and ref_pseudo["segm"]["AP"] > 0.9  # measured 0.967 for both
     for ref, got in ((ref_stats, our_stats), (ref_pseudo, our_pseudo)):
@@ -282,94 +281,28 @@ def test_same_coco_stats_as_reference(layout_model, data_root):
 # ----- settings -----------------------------------------------------------------------------
 
 def test_use_channels_last():
-    assert engine.use_channels_last("cpu") is True
-    assert engine.use_channels_last(torch.device("cuda")) is False
-    assert engine.use_channels_last("cuda", "on") is True and engine.use_channels_last("cpu", "off") is False
+    assert speedups.use_channels_last("cpu") is True
+    assert speedups.use_channels_last(torch.device("cuda")) is False
+    assert speedups.use_channels_last("cuda", "on") is True and speedups.use_channels_last("cpu", "off") is False
     with pytest.raises(ValueError):
-        engine.use_channels_last("cpu", "yes")
-    assert tv_training.get_args_parser().parse_args([]).channels_last == "auto"
+        speedups.use_channels_last("cpu", "yes")
 
 
-def test_omp_wait_policy_default_respects_environment():
+def test_omp_wait_policy_is_set_only_when_run_as_a_program():
+    """``python tv_training.py`` sets OMP_WAIT_POLICY=PASSIVE before torch loads (an explicit value
+    wins); ``import tv_training`` leaves the importer's environment alone."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = ("import os, sys; sys.modules['torch'] = None  # the import order is what matters\n"
-            "try:\n    import tv_training\nexcept ImportError:\n    pass\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "PASSIVE", out.stderr
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, OMP_WAIT_POLICY="ACTIVE"),
-                         capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "ACTIVE", out.stderr
+    blocked = "import os, runpy, sys; sys.modules['torch'] = None  # stops at `import torch`: the order matters\n"
+    as_program = blocked + ("try:\n    runpy.run_path('tv_training.py', run_name='__main__')\nexcept ImportError:\n"
+                            "    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
+    imported = blocked + "try:\n    import tv_training\nexcept ImportError:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))"
 
-
-# ----- the benchmark's own helpers ----------------------------------------------------------
-
-def test_bench_interleaves_and_agreement_is_one_for_identical_detections():
-    assert [order for _, order in bench.interleaved(["a", "b"], 3)] == [["a", "b"], ["b", "a"], ["a", "b"]]
-    masks = np.zeros((2, 20, 30), np.uint8)
-    masks[0, 2:10, 3:12] = 1
-    masks[1, 5:18, 15:28] = 1
-    rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-    det = dict(image_id=7, boxes=[[3.0, 2.0, 12.0, 10.0], [15.0, 5.0, 28.0, 18.0]], scores=[0.9, 0.8], labels=[1, 1],
-               masks=[dict(size=list(r["size"]), counts=r["counts"].decode("ascii")) for r in rles], size=[20, 30])
-    assert bench.agreement([det], [det]) == {"bbox": pytest.approx(1.0), "segm": pytest.approx(1.0)}
-    moved = dict(det, boxes=[[13.0, 2.0, 22.0, 10.0], [0.0, 0.0, 5.0, 5.0]], masks=det["masks"][::-1])
-    assert bench.agreement([det], [moved])["bbox"] < 0.5
-
-
-def test_bench_workers_report_the_wait_policy_their_openmp_runtime_started_with(tmp_path, monkeypatch):
-    # The reference worker loads torch before tv_training sets OMP_WAIT_POLICY: it must report the
-    # stock runtime default it actually runs with, not the value set afterwards.
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(dict(device="cpu", train_indices=[], test_indices=[])))
-    seen = {}
-    for config in ("reference", "ours"):
-        worker = bench.WorkerProcess(config, str(spec), str(tmp_path / f"{config}.log"))
-        try:
-            seen[config] = worker.call("info")["omp_wait_policy"]
-        finally:
-            worker.close()
-    assert seen == {"reference": "(unset: runtime default)", "ours": "PASSIVE"}
-
-
-def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back():
-    def runs(seconds):
-        return dict(runs=[dict(seconds=s, loss=1.0) for s in seconds])
-
-    eager = runs([7.0] * 6)
-    # 60 s of compilation spread over the first two steps, then 1 s/step faster: pays after 6 + (77 - 42) / 1 steps
-    summary = bench.compile_summary(dict(eager=eager, compiled=runs([40.0, 27.0, 6.0, 6.0, 6.0, 6.0])))
-    assert summary["saving_per_step"] == pytest.approx(1.0)
-    assert summary["overhead"] == pytest.approx(91.0 - 42.0)
-    assert summary["break_even_steps"] == pytest.approx(6 + 49.0)
-    assert summary["pays"] and summary["tutorial_steps"] == 120
-    assert not bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
-    never = bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
-    assert never["break_even_steps"] == float("inf") and not never["pays"]
-
-
-def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
-    # glibc's default: a 64 MiB block is a fresh mmap far above the heap's end (sbrk(0)); after
-    # keep_freed_memory it comes from the heap, below its end, where freed pages stay resident.
-    code = ("import ctypes, sys\n"
-            "from benchmarks import bench\n"
-            "if sys.argv[1] == 'keep':\n    bench.keep_freed_memory()\n"
-            "import torch\n"
-            "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = ctypes.c_void_p\n"
-            "a = torch.ones(16 << 20)\n"
-            "print(a.data_ptr() < libc.sbrk(0))")
-    below_heap_end = {}
-    for mode in ("stock", "keep"):
-        out = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    def policy(code, **extra):
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, **extra), capture_output=True,
+                             text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        below_heap_end[mode] = out.stdout.strip()
-    assert below_heap_end == {"stock": "False", "keep": "True"}
+        return out.stdout.strip()
 
-
-def test_bench_paired_ratio_pairs_repeats_batch_by_batch():
-    # batches of different cost: the ratio of medians divides batch 3's time by batch 1's
-    reference = [dict(seconds=30.0), dict(seconds=12.0), dict(seconds=20.0)]
-    ours = [dict(seconds=16.0), dict(seconds=10.0), dict(seconds=20.0)]
-    assert bench.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
-    assert bench.median_seconds(reference) / bench.median_seconds(ours) == pytest.approx(20.0 / 16.0)
+    assert policy(as_program) == "PASSIVE"
+    assert policy(as_program, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    assert policy(imported) == "None"

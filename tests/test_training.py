@@ -13,11 +13,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
+import demo
+import model_weights
+import outputs
+import training_run
 import tv_training
-from synthetic_data import make_synthetic_pennfudan
-
-ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOSS_TERMS = {"loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+from conftest import LOSS_TERMS, ROOT_DIR, make_data
 
 
 def tiny_argv(data, out, *extra):
@@ -33,8 +34,7 @@ def run_main(*argv):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("ped") / "SynthPed")
-    return make_synthetic_pennfudan(root, num_images=6, seed=3, height_range=(64, 80), width_range=(48, 96))
+    return make_data(tmp_path_factory.mktemp("ped") / "SynthPed", num_images=6, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +59,17 @@ def test_parser_defaults_are_the_tutorials():
 
 
 def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
-    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--lr", "0.01"]))
+    parser = tv_training.get_args_parser()
+    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--lr", "0.01"]), parser)
     assert args.lr == 0.01  # explicit wins
     assert args.weights == "none" and args.opt == "adamw" and args.data_path == "data/SyntheticPed"
-    assert args.epochs == tv_training.DEMO_RECIPE["epochs"]
+    assert args.epochs == demo.DEMO_RECIPE["epochs"]
     # a flag typed with the tutorial's value is still explicit
-    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--epochs", "2"]))
+    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--epochs", "2"]), parser)
     assert args.epochs == 2 and args.explicit == ["demo", "epochs"]
     # the demo trains the small Mask R-CNN unless a model is named
     assert args.model == "maskrcnn_resnet18"
-    args = tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo", "--model", "maskrcnn"]))
+    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--model", "maskrcnn"]), parser)
     assert args.model == "maskrcnn" and args.opt == "adamw"
 
 
@@ -78,7 +79,7 @@ def test_main_with_the_tutorials_model(data, tmp_path):
     result = run_main(*tiny_argv(data, out, "--model", "maskrcnn", "--epochs", "1"))
     (record,) = result["records"]
     assert set(record["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in record["train"].values())
-    assert list(result["segm"]) == tv_training.COCO_STAT_NAMES
+    assert list(result["segm"]) == outputs.COCO_STAT_NAMES
     ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
     assert ckpt["args"]["model"] == "maskrcnn"
     assert any(k.startswith("backbone.body.layer4.2.") for k in ckpt["model"])  # ResNet-50: 3 blocks in layer4
@@ -88,10 +89,12 @@ def test_main_with_the_tutorials_model(data, tmp_path):
 
 def test_main_end_to_end(full_run, capsys):
     result, out = full_run
-    for iou in ("bbox", "segm"):
-        assert list(result[iou]) == tv_training.COCO_STAT_NAMES
-        assert all(-1.0 <= v <= 1.0 for v in result[iou].values())
     records = result["records"]
+    for iou in ("bbox", "segm"):
+        assert list(result[iou]) == outputs.COCO_STAT_NAMES
+        assert result[iou] == records[-1][iou]  # main returns the last epoch's numbers
+        stats = result[iou]  # named in pycocotools' order: AP50 >= AP (over IoU .5:.95), AR100 >= AR10 >= AR1
+        assert stats["AP50"] >= stats["AP"] and stats["AR100"] >= stats["AR10"] >= stats["AR1"]
     assert [r["epoch"] for r in records] == [0, 1]
     for r in records:
         assert set(r["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in r["train"].values())
@@ -106,7 +109,7 @@ def test_main_end_to_end(full_run, capsys):
     assert Image.open(os.path.join(out, "curves.png")).size == (1100, 400)
     # the checkpoint loads without unpickling code and holds the whole training state
     ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "records"} <= set(ckpt)
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "records", "model_spec"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["args"]["seed"] == 0 and isinstance(ckpt["args"], dict)
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
@@ -237,20 +240,28 @@ def test_ctrl_c_keeps_the_last_complete_checkpoint(data, tmp_path):
     # the hint repeats the run's own options, so the resumed run has the same settings
     assert f"resume with: python tv_training.py {' '.join(tiny_argv(data, out, '--epochs', '100'))} --resume {ckpt}" in err
     state = torch.load(ckpt, weights_only=True)
-    assert state["epoch"] >= 0 and set(state["model"]) == set(tv_training.build_model(
-        tv_training.apply_demo_recipe(tv_training.get_args_parser().parse_args(["--demo"]))).state_dict())
+    assert state["epoch"] >= 0 and state["model_spec"]["model"] == "maskrcnn_resnet18"
+    rebuilt = model_weights.build_model(tv_training.MODELS, state["model_spec"], state["model"])
+    assert set(rebuilt.state_dict()) == set(state["model"])
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
 
 def test_resume_command_replaces_an_earlier_resume():
-    cmd = tv_training.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
+    cmd = training_run.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
     assert cmd == "python tv_training.py --demo --lr 1e-3 --resume out/c.pth"
-    assert tv_training.resume_command(["--data-path", "my data"], "c.pth") == \
+    assert training_run.resume_command(["--data-path", "my data"], "c.pth") == \
         "python tv_training.py --data-path 'my data' --resume c.pth"
 
 
 def test_nothing_runs_at_import():
-    proc = subprocess.run([sys.executable, "-c", "import tv_training, engine, utils, coco_utils, coco_eval, transforms"],
-                          capture_output=True, text=True, cwd=ROOT_DIR, timeout=120)
-    assert proc.returncode == 0 and proc.stdout == ""
+    """Importing any module prints nothing, starts no thread and leaves the environment alone."""
+    modules = ("tv_training, engine, utils, coco_utils, coco_eval, transforms, dataset_formats, model_weights, "
+               "speedups, demo, outputs, training_run, errors, group_by_aspect_ratio, synthetic_data")
+    code = (f"import os, threading; before = dict(os.environ); import {modules}; "
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
+            "assert threading.active_count() == 1, threading.enumerate()")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT_DIR, env=env,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
 

@@ -1,0 +1,163 @@
+"""Weights for a run: pretrained downloads that fail clearly offline, random init, checkpoints.
+
+The tutorial's model builders (tv_training.py) take ``weights`` and return stock torchvision
+models. ``build_model`` wraps them where a run builds its model:
+
+* ``weights="DEFAULT"`` downloads; without a network the error names the file and the cache
+  folder to put it in (``TutorialError``), instead of a urllib traceback;
+* ``weights=None`` is a real random init: ``weights_backbone=None`` too (torchvision would
+  otherwise download ImageNet backbone weights), which also means trainable BatchNorm and
+  all 5 ResNet stages trainable;
+* ``"layout"`` builds the pretrained configuration (frozen BatchNorm, 3 trainable stages)
+  with random values, to load a checkpoint fine-tuned from the pretrained weights.
+
+A checkpoint carries a ``model_spec`` (model name, classes, constructor settings), so it can
+be rebuilt for ``--predict``/``--test-only`` without retyping the flags that shaped it.
+"""
+
+import os
+
+import torch
+import torchvision
+
+from errors import TutorialError
+
+# What weights="DEFAULT" downloads for each model of tv_training.MODELS, and whether the
+# pretrained model has a layout of its own (frozen BatchNorm, 3 trainable ResNet stages).
+PRETRAINED = {
+    "maskrcnn": ("MaskRCNN_ResNet50_FPN_Weights", True),
+    "fasterrcnn": ("FasterRCNN_ResNet50_FPN_Weights", True),
+    "mobilenet": ("MobileNet_V2_Weights", False),  # an ImageNet backbone, trainable BatchNorm
+    "maskrcnn_resnet18": ("ResNet18_Weights", False),  # likewise
+}
+
+
+def pretrained_layout(model, trainable_layers=3):
+    """Give a randomly built ResNet-FPN model the layout of the pretrained one, without downloading.
+
+    Pretrained builders use FrozenBatchNorm2d and train only the last 3 ResNet stages; random
+    init (``weights_backbone=None``) uses trainable BatchNorm and trains all 5. A checkpoint
+    fine-tuned from the pretrained weights must be loaded back into the same layout.
+    """
+    body = model.backbone.body
+
+    def freeze_bn(module):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(module, name, torchvision.ops.FrozenBatchNorm2d(child.num_features, eps=child.eps))
+            else:
+                freeze_bn(child)
+
+    freeze_bn(body)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    for name, p in body.named_parameters():
+        p.requires_grad_(any(name.startswith(layer) for layer in trainable))
+    return model
+
+
+def pretrained_url(name):
+    """The download address of model ``name``'s DEFAULT weights."""
+    enum_name, _ = PRETRAINED[name]
+    return torchvision.models.get_weight(f"{enum_name}.DEFAULT").url
+
+
+def build_detector(model_fn, name, num_classes, weights, **kwargs):
+    """``model_fn(num_classes, weights=..., **kwargs)`` with ``weights`` = "DEFAULT", None or "layout".
+
+    ``name`` is the model's key in ``PRETRAINED``. A download that fails raises a
+    ``TutorialError`` naming the file to fetch and where to put it.
+    """
+    _, has_layout = PRETRAINED[name]
+    if weights in (None, "layout"):
+        if has_layout:  # no ImageNet backbone download behind the caller's back
+            kwargs["weights_backbone"] = None
+        model = model_fn(num_classes, weights=None, **kwargs)
+        return pretrained_layout(model) if weights == "layout" and has_layout else model
+    try:
+        return model_fn(num_classes, weights=weights, **kwargs)
+    except (OSError, RuntimeError) as e:  # no network (URLError), or a download/cache failing its hash
+        url = pretrained_url(name)
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        raise TutorialError(
+            f"cannot get pretrained weights {url} ({str(e).splitlines()[0][:160]}). Download "
+            f"{os.path.basename(url)} by hand into {cache}/ (delete a corrupt copy there first), "
+            f"or train from random init with --weights none (or run --demo)."
+        ) from None
+
+
+def load_weights_file(path):
+    """A checkpoint of ours or a plain state dict, loaded without running pickled code."""
+    if not os.path.isfile(path):
+        raise TutorialError(f"{path}: no such weights file. Pass a checkpoint written by training "
+                            f"(e.g. output/checkpoint.pth), DEFAULT or none.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, or a pickle that weights_only refuses
+        raise TutorialError(f"{path}: cannot load weights ({str(e).splitlines()[0][:160]}).") from None
+    return ckpt if "model" in ckpt else {"model": ckpt}
+
+
+def model_spec(name, num_classes, weights, kwargs=None, anchors=None):
+    """What shapes a model, as plain values a checkpoint can hold (``weights_only`` loads them).
+
+    ``kwargs`` go to the builder (sizes, RPN/RoI settings); ``anchors`` is
+    ``dict(sizes=..., aspect_ratios=...)`` for an ``AnchorGenerator``, or None for the model's own.
+    """
+    return dict(model=name, num_classes=num_classes, kwargs=dict(kwargs or {}),
+                anchors=None if anchors is None else {k: [list(v) for v in anchors[k]] for k in anchors},
+                pretrained_layout=str(weights) == "DEFAULT" and PRETRAINED[name][1])
+
+
+def checkpoint_spec(checkpoint, num_classes=2):
+    """The ``model_spec`` a checkpoint was written with; for older checkpoints (and plain state
+    dicts with no arguments) it is derived from the arguments stored beside the weights."""
+    if "model_spec" in checkpoint:
+        return checkpoint["model_spec"]
+    trained = checkpoint.get("args", {})
+    name = trained.get("model", "maskrcnn")
+    kwargs = dict(min_size=trained.get("min_size", 800), max_size=trained.get("max_size", 1333))
+    anchors = None
+    if trained.get("demo"):
+        import demo
+
+        kwargs.update(demo.DEMO_MODEL_KWARGS)
+        anchors = demo.DEMO_ANCHORS
+    return model_spec(name, num_classes, str(trained.get("weights", "DEFAULT")), kwargs, anchors)
+
+
+def build_model(models, spec, weights=None):
+    """The model ``spec`` describes, from ``models[spec["model"]]``.
+
+    ``weights``: "DEFAULT" (download), None (random init), or a state dict to load into the
+    layout the spec records (the tensors must fit: an error names the model otherwise).
+    """
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    name = spec["model"]
+    kwargs = dict(spec["kwargs"])
+    if spec.get("anchors"):
+        anchors = spec["anchors"]
+        kwargs["rpn_anchor_generator"] = AnchorGenerator(tuple(map(tuple, anchors["sizes"])),
+                                                         tuple(map(tuple, anchors["aspect_ratios"])))
+    state_dict = weights if isinstance(weights, dict) else None
+    if state_dict is not None:
+        weights = "layout" if spec["pretrained_layout"] else None
+    model = build_detector(models[name], name, spec["num_classes"], weights, **kwargs)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise TutorialError(f"the weights do not fit --model {name}: {str(e).splitlines()[0][:200]}") from None
+    return model
+
+
+def prepare_for_device(model, device, channels_last="auto"):
+    """This project's speed-ups (speedups.py; same results), then ``model`` on ``device``, in
+    channels_last memory format where ``channels_last`` ("auto": on CPU) asks for it."""
+    import speedups
+
+    speedups.speed_up_model(model)
+    model.to(device)
+    if speedups.use_channels_last(device, channels_last):
+        model.to(memory_format=torch.channels_last)  # oneDNN's CPU convolutions are faster in NHWC
+    return model

@@ -1,0 +1,208 @@
+"""What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
+
+Every file is written whole or not at all (temporary file, then rename), so a run killed while
+writing keeps the previous version.
+"""
+
+import json
+import os
+
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from dataset_formats import pair_images_and_masks, read_instance_mask, read_rgb
+from errors import TutorialError
+
+COCO_STAT_NAMES = [
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+]
+
+
+def coco_summary(coco_evaluator):
+    """{"bbox": {"AP": ..., ...}, "segm": {...}}: the 12 COCO numbers of each IoU type, named."""
+    return {iou: dict(zip(COCO_STAT_NAMES, (float(x) for x in ev.stats)))
+            for iou, ev in coco_evaluator.coco_eval.items()}
+
+
+def write_json_atomic(obj, path):
+    """``json.dump`` to a temporary file, then rename over ``path``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _save_figure(fig, path):
+    tmp = path + ".tmp"
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+
+
+def plot_curves(records, path):
+    """Training loss per iteration and COCO AP per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(11, 4))
+    losses = [x for r in records for x in r.get("iteration_losses", [])]
+    ax_loss.plot(range(1, len(losses) + 1), losses, lw=0.8, label="loss (sum of terms)")
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("Training loss")
+    ax_loss.grid(alpha=0.3)
+    epochs = [r["epoch"] for r in records]
+    for iou in ("bbox", "segm"):
+        if all(iou in r for r in records):
+            ax_ap.plot(epochs, [r[iou]["AP"] for r in records], "o-", label=f"{iou} AP@[.5:.95]")
+            ax_ap.plot(epochs, [r[iou]["AP50"] for r in records], "s--", label=f"{iou} AP@.5")
+    ax_ap.set_xlabel("epoch")
+    ax_ap.set_ylabel("COCO average precision")
+    ax_ap.set_ylim(0, 1)
+    ax_ap.set_xticks(epochs)
+    ax_ap.set_title("Test-set AP per epoch")
+    ax_ap.grid(alpha=0.3)
+    ax_ap.legend()
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def draw_predictions(image, prediction, score_threshold=0.5):
+    """The tutorial's final figure: boxes with scores and masks drawn over a uint8 image."""
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    image = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)[:3]
+    keep = prediction["scores"] >= score_threshold
+    labels = [f"pedestrian: {s:.3f}" for s in prediction["scores"][keep]]
+    if not keep.any():
+        return image
+    out = draw_bounding_boxes(image, prediction["boxes"][keep].long(), labels, colors="red", width=2)
+    if "masks" in prediction:
+        masks = (prediction["masks"][keep] > 0.7).squeeze(1)
+        out = draw_segmentation_masks(out, masks, alpha=0.5, colors="blue")
+    return out
+
+
+def save_png(chw_uint8, path):
+    """Save a (3, H, W) uint8 tensor as a PNG, via a temporary file renamed over ``path``."""
+    tmp = path + ".tmp"
+    Image.fromarray(chw_uint8.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_preview(dataset_root, path):
+    """The tutorial's first figure: one image and its instance mask side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_path, mask_path = pair_images_and_masks(dataset_root)[0]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 5))
+    a.imshow(read_rgb(img_path).permute(1, 2, 0).numpy())
+    a.set_title(os.path.basename(img_path))
+    b.imshow(read_instance_mask(mask_path).numpy(), cmap="tab10", interpolation="nearest")
+    b.set_title(os.path.basename(mask_path) + " (value k = k-th pedestrian)")
+    for ax in (a, b):
+        ax.axis("off")
+    fig.tight_layout()
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+@torch.inference_mode()
+def save_prediction_figures(model, dataset_test, device, out_dir, score_threshold, count=4):
+    """Overlays for a few test images; FudanPed00046 (the tutorial's figure) first when present."""
+    os.makedirs(out_dir, exist_ok=True)
+    base = dataset_test.dataset if isinstance(dataset_test, torch.utils.data.Subset) else dataset_test
+    order = list(range(len(dataset_test)))
+    names = [base.imgs[dataset_test.indices[i]] if isinstance(dataset_test, torch.utils.data.Subset)
+             else base.imgs[i] for i in order]
+    if "FudanPed00046.png" in names:
+        order.insert(0, order.pop(names.index("FudanPed00046.png")))
+    model.eval()
+    written = []
+    for i in order[:count]:
+        image, _ = dataset_test[i]
+        prediction = model([image.to(device)])[0]
+        path = os.path.join(out_dir, names[i])
+        save_png(draw_predictions(image, {k: v.cpu() for k, v in prediction.items()}, score_threshold), path)
+        written.append(path)
+    return written
+
+
+def list_images(paths):
+    found = []
+    for p in paths:
+        if os.path.isdir(p):
+            found += sorted(os.path.join(p, f) for f in os.listdir(p)
+                            if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        elif os.path.isfile(p):
+            found.append(p)
+        else:
+            raise TutorialError(f"{p}: no such file or folder to predict on.")
+    if not found:
+        raise TutorialError(f"no .png/.jpg images in {' '.join(paths)}.")
+    return found
+
+
+@torch.inference_mode()
+def predict(model, paths, device, out_dir, score_threshold):
+    """Write ``out_dir/<stem>.png`` (overlay) and ``<stem>.json`` (detections, masks as COCO RLE)."""
+    from pycocotools import mask as mask_util
+
+    os.makedirs(out_dir, exist_ok=True)
+    model.eval()
+    results = []
+    for path in list_images(paths):
+        image = F.to_dtype(read_rgb(path), torch.float32, scale=True)
+        pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+        keep = pred["scores"] >= score_threshold
+        detections = []
+        for j in torch.nonzero(keep).flatten().tolist():
+            det = dict(box_xyxy=[round(float(v), 2) for v in pred["boxes"][j]], score=float(pred["scores"][j]),
+                       label=int(pred["labels"][j]))
+            if "masks" in pred:
+                binary = (pred["masks"][j, 0] > 0.5).numpy().astype("uint8")
+                rle = mask_util.encode(binary.copy(order="F"))
+                det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
+            detections.append(det)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        record = dict(image=path, height=image.shape[-2], width=image.shape[-1],
+                      score_threshold=score_threshold, detections=detections)
+        write_json_atomic(record, os.path.join(out_dir, stem + ".json"))
+        save_png(draw_predictions(image, pred, score_threshold), os.path.join(out_dir, stem + ".png"))
+        print(f"{path}: {len(detections)} detection(s) -> {os.path.join(out_dir, stem + '.png')}, "
+              f"{os.path.join(out_dir, stem + '.json')}")
+        results.append(record)
+    return results
+
+
+def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_losses, coco_evaluator):
+    """One epoch's line of metrics.json: mean loss terms, lr, times, every iteration's loss, COCO numbers."""
+    record = dict(epoch=epoch, lr=lr, train_time_s=round(train_time, 2), epoch_time_s=round(epoch_time, 2),
+                  train={k: m.global_avg for k, m in metric_logger.meters.items() if k != "lr"},
+                  iteration_losses=[r["loss"] for r in iteration_losses])
+    record.update(coco_summary(coco_evaluator))
+    return record
+
+
+def save_final_figures(model, dataset_test, device, output_dir, score_threshold):
+    """The tutorial's final figure for a few test images, in ``output_dir/predictions``."""
+    written = save_prediction_figures(model, dataset_test, device, os.path.join(output_dir, "predictions"),
+                                      score_threshold)
+    if written:
+        print(f"Saved the prediction figure(s) to {os.path.dirname(written[0])}/ "
+              f"and curves.png, metrics.json, checkpoint.pth to {output_dir}/")
+    return written
+
+
+def save_epoch_outputs(output_dir, records):
+    """metrics.json and curves.png, rewritten after every epoch."""
+    write_json_atomic(records, os.path.join(output_dir, "metrics.json"))
+    plot_curves(records, os.path.join(output_dir, "curves.png"))

@@ -1,0 +1,312 @@
+"""This project's speed-ups for torchvision's detection models, and the code that undoes them.
+
+    import speedups
+    speedups.speed_up_model(model)        # same detections, less time (README.md, "Speed")
+    speedups.as_reference_model(model)    # back to stock torchvision (for comparisons)
+
+Each change keeps the results (equal masks and detections; the same function up to float
+rounding) and is applied to one model instance, never to torchvision's classes:
+
+* ``paste_masks_in_image`` / ``FastMaskPasteTransform``: Mask R-CNN masks pasted into one
+  preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
+* ``fold_frozen_batchnorm``: the frozen BatchNorm of ResNet bottlenecks folded into their
+  convolutions at run time;
+* ``parallel_roi_align`` / ``ParallelMultiScaleRoIAlign``: torchvision's one-core CPU
+  ``roi_align`` run on all cores, outputs and gradients bit for bit the same;
+* one NCHW copy of the pooled feature maps shared by the box and mask poolers;
+* ``use_channels_last`` picks the memory format (channels_last on CPU).
+
+Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
+``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, the op
+``torch.ops.torchvision._roi_align_backward``, and ``roi_heads.expand_boxes``. Checked against
+torchvision 0.29.1 (torch 2.14.1) and 0.26.0 (torch 2.11.0).
+"""
+
+import concurrent.futures
+import os
+import types
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.detection.roi_heads import RoIHeads, expand_boxes
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+from torchvision.models.resnet import Bottleneck
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+
+def paste_masks_in_image(masks, boxes, img_shape, padding=1):
+    """Paste (N, 1, M, M) mask probabilities into (N, 1, H, W) images at their boxes.
+
+    Gives the same values as ``torchvision.models.detection.roi_heads.paste_masks_in_image``
+    (same padding, box expansion, rounding and bilinear resize per detection), but writes
+    every mask straight into one zero-filled output: torchvision builds a full-image tensor
+    per detection and then stacks them, i.e. allocates and copies the output twice.
+    """
+    num, im_h, im_w = masks.shape[0], int(img_shape[0]), int(img_shape[1])
+    out = masks.new_zeros((num, 1, im_h, im_w))
+    if num == 0:
+        return out
+    side = masks.shape[-1]
+    padded = F.pad(masks, (padding,) * 4)
+    scale = float(side + 2 * padding) / side
+    # the expanded boxes as Python ints, in one transfer instead of 4+ per detection
+    int_boxes = expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
+    for i, (x0, y0, x1, y1) in enumerate(int_boxes):
+        xa, xb = max(x0, 0), min(x1 + 1, im_w)  # the part of the box inside the image
+        ya, yb = max(y0, 0), min(y1 + 1, im_h)
+        if xa >= xb or ya >= yb:
+            continue
+        size = (max(y1 - y0 + 1, 1), max(x1 - x0 + 1, 1))
+        resized = F.interpolate(padded[i : i + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
+        out[i, 0, ya:yb, xa:xb] = resized[ya - y0 : yb - y0, xa - x0 : xb - x0]
+    return out
+
+
+class FastMaskPasteTransform(GeneralizedRCNNTransform):
+    """``GeneralizedRCNNTransform`` whose ``postprocess`` pastes masks with ``paste_masks_in_image``.
+
+    Installed on one model by ``speed_up_model`` (the transform's class is swapped; it has no
+    extra state), so other models and torchvision itself are untouched.
+    """
+
+    def postprocess(self, result, image_shapes, original_image_sizes):
+        # type: (list[dict[str, torch.Tensor]], list[tuple[int, int]], list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]
+        if self.training:
+            return result
+        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            if "masks" in pred:
+                pred["masks"] = paste_masks_in_image(pred["masks"], pred["boxes"], o_im_s)
+            if "keypoints" in pred:
+                pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
+        return result
+
+
+def _conv_frozen_bn(conv, bn, x):
+    """``bn(conv(x))`` for a frozen BatchNorm, computed as one convolution with scaled weights."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _folded_bottleneck_forward(self, x):
+    """torchvision's ``Bottleneck.forward`` with each conv + frozen BN done as one conv."""
+    out = self.relu(_conv_frozen_bn(self.conv1, self.bn1, x))
+    out = self.relu(_conv_frozen_bn(self.conv2, self.bn2, out))
+    out = _conv_frozen_bn(self.conv3, self.bn3, out)
+    if self.downsample is None:
+        identity = x
+    else:
+        identity = _conv_frozen_bn(self.downsample[0], self.downsample[1], x)
+    out += identity
+    return self.relu(out)
+
+
+def _foldable(block):
+    if not isinstance(block, Bottleneck):
+        return False
+    pairs = [(block.conv1, block.bn1), (block.conv2, block.bn2), (block.conv3, block.bn3)]
+    if block.downsample is not None:
+        if not (isinstance(block.downsample, torch.nn.Sequential) and len(block.downsample) == 2):
+            return False
+        pairs.append((block.downsample[0], block.downsample[1]))
+    return all(isinstance(c, torch.nn.Conv2d) and isinstance(b, FrozenBatchNorm2d) for c, b in pairs)
+
+
+def fold_frozen_batchnorm(model):
+    """Fold every frozen BatchNorm of the model's ResNet bottlenecks into the preceding conv.
+
+    The pretrained layout (``weights="DEFAULT"``/``"layout"``) normalises with
+    ``FrozenBatchNorm2d``: a multiply and an add over every activation, forward and backward.
+    Scaling the (small) conv weights instead gives the same function -- to float rounding --
+    for less backbone time on CPU. Only the bottlenecks' ``forward`` is replaced (on
+    these instances); modules, parameters and the state dict stay as they are, and gradients
+    reach the conv weights through the scaling. Blocks with trainable BatchNorm are left alone.
+    Returns the number of blocks folded.
+    """
+    folded = 0
+    for block in model.modules():
+        if _foldable(block):
+            block.forward = types.MethodType(_folded_bottleneck_forward, block)
+            folded += 1
+    return folded
+
+
+def _roi_heads_forward_nchw(self, features, proposals, image_shapes, targets=None):
+    """``RoIHeads.forward`` with the pooled feature maps made NCHW-contiguous once.
+
+    torchvision's CPU ``roi_align`` works on contiguous NCHW input: with a channels_last model
+    the box and the mask pooler each converted every level (and the backward pass converted
+    the gradients back). One conversion shared by both poolers gives identical outputs,
+    faster inference on CPU; for an NCHW model ``contiguous()`` is a no-op.
+    """
+    names = set(self.box_roi_pool.featmap_names)
+    if self.mask_roi_pool is not None:
+        names |= set(self.mask_roi_pool.featmap_names)
+    features = features.__class__((k, v.contiguous() if k in names else v) for k, v in features.items())
+    return type(self).forward(self, features, proposals, image_shapes, targets)
+
+
+_ROI_THREADS = None  # thread pool shared by every ParallelMultiScaleRoIAlign, made on first use
+
+
+def _in_threads(fn, chunks):
+    """``[fn(*c) for c in chunks]``, the chunks after the first on a thread pool.
+
+    torchvision's CPU ``roi_align`` kernels run on one core; the ops release the GIL, so
+    Python threads give them the other cores. Grad and inference modes are per thread:
+    the workers run without autograd, in the caller's inference mode.
+    """
+    global _ROI_THREADS
+    if _ROI_THREADS is None:
+        _ROI_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1))
+    inference = torch.is_inference_mode_enabled()
+
+    def run(*c):
+        with torch.inference_mode(inference), torch.no_grad():
+            return fn(*c)
+
+    futures = [_ROI_THREADS.submit(run, *c) for c in chunks[1:]]
+    first = run(*chunks[0])
+    return [first] + [f.result() for f in futures]
+
+
+def _chunks(n, parts):
+    step = -(-n // parts)
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def _fill_in_threads(fill, n, parts, slices_per_part):
+    """``fill(a, b)`` for every slice of ``range(n)`` cut into ``parts * slices_per_part``; each of
+    ``parts`` threads takes every ``parts``-th slice. Small slices keep the temporaries that
+    ``fill`` makes a fraction of what it fills."""
+    slices = _chunks(n, parts * slices_per_part)
+    _in_threads(lambda group: [fill(a, b) for a, b in group], [(slices[i::parts],) for i in range(parts)])
+
+
+def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts, pieces_per_part=8):
+    """The threads pool pieces of the RoIs straight into one output tensor (joining whole-share
+    results would hold it twice)."""
+    op = torch.ops.torchvision.roi_align
+    height, width = output_size
+    out = features.new_empty((rois.shape[0], features.shape[1], height, width))
+    _fill_in_threads(lambda a, b: out[a:b].copy_(op(features, rois[a:b], spatial_scale, height, width,
+                                                    sampling_ratio, False)), rois.shape[0], parts, pieces_per_part)
+    return out
+
+
+class _ParallelRoIAlign(torch.autograd.Function):
+    """``roi_align`` pooled on several cores: the forward pass splits the RoIs, the backward
+    pass the channels.
+
+    Forward: each RoI's output comes from the same kernel as before (identical values).
+    Backward: channels are independent, so each call scatters every RoI's gradient, in
+    torchvision's order, into its own channel slice of one gradient tensor (identical values,
+    disjoint writes). Slices are small, so the temporaries stay a fraction of that tensor.
+    """
+
+    SLICES_PER_THREAD = 16  # chosen by measurement (README.md, "Speed"): small slices, small temporaries
+
+    @staticmethod
+    def forward(ctx, features, rois, spatial_scale, output_size, sampling_ratio, parts):
+        ctx.save_for_backward(rois)
+        ctx.args = (spatial_scale, output_size, sampling_ratio, parts, tuple(features.shape))
+        return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (rois,) = ctx.saved_tensors
+        spatial_scale, (height, width), sampling_ratio, parts, (b, c, h, w) = ctx.args
+        op = torch.ops.torchvision._roi_align_backward
+        grad = grad_output.new_empty((b, c, h, w))
+        _fill_in_threads(lambda c0, c1: grad[:, c0:c1].copy_(op(grad_output[:, c0:c1].contiguous(), rois, spatial_scale,
+                                                                height, width, b, c1 - c0, h, w, sampling_ratio, False)),
+                         c, parts, _ParallelRoIAlign.SLICES_PER_THREAD)
+        return grad, None, None, None, None, None
+
+
+def parallel_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, min_rois_per_part=16):
+    """``torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)``
+    (``aligned=False``, as Faster/Mask R-CNN use it) on up to ``torch.get_num_threads()``
+    cores. Falls back to torchvision's for other devices, dtypes (autocast) or few RoIs."""
+    parts = min(torch.get_num_threads(), rois.shape[0] // min_rois_per_part)
+    if parts < 2 or features.device.type != "cpu" or features.dtype != torch.float32 \
+            or rois.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+        return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
+    features, rois, output_size = features.contiguous(), rois.contiguous(), tuple(output_size)
+    if torch.is_grad_enabled() and features.requires_grad:
+        return _ParallelRoIAlign.apply(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+    return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+
+
+class ParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` (same levels, same outputs) pooling with ``parallel_roi_align``."""
+
+    def forward(self, x, boxes, image_shapes):
+        from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
+
+        features = _filter_input(x, self.featmap_names)
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
+                                                         self.canonical_level)
+        rois = _convert_to_roi_format(boxes)
+        if len(features) == 1:
+            return parallel_roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
+        levels = self.map_levels(boxes)
+        result = features[0].new_zeros((len(rois), features[0].shape[1]) + tuple(self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.where(levels == level)[0]
+            pooled = parallel_roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio)
+            result[idx] = pooled.to(result.dtype)
+        return result
+
+
+def speed_up_model(model):
+    """This project's model defaults, all keeping the results (equal masks and detections; the
+    same function up to float rounding): fast mask pasting (Mask R-CNN), folded frozen
+    BatchNorm, one NCHW conversion of the pooled features for both RoI poolers, and RoI
+    pooling on all cores.
+
+    Only this model's transform and RoI pooler classes and some of its modules' ``forward``
+    (as instance attributes) are changed; the state dict is untouched. Returns ``model``.
+    """
+    transform = getattr(model, "transform", None)
+    if type(transform) is GeneralizedRCNNTransform:
+        transform.__class__ = FastMaskPasteTransform
+    fold_frozen_batchnorm(model)
+    roi_heads = getattr(model, "roi_heads", None)
+    if isinstance(roi_heads, RoIHeads) and isinstance(getattr(roi_heads, "box_roi_pool", None), MultiScaleRoIAlign):
+        roi_heads.forward = types.MethodType(_roi_heads_forward_nchw, roi_heads)
+        for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
+            if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
+                getattr(roi_heads, name).__class__ = ParallelMultiScaleRoIAlign
+    return model
+
+
+def use_channels_last(device, choice="auto"):
+    """Whether to train/evaluate in channels_last memory format.
+
+    ``choice``: "on", "off" or "auto" (on for CPU, where oneDNN's convolutions are faster in
+    NHWC -- see README.md, "Speed" -- and off elsewhere).
+    """
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")
+    if choice == "auto":
+        return torch.device(device).type == "cpu"
+    return choice == "on"
+
+
+def as_reference_model(model):
+    """Undo ``speed_up_model``: torchvision's stock transform (mask pasting), bottleneck forward,
+    RoI heads forward and RoI poolers. Returns ``model``."""
+    if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
+        model.transform.__class__ = GeneralizedRCNNTransform
+    for module in model.modules():
+        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, NCHW RoI features -> the class's forward
+        if isinstance(module, MultiScaleRoIAlign):
+            module.__class__ = MultiScaleRoIAlign  # torchvision's pooling, one core
+    return model
