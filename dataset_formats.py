@@ -6,7 +6,10 @@ with ``read_rgb``/``read_instance_mask``/``instance_masks_and_boxes``; ``check_d
 every pair once before training, so a broken file is named before any time is spent.
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 import zipfile
 
 import numpy as np
@@ -122,12 +125,40 @@ def check_dataset(root):
     return summary
 
 
+@contextlib.contextmanager
+def dataset_folder_being_written(root, inner=""):
+    """Write a dataset into a temporary folder beside ``root``; move it into place only when complete.
+
+    Yields the temporary folder. When the block ends normally, every entry of ``tmp/inner`` is
+    renamed into ``root`` (created if missing), ``PNGImages`` last: its presence is what marks a
+    dataset as complete, so an interrupted run (Ctrl-C, a full disk) never leaves a folder that
+    a later run would take for a whole dataset. On any exception the temporary folder is removed
+    and ``root`` is left as it was.
+    """
+    root = os.path.abspath(root)
+    for part in ("PNGImages", "PedMasks"):
+        if os.path.exists(os.path.join(root, part)):
+            raise DatasetError(f"{os.path.join(root, part)}: already there, so the dataset would be mixed with "
+                               f"another. Remove it, or pick another --data-path.")
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=os.path.dirname(root))
+    try:
+        yield tmp
+        src = os.path.join(tmp, inner)
+        os.makedirs(root, exist_ok=True)
+        for name in sorted(os.listdir(src), key=lambda n: n == "PNGImages"):
+            os.rename(os.path.join(src, name), os.path.join(root, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def download_pennfudan(root):
     """Download PennFudanPed.zip next to ``root`` (a folder named PennFudanPed) and extract it, with a progress bar.
 
     The publisher gives no checksum and the archive has changed over time (78 pedestrians
     were added), so one pinned MD5 would reject valid copies. Instead every member's CRC-32
-    is verified and the expected layout is checked before anything is extracted.
+    is verified and the expected layout is checked before anything is extracted. The archive
+    is extracted beside ``root`` and moved into place when complete.
     """
     from torchvision.datasets.utils import download_url
 
@@ -154,7 +185,8 @@ def download_pennfudan(root):
             if bad is not None or n_png == 0 or n_png != n_mask:
                 raise zipfile.BadZipFile(f"member {bad} fails its CRC" if bad else
                                          f"{n_png} images and {n_mask} masks under PennFudanPed/")
-            zf.extractall(parent)  # the archive holds PennFudanPed/..., i.e. root
+            with dataset_folder_being_written(root, inner="PennFudanPed") as tmp:
+                zf.extractall(tmp)  # the archive holds PennFudanPed/...
     except zipfile.BadZipFile as e:
         raise DatasetError(f"{zip_path}: corrupt or unexpected archive ({e}). Delete it and run again "
                            f"to download a fresh copy.") from None
@@ -189,6 +221,15 @@ def split_indices(n, test_size, train_size, seed):
     return train, test
 
 
+def ignore_ctrl_c(worker_id):
+    """DataLoader workers leave Ctrl-C to the main process: a terminal sends SIGINT to the whole
+    process group, and a worker that died of it would fail the batch the main process still
+    needs while it finishes the current iteration (training_run.StopAtSafePoint)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, aspect_ratio_group_factor=-1,
                  pin_memory=False):
     """Train/test DataLoaders; returns (train_loader, test_loader, train_sampler, shuffle_generator)."""
@@ -207,7 +248,7 @@ def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, 
     else:
         batch_sampler = torch.utils.data.BatchSampler(train_sampler, batch_size, drop_last=True)
     common = dict(num_workers=workers, collate_fn=utils.collate_fn, pin_memory=pin_memory,
-                  persistent_workers=workers > 0)
+                  persistent_workers=workers > 0, worker_init_fn=ignore_ctrl_c if workers > 0 else None)
     train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
     test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler, **common)
     return train_loader, test_loader, train_sampler, shuffle_gen

@@ -86,15 +86,42 @@ def build_detector(model_fn, name, num_classes, weights, **kwargs):
 
 
 def load_weights_file(path):
-    """A checkpoint of ours or a plain state dict, loaded without running pickled code."""
+    """A checkpoint of ours or a plain state dict, loaded without running pickled code.
+
+    Anything else is a ``TutorialError`` saying what the file is (an image, a pickle with code,
+    a truncated file, another object) and what to pass instead.
+    """
+    fix = "Pass a checkpoint written by training (e.g. output/checkpoint.pth), or --weights DEFAULT or none."
     if not os.path.isfile(path):
-        raise TutorialError(f"{path}: no such weights file. Pass a checkpoint written by training "
-                            f"(e.g. output/checkpoint.pth), DEFAULT or none.")
+        raise TutorialError(f"{path}: no such weights file. {fix}")
+    with open(path, "rb") as f:
+        head = f.read(8)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, or a pickle that weights_only refuses
-        raise TutorialError(f"{path}: cannot load weights ({str(e).splitlines()[0][:160]}).") from None
-    return ckpt if "model" in ckpt else {"model": ckpt}
+    except Exception as e:  # an image, a damaged file, a pickle that weights_only refuses
+        raise TutorialError(f"{path}: {_not_a_checkpoint(head, e)} {fix}") from None
+    state = ckpt.get("model") if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TutorialError(f"{path}: holds a {type(state).__name__}, not a model's state dict. {fix}")
+    return ckpt if state is not ckpt else {"model": ckpt}
+
+
+def _not_a_checkpoint(head, error):
+    """What a file that torch.load(weights_only=True) refused is, in words."""
+    text = str(error)
+    kinds = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image", b"{": "a JSON file",
+             b"%PDF": "a PDF document"}
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return f"{kind}, not a checkpoint."
+    if "weights_only" in text or "Unsupported global" in text:
+        found = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
+        return (f"a pickle that would run code when loaded{' (' + found + ')' if found else ''}, which "
+                f"weights_only loading refuses. If you trust it, load it yourself and re-save "
+                f"torch.save(model.state_dict(), path).")
+    if isinstance(error, EOFError) or "truncated" in text or "central directory" in text or "zip archive" in text:
+        return "a truncated or damaged file (an interrupted copy or download?)."
+    return f"not a PyTorch checkpoint ({text.splitlines()[0][:120] if text else type(error).__name__})."
 
 
 def model_spec(name, num_classes, weights, kwargs=None, anchors=None):

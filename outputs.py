@@ -66,7 +66,10 @@ def plot_curves(records, path):
     ax_ap.set_xticks(epochs)
     ax_ap.set_title("Test-set AP per epoch")
     ax_ap.grid(alpha=0.3)
-    ax_ap.legend()
+    if ax_ap.get_lines():
+        ax_ap.legend()
+    else:
+        ax_ap.text(0.5, 0.5, "no test set (--test-size 0)", ha="center", va="center", transform=ax_ap.transAxes)
     fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
@@ -137,30 +140,84 @@ def save_prediction_figures(model, dataset_test, device, out_dir, score_threshol
 
 
 def list_images(paths):
-    found = []
+    """The files to predict on, from files and folders (a folder's files sorted by name).
+
+    Returns ``(images, skipped)``: every file whose header PIL identifies as an image, and
+    ``[(path, why)]`` for the others. A file named like an image (by its extension) whose header
+    is unreadable is kept, so that it is reported as a failure, not skipped in silence.
+    """
+    image_extensions = {ext for ext in Image.registered_extensions()}
+    images, skipped = [], []
     for p in paths:
         if os.path.isdir(p):
-            found += sorted(os.path.join(p, f) for f in os.listdir(p)
-                            if f.lower().endswith((".png", ".jpg", ".jpeg")))
+            candidates = sorted(os.path.join(p, f) for f in os.listdir(p) if os.path.isfile(os.path.join(p, f)))
         elif os.path.isfile(p):
-            found.append(p)
+            candidates = [p]
         else:
             raise TutorialError(f"{p}: no such file or folder to predict on.")
-    if not found:
-        raise TutorialError(f"no .png/.jpg images in {' '.join(paths)}.")
-    return found
+        for path in candidates:
+            try:
+                with Image.open(path):
+                    pass  # the header only: cheap
+                images.append(path)
+            except (OSError, SyntaxError, ValueError):
+                if os.path.splitext(path)[1].lower() in image_extensions or p == path:
+                    images.append(path)  # looks like an image, or named on purpose: report its failure
+                else:
+                    skipped.append((path, "not an image PIL can read"))
+    if not images:
+        raise TutorialError(f"no image PIL can read in {' '.join(paths)} ({len(skipped)} other file(s)).")
+    return images, skipped
+
+
+def read_photo(path):
+    """An image file as a (3, H, W) uint8 tensor, turned upright as its EXIF orientation says
+    (phone photos), in RGB whatever its mode. Raises ``TutorialError`` naming the file."""
+    from PIL import ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return F.pil_to_tensor(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise TutorialError(f"{path}: cannot decode this image ({str(e).splitlines()[0][:120]}).") from None
+
+
+def output_names(paths):
+    """A distinct output stem per input: the file name with its extension (``a.jpg`` and ``a.png``
+    both exist in a folder), and ``-2``, ``-3`` for the same name from other folders."""
+    used, stems = set(), []
+    for path in paths:
+        stem, n = os.path.basename(path), 1
+        while stem.lower() in used:
+            n += 1
+            stem = f"{os.path.basename(path)}-{n}"
+        used.add(stem.lower())
+        stems.append(stem)
+    return stems
 
 
 @torch.inference_mode()
 def predict(model, paths, device, out_dir, score_threshold):
-    """Write ``out_dir/<stem>.png`` (overlay) and ``<stem>.json`` (detections, masks as COCO RLE)."""
+    """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections,
+    masks as COCO RLE). Returns ``dict(predictions, skipped, failed)``: one record per image
+    written, ``[(path, why)]`` for files that are not images, ``[message]`` for images that could
+    not be decoded (the others are still predicted)."""
     from pycocotools import mask as mask_util
 
+    images, skipped = list_images(paths)
+    for path, why in skipped:
+        print(f"{path}: skipped ({why})")
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
-    results = []
-    for path in list_images(paths):
-        image = F.to_dtype(read_rgb(path), torch.float32, scale=True)
+    results, failed = [], []
+    for path, stem in zip(images, output_names(images)):
+        try:
+            image = F.to_dtype(read_photo(path), torch.float32, scale=True)
+        except TutorialError as e:
+            print(f"error: {e}")
+            failed.append(str(e))
+            continue
         pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
         keep = pred["scores"] >= score_threshold
         detections = []
@@ -172,15 +229,14 @@ def predict(model, paths, device, out_dir, score_threshold):
                 rle = mask_util.encode(binary.copy(order="F"))
                 det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
             detections.append(det)
-        stem = os.path.splitext(os.path.basename(path))[0]
         record = dict(image=path, height=image.shape[-2], width=image.shape[-1],
                       score_threshold=score_threshold, detections=detections)
-        write_json_atomic(record, os.path.join(out_dir, stem + ".json"))
-        save_png(draw_predictions(image, pred, score_threshold), os.path.join(out_dir, stem + ".png"))
-        print(f"{path}: {len(detections)} detection(s) -> {os.path.join(out_dir, stem + '.png')}, "
-              f"{os.path.join(out_dir, stem + '.json')}")
+        json_path, png_path = os.path.join(out_dir, stem + ".json"), os.path.join(out_dir, stem + ".png")
+        write_json_atomic(record, json_path)
+        save_png(draw_predictions(image, pred, score_threshold), png_path)
+        print(f"{path}: {len(detections)} detection(s) -> {png_path}, {json_path}")
         results.append(record)
-    return results
+    return dict(predictions=results, skipped=skipped, failed=failed)
 
 
 def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_losses, coco_evaluator):
@@ -188,12 +244,15 @@ def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_los
     record = dict(epoch=epoch, lr=lr, train_time_s=round(train_time, 2), epoch_time_s=round(epoch_time, 2),
                   train={k: m.global_avg for k, m in metric_logger.meters.items() if k != "lr"},
                   iteration_losses=[r["loss"] for r in iteration_losses])
-    record.update(coco_summary(coco_evaluator))
+    if coco_evaluator is not None:  # None: no test set (--test-size 0)
+        record.update(coco_summary(coco_evaluator))
     return record
 
 
 def save_final_figures(model, dataset_test, device, output_dir, score_threshold):
     """The tutorial's final figure for a few test images, in ``output_dir/predictions``."""
+    if len(dataset_test) == 0:
+        return []
     written = save_prediction_figures(model, dataset_test, device, os.path.join(output_dir, "predictions"),
                                       score_threshold)
     if written:

@@ -169,21 +169,27 @@ def make_synthetic_pennfudan(root, num_images=170, seed=0, height_range=REAL_HEI
                              width_range=REAL_WIDTH_RANGE, max_instances=4, prefix="SynthPed"):
     """Write ``num_images`` images + masks under ``root`` in the Penn-Fudan layout.
 
-    Returns ``root``. Deterministic: the same seed and sizes give the same files.
+    Returns ``root``. Deterministic: the same seed and sizes give the same files. The files are
+    written into a temporary folder beside ``root`` and moved in when all are there; ``root``
+    must not hold a PNGImages/ or PedMasks/ folder already.
     Widths are clipped to at least 0.45x the height so a figure always fits.
     """
+    from dataset_formats import dataset_folder_being_written
+
     rng = np.random.default_rng(seed)
-    img_dir, mask_dir = os.path.join(root, "PNGImages"), os.path.join(root, "PedMasks")
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(mask_dir, exist_ok=True)
-    for i in range(1, num_images + 1):
-        h = int(rng.integers(height_range[0], height_range[1] + 1))
-        w = int(rng.integers(width_range[0], width_range[1] + 1))
-        w = max(w, int(0.45 * h))
-        image, mask = make_synthetic_image(rng, h, w, max_instances=max_instances)
-        stem = f"{prefix}{i:05d}"
-        Image.fromarray(image, mode="RGB").save(os.path.join(img_dir, stem + ".png"))
-        Image.fromarray(mask, mode="L").save(os.path.join(mask_dir, stem + "_mask.png"))
+    # written beside root and moved into place when complete: an interrupted run leaves nothing
+    with dataset_folder_being_written(root) as tmp:
+        img_dir, mask_dir = os.path.join(tmp, "PNGImages"), os.path.join(tmp, "PedMasks")
+        os.makedirs(img_dir)
+        os.makedirs(mask_dir)
+        for i in range(1, num_images + 1):
+            h = int(rng.integers(height_range[0], height_range[1] + 1))
+            w = int(rng.integers(width_range[0], width_range[1] + 1))
+            w = max(w, int(0.45 * h))
+            image, mask = make_synthetic_image(rng, h, w, max_instances=max_instances)
+            stem = f"{prefix}{i:05d}"
+            Image.fromarray(image, mode="RGB").save(os.path.join(img_dir, stem + ".png"))
+            Image.fromarray(mask, mode="L").save(os.path.join(mask_dir, stem + "_mask.png"))
     return root
 
 

@@ -1,11 +1,16 @@
 """The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
-from the flags, checkpoints and resuming, and the command that continues an interrupted run."""
+from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
 
+import os
 import shlex
+import signal
+import threading
 
 import torch
+import torch.distributed as dist
 
 import utils
+from errors import TrainingInterrupted
 
 
 def pick_device(name, gpu=None):
@@ -58,6 +63,13 @@ def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
     return start_epoch, [r for r in checkpoint.get("records", []) if r["epoch"] < start_epoch]
 
 
+def interrupted(records, checkpoint_path):
+    """The ``TrainingInterrupted`` for a run stopped by Ctrl-C after ``records`` (its complete epochs)."""
+    kept = checkpoint_path if checkpoint_path and os.path.exists(checkpoint_path) else None
+    done = f"epoch {records[-1]['epoch']} is the last complete one" if records else "no epoch completed"
+    return TrainingInterrupted(f"interrupted: {done}" + (f", saved in {kept}" if kept else ""), checkpoint=kept)
+
+
 def resume_command(argv, checkpoint):
     """The command line that continues an interrupted run: the same options plus --resume."""
     kept, skip = [], False
@@ -69,3 +81,81 @@ def resume_command(argv, checkpoint):
         elif not arg.startswith("--resume="):
             kept.append(arg)
     return " ".join(shlex.quote(a) for a in ["python", "tv_training.py", *kept, "--resume", checkpoint])
+
+
+class StopAtSafePoint:
+    """Ctrl-C during training stops the run after the current iteration, whatever was running.
+
+    Python turns SIGINT into a KeyboardInterrupt wherever the main thread is; inside a weakref
+    callback or a finalizer run by the garbage collector it is printed and dropped, and training
+    goes on. Here the first Ctrl-C only records the request. Loaders wrapped with ``wrap`` stop
+    before their next batch, and ``check()`` stops at other safe points (after a checkpoint):
+    both raise KeyboardInterrupt from this code, where nothing can drop it. Under torchrun every
+    rank asks the others first, so all stop at the same iteration and no collective is left
+    waiting. A second Ctrl-C raises at once; a third ends the process (exit status 130).
+
+    A context manager: the previous SIGINT handler is restored on exit (only the main thread
+    can install one; elsewhere this does nothing but answer ``check``).
+    """
+
+    def __init__(self):
+        self.requested = 0
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _on_sigint(self, signum, frame):
+        self.requested += 1
+        if self.requested == 1:  # os.write: a print could re-enter a write the handler interrupted
+            os.write(2, b"\nCtrl-C: stopping after the current iteration (Ctrl-C again to stop at once)\n")
+        elif self.requested == 2:
+            raise KeyboardInterrupt
+        else:
+            os._exit(130)
+
+    def should_stop(self):
+        """Whether any process asked to stop (a collective under torchrun: every rank calls it)."""
+        stop = self.requested > 0
+        if utils.is_dist_avail_and_initialized():
+            flag = torch.tensor([int(stop)], device=utils._collective_device())
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def check(self):
+        if self.should_stop():
+            raise KeyboardInterrupt
+
+    def wrap(self, data_loader):
+        """``data_loader`` that checks for a stop request before each batch."""
+        return _StoppableLoader(data_loader, self)
+
+
+class _StoppableLoader:
+    def __init__(self, data_loader, stop):
+        self.data_loader, self.stop = data_loader, stop
+
+    def __len__(self):
+        return len(self.data_loader)
+
+    def __getattr__(self, name):  # .dataset, .batch_sampler, ...
+        return getattr(self.data_loader, name)
+
+    def __iter__(self):
+        batches = iter(self.data_loader)
+        while True:
+            self.stop.check()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch

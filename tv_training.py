@@ -40,6 +40,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
+import argument_checks as checks
 import demo
 import model_weights
 import outputs
@@ -225,26 +226,21 @@ def main(args):
     utils.init_distributed_mode(args)
     if args.demo:
         demo.apply_demo_recipe(args, get_args_parser(add_help=False))
+    # flags, device and output folder checked, weights loaded (--resume or --weights FILE)
+    checkpoint = checks.check_run(args, model_weights.load_weights_file, utils.is_main_process())
     # train on the GPU or on the CPU, if a GPU is not available
     device = training_run.pick_device(args.device, args.gpu)
     torch.manual_seed(args.seed)
     output_dir = args.output_dir if utils.is_main_process() else ""
-    if output_dir:
-        utils.mkdir(output_dir)
-    # weights from a file: our checkpoint (--resume, or --weights FILE) or a plain state dict
-    weights_file = args.resume or (args.weights if str(args.weights) not in ("DEFAULT", "none", "None") else None)
-    checkpoint = model_weights.load_weights_file(weights_file) if weights_file else None
 
     # our dataset has two classes only - background and person
     num_classes = 2
     if args.predict:
-        if checkpoint is None:
-            raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
         if not utils.is_main_process():
             return {"predictions": []}  # under torchrun, one process predicts and writes the files
         model, _ = build_model(args, num_classes, device, checkpoint)
-        out = os.path.join(args.output_dir or ".", "predict")
-        return {"predictions": outputs.predict(model, args.predict, device, out, args.score_threshold)}
+        return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
+                               args.score_threshold)
 
     # use our dataset and defined transformations
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
@@ -284,14 +280,19 @@ def main(args):
     start_epoch, records = 0, []
     if args.resume and not args.test_only:
         start_epoch, records = training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
+        if start_epoch >= args.epochs:
+            print(f"{args.resume}: finished at epoch {start_epoch - 1}; raise --epochs to continue")
+            return dict(records[-1] if records else {}, records=records)
         print(f"Resumed from {args.resume}: continuing at epoch {start_epoch}")
 
-    # the COCO ground truth of the test set is built once, not at every evaluation
-    coco_gt = get_coco_api_from_dataset(dataset_test)
+    # the COCO ground truth of the test set is built once, not at every evaluation (none: --test-size 0)
+    coco_gt = get_coco_api_from_dataset(dataset_test) if len(dataset_test) else None
     if args.check_forward:
         output, _ = check_forward(model_without_ddp, data_loader, device)
         return {"losses": {k: v.item() for k, v in output.items()}}
     if args.test_only:
+        if coco_gt is None:
+            raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
         return outputs.coco_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt))
 
     if output_dir:
@@ -299,47 +300,45 @@ def main(args):
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     print("Start training")
     start_time = time.time()
-    epoch = start_epoch
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
-            # resumed run repeats the uninterrupted one exactly. Under torchrun each rank
-            # draws its own flips (rank 0 keeps the single-process stream).
-            torch.manual_seed(args.seed + epoch + 1_000_003 * utils.get_rank())
-            shuffle_gen.manual_seed(args.seed + epoch)
-            if args.distributed:
-                train_sampler.set_epoch(epoch)
-            epoch_start, iteration_losses = time.time(), []
-            # train for one epoch, printing every print_freq iterations
-            metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq=args.print_freq,
-                                            scaler=scaler, loss_history=iteration_losses,
-                                            clip_grad_norm=args.clip_grad_norm)
-            lr = optimizer.param_groups[0]["lr"]
-            # update the learning rate
-            lr_scheduler.step()
-            train_time = time.time() - epoch_start
-            # evaluate on the test dataset
-            coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
-            records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
-                                                iteration_losses, coco_evaluator))
+    try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
+        with training_run.StopAtSafePoint() as stop:
+            data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
+            for epoch in range(start_epoch, args.epochs):
+                # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
+                # resumed run repeats the uninterrupted one exactly. Under torchrun each rank
+                # draws its own flips (rank 0 keeps the single-process stream).
+                torch.manual_seed(args.seed + epoch + 1_000_003 * utils.get_rank())
+                shuffle_gen.manual_seed(args.seed + epoch)
+                if args.distributed:
+                    train_sampler.set_epoch(epoch)
+                epoch_start, iteration_losses = time.time(), []
+                # train for one epoch, printing every print_freq iterations
+                metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
+                                                print_freq=args.print_freq, scaler=scaler,
+                                                loss_history=iteration_losses, clip_grad_norm=args.clip_grad_norm)
+                lr = optimizer.param_groups[0]["lr"]
+                # update the learning rate
+                lr_scheduler.step()
+                train_time = time.time() - epoch_start
+                # evaluate on the test dataset
+                coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) if coco_gt is not None else None
+                records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
+                                                    iteration_losses, coco_evaluator))
+                if output_dir:
+                    training_run.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
+                                                 epoch, args, records, spec)
+                    outputs.save_epoch_outputs(output_dir, records)
+                stop.check()
+            print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
+            print("That's it!")
             if output_dir:
-                training_run.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler, epoch,
-                                             args, records, spec)
-                outputs.save_epoch_outputs(output_dir, records)
+                outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, args.score_threshold)
+            stop.check()
     except KeyboardInterrupt:
-        kept = ckpt_path if ckpt_path and os.path.exists(ckpt_path) else None
-        done = f"epoch {epoch - 1} is the last complete one" if epoch > start_epoch else "no epoch completed"
-        raise TrainingInterrupted(f"interrupted during epoch {epoch}: {done}"
-                                  + (f", saved in {kept}" if kept else ""), checkpoint=kept) from None
+        raise training_run.interrupted(records, ckpt_path) from None
     except NonFiniteLossError as e:
         kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
         raise TutorialError(f"{e}{kept}") from None
-
-    total = time.time() - start_time
-    print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(total))}")
-    print("That's it!")
-    if output_dir:
-        outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, args.score_threshold)
     return dict(records[-1] if records else {}, records=records)
 
 
@@ -355,26 +354,30 @@ def get_args_parser(add_help=True):
     p.add_argument("--weights", default="DEFAULT",
                    help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
                         "maskrcnn_resnet18), none (random init) or a checkpoint file")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available, else cpu)")
-    p.add_argument("-b", "--batch-size", default=2, type=int, help="images per batch (per process)")
-    p.add_argument("--epochs", default=2, type=int, help="number of epochs")
-    p.add_argument("-j", "--workers", default=4, type=int,
+    p.add_argument("--device", default="auto", type=checks.device_name,
+                   help="cuda, cuda:N, cpu or auto (cuda when available, else cpu)")
+    p.add_argument("-b", "--batch-size", default=2, type=checks.positive_int, help="images per batch (per process)")
+    p.add_argument("--epochs", default=2, type=checks.non_negative_int,
+                   help="number of epochs (0 only with --test-only or --predict)")
+    p.add_argument("-j", "--workers", default=4, type=checks.non_negative_int,
                    help="data-loading workers (capped at the number of CPU cores)")
     p.add_argument("--opt", default="sgd", choices=["sgd", "adamw"], help="optimizer")
-    p.add_argument("--lr", default=0.005, type=float, help="learning rate")
-    p.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
-    p.add_argument("--wd", "--weight-decay", default=0.0005, type=float, dest="weight_decay",
+    p.add_argument("--lr", default=0.005, type=checks.positive_float, help="learning rate")
+    p.add_argument("--momentum", default=0.9, type=checks.non_negative_float, help="SGD momentum")
+    p.add_argument("--wd", "--weight-decay", default=0.0005, type=checks.non_negative_float, dest="weight_decay",
                    help="weight decay")
     p.add_argument("--lr-scheduler", default="steplr", choices=["steplr", "cosineannealinglr"],
                    help="steplr (the tutorial) or cosineannealinglr (over --epochs)")
-    p.add_argument("--clip-grad-norm", default=None, type=float,
+    p.add_argument("--clip-grad-norm", default=None, type=checks.positive_float,
                    help="clip the gradients' total norm to this value (None: no clipping, as in the tutorial)")
-    p.add_argument("--lr-step-size", default=3, type=int, help="StepLR: epochs between lr drops")
-    p.add_argument("--lr-gamma", default=0.1, type=float, help="StepLR: lr multiplier at each drop")
-    p.add_argument("--print-freq", default=10, type=int, help="print a log line every N iterations")
+    p.add_argument("--lr-step-size", default=3, type=checks.positive_int, help="StepLR: epochs between lr drops")
+    p.add_argument("--lr-gamma", default=0.1, type=checks.positive_float, help="StepLR: lr multiplier at each drop")
+    p.add_argument("--print-freq", default=10, type=checks.positive_int, help="print a log line every N iterations")
     p.add_argument("--output-dir", default="output",
                    help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing)")
     p.add_argument("--resume", default=None, help="checkpoint to continue training from; None starts afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --output-dir (without it, such a run stops this one)")
     p.add_argument("--test-only", action="store_true",
                    help="only evaluate (with --resume or --weights FILE) and print the COCO tables")
     p.add_argument("--amp", action="store_true",
@@ -382,11 +385,13 @@ def get_args_parser(add_help=True):
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="channels_last memory format (auto: on for CPU, where it is faster)")
     p.add_argument("--seed", default=0, type=int, help="seed for the split, initial weights and shuffling")
-    p.add_argument("--test-size", default=50, type=int, help="images held out for testing (the last 50 of the split)")
-    p.add_argument("--train-size", default=None, type=int, help="training images; None means all the rest")
-    p.add_argument("--min-size", default=800, type=int, help="model input: shorter side resized to this")
-    p.add_argument("--max-size", default=1333, type=int, help="model input: longer side at most this")
-    p.add_argument("--aspect-ratio-group-factor", default=-1, type=int,
+    p.add_argument("--test-size", default=50, type=checks.non_negative_int,
+                   help="images held out for testing (the last 50 of the split); 0 trains on all, no evaluation")
+    p.add_argument("--train-size", default=None, type=checks.positive_int,
+                   help="training images; None means all the rest")
+    p.add_argument("--min-size", default=800, type=checks.positive_int, help="model input: shorter side resized to this")
+    p.add_argument("--max-size", default=1333, type=checks.positive_int, help="model input: longer side at most this")
+    p.add_argument("--aspect-ratio-group-factor", default=-1, type=checks.group_factor,
                    help="group batches by aspect ratio, K: 2K+1 log-spaced bin edges (-1: off, as in the tutorial)")
     p.add_argument("--check-forward", action="store_true",
                    help="the tutorial's 'testing forward()' check: one training batch and inference, then exit")
@@ -394,7 +399,8 @@ def get_args_parser(add_help=True):
                    help="offline demo: synthetic data, random init and a from-scratch recipe (demo.DEMO_RECIPE)")
     p.add_argument("--predict", nargs="+", default=None, metavar="PATH",
                    help="images or folders to run a trained model (--weights FILE) on; writes PNG + JSON")
-    p.add_argument("--score-threshold", default=0.5, type=float, help="--predict / figures: lowest score drawn")
+    p.add_argument("--score-threshold", default=0.5, type=checks.unit_interval,
+                   help="--predict / figures: lowest score kept, from 0 to 1")
     p.add_argument("--dist-url", default="env://", help="url used to set up distributed training")
     return p
 
@@ -407,12 +413,18 @@ def cli(argv=None):
     ranks may still wait in a collective could block, and torchrun stops them anyway).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    checks.check_combinations(parser, args)
     try:
         result = main(args)
     except TrainingInterrupted as e:
         hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else ""
         print(f"\n{e}{hint}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started (data generation, extraction, checks)
+        print("\ninterrupted before training started: no checkpoint written, and a dataset being generated or "
+              "extracted was discarded", file=sys.stderr)
         sys.exit(130)
     except TutorialError as e:
         if utils.is_dist_avail_and_initialized() and not utils.is_main_process():
@@ -422,6 +434,10 @@ def cli(argv=None):
             print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     utils.cleanup_distributed()
+    if result.get("failed"):  # --predict wrote the other images' results
+        print(f"error: {len(result['failed'])} of {len(result['failed']) + len(result['predictions'])} image(s) "
+              f"could not be decoded (listed above)", file=sys.stderr)
+        sys.exit(1)
     return result
 
 

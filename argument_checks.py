@@ -1,0 +1,206 @@
+"""The command line checked before any work: flag values, the device, the output folder, and a
+checkpoint's recipe against the flags typed with it.
+
+A bad flag value is a usage line naming the flag and the accepted range (exit status 2, from
+argparse); everything else here raises ``TutorialError`` (one line, exit status 1).
+"""
+
+import argparse
+import os
+import tempfile
+
+import torch
+
+from errors import TutorialError
+
+
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse ``type``: ``kind`` (int or float) within [low, high] (``low_open``: > low)."""
+    if low is not None and high is not None:
+        accepted = f"a number from {low} to {high}"
+    elif low is not None:
+        accepted = f"{'an integer' if kind is int else 'a number'} {'>' if low_open else '>='} {low}"
+    else:
+        accepted = "an integer" if kind is int else "a number"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    parse.__name__ = accepted  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1)
+non_negative_int = _number(int, 0)
+positive_float = _number(float, 0, low_open=True)
+non_negative_float = _number(float, 0)
+unit_interval = _number(float, 0, 1)
+group_factor = _number(int, -1)  # -1: off
+
+
+def device_name(text):
+    """An argparse ``type`` for --device: auto, cpu, cuda or cuda:N (any torch device string)."""
+    if text == "auto":
+        return text
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+    return text
+
+
+def check_combinations(parser, args):
+    """Flag values that are fine alone but not together (usage errors, exit status 2)."""
+    if args.epochs == 0 and not (args.test_only or args.predict or args.check_forward):
+        parser.error("argument --epochs: 0 trains nothing; expected an integer >= 1 (0 only with --test-only "
+                     "or --predict)")
+    if args.max_size < args.min_size:
+        parser.error(f"argument --max-size: {args.max_size} is below --min-size {args.min_size}; expected "
+                     f"--max-size >= --min-size")
+    if args.test_only and args.predict:
+        parser.error("--test-only and --predict: choose one")
+
+
+def check_device(name):
+    """``--device`` exists here; names what is available otherwise."""
+    if name == "auto":
+        return
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TutorialError(f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}, "
+                                f"CUDA build: {torch.version.cuda or 'none'}); use --device cpu or auto.")
+        if device.index is not None and device.index >= count:
+            raise TutorialError(f"--device {name}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise TutorialError(f"--device {name}: not available here; use --device cpu, cuda or auto.")
+
+
+def check_output_dir(path):
+    """``path`` can be created and written (a test file is written and removed)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise TutorialError(f"--output-dir {path}: cannot be created or written ({e.strerror or e}). "
+                            f"Pick a folder you can write to.") from None
+
+
+def describe_run(checkpoint):
+    """'epoch 3 of 7, bbox AP 0.412' for a checkpoint of ours."""
+    args, records = checkpoint.get("args", {}), checkpoint.get("records", [])
+    text = f"epoch {checkpoint.get('epoch', '?')} of {args.get('epochs', '?')} (counting from 0)"
+    last = records[-1] if records else {}
+    scores = [f"{iou} AP {last[iou]['AP']:.3f}" for iou in ("bbox", "segm") if iou in last]
+    return text + (", " + ", ".join(scores) if scores else "")
+
+
+def protect_earlier_run(output_dir, resume, overwrite, load_checkpoint):
+    """A training run must not overwrite another run's checkpoint without being told to.
+
+    Returns the files to clear for ``--overwrite`` (the earlier run's outputs).
+    """
+    ckpt_path = os.path.join(output_dir, "checkpoint.pth")
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    if not (os.path.exists(ckpt_path) or os.path.exists(metrics_path)):
+        return []
+    if resume and os.path.exists(ckpt_path) and os.path.samefile(resume, ckpt_path):
+        return []  # continuing this very run
+    if overwrite:
+        return [p for p in (ckpt_path, metrics_path, os.path.join(output_dir, "curves.png"),
+                            os.path.join(output_dir, "preview.png"), os.path.join(output_dir, "best.pth"))
+                if os.path.exists(p)]
+    try:
+        what = describe_run(load_checkpoint(ckpt_path)) if os.path.exists(ckpt_path) else "metrics.json"
+    except TutorialError:
+        what = "a checkpoint that does not load"
+    raise TutorialError(f"{output_dir}/ already holds a run ({what}). Continue it with --resume {ckpt_path}, "
+                        f"keep it with another --output-dir, or replace it with --overwrite.")
+
+
+# Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
+# data it sees. Typed with another value, they would not continue the same run.
+RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
+          "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
+          "aspect_ratio_group_factor")
+# Taken from the checkpoint unless typed: where its data was, and how far it was to go.
+DEFAULTED = ("data_path", "epochs")
+
+
+def flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
+    """Set ``args`` to the checkpoint's recipe; a typed flag that differs is an error naming both.
+
+    Prints one line naming what was taken from the checkpoint (where it differs from the flags'
+    values). Checkpoints written before a setting existed keep the flag's value.
+    """
+    trained = checkpoint.get("args", {})
+    typed = set(getattr(args, "explicit", ()))
+    taken = []
+    for key in keys + defaulted:
+        if key not in trained or trained[key] == getattr(args, key):
+            continue
+        if key in typed:
+            if key in defaulted:
+                continue
+            raise TutorialError(f"{flag(key)} {getattr(args, key)} contradicts {path}, which was trained with "
+                                f"{flag(key)} {trained[key]}. Drop {flag(key)} to continue that run, or start a "
+                                f"new one with another --output-dir.")
+        setattr(args, key, trained[key])
+        taken.append(f"{flag(key)} {trained[key]}" if not isinstance(trained[key], bool) else flag(key))
+    if taken:
+        print(f"From {path}: {', '.join(taken)}")
+    return args
+
+
+def check_model_flag(args, spec, path):
+    """``--model`` typed with a checkpoint that holds another model is an error naming both."""
+    if "model" in getattr(args, "explicit", ()) and args.model != spec["model"]:
+        raise TutorialError(f"--model {args.model} contradicts {path}, which holds a {spec['model']} model. "
+                            f"Drop --model: the checkpoint says which model it is.")
+
+
+def check_run(args, load_checkpoint, is_main_process=True):
+    """Everything about a run that can be checked before any data is read or generated.
+
+    The device exists; the output folder can be written and holds no other run (unless
+    ``--overwrite``, which clears that run's files); the weights file is a checkpoint (loaded
+    with ``load_checkpoint``); a resumed run takes its recipe from its checkpoint; ``--model``
+    agrees with a checkpoint given to ``--test-only``/``--predict``; evaluating random weights
+    is said out loud. Returns the checkpoint, or None.
+    """
+    check_device(args.device)
+    weights_file = args.resume or (args.weights if str(args.weights) not in ("DEFAULT", "none", "None") else None)
+    checkpoint = load_checkpoint(weights_file) if weights_file else None
+    if args.predict and checkpoint is None:
+        raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
+    training = not (args.test_only or args.predict or args.check_forward)
+    if args.output_dir and is_main_process:
+        check_output_dir(args.output_dir)
+        if training:
+            for path in protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint):
+                os.remove(path)
+    if args.resume and training:
+        take_recipe(args, checkpoint, args.resume)
+    elif checkpoint is not None and "model_spec" in checkpoint:
+        check_model_flag(args, checkpoint["model_spec"], weights_file)
+    if args.test_only and checkpoint is None:
+        print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
+              f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
+    if training and args.test_size == 0:
+        print("--test-size 0: training on every image; no evaluation, so no COCO numbers or test figures.")
+    return checkpoint

@@ -1,0 +1,211 @@
+"""Bad command lines end in one clear line before any work, and --predict loses no output.
+
+Each row of the README's "Bad arguments" table: the exit status, no traceback, and the words.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tv_training
+from conftest import ROOT_DIR, make_data
+
+
+def tiny_argv(data, out, *extra):
+    return ["--demo", "--data-path", data, "--output-dir", out, "--min-size", "64", "--max-size", "96",
+            "--epochs", "1", "-b", "2", "-j", "0", "--test-size", "2", "--print-freq", "1", *extra]
+
+
+def cli(argv, capsys):
+    """Run the command line in this process; returns (exit status, stdout, stderr)."""
+    try:
+        tv_training.cli(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("args") / "SynthPed", num_images=6, seed=4)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A finished one-epoch demo run: its output folder."""
+    out = str(tmp_path_factory.mktemp("trained") / "run")
+    tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out)))
+    return out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["-b", "0"], "argument -b/--batch-size: expected an integer >= 1, got '0'"),
+    (["--lr", "-1"], "argument --lr: expected a number > 0, got '-1'"),
+    (["--lr", "nan"], "argument --lr: expected a number > 0, got 'nan'"),
+    (["--print-freq", "0"], "argument --print-freq: expected an integer >= 1, got '0'"),
+    (["-j", "-1"], "argument -j/--workers: expected an integer >= 0, got '-1'"),
+    (["--epochs", "-1"], "argument --epochs: expected an integer >= 0, got '-1'"),
+    (["--epochs", "0"], "argument --epochs: 0 trains nothing"),
+    (["--wd", "-0.1"], "argument --wd/--weight-decay: expected a number >= 0"),
+    (["--score-threshold", "2"], "argument --score-threshold: expected a number from 0 to 1, got '2'"),
+    (["--test-size", "-3"], "argument --test-size: expected an integer >= 0"),
+    (["--train-size", "0"], "argument --train-size: expected an integer >= 1"),
+    (["--min-size", "900", "--max-size", "800"], "argument --max-size: 800 is below --min-size 900"),
+    (["--device", "gpu0"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"),
+    (["--aspect-ratio-group-factor", "-2"], "argument --aspect-ratio-group-factor: expected an integer >= -1"),
+])
+def test_bad_flag_values_are_usage_errors_before_any_work(argv, words, tmp_path, capsys):
+    data_path = str(tmp_path / "never_made")
+    code, out, err = cli(["--demo", "--data-path", data_path, "--output-dir", str(tmp_path / "out"), *argv], capsys)
+    assert code == 2 and words in err and "Traceback" not in err
+    assert not os.path.exists(data_path) and not os.path.exists(tmp_path / "out")  # nothing generated or made
+
+
+def test_bad_flag_in_a_real_process_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT_DIR, "tv_training.py"), "-b", "0"],
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("argument -b/--batch-size: expected an integer >= 1, got '0'")
+
+
+def test_epochs_0_is_fine_for_evaluation(trained, data, capsys):
+    code, out, err = cli(tiny_argv(data, "", "--epochs", "0", "--test-only", "--weights",
+                                   os.path.join(trained, "checkpoint.pth")), capsys)
+    assert code == 0 and "IoU metric: bbox" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_says_so(data, tmp_path, capsys):
+    code, out, err = cli(tiny_argv(data, str(tmp_path / "o"), "--device", "cuda"), capsys)
+    assert code == 1 and err.startswith("error: --device cuda: no CUDA GPU is available here") and "--device cpu" in err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_cuda_index_beyond_the_gpus(data, tmp_path, capsys):
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    code, out, err = cli(tiny_argv(data, str(tmp_path / "o"), "--device", f"cuda:{count}"), capsys)
+    assert code == 1 and f"--device cuda:{count}" in err and "Traceback" not in err
+
+
+def test_output_dir_that_cannot_be_made(data, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, out, err = cli(tiny_argv(data, str(blocker / "sub")), capsys)
+    assert code == 1 and err.startswith(f"error: --output-dir {blocker / 'sub'}: cannot be created or written")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_test_size_0_trains_on_everything_without_evaluation(data, tmp_path, capsys):
+    out = str(tmp_path / "all")
+    result = tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out, "--test-size", "0")))
+    printed = capsys.readouterr().out
+    assert printed.count("--test-size 0: training on every image") == 1
+    (record,) = result["records"]
+    assert "bbox" not in record and "segm" not in record and len(record["iteration_losses"]) == 3  # 6 images
+    assert "IoU metric" not in printed and not os.path.exists(os.path.join(out, "predictions"))
+    assert os.path.exists(os.path.join(out, "checkpoint.pth")) and os.path.exists(os.path.join(out, "curves.png"))
+
+
+def test_a_second_run_never_overwrites_the_first(trained, data, capsys):
+    before = os.path.getmtime(os.path.join(trained, "checkpoint.pth"))
+    code, out, err = cli(tiny_argv(data, trained), capsys)
+    assert code == 1 and "Traceback" not in err
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    assert f"{trained}/ already holds a run (epoch 0 of 1" in err and "bbox AP" in err
+    assert f"--resume {ckpt}" in err and "another --output-dir" in err and "--overwrite" in err
+    assert os.path.getmtime(ckpt) == before
+    # continuing it is fine: the run is complete, so it says so instead of saving again
+    code, out, err = cli(tiny_argv(data, trained, "--resume", ckpt), capsys)
+    assert code == 0 and "finished at epoch 0; raise --epochs to continue" in out
+    assert os.path.getmtime(ckpt) == before
+
+
+def test_overwrite_replaces_the_run(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    argv = tiny_argv(data, out)
+    assert cli(argv, capsys)[0] == 0
+    first = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    code, printed, err = cli(argv + ["--overwrite", "--seed", "5"], capsys)
+    assert code == 0
+    assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["args"]["seed"] == 5 != first["args"]["seed"]
+
+
+def test_resume_takes_the_checkpoints_recipe(trained, data, tmp_path, capsys):
+    """A --demo checkpoint resumed without --demo continues the same run (AdamW, the small model)."""
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    out = str(tmp_path / "continued")
+    argv = ["--resume", ckpt, "--output-dir", out, "--epochs", "2", "-j", "0", "--print-freq", "1"]
+    result = tv_training.main(tv_training.get_args_parser().parse_args(argv))
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if x.startswith(f"From {ckpt}: "))
+    for taken in ("--model maskrcnn_resnet18", "--demo", "--opt adamw", "--min-size 64", f"--data-path {data}"):
+        assert taken in line
+    assert [r["epoch"] for r in result["records"]] == [0, 1]
+
+
+@pytest.mark.parametrize("flag", [["--opt", "sgd"], ["--model", "maskrcnn"], ["--lr", "0.1"]])
+def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag, tmp_path, capsys):
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    code, out, err = cli(["--resume", ckpt, "--output-dir", str(tmp_path / "o"), "--epochs", "2", *flag], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f"error: {flag[0]} {flag[1]} contradicts {ckpt}, which was trained with {flag[0]} " in err
+
+
+def test_test_only_with_another_model_or_random_weights(trained, data, capsys):
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    code, out, err = cli(tiny_argv(data, "", "--model", "fasterrcnn", "--test-only", "--weights", ckpt), capsys)
+    assert code == 1 and "--model fasterrcnn contradicts" in err and "maskrcnn_resnet18" in err
+    code, out, err = cli(tiny_argv(data, "", "--test-only", "--weights", "none"), capsys)
+    assert code == 0 and "warning: --test-only with --weights none: the numbers are those of an untrained model" in out
+
+
+def test_weights_files_that_are_not_checkpoints(data, tmp_path, capsys):
+    png = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(png)
+    code_pickle = tmp_path / "model.pkl"
+    with open(code_pickle, "wb") as f:
+        pickle.dump({"model": np.zeros(3)}, f)  # numpy arrays need code to unpickle
+    truncated = tmp_path / "cut.pth"
+    torch.save({"model": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    not_weights = tmp_path / "list.pth"
+    torch.save([1, 2, 3], not_weights)
+    expected = {png: "a PNG image, not a checkpoint.", code_pickle: "a pickle that would run code when loaded",
+                truncated: "a truncated or damaged file", not_weights: "holds a list, not a model's state dict"}
+    for path, words in expected.items():
+        code, out, err = cli(tiny_argv(data, "", "--test-only", "--weights", str(path)), capsys)
+        assert code == 1 and "Traceback" not in err, err
+        line = err.strip()
+        assert line.startswith(f"error: {path}: {words}") and "\n" not in line, line
+        assert line.endswith("Pass a checkpoint written by training (e.g. output/checkpoint.pth), or --weights "
+                             "DEFAULT or none.")
+
+
+def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    src = Image.open(os.path.join(data, "PNGImages", "SynthPed00001.png"))
+    src.convert("L").save(folder / "gray.png")
+    src.convert("L").save(folder / "gray.jpg")
+    src.save(folder / "street.webp")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "out"
+    code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
+                              "--output-dir", str(out)], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: 1 of 4 image(s) could not be decoded (listed above)"
+    written = sorted(os.listdir(out / "predict"))
+    assert written == ["gray.jpg.json", "gray.jpg.png", "gray.png.json", "gray.png.png", "street.webp.json",
+                       "street.webp.png"]
+    assert f"{folder / 'notes.txt'}: skipped (not an image PIL can read)" in printed
+    assert f"error: {folder / 'broken.png'}: cannot decode this image" in printed and "mask" not in printed
+    assert f"-> {out / 'predict' / 'gray.jpg.png'}, {out / 'predict' / 'gray.jpg.json'}" in printed
