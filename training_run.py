@@ -5,6 +5,7 @@ import os
 import shlex
 import signal
 import threading
+import time
 
 import torch
 import torch.distributed as dist
@@ -80,7 +81,10 @@ def resume_command(argv, checkpoint):
             skip = True
         elif not arg.startswith("--resume="):
             kept.append(arg)
-    return " ".join(shlex.quote(a) for a in ["python", "tv_training.py", *kept, "--resume", checkpoint])
+    launcher = ["python"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun
+        launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}"]
+    return " ".join(shlex.quote(a) for a in [*launcher, "tv_training.py", *kept, "--resume", checkpoint])
 
 
 class StopAtSafePoint:
@@ -98,8 +102,11 @@ class StopAtSafePoint:
     can install one; elsewhere this does nothing but answer ``check``).
     """
 
+    SAME_PRESS_S = 0.5  # signals closer together than this count as one press
+
     def __init__(self):
         self.requested = 0
+        self._first = 0.0
         self._previous = None
 
     def __enter__(self):
@@ -114,9 +121,14 @@ class StopAtSafePoint:
         return False
 
     def _on_sigint(self, signum, frame):
+        now = time.monotonic()
+        if self.requested and now - self._first < self.SAME_PRESS_S:
+            return  # the same press seen twice (torchrun forwards the terminal's SIGINT to its workers)
         self.requested += 1
-        if self.requested == 1:  # os.write: a print could re-enter a write the handler interrupted
-            os.write(2, b"\nCtrl-C: stopping after the current iteration (Ctrl-C again to stop at once)\n")
+        if self.requested == 1:
+            self._first = now
+            if utils.is_main_process():  # os.write: a print could re-enter a write the handler interrupted
+                os.write(2, b"\nCtrl-C: stopping after the current iteration (Ctrl-C again to stop at once)\n")
         elif self.requested == 2:
             raise KeyboardInterrupt
         else:

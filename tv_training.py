@@ -29,6 +29,7 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import signal
 import time
 
 import torch
@@ -419,6 +420,7 @@ def cli(argv=None):
     try:
         result = main(args)
     except TrainingInterrupted as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late press must not cut the message
         hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else ""
         print(f"\n{e}{hint}", file=sys.stderr)
         sys.exit(130)

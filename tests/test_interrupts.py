@@ -99,16 +99,17 @@ def test_ctrl_c_at_many_points_stops_within_seconds(data, tmp_path):
 
 def test_second_ctrl_c_stops_at_once(data, tmp_path):
     out = str(tmp_path / "twice")
-    # 400-px inputs: an iteration long enough for the second Ctrl-C to land inside it
-    argv = tiny_argv(data, out, "--min-size", "400", "--max-size", "600")
+    # 800-px inputs: an iteration long enough (seconds) for the second Ctrl-C to land inside it
+    argv = tiny_argv(data, out, "--min-size", "800", "--max-size", "1333")
     proc = start(argv)
-    wait_for(lambda: os.path.exists(os.path.join(out, "checkpoint.pth")), proc)
+    wait_for(lambda: os.path.exists(os.path.join(out, "preview.png")), proc)  # training starts
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(training_run.StopAtSafePoint.SAME_PRESS_S + 0.1)  # a second press, not an echo of the first
     proc.send_signal(signal.SIGINT)
     err, seconds = stopped(proc, within=30)
     check_stopped_run(proc, err, out, argv)
-    assert seconds < 10
+    assert seconds < 1.5  # well inside the iteration the first press waited for
 
 
 def test_handler_counts_presses_and_is_restored(monkeypatch):
@@ -123,7 +124,9 @@ def test_handler_counts_presses_and_is_restored(monkeypatch):
             assert signal.getsignal(signal.SIGINT) == stop._on_sigint
             assert not stop.should_stop()
             stop._on_sigint(signal.SIGINT, None)  # first: recorded, nothing raised
-            assert stop.should_stop()
+            stop._on_sigint(signal.SIGINT, None)  # the same press again at once (torchrun forwarding it)
+            assert stop.requested == 1 and stop.should_stop()
+            stop._first -= stop.SAME_PRESS_S  # later: a real second press
             with pytest.raises(KeyboardInterrupt):
                 stop.check()
             with pytest.raises(KeyboardInterrupt):  # second: at once

@@ -214,6 +214,13 @@ def test_check_forward(data, capsys):
     assert "'boxes'" in capsys.readouterr().out
 
 
+def test_resume_command_under_torchrun_names_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    assert training_run.resume_command(["--demo"], "c.pth") == "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
+
+
 def test_resume_command_replaces_an_earlier_resume():
     cmd = training_run.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
     assert cmd == "python tv_training.py --demo --lr 1e-3 --resume out/c.pth"
