@@ -96,7 +96,9 @@ class StopAtSafePoint:
     before their next batch, and ``check()`` stops at other safe points (after a checkpoint):
     both raise KeyboardInterrupt from this code, where nothing can drop it. Under torchrun every
     rank asks the others first, so all stop at the same iteration and no collective is left
-    waiting. A second Ctrl-C raises at once; a third ends the process (exit status 130).
+    waiting. A second Ctrl-C ends the process at once (exit status 130): checkpoints are renamed
+    into place whole, so the last complete one is intact, and a checkpoint being written is
+    discarded (its temporary file in ``output_dir``).
 
     A context manager: the previous SIGINT handler is restored on exit (only the main thread
     can install one; elsewhere this does nothing but answer ``check``).
@@ -104,7 +106,8 @@ class StopAtSafePoint:
 
     SAME_PRESS_S = 0.5  # signals closer together than this count as one press
 
-    def __init__(self):
+    def __init__(self, output_dir=None):
+        self.output_dir = output_dir
         self.requested = 0
         self._first = 0.0
         self._previous = None
@@ -129,10 +132,18 @@ class StopAtSafePoint:
             self._first = now
             if utils.is_main_process():  # os.write: a print could re-enter a write the handler interrupted
                 os.write(2, b"\nCtrl-C: stopping after the current iteration (Ctrl-C again to stop at once)\n")
-        elif self.requested == 2:
-            raise KeyboardInterrupt
-        else:
-            os._exit(130)
+            return
+        # A KeyboardInterrupt raised here could be dropped like the first; end the process instead.
+        kept = ""
+        if self.output_dir:
+            for name in os.listdir(self.output_dir):
+                if name.startswith(f".tmp-{os.getpid()}-"):  # utils.atomic_save's half-written file
+                    os.remove(os.path.join(self.output_dir, name))
+            ckpt = os.path.join(self.output_dir, "checkpoint.pth")
+            kept = f"; the last complete epoch is in {ckpt} (--resume {ckpt})" if os.path.exists(ckpt) else ""
+        if utils.is_main_process():
+            os.write(2, f"\nCtrl-C again: stopped at once{kept}\n".encode())
+        os._exit(130)
 
     def should_stop(self):
         """Whether any process asked to stop (a collective under torchrun: every rank calls it)."""

@@ -45,6 +45,7 @@ import argument_checks as checks
 import demo
 import model_weights
 import outputs
+import speedups
 import training_run
 import utils
 from coco_utils import get_coco_api_from_dataset
@@ -291,6 +292,7 @@ def main(args):
     if args.check_forward:
         output, _ = check_forward(model_without_ddp, data_loader, device)
         return {"losses": {k: v.item() for k, v in output.items()}}
+    speedups.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
     if args.test_only:
         if coco_gt is None:
             raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
@@ -302,7 +304,7 @@ def main(args):
     print("Start training")
     start_time = time.time()
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
-        with training_run.StopAtSafePoint() as stop:
+        with training_run.StopAtSafePoint(output_dir) as stop:
             data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
             for epoch in range(start_epoch, args.epochs):
                 # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
