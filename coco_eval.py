@@ -97,6 +97,12 @@ class CocoEvaluator:
                 continue
             scores = _to_numpy(prediction["scores"]).tolist()
             labels = _to_numpy(prediction["labels"]).tolist()
+            if "masks_rle" in prediction:  # already encoded (mask > 0.5), e.g. by speedups.compact_masks
+                results.extend(
+                    {"image_id": int(image_id), "category_id": int(label), "segmentation": rle, "score": score}
+                    for rle, score, label in zip(prediction["masks_rle"], scores, labels)
+                )
+                continue
             masks = _to_numpy(prediction["masks"]) > 0.5
             if masks.ndim == 4:  # (N, 1, H, W) as Mask R-CNN returns them
                 masks = masks[:, 0]

@@ -150,7 +150,7 @@ def evaluate(model, data_loader, device, *, coco_gt=None):
             torch.cuda.synchronize()
         model_time = time.time()
         outputs = model(images)
-        outputs = [{k: v.to(cpu_device) for k, v in o.items()} for o in outputs]
+        outputs = [{k: v.to(cpu_device) if isinstance(v, torch.Tensor) else v for k, v in o.items()} for o in outputs]
         model_time = time.time() - model_time
 
         res = {image_id_as_int(target["image_id"]): output for target, output in zip(targets, outputs)}

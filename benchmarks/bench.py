@@ -40,12 +40,20 @@ alternating between the two, compile and recompile time included. It prints both
 steady-state step times and how many steps it takes to win the compile time back, next to the
 tutorial's two epochs (120 steps).
 
+(e) ``--phases photo`` (in the default run): one ``--predict`` of a ``--photo-size`` photo
+(4000x3000, a phone's 12 megapixels) with the demo's small model set to keep 100 detections and
+``--score-threshold 0``, each run a fresh process whose peak RSS is read when it exits. The
+reference is torchvision's full-image masks and the tutorial-era predict (every mask pasted at
+full size, thresholded and drawn from there); ours is ``outputs.predict`` (masks pasted inside
+their boxes and encoded through one image-sized buffer, ``speedups.compact_masks``).
+
 Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
 the two runs' data differ), so losses and COCO numbers can be compared directly.
 Results: a table on stdout, everything in ``--out``/bench.json, worker logs in ``--out``/*.log.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -661,6 +669,116 @@ def run_compile_phase(steps, spec_path, out_dir):
     return result
 
 
+def make_photo(size, out_dir, seed=0):
+    """(e) a synthetic street photo of ``size`` (width, height) as JPEG, and a demo-model checkpoint
+    whose settings keep 100 detections (random weights, no score floor)."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import demo
+    import model_weights
+    import tv_training
+    from synthetic_data import make_synthetic_image
+
+    width, height = size
+    photo, weights = os.path.join(out_dir, f"photo_{width}x{height}.jpg"), os.path.join(out_dir, "photo_model.pth")
+    if not os.path.exists(photo):
+        small, _ = make_synthetic_image(np.random.default_rng(seed), max(height // 4, 64), max(width // 4, 48))
+        Image.fromarray(small).resize((width, height), Image.BILINEAR).save(photo, quality=92)
+    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+    kwargs.update(min_size=128, max_size=224, box_detections_per_img=100, box_score_thresh=0.0, box_nms_thresh=0.95,
+                  rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000)
+    spec = model_weights.model_spec("maskrcnn_resnet18", 2, "none", kwargs, anchors)
+    torch.manual_seed(seed)
+    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    torch.save({"model": model.state_dict(), "model_spec": spec}, weights)
+    return photo, weights
+
+
+def reference_predict(model, path, device, out_dir):
+    """The tutorial-era --predict on a stock model: full-image float masks, each thresholded and
+    encoded from its full-size copy, the overlay drawn from all of them (score threshold 0)."""
+    import torch
+    from pycocotools import mask as mask_util
+    from torchvision.transforms.v2 import functional as F
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    import outputs
+
+    image = F.to_dtype(outputs.read_photo(path), torch.float32, scale=True)
+    with torch.inference_mode():
+        pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+    detections = []
+    for j in range(len(pred["scores"])):
+        binary = (pred["masks"][j, 0] > 0.5).numpy().astype("uint8")
+        rle = mask_util.encode(binary.copy(order="F"))
+        detections.append(dict(box_xyxy=pred["boxes"][j].tolist(), score=float(pred["scores"][j]),
+                               mask_rle=dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))))
+    outputs.write_json_atomic(dict(image=path, detections=detections), os.path.join(out_dir, "reference.json"))
+    drawn = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)
+    drawn = draw_bounding_boxes(drawn, pred["boxes"].long(), [f"pedestrian: {s:.3f}" for s in pred["scores"]],
+                                colors="red", width=2)
+    drawn = draw_segmentation_masks(drawn, (pred["masks"] > 0.7).squeeze(1), alpha=0.5, colors="blue")
+    from PIL import Image
+
+    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(os.path.join(out_dir, "reference.png"))
+    return len(detections)
+
+
+def photo_worker(config, photo, weights, out_dir, device):
+    """(e) one fresh process: build the model, predict on ``photo``, print JSON (time, detections)."""
+    _import_project(config)
+    import torch
+
+    import model_weights
+    import outputs
+    import tv_training
+
+    device = torch.device(device)
+    checkpoint = model_weights.load_weights_file(weights)
+    model = model_weights.build_model(tv_training.MODELS, model_weights.checkpoint_spec(checkpoint),
+                                      checkpoint["model"])
+    model = model.to(device) if config == "reference" else model_weights.prepare_for_device(model, device)
+    model.eval()
+    os.makedirs(out_dir, exist_ok=True)
+    t = time.perf_counter()
+    if config == "reference":
+        n = reference_predict(model, photo, device, out_dir)
+    else:
+        with contextlib.redirect_stdout(sys.stderr):
+            n = len(outputs.predict(model, [photo], device, out_dir, 0.0)["predictions"][0]["detections"])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps(dict(seconds=time.perf_counter() - t, detections=n)))
+
+
+def run_photo_phase(repeats, args, out_dir):
+    """(e) reference vs ours --predict of one big photo, fresh processes, interleaved."""
+    photo, weights = make_photo(args.photo_size, out_dir, args.seed)
+    result = {c: dict(runs=[]) for c in ("reference", "ours")}
+    for r, order in interleaved(["reference", "ours"], repeats):
+        for c in order:
+            env = dict(os.environ)
+            if c == "reference":
+                env.pop("OMP_WAIT_POLICY", None)
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--photo-worker", c, photo, weights,
+                                     os.path.join(out_dir, f"photo_{c}"), args.device],
+                                    stdout=subprocess.PIPE, stderr=open(os.path.join(out_dir, f"photo_{c}.log"), "a"),
+                                    cwd=ROOT, env=env, text=True)
+            text = proc.stdout.read()
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"(e) {c} failed; see {out_dir}/photo_{c}.log")
+            run = dict(json.loads(text.strip().splitlines()[-1]), peak_rss_mib=usage.ru_maxrss / 1024)
+            result[c]["runs"].append(run)
+            print(f"  [photo] repeat {r + 1}/{repeats} {c}: {run['seconds']:.2f} s, peak RSS {run['peak_rss_mib']:.0f} MiB, "
+                  f"{run['detections']} detections", flush=True)
+    result["size"] = list(args.photo_size)
+    return result
+
+
 def compile_summary(result, tutorial_steps=2 * TUTORIAL_STEPS_PER_EPOCH):
     """Totals, steady-state step times (median of the second half) and the break-even step count."""
     out = {}
@@ -820,6 +938,17 @@ def report(args, info, results, configs):
                 "truth (the reference itself: ~1.000)")
             for c, ap in results[phase]["agreement"].items():
                 add(f"  {c:10s} bbox AP {ap.get('bbox', float('nan')):.4f} | segm AP {ap.get('segm', float('nan')):.4f}")
+    if "photo" in results:
+        p = results["photo"]
+        ref_s, our_s = (median_seconds(p[c]["runs"]) for c in ("reference", "ours"))
+        ref_m, our_m = (max(r["peak_rss_mib"] for r in p[c]["runs"]) for c in ("reference", "ours"))
+        n = p["ours"]["runs"][0]["detections"]
+        add("")
+        add(f"(e) --predict, one {p['size'][0]}x{p['size'][1]} photo, {n} detections, demo model, fresh process "
+            f"(time without the model's start-up; peak RSS of the whole process)")
+        add(f"  reference {ref_s:7.2f} s | peak RSS {ref_m:6.0f} MiB")
+        add(f"  ours      {our_s:7.2f} s | peak RSS {our_m:6.0f} MiB | time {fmt_ratio(ref_s, our_s)} faster, "
+            f"memory {fmt_ratio(ref_m, our_m)} smaller")
     if "compile" in results:
         c = compile_summary(results["compile"])
         add("")
@@ -846,8 +975,9 @@ def get_args_parser():
     p = argparse.ArgumentParser(description="Reference vs ours, side by side (see the module docstring).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--phases", default="step,eval,epoch",
-                   help="comma-separated subset of step,eval,epoch,compile (compile: see (d) in the docstring)")
+    p.add_argument("--phases", default="step,eval,epoch,photo",
+                   help="comma-separated subset of step,eval,epoch,photo,compile (photo: (e), compile: (d) in the "
+                        "docstring)")
     p.add_argument("--configs", default="reference,ours",
                    help="reference first, then any of ours,ours_amp,ours_malloc (see the docstring)")
     p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
@@ -874,6 +1004,9 @@ def get_args_parser():
                    help="(c) learning rate; the tutorial's 0.005 is for pretrained weights and diverges from "
                         "random values (use it with --weights)")
     p.add_argument("--compile-steps", default=12, type=int, help="(d) training steps per variant")
+    p.add_argument("--photo-size", default=(4000, 3000), type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                   help="(e) the photo's size")
+    p.add_argument("--photo-repeats", default=2, type=int, help="(e) runs per configuration")
     p.add_argument("--compile-dynamic", action="store_true",
                    help="(d) torch.compile(dynamic=True): symbolic shapes from the first compile (default: off, "
                         "PyTorch's automatic dynamic shapes, which recompile once a shape changes)")
@@ -889,17 +1022,19 @@ def get_args_parser():
 def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker_main(sys.argv[2], sys.argv[3])
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--photo-worker":
+        return photo_worker(*sys.argv[2:7])
     args = get_args_parser().parse_args(argv)
     if args.quick:
         args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
         args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
-        args.compile_steps = 3
+        args.compile_steps, args.photo_size, args.photo_repeats = 3, (1000, 750), 1
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):
         sys.exit(f"--configs: reference first, then any of {CONFIGS[1:]}")
-    if any(p not in PHASES + ("compile",) for p in phases):
-        sys.exit(f"--phases: a subset of {PHASES + ('compile',)}")
+    if any(p not in PHASES + ("photo", "compile") for p in phases):
+        sys.exit(f"--phases: a subset of {PHASES + ('photo', 'compile')}")
     os.makedirs(args.out, exist_ok=True)
     import torch
 
@@ -926,6 +1061,9 @@ def main(argv=None):
         print(f"Phase {phase}:", flush=True)
         if phase == "compile":
             results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
+            continue
+        if phase == "photo":
+            results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
             continue
         results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
                                    extra="peak" if phase == "step" else None,

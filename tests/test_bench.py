@@ -22,13 +22,13 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
            "--min-size", "128", "--max-size", "213", "--warmup", "0", "--steps", "1",
            "--eval-images", "2", "--eval-repeats", "1",
            "--epoch-train", "2", "--epoch-test", "1", "--epoch-min-size", "128", "--epoch-max-size", "213",
-           "--epoch-repeats", "1"]
+           "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1"]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     report = json.loads((out / "bench.json").read_text())
     results = report["results"]
-    assert set(results) == {"step", "eval", "epoch"}
+    assert set(results) == {"step", "eval", "epoch", "photo"}
     for phase in ("step", "eval", "epoch"):
         for config in ("reference", "ours"):
             runs = results[phase][config]["runs"]
@@ -43,8 +43,16 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     # (c): the same first loss from the same weights and data
     ref_loss, our_loss = (results["epoch"][c]["runs"][0]["losses"][0] for c in ("reference", "ours"))
     assert our_loss == pytest.approx(ref_loss, rel=1e-3)
+    # (e): both predicted the photo's 100 detections, each in a process of its own
+    for config in ("reference", "ours"):
+        (run,) = results["photo"][config]["runs"]
+        assert run["detections"] == 100 and run["seconds"] > 0 and run["peak_rss_mib"] > 100
+    ours_json = json.loads((out / "photo_ours" / "photo_400x300.jpg.json").read_text())
+    reference_json = json.loads((out / "photo_reference" / "reference.json").read_text())
+    assert [d["mask_rle"] for d in ours_json["detections"]] == [d["mask_rle"] for d in reference_json["detections"]]
     text = (out / "bench.txt").read_text()
-    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP"):
+    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP",
+                     "(e) --predict, one 400x300 photo, 100 detections"):
         assert expected in text
 
 

@@ -93,6 +93,70 @@ def test_paste_masks_no_detections():
     assert out.shape == (0, 1, 30, 40)
 
 
+def encode_each(binary_masks):
+    """COCO RLEs (counts as str) of (N, H, W) binary masks, one by one."""
+    rles = []
+    for m in binary_masks:
+        rle = coco_mask.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+        rles.append(dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii")))
+    return rles
+
+
+def as_plain(rle):
+    return None if rle is None else dict(size=list(rle["size"]), counts=rle["counts"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_masks_to_rles_equal_encoding_torchvision_paste(seed):
+    gen = torch.Generator().manual_seed(seed)
+    height, width = int(torch.randint(20, 200, (), generator=gen)), int(torch.randint(20, 200, (), generator=gen))
+    masks, boxes = random_detections(gen, 25, height, width)
+    boxes[0] = torch.tensor([width - 3.0, height - 3.0, width, height])
+    boxes[1] = torch.tensor([5.0, 7.0, 5.0, 7.0])
+    boxes[2] = torch.tensor([0.0, 0.0, width, height])
+    keep = (torch.rand(25, generator=gen) > 0.3).tolist()
+    expected = encode_each(torchvision_paste(masks, boxes, (height, width))[:, 0] > 0.5)
+    got = speedups.masks_to_rles(masks, boxes, (height, width), keep=keep)
+    assert [as_plain(r) for r in got] == [e if k else None for e, k in zip(expected, keep)]
+    assert [as_plain(r) for r in speedups.masks_to_rles(masks, boxes, (height, width))] == expected
+
+
+def test_masks_to_rles_on_a_12_megapixel_photo():
+    """A phone photo's size: a few detections compared with torchvision's full-image pasting."""
+    gen = torch.Generator().manual_seed(7)
+    height, width = 3000, 4000
+    masks, boxes = random_detections(gen, 30, height, width)
+    got = speedups.masks_to_rles(masks, boxes, (height, width))
+    for i in (0, 11, 29):
+        expected = encode_each(torchvision_paste(masks[i : i + 1], boxes[i : i + 1], (height, width))[:, 0] > 0.5)
+        assert as_plain(got[i]) == expected[0]
+
+
+@pytest.mark.parametrize("name", ["maskrcnn", "maskrcnn_resnet18"])
+def test_compact_masks_are_the_rles_of_the_full_masks(name, data_root):
+    """Same detections; masks_rle = the full masks > 0.5, encoded; below min_score nothing is pasted."""
+    torch.manual_seed(0)
+    model = speedups.speed_up_model(build(name, "layout" if name == "maskrcnn" else None, **TINY)).eval()
+    dataset = tv_training.PennFudanDataset(data_root, tv_training.get_transform(train=False))
+    with torch.inference_mode():
+        for idx in range(2):
+            image = dataset[idx][0]
+            dense = model([image])[0]
+            speedups.compact_masks(model)
+            compact = model([image])[0]
+            speedups.compact_masks(model, min_score=float(dense["scores"].median()))
+            above = model([image])[0]
+            speedups.compact_masks(model, None)
+            assert "masks" in model([image])[0]  # back to full masks
+            assert len(dense["scores"]) > 2 and "masks" not in compact
+            for key in ("boxes", "scores", "labels"):
+                assert torch.equal(compact[key], dense[key]) and torch.equal(above[key], dense[key])
+            expected = encode_each(dense["masks"][:, 0] > 0.5)
+            assert [as_plain(r) for r in compact["masks_rle"]] == expected
+            low = (dense["scores"] < dense["scores"].median()).tolist()
+            assert [as_plain(r) for r in above["masks_rle"]] == [None if lo else e for e, lo in zip(expected, low)]
+
+
 def test_fast_paste_transform_is_per_model(layout_model):
     """Installed on the models this project builds; torchvision's own builders stay stock."""
     import torchvision
@@ -264,6 +328,7 @@ def test_same_coco_stats_as_reference(layout_model, data_root):
     with contextlib.redirect_stdout(io.StringIO()):
         # the real ground truth: the reference rebuilds it under one thread, ours reuses a prebuilt one
         ref_eval = bench.reference_evaluate(reference, loader, "cpu")
+        speedups.compact_masks(ours)  # as tv_training.main evaluates: masks as RLE
         our_eval = engine.evaluate(ours, loader, "cpu", coco_gt=get_coco_api_from_dataset(dataset))
         ref_stats, our_stats = outputs.coco_summary(ref_eval), outputs.coco_summary(our_eval)
         # the reference's own detections as ground truth: AP far from 0, so a change would show
