@@ -166,7 +166,10 @@ class Worker:
         model.load_state_dict(torch.load(self.spec["init_weights"], map_location="cpu", weights_only=True))
         if self.reference:
             return model.to(self.device)
-        return model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
+        import speedups
+
+        model = model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
+        return speedups.compact_masks(model)  # evaluation as tv_training.main does it: masks as RLE
 
     def datasets(self, train_indices, test_indices):
         import torch
@@ -304,6 +307,24 @@ class Worker:
             self.kept.append([int(t["image_id"]) for t in targets])  # to rebuild the batch, not to hold it
         return dict(seconds=seconds, data_wait=wait, loss=loss, shapes=[list(i.shape) for i in images],
                     minor_page_faults=faults)
+
+    def cmd_profile(self, rows=15):
+        """torch.profiler over one training step (the next batch): the top ops by self time, and
+        how much of the step's wall time the device was busy (CUDA) or the ops ran (CPU)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        images, targets = next(self.batches)
+        self._sync()
+        t = time.perf_counter()
+        with profile(activities=activities) as prof:
+            self._train_step(images, targets)
+        wall = time.perf_counter() - t
+        key = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        events = prof.key_averages()
+        table = events.table(sort_by=key, row_limit=rows, max_name_column_width=48)
+        busy = sum(getattr(e, key) for e in events)  # microseconds
+        return dict(table=table, wall_seconds=wall, busy_seconds=busy / 1e6)
 
     def cmd_flops(self):
         """FLOPs (torch.utils.flop_counter) of forward + backward on each timed batch."""
@@ -474,7 +495,10 @@ def compact_detections(image_id, output):
     boxes = output["boxes"].detach().float().cpu()
     det = dict(image_id=image_id, boxes=boxes.tolist(), scores=output["scores"].detach().float().cpu().tolist(),
                labels=output["labels"].cpu().tolist())
-    if "masks" in output:
+    if "masks_rle" in output:  # speedups.compact_masks: already the RLEs of mask > 0.5
+        det["masks"] = [dict(size=list(r["size"]), counts=r["counts"]) for r in output["masks_rle"]]
+        det["size"] = list(output["masks_rle"][0]["size"]) if output["masks_rle"] else None
+    elif "masks" in output:
         masks = (output["masks"].detach().float().cpu()[:, 0] > 0.5).numpy().astype(np.uint8)
         rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
         det["masks"] = [dict(size=list(r["size"]), counts=r["counts"].decode("ascii")) for r in rles]
@@ -618,7 +642,7 @@ def close_all(procs):
             p.proc.kill()
 
 
-def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False):
+def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False, profile=False):
     """Start one worker per configuration, set both up, interleave the repeats, collect memory."""
     procs = {c: WorkerProcess(c, spec_path, os.path.join(out_dir, f"{phase}_{c}.log")) for c in configs}
     result = {c: dict(runs=[]) for c in configs}
@@ -639,6 +663,10 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
                       + (f"  ({run['error']})" if "error" in run else ""), flush=True)
         for c in configs:
             result[c]["memory"] = procs[c].call("memory")  # before the FLOP count, which adds its own
+        if profile:
+            for c in configs[1:]:
+                print(f"  [{phase}] profiling one step ({c}) ...", flush=True)
+                result[c]["profile"] = procs[c].call("profile")
         if count_flops:
             flop_config = "ours" if "ours" in configs else configs[-1]
             print(f"  [{phase}] counting FLOPs ({flop_config}) ...", flush=True)
@@ -938,6 +966,14 @@ def report(args, info, results, configs):
                 "truth (the reference itself: ~1.000)")
             for c, ap in results[phase]["agreement"].items():
                 add(f"  {c:10s} bbox AP {ap.get('bbox', float('nan')):.4f} | segm AP {ap.get('segm', float('nan')):.4f}")
+    for c in configs[1:]:
+        prof = results.get("step", {}).get(c, {}).get("profile")
+        if prof:
+            what = "GPU busy" if args.device.startswith("cuda") else "ops ran"
+            add("")
+            add(f"Profile of one (a) training step, {c}: {prof['wall_seconds']:.3f} s wall, {what} "
+                f"{prof['busy_seconds']:.3f} s ({100 * prof['busy_seconds'] / prof['wall_seconds']:.0f}%)")
+            add(prof["table"].rstrip())
     if "photo" in results:
         p = results["photo"]
         ref_s, our_s = (median_seconds(p[c]["runs"]) for c in ("reference", "ours"))
@@ -1012,6 +1048,8 @@ def get_args_parser():
                         "PyTorch's automatic dynamic shapes, which recompile once a shape changes)")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="ours: memory format")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count of (a)")
+    p.add_argument("--profile", action="store_true",
+                   help="(a) also profile one more training step of each configuration but the reference")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 384 px, 1 timed step, 3 eval images, 4+2 images per epoch, 1 repeat each, "
                         "3 compile steps")
@@ -1067,7 +1105,8 @@ def main(argv=None):
             continue
         results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
                                    extra="peak" if phase == "step" else None,
-                                   count_flops=phase == "step" and args.flops)
+                                   count_flops=phase == "step" and args.flops,
+                                   profile=phase == "step" and args.profile)
         if phase == "eval":
             captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
             if all(captured.values()):

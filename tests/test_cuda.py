@@ -1,0 +1,154 @@
+"""The CUDA path: training and evaluation of every model (fp32 and --amp), the speed-ups against
+stock torchvision, checkpoints between CUDA and the CPU, --predict, torchrun with NCCL.
+
+Marked ``cuda`` and skipped where ``torch.cuda.is_available()`` is False (CI). On a GPU machine:
+``python -m pytest -m cuda`` (``benchmarks/gpu_check.sh`` runs it). ``CUDA_TESTS_DEVICE=cpu``
+runs the same tests on the CPU, to check the tests themselves on a machine without a GPU.
+"""
+
+import contextlib
+import copy
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+import model_weights
+import speedups
+import tv_training
+import utils
+from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, make_data
+
+DEVICE = os.environ.get("CUDA_TESTS_DEVICE", "cuda")
+ON_CUDA = DEVICE.startswith("cuda")
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(),
+                       reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 off: the comparisons below are between float32 results."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data(tmp_path_factory.mktemp("cuda") / "SynthPed", num_images=6, seed=5)
+
+
+def loaders(data):
+    dataset = tv_training.PennFudanDataset(data, tv_training.get_transform(train=True))
+    test = tv_training.PennFudanDataset(data, tv_training.get_transform(train=False))
+    train = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [0, 1, 2, 3]), batch_size=2,
+                                        collate_fn=utils.collate_fn, pin_memory=ON_CUDA)
+    evaluation = torch.utils.data.DataLoader(torch.utils.data.Subset(test, [4, 5]), batch_size=1,
+                                             collate_fn=utils.collate_fn, pin_memory=ON_CUDA)
+    return train, evaluation
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp"])
+@pytest.mark.parametrize("name", ["maskrcnn", "fasterrcnn", "mobilenet", "maskrcnn_resnet18"])
+def test_train_and_evaluate_each_model(name, amp, data, capsys):
+    torch.manual_seed(0)
+    device = torch.device(DEVICE)
+    model = speedups.compact_masks(model_weights.prepare_for_device(build(name, None, **TINY), device))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type) if amp else None
+    train, evaluation = loaders(data)
+    history = []
+    engine.train_one_epoch(model, optimizer, train, device, 0, print_freq=1, scaler=scaler, loss_history=history)
+    log = capsys.readouterr().out
+    assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
+    assert set(history[0]) - {"loss", "epoch", "iteration"} == (MASK_LOSSES if "mask" in name else
+                                                                 MASK_LOSSES - {"loss_mask"})
+    if ON_CUDA:
+        assert "max mem: " in log  # MetricLogger reports the GPU's peak memory
+    evaluator = engine.evaluate(model, evaluation, device)
+    for iou in ("bbox", "segm") if "mask" in name else ("bbox",):
+        assert len(evaluator.coco_eval[iou].stats) == 12
+
+
+def test_speedups_give_stock_outputs(data):
+    """Stated tolerance: folding frozen BatchNorm into the convolutions changes float rounding."""
+    torch.manual_seed(0)
+    device = torch.device(DEVICE)
+    layout = build("maskrcnn", "layout", **TINY)
+    reference = speedups.as_reference_model(copy.deepcopy(layout)).to(device).eval()
+    ours = model_weights.prepare_for_device(copy.deepcopy(layout), device).eval()
+    dataset = tv_training.PennFudanDataset(data, tv_training.get_transform(train=False))
+    with torch.inference_mode():
+        for idx in range(3):
+            image = dataset[idx][0].to(device)
+            want, got = reference([image])[0], ours([image])[0]
+            assert torch.equal(got["labels"], want["labels"])
+            torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-2, rtol=1e-4)
+            torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(got["masks"], want["masks"], atol=1e-3, rtol=1e-3)
+
+
+def test_mask_pasting_and_rles_equal_torchvision():
+    from pycocotools import mask as coco_mask
+    from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
+
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(12, 1, 28, 28, generator=gen).to(DEVICE)
+    xy = torch.rand(12, 2, generator=gen) * torch.tensor([120.0, 90.0])
+    boxes = torch.cat([xy, xy + torch.rand(12, 2, generator=gen) * 60], 1).clamp(max=119).to(DEVICE)
+    expected = torchvision_paste(masks, boxes, (90, 120))
+    assert torch.equal(speedups.paste_masks_in_image(masks, boxes, (90, 120)), expected)
+    rles = speedups.masks_to_rles(masks, boxes, (90, 120))
+    for rle, full in zip(rles, (expected[:, 0] > 0.5).cpu().numpy().astype(np.uint8)):
+        assert rle["counts"] == coco_mask.encode(np.asfortranarray(full))["counts"].decode("ascii")
+
+
+def run_main(*argv):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
+
+
+def tiny_argv(data, out, *extra):
+    return ["--demo", "--data-path", data, "--output-dir", out, "--min-size", "64", "--max-size", "96", "-b", "2",
+            "-j", "0", "--test-size", "2", "--print-freq", "1", *extra]
+
+
+@pytest.mark.parametrize("first, second", [(DEVICE, "cpu"), ("cpu", DEVICE)], ids=["cuda-to-cpu", "cpu-to-cuda"])
+def test_a_checkpoint_resumes_on_the_other_device(first, second, data, tmp_path):
+    out = str(tmp_path / "run")
+    run_main(*tiny_argv(data, out, "--epochs", "1", "--device", first, "--amp"))
+    ckpt = os.path.join(out, "checkpoint.pth")
+    resumed = run_main(*tiny_argv(data, out, "--epochs", "2", "--device", second, "--resume", ckpt))
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1] and np.isfinite(resumed["records"][1]["train"]["loss"])
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+
+
+def test_predict_on_cuda(data, tmp_path):
+    out = str(tmp_path / "run")
+    run_main(*tiny_argv(data, out, "--epochs", "1", "--device", DEVICE))
+    result = run_main("--predict", os.path.join(data, "PNGImages"), "--weights", os.path.join(out, "checkpoint.pth"),
+                      "--device", DEVICE, "--output-dir", str(tmp_path / "p"), "--score-threshold", "0")
+    assert len(result["predictions"]) == 6 and not result["failed"]
+    assert len(os.listdir(tmp_path / "p" / "predict")) == 12
+
+
+@pytest.mark.skipif(not ON_CUDA, reason="NCCL needs CUDA")
+def test_torchrun_one_process_with_nccl(data, tmp_path):
+    out = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", os.path.join(ROOT_DIR, "tv_training.py"),
+           *tiny_argv(data, out, "--epochs", "1", "--device", DEVICE)]
+    proc = subprocess.run(cmd, cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "backend nccl" in proc.stdout and "IoU metric: segm" in proc.stdout and "max mem: " in proc.stdout
+    assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["epoch"] == 0
