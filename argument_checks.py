@@ -135,7 +135,7 @@ RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_schedule
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
 # Taken from the checkpoint unless typed: where its data was, and how far it was to go.
-DEFAULTED = ("data_path", "epochs")
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
 
 
 def flag(key):
@@ -201,6 +201,31 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
-    if training and args.test_size == 0:
+    if args.test_data_path and "test_size" in getattr(args, "explicit", ()):
+        print(f"warning: --test-size {args.test_size} is ignored: the test images are those of --test-data-path.")
+    elif training and args.test_size == 0:
         print("--test-size 0: training on every image; no evaluation, so no COCO numbers or test figures.")
     return checkpoint
+
+
+MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
+
+
+def check_model_for_data(args, has_masks, classes, checkpoint=None):
+    """The model fits the data: a checkpoint's classes are the data's; box-only data (no annotation
+    has a segmentation) trains the tutorial's Faster R-CNN, unless a mask model was asked for."""
+    if checkpoint is not None and "model_spec" in checkpoint and checkpoint["model_spec"].get("classes"):
+        trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
+        if trained != [c["name"] for c in classes]:
+            raise TutorialError(f"{args.resume or args.weights} was trained on the classes {trained}, but "
+                                f"{args.data_path} has {[c['name'] for c in classes]}; evaluate or continue it on "
+                                f"data with the same categories.")
+        return
+    if has_masks or args.model not in MASK_MODELS:
+        return
+    if "model" in getattr(args, "explicit", ()) or args.demo:
+        raise TutorialError(f"{args.data_path}: no annotation has a segmentation, so there is no mask to train "
+                            f"--model {args.model} on; use --model fasterrcnn (boxes only).")
+    print(f"{args.data_path}: no annotation has a segmentation: training the tutorial's box-only Faster R-CNN "
+          f"(--model fasterrcnn) instead of Mask R-CNN")
+    args.model = "fasterrcnn"

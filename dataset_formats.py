@@ -7,6 +7,8 @@ every pair once before training, so a broken file is named before any time is sp
 """
 
 import contextlib
+import io
+import json
 import os
 import shutil
 import tempfile
@@ -126,17 +128,17 @@ def check_dataset(root):
 
 
 @contextlib.contextmanager
-def dataset_folder_being_written(root, inner=""):
+def dataset_folder_being_written(root, inner="", existing=("PNGImages", "PedMasks")):
     """Write a dataset into a temporary folder beside ``root``; move it into place only when complete.
 
     Yields the temporary folder. When the block ends normally, every entry of ``tmp/inner`` is
-    renamed into ``root`` (created if missing), ``PNGImages`` last: its presence is what marks a
-    dataset as complete, so an interrupted run (Ctrl-C, a full disk) never leaves a folder that
+    renamed into ``root`` (created if missing), ``PNGImages`` (or a COCO file) last: its presence
+    is what marks a dataset as complete, so an interrupted run (Ctrl-C, a full disk) never leaves a folder that
     a later run would take for a whole dataset. On any exception the temporary folder is removed
     and ``root`` is left as it was.
     """
     root = os.path.abspath(root)
-    for part in ("PNGImages", "PedMasks"):
+    for part in existing:
         if os.path.exists(os.path.join(root, part)):
             raise DatasetError(f"{os.path.join(root, part)}: already there, so the dataset would be mixed with "
                                f"another. Remove it, or pick another --data-path.")
@@ -146,7 +148,7 @@ def dataset_folder_being_written(root, inner=""):
         yield tmp
         src = os.path.join(tmp, inner)
         os.makedirs(root, exist_ok=True)
-        for name in sorted(os.listdir(src), key=lambda n: n == "PNGImages"):
+        for name in sorted(os.listdir(src), key=lambda n: n == "PNGImages" or n.endswith(".json")):
             os.rename(os.path.join(src, name), os.path.join(root, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -201,6 +203,10 @@ def prepare_data(root, make_synthetic=None):
     Under torchrun only rank 0 looks and writes; every rank then meets at the barrier (a
     rank deciding on its own could see rank 0's half-written folder and skip the wait).
     """
+    if str(root).lower().endswith(".json"):  # a COCO file: your own data, nothing to make
+        if not os.path.isfile(root):
+            raise DatasetError(f"{root}: no such COCO file. Pass the instances JSON your annotation tool exported.")
+        return
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
             make_synthetic(root)
@@ -252,3 +258,298 @@ def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, 
     train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
     test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler, **common)
     return train_loader, test_loader, train_sampler, shuffle_gen
+
+
+# ---------------------------------------------------------------------------------------
+# COCO instances files (your own data: CVAT, labelme2coco, Roboflow exports)
+# ---------------------------------------------------------------------------------------
+
+REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
+                   "annotations": ("id", "image_id", "category_id", "bbox"),
+                   "categories": ("id", "name")}
+
+
+def read_coco_file(path):
+    """A COCO instances file, checked: JSON, the three lists, their required fields, unique ids,
+    annotations that point at existing images and categories. Errors name the file and the fix."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read it ({e.strerror or e}).") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; a COCO file is JSON. Export it again.") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}). "
+                           f"Fix the file or export it again.") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: the top level is a {type(data).__name__}, not a COCO instances file (an object "
+                           f"with images, annotations and categories). Per-image JSON (labelme) must be converted, "
+                           f"e.g. with labelme2coco.")
+    for key, fields in REQUIRED_FIELDS.items():
+        if not isinstance(data.get(key), list):
+            raise DatasetError(f"{path}: no \"{key}\" list; a COCO instances file has images, annotations and "
+                               f"categories.")
+        seen = set()
+        for i, item in enumerate(data[key]):
+            missing = [f for f in fields if not isinstance(item, dict) or f not in item]
+            if missing:
+                raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {key[:-1]} needs "
+                                   f"{', '.join(fields)}).")
+            if item["id"] in seen:
+                raise DatasetError(f"{path}: {key[:-1]} id {item['id']} appears twice (pycocotools would silently "
+                                   f"keep one); give every {key[:-1]} its own id.")
+            seen.add(item["id"])
+    image_ids, category_ids = {im["id"] for im in data["images"]}, {c["id"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        if ann["image_id"] not in image_ids:
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to image_id {ann['image_id']}, which is not "
+                               f"in \"images\".")
+        if ann["category_id"] not in category_ids:
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to category_id {ann['category_id']}, which "
+                               f"is not in \"categories\".")
+    return data
+
+
+def coco_classes(data, path):
+    """The classes to train, from ``categories``: ``[{"id": file id, "name": ...}]``, label k + 1 for
+    entry k, so no category id (0 included) becomes the background. A category without
+    annotations that is only the supercategory of others (Roboflow adds one) is left out."""
+    used = {ann["category_id"] for ann in data["annotations"]}
+    parents = {c.get("supercategory") for c in data["categories"] if c["id"] in used}
+    classes = []
+    categories = data["categories"]
+    if all(isinstance(c["id"], int) for c in categories):
+        categories = sorted(categories, key=lambda c: c["id"])
+    for c in categories:
+        if c["id"] not in used and c["name"] in parents:
+            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations and is the supercategory "
+                  f"of others: left out")
+            continue
+        if c["id"] not in used:
+            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations: kept, its AP will be -1")
+        classes.append(dict(id=c["id"], name=str(c["name"])))
+    if not classes:
+        raise DatasetError(f"{path}: no category to train on.")
+    return classes
+
+
+def image_places(file_name, json_path, image_dir=None):
+    """Where an image of a COCO file may be: ``image_dir`` only, if given; else ``file_name``
+    relative to the JSON's folder, a folder named like the JSON (train.json -> train/),
+    images/ beside the JSON, and images/ in its parent (CVAT: annotations/ beside images/)."""
+    if image_dir:
+        return [os.path.join(image_dir, file_name)]
+    here = os.path.dirname(os.path.abspath(json_path))
+    stem = os.path.splitext(os.path.basename(json_path))[0]
+    return [os.path.join(here, file_name), os.path.join(here, stem, file_name),
+            os.path.join(here, "images", file_name), os.path.join(os.path.dirname(here), "images", file_name)]
+
+
+class _Warnings:
+    """One summary line per kind of problem: the count and the first five annotation ids."""
+
+    def __init__(self, path):
+        self.path, self.kinds = path, {}
+
+    def add(self, kind, ann_id):
+        self.kinds.setdefault(kind, []).append(ann_id)
+
+    def print(self):
+        for kind, ids in self.kinds.items():
+            more = ", ..." if len(ids) > 5 else ""
+            print(f"warning: {self.path}: {len(ids)} annotation(s) {kind} (ids {', '.join(map(str, ids[:5]))}{more})")
+
+
+def _clean_annotation(ann, width, height, warnings):
+    """``ann`` with its box clipped to the image and usable polygons, or None (no area left)."""
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+    if w <= 0 or h <= 0 or x1 - x0 <= 0 or y1 - y0 <= 0:
+        warnings.add("with a box of zero or negative size inside the image, dropped", ann["id"])
+        return None
+    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+        warnings.add("with a box reaching outside the image, clipped", ann["id"])
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        parts = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        if len(parts) < len(seg):
+            warnings.add("with polygon parts of fewer than 3 points, dropped", ann["id"])
+        if not seg:
+            warnings.add("with an empty segmentation (its box is used as its mask)", ann["id"])
+        seg = parts or None
+    return dict(id=ann["id"], category_id=ann["category_id"], box=[x0, y0, x1, y1], segmentation=seg,
+                iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", w * h)))
+
+
+def annotation_mask(ann, height, width):
+    """An (H, W) uint8 mask from polygons, compressed or uncompressed RLE; the box without one."""
+    from pycocotools import mask as coco_mask
+
+    seg = ann["segmentation"]
+    if seg is None:
+        mask = np.zeros((height, width), np.uint8)
+        x0, y0, x1, y1 = ann["box"]
+        mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = 1
+        return mask
+    if isinstance(seg, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(seg, height, width))
+    elif isinstance(seg.get("counts"), list):
+        rle = coco_mask.frPyObjects(seg, height, width)
+    else:
+        rle = dict(seg, counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"])
+    return coco_mask.decode(rle)
+
+
+def load_coco_images(path, image_dir=None):
+    """Read and check a COCO file and its images. Returns ``(entries, classes, has_masks)``.
+
+    ``entries``: one dict per image (path, image_id, width, height, its cleaned annotations,
+    whether its EXIF orientation must be applied), in the file's order. Missing or unreadable
+    images and sizes that differ from the JSON are errors; problems of single annotations are
+    warnings (one line per kind) and are fixed or dropped.
+    """
+    data = read_coco_file(path)
+    classes = coco_classes(data, path)
+    labels = {c["id"]: k + 1 for k, c in enumerate(classes)}
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    warnings, entries = _Warnings(path), []
+    for im in data["images"]:
+        places = image_places(im["file_name"], path, image_dir)
+        found = next((p for p in places if os.path.isfile(p)), None)
+        if found is None:
+            raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
+                               f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+        try:
+            with Image.open(found) as pil:
+                size, orientation = pil.size, pil.getexif().get(0x0112, 1)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
+                               f"remove it from {path}.") from None
+        width, height = int(im["width"]), int(im["height"])
+        rotate = False
+        if size != (width, height):
+            rotate = size == (height, width) and orientation in (5, 6, 7, 8)
+            if not rotate:
+                swapped = " (width and height swapped: the image is rotated by its EXIF orientation?)" \
+                    if size == (height, width) else ""
+                raise DatasetError(f"{found}: {size[0]}x{size[1]} pixels, but {path} says {width}x{height}"
+                                   f"{swapped}. Export the annotations again from these images.")
+        anns = [a for a in (_clean_annotation(a, width, height, warnings) for a in by_image.get(im["id"], []))
+                if a is not None and a["category_id"] in labels]
+        for a in anns:
+            a["label"] = labels[a["category_id"]]
+        entries.append(dict(path=found, image_id=im["id"], width=width, height=height, anns=anns, exif=rotate,
+                            file_name=im["file_name"]))
+    warnings.print()
+    has_masks = any(a.get("segmentation") for a in data["annotations"])
+    return entries, classes, has_masks
+
+
+class CocoFormatDataset(torch.utils.data.Dataset):
+    """Images of a COCO instances file, as ``PennFudanDataset`` returns them: ``(image, target)``
+    with tv_tensors; ``labels`` 1..K (``classes``), ``image_id`` the file's own id. Crowd regions
+    are left out of the targets (COCO evaluation keeps them, ``coco_ground_truth``)."""
+
+    def __init__(self, entries, classes, transforms, with_masks=True):
+        self.entries, self.classes, self.transforms, self.with_masks = entries, classes, transforms, with_masks
+        self.imgs = [os.path.basename(e["path"]) for e in entries]
+
+    def __getitem__(self, idx):
+        from PIL import ImageOps
+        from torchvision import tv_tensors
+
+        e = self.entries[idx]
+        with Image.open(e["path"]) as pil:
+            pil = ImageOps.exif_transpose(pil) if e["exif"] else pil
+            img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
+        anns = [a for a in e["anns"] if not a["iscrowd"]]
+        boxes = torch.tensor([a["box"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(e["height"], e["width"])),
+            "labels": torch.tensor([a["label"] for a in anns], dtype=torch.int64),
+            "image_id": e["image_id"],
+            "area": (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 2] - boxes[:, 0]),
+            "iscrowd": torch.zeros((len(anns),), dtype=torch.int64),
+        }
+        if self.with_masks:
+            masks = np.stack([annotation_mask(a, e["height"], e["width"]) for a in anns]) if anns else \
+                np.zeros((0, e["height"], e["width"]), np.uint8)
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
+        if self.transforms is not None:
+            img, target = self.transforms(img, target)
+        return img, target
+
+    def get_height_and_width(self, idx):
+        return self.entries[idx]["height"], self.entries[idx]["width"]
+
+    def __len__(self):
+        return len(self.entries)
+
+
+def coco_ground_truth(entries, classes):
+    """The COCO ground truth of ``entries``: their own annotations (crowd regions included), with
+    category ids relabelled 1..K one to one (AP unchanged) and the file's image ids."""
+    from pycocotools.coco import COCO
+
+    images, annotations = [], []
+    for e in entries:
+        images.append(dict(id=e["image_id"], file_name=e["file_name"], width=e["width"], height=e["height"]))
+        for a in e["anns"]:
+            x0, y0, x1, y1 = a["box"]
+            seg = a["segmentation"] if a["segmentation"] is not None else [[x0, y0, x1, y0, x1, y1, x0, y1]]
+            annotations.append(dict(id=a["id"], image_id=e["image_id"], category_id=a["label"],
+                                    bbox=[x0, y0, x1 - x0, y1 - y0], area=a["area"], iscrowd=a["iscrowd"],
+                                    segmentation=seg))
+    coco = COCO()
+    coco.dataset = dict(images=images, annotations=annotations,
+                        categories=[dict(id=k + 1, name=c["name"]) for k, c in enumerate(classes)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+PENNFUDAN_CLASSES = [dict(id=1, name="pedestrian")]
+
+
+def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_size, seed,
+                  test_data_path=None, image_dir=None, check=True):
+    """The train and test datasets of a run, from a Penn-Fudan folder or a COCO file (``.json``).
+
+    Returns a dict: ``train``, ``test`` (Subsets or datasets), ``classes`` (``[{"id", "name"}]``,
+    label k + 1 for entry k), ``has_masks``, and ``coco_gt`` (the test set's COCO ground truth,
+    or None to build it from the test dataset, as for Penn-Fudan). ``pennfudan_dataset`` is the
+    tutorial's class (it lives in tv_training.py); ``check`` decodes every Penn-Fudan pair first.
+    """
+    if not str(data_path).lower().endswith(".json"):
+        if check:
+            summary = check_dataset(data_path)
+            print(f"Dataset {data_path}: {summary['images']} images, {summary['instances']} instances, "
+                  f"{summary['negative_images']} without pedestrians")
+        train = pennfudan_dataset(data_path, get_transform(train=True))
+        test = pennfudan_dataset(data_path, get_transform(train=False))
+        train_idx, test_idx = split_indices(len(train), test_size, train_size, seed)
+        return dict(train=torch.utils.data.Subset(train, train_idx), test=torch.utils.data.Subset(test, test_idx),
+                    classes=PENNFUDAN_CLASSES, has_masks=True, coco_gt=None)
+    entries, classes, has_masks = load_coco_images(data_path, image_dir)
+    if test_data_path:
+        test_entries, test_classes, test_masks = load_coco_images(test_data_path, image_dir)
+        if [(c["id"], c["name"]) for c in test_classes] != [(c["id"], c["name"]) for c in classes]:
+            raise DatasetError(f"{test_data_path}: its categories differ from {data_path}'s "
+                               f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "
+                               f"train and test files must have the same categories.")
+        train_entries = entries[:train_size] if train_size else entries
+    else:
+        train_idx, test_idx = split_indices(len(entries), test_size, train_size, seed)
+        train_entries, test_entries = [entries[i] for i in train_idx], [entries[i] for i in test_idx]
+    # images whose only objects are crowd regions teach nothing: left out of training
+    train_entries = [e for e in train_entries if not e["anns"] or any(not a["iscrowd"] for a in e["anns"])]
+    n_ann = sum(len(e["anns"]) for e in entries)
+    print(f"Dataset {data_path}: {len(entries)} images, {n_ann} annotations, {len(classes)} classes: "
+          f"{', '.join(c['name'] for c in classes)}")
+    return dict(train=CocoFormatDataset(train_entries, classes, get_transform(train=True), has_masks),
+                test=CocoFormatDataset(test_entries, classes, get_transform(train=False), has_masks),
+                classes=classes, has_masks=has_masks,
+                coco_gt=coco_ground_truth(test_entries, classes) if test_entries else None)

@@ -124,13 +124,15 @@ def _not_a_checkpoint(head, error):
     return f"not a PyTorch checkpoint ({text.splitlines()[0][:120] if text else type(error).__name__})."
 
 
-def model_spec(name, num_classes, weights, kwargs=None, anchors=None):
+def model_spec(name, num_classes, weights, kwargs=None, anchors=None, classes=None):
     """What shapes a model, as plain values a checkpoint can hold (``weights_only`` loads them).
 
     ``kwargs`` go to the builder (sizes, RPN/RoI settings); ``anchors`` is
-    ``dict(sizes=..., aspect_ratios=...)`` for an ``AnchorGenerator``, or None for the model's own.
+    ``dict(sizes=..., aspect_ratios=...)`` for an ``AnchorGenerator``, or None for the model's own;
+    ``classes`` names label k + 1 (``[{"id": the dataset's category id, "name": ...}]``).
     """
-    return dict(model=name, num_classes=num_classes, kwargs=dict(kwargs or {}),
+    classes = classes or [dict(id=1, name="pedestrian")]
+    return dict(model=name, num_classes=num_classes, classes=[dict(c) for c in classes], kwargs=dict(kwargs or {}),
                 anchors=None if anchors is None else {k: [list(v) for v in anchors[k]] for k in anchors},
                 pretrained_layout=str(weights) == "DEFAULT" and PRETRAINED[name][1])
 
@@ -139,7 +141,8 @@ def checkpoint_spec(checkpoint, num_classes=2):
     """The ``model_spec`` a checkpoint was written with; for older checkpoints (and plain state
     dicts with no arguments) it is derived from the arguments stored beside the weights."""
     if "model_spec" in checkpoint:
-        return checkpoint["model_spec"]
+        return dict(checkpoint["model_spec"], classes=checkpoint["model_spec"].get("classes") or
+                    [dict(id=1, name="pedestrian")])
     trained = checkpoint.get("args", {})
     name = trained.get("model", "maskrcnn")
     kwargs = dict(min_size=trained.get("min_size", 800), max_size=trained.get("max_size", 1333))

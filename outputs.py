@@ -26,6 +26,39 @@ def coco_summary(coco_evaluator):
             for iou, ev in coco_evaluator.coco_eval.items()}
 
 
+def per_class_ap(coco_evaluator, classes):
+    """``{name: {"bbox": AP, "bbox50": AP50, "segm": AP}}`` from the accumulated COCO evaluation
+    (all areas, 100 detections), -1 for a class without ground truth; label k + 1 is ``classes[k]``."""
+    import numpy as np
+
+    table = {c["name"]: {} for c in classes}
+    for iou, ev in coco_evaluator.coco_eval.items():
+        precision = ev.eval["precision"]  # [IoU thresholds, recall, category, area, max detections]
+        for k, cat_id in enumerate(ev.params.catIds):
+            if not 1 <= cat_id <= len(classes):
+                continue
+            name = classes[cat_id - 1]["name"]
+            every, at50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
+            table[name][iou] = float(np.mean(every[every > -1])) if (every > -1).any() else -1.0
+            if iou == "bbox":
+                table[name]["bbox50"] = float(np.mean(at50[at50 > -1])) if (at50 > -1).any() else -1.0
+    return table
+
+
+def evaluation_summary(coco_evaluator, classes):
+    """The named COCO numbers and, printed after the COCO tables, the per-class AP table."""
+    summary = coco_summary(coco_evaluator)
+    summary["per_class"] = per_class_ap(coco_evaluator, classes)
+    columns = [("bbox", "bbox AP"), ("bbox50", "bbox AP50")] + ([("segm", "segm AP")] if "segm" in summary else [])
+    width = max(12, *(len(name) for name in summary["per_class"]))
+    print("Per-class AP:")
+    print(f"  {'class':{width}s}" + "".join(f"{title:>11s}" for _, title in columns))
+    for name, row in summary["per_class"].items():
+        print(f"  {name:{width}s}" + "".join(f"{row.get(key, -1.0):11.3f}" for key, _ in columns))
+    if any(v == -1.0 for row in summary["per_class"].values() for v in row.values()):
+        print("  (-1: no object of that class in the test images)")
+    return summary
+
 def write_json_atomic(obj, path):
     """``json.dump`` to a temporary file, then rename over ``path``."""
     tmp = path + ".tmp"
@@ -75,36 +108,49 @@ def plot_curves(records, path):
     plt.close(fig)
 
 
-def draw_predictions(image, prediction, score_threshold=0.5):
-    """The tutorial's final figure: boxes with scores and masks drawn over the image.
+# One colour per class (boxes and masks) when there are several; one class keeps the tutorial's
+# red boxes and blue masks.
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
 
-    ``image``: uint8, or float (scaled to 0-255 as the tutorial does). Masks: full-image
-    ``masks`` (drawn where > 0.7, as the tutorial) or ``masks_rle`` (``speedups.compact_masks``;
-    the encoded mask > 0.5), decoded one at a time so a big photo costs its own size, not its
-    size times the detections.
+
+def draw_predictions(image, prediction, score_threshold=0.5, classes=None):
+    """The tutorial's final figure: boxes with ``name: score`` and masks drawn over the image.
+
+    ``image``: uint8, or float (scaled to 0-255 as the tutorial does). ``classes`` names label
+    k + 1 (default: one class, "pedestrian"). Masks: full-image ``masks`` (drawn where > 0.7, as
+    the tutorial) or ``masks_rle`` (``speedups.compact_masks``; the encoded mask > 0.5), merged
+    per class, so a big photo costs its own size, not its size times the detections.
     """
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+    classes = classes or [dict(id=1, name="pedestrian")]
     if image.dtype != torch.uint8:
         image = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)
     image = image[:3]
-    keep = prediction["scores"] >= score_threshold
-    labels = [f"pedestrian: {s:.3f}" for s in prediction["scores"][keep]]
-    if not keep.any():
+    keep = torch.nonzero(prediction["scores"] >= score_threshold).flatten().tolist()
+    if not keep:
         return image
-    out = draw_bounding_boxes(image, prediction["boxes"][keep].long(), labels, colors="red", width=2)
+    labels = [int(prediction["labels"][j]) for j in keep]
+    names = [classes[k - 1]["name"] if 1 <= k <= len(classes) else str(k) for k in labels]
+    one_class = len(classes) == 1
+    box_colours = ["red" if one_class else PALETTE[(k - 1) % len(PALETTE)] for k in labels]
+    out = draw_bounding_boxes(image, prediction["boxes"][keep].long(),
+                              [f"{n}: {float(prediction['scores'][j]):.3f}" for n, j in zip(names, keep)],
+                              colors=box_colours, width=2)
+    mask_colours = ["blue" if one_class else PALETTE[(k - 1) % len(PALETTE)] for k in labels]
     if "masks" in prediction:
         masks = (prediction["masks"][keep] > 0.7).squeeze(1)
-        out = draw_segmentation_masks(out, masks, alpha=0.5, colors="blue")
+        out = draw_segmentation_masks(out, masks, alpha=0.5, colors=mask_colours)
     elif "masks_rle" in prediction:
         from pycocotools import mask as mask_util
 
-        rles = [prediction["masks_rle"][j] for j in torch.nonzero(keep).flatten().tolist()]
-        union_rle = mask_util.merge([dict(r, counts=r["counts"].encode()) for r in rles], intersect=False)
-        union = torch.from_numpy(mask_util.decode(union_rle).astype(bool))  # one image-sized mask
-        # draw_segmentation_masks' blend (alpha 0.5, blue), on the masked pixels only
-        blue = torch.tensor([0.0, 0.0, 255.0])[:, None]
-        out[:, union] = (out[:, union].float() * 0.5 + blue * 0.5).to(torch.uint8)
+        for label in sorted(set(labels)):  # draw_segmentation_masks' blend (alpha 0.5), on the masked pixels only
+            rles = [prediction["masks_rle"][j] for j, k in zip(keep, labels) if k == label]
+            union_rle = mask_util.merge([dict(r, counts=r["counts"].encode()) for r in rles], intersect=False)
+            union = torch.from_numpy(mask_util.decode(union_rle).astype(bool))  # one image-sized mask
+            colour = torch.tensor((0.0, 0.0, 255.0) if one_class else PALETTE[(label - 1) % len(PALETTE)])[:, None]
+            out[:, union] = (out[:, union].float() * 0.5 + colour * 0.5).to(torch.uint8)
     return out
 
 
@@ -116,19 +162,36 @@ def save_png(chw_uint8, path):
     os.replace(tmp, path)
 
 
-def save_preview(dataset_root, path):
-    """The tutorial's first figure: one image and its instance mask side by side."""
+def save_preview(dataset_root, path, dataset=None):
+    """The tutorial's first figure: one image and its instance mask side by side.
+
+    A Penn-Fudan folder shows its first image and mask file; otherwise the first image of
+    ``dataset`` (a ``CocoFormatDataset``) with its instances numbered 1..N (crowd regions left out).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    img_path, mask_path = pair_images_and_masks(dataset_root)[0]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 5))
-    a.imshow(read_rgb(img_path).permute(1, 2, 0).numpy())
-    a.set_title(os.path.basename(img_path))
-    b.imshow(read_instance_mask(mask_path).numpy(), cmap="tab10", interpolation="nearest")
-    b.set_title(os.path.basename(mask_path) + " (value k = k-th pedestrian)")
+    if dataset is None:
+        img_path, mask_path = pair_images_and_masks(dataset_root)[0]
+        image, instances = read_rgb(img_path), read_instance_mask(mask_path)
+        titles = os.path.basename(img_path), os.path.basename(mask_path) + " (value k = k-th pedestrian)"
+    else:
+        from dataset_formats import CocoFormatDataset
+
+        entry = dataset.entries[0]
+        image, target = CocoFormatDataset([entry], dataset.classes, None, dataset.with_masks)[0]
+        masks = target["masks"] if "masks" in target else torch.zeros((0,) + tuple(image.shape[-2:]))
+        instances = torch.zeros(image.shape[-2:], dtype=torch.int64)
+        for k, m in enumerate(masks, start=1):
+            instances[m.bool()] = k
+        titles = entry["file_name"], f"{len(masks)} instance(s), value k = k-th"
+    a.imshow(image.permute(1, 2, 0).numpy())
+    b.imshow(instances.numpy(), cmap="tab10", interpolation="nearest")
+    a.set_title(titles[0])
+    b.set_title(titles[1])
     for ax in (a, b):
         ax.axis("off")
     fig.tight_layout()
@@ -142,7 +205,7 @@ def to_cpu(prediction):
 
 
 @torch.inference_mode()
-def save_prediction_figures(model, dataset_test, device, out_dir, score_threshold, count=4):
+def save_prediction_figures(model, dataset_test, device, out_dir, score_threshold, count=4, classes=None):
     """Overlays for a few test images; FudanPed00046 (the tutorial's figure) first when present."""
     os.makedirs(out_dir, exist_ok=True)
     base = dataset_test.dataset if isinstance(dataset_test, torch.utils.data.Subset) else dataset_test
@@ -157,7 +220,7 @@ def save_prediction_figures(model, dataset_test, device, out_dir, score_threshol
         image, _ = dataset_test[i]
         prediction = model([image.to(device)])[0]
         path = os.path.join(out_dir, names[i])
-        save_png(draw_predictions(image, to_cpu(prediction), score_threshold), path)
+        save_png(draw_predictions(image, to_cpu(prediction), score_threshold, classes), path)
         written.append(path)
     return written
 
@@ -221,11 +284,14 @@ def output_names(paths):
 
 
 @torch.inference_mode()
-def predict(model, paths, device, out_dir, score_threshold):
-    """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections,
-    masks as COCO RLE). Returns ``dict(predictions, skipped, failed)``: one record per image
-    written, ``[(path, why)]`` for files that are not images, ``[message]`` for images that could
-    not be decoded (the others are still predicted)."""
+def predict(model, paths, device, out_dir, score_threshold, classes=None):
+    """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections:
+    box ``xyxy`` and COCO ``bbox`` ``[x, y, w, h]``, score, label, the dataset's ``category_id`` and
+    ``category_name``, mask as COCO RLE); and for all of them ``results.json`` (COCO results
+    format) with ``images.json`` beside it, which pycocotools' ``loadRes`` takes together.
+    Returns ``dict(predictions, skipped, failed)``: one record per image written, ``[(path, why)]``
+    for files that are not images, ``[message]`` for images that could not be decoded (the others
+    are still predicted)."""
     from pycocotools import mask as mask_util
 
     import speedups
@@ -236,7 +302,8 @@ def predict(model, paths, device, out_dir, score_threshold):
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     speedups.compact_masks(model, min_score=score_threshold)  # masks as RLE, only above the threshold
-    results, failed = [], []
+    classes = classes or [dict(id=1, name="pedestrian")]
+    results, failed, coco_images, coco_results = [], [], [], []
     for path, stem in zip(images, output_names(images)):
         try:
             photo = read_photo(path)
@@ -250,8 +317,12 @@ def predict(model, paths, device, out_dir, score_threshold):
         keep = pred["scores"] >= score_threshold
         detections = []
         for j in torch.nonzero(keep).flatten().tolist():
-            det = dict(box_xyxy=[round(float(v), 2) for v in pred["boxes"][j]], score=float(pred["scores"][j]),
-                       label=int(pred["labels"][j]))
+            x0, y0, x1, y1 = (round(float(v), 2) for v in pred["boxes"][j])
+            label = int(pred["labels"][j])
+            category = classes[label - 1] if 1 <= label <= len(classes) else dict(id=label, name=str(label))
+            det = dict(box_xyxy=[x0, y0, x1, y1], bbox=[x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                       score=float(pred["scores"][j]), label=label, category_id=category["id"],
+                       category_name=category["name"])
             if "masks_rle" in pred:
                 rle = pred["masks_rle"][j]
                 det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"])
@@ -262,30 +333,41 @@ def predict(model, paths, device, out_dir, score_threshold):
             detections.append(det)
         record = dict(image=path, height=photo.shape[-2], width=photo.shape[-1],
                       score_threshold=score_threshold, detections=detections)
+        image_id = len(coco_images) + 1
+        coco_images.append(dict(id=image_id, file_name=path, height=photo.shape[-2], width=photo.shape[-1]))
+        coco_results += [dict(image_id=image_id, category_id=d["category_id"], bbox=d["bbox"], score=d["score"],
+                              **({"segmentation": d["mask_rle"]} if "mask_rle" in d else {})) for d in detections]
         json_path, png_path = os.path.join(out_dir, stem + ".json"), os.path.join(out_dir, stem + ".png")
         write_json_atomic(record, json_path)
-        save_png(draw_predictions(photo, pred, score_threshold), png_path)
+        save_png(draw_predictions(photo, pred, score_threshold, classes), png_path)
         print(f"{path}: {len(detections)} detection(s) -> {png_path}, {json_path}")
         results.append(record)
+    if coco_images:
+        write_json_atomic(dict(images=coco_images, annotations=[],
+                               categories=[dict(id=c["id"], name=c["name"]) for c in classes]),
+                          os.path.join(out_dir, "images.json"))
+        write_json_atomic(coco_results, os.path.join(out_dir, "results.json"))
+        print(f"COCO results of all images: {os.path.join(out_dir, 'results.json')} "
+              f"(with {os.path.join(out_dir, 'images.json')})")
     return dict(predictions=results, skipped=skipped, failed=failed)
 
 
-def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_losses, coco_evaluator):
+def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_losses, coco_evaluator, classes=None):
     """One epoch's line of metrics.json: mean loss terms, lr, times, every iteration's loss, COCO numbers."""
     record = dict(epoch=epoch, lr=lr, train_time_s=round(train_time, 2), epoch_time_s=round(epoch_time, 2),
                   train={k: m.global_avg for k, m in metric_logger.meters.items() if k != "lr"},
                   iteration_losses=[r["loss"] for r in iteration_losses])
     if coco_evaluator is not None:  # None: no test set (--test-size 0)
-        record.update(coco_summary(coco_evaluator))
+        record.update(evaluation_summary(coco_evaluator, classes or [dict(id=1, name="pedestrian")]))
     return record
 
 
-def save_final_figures(model, dataset_test, device, output_dir, score_threshold):
+def save_final_figures(model, dataset_test, device, output_dir, score_threshold, classes=None):
     """The tutorial's final figure for a few test images, in ``output_dir/predictions``."""
     if len(dataset_test) == 0:
         return []
     written = save_prediction_figures(model, dataset_test, device, os.path.join(output_dir, "predictions"),
-                                      score_threshold)
+                                      score_threshold, classes=classes)
     if written:
         print(f"Saved the prediction figure(s) to {os.path.dirname(written[0])}/ "
               f"and curves.png, metrics.json, checkpoint.pth to {output_dir}/")

@@ -193,6 +193,133 @@ def make_synthetic_pennfudan(root, num_images=170, seed=0, height_range=REAL_HEI
     return root
 
 
+# The COCO writer's categories, as an export tool writes them: Roboflow's supercategory with id 0
+# and no annotations (left out by the reader), then three classes with ids that have a gap.
+COCO_CATEGORIES = [
+    dict(id=0, name="shapes", supercategory="none"),
+    dict(id=1, name="pedestrian", supercategory="shapes"),
+    dict(id=3, name="ball", supercategory="shapes"),
+    dict(id=7, name="sign", supercategory="shapes"),
+]
+
+
+def _polygon_mask(polygon, height, width):
+    im = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(im).polygon([tuple(p) for p in np.asarray(polygon).reshape(-1, 2)], fill=1)
+    return np.asarray(im).astype(bool)
+
+
+def _rle(mask, compressed):
+    """COCO RLE of a binary mask: compressed (``counts`` a string) or uncompressed (a list)."""
+    from pycocotools import mask as coco_mask
+
+    if compressed:
+        rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
+    flat = mask.astype(np.uint8).flatten(order="F")
+    changes = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], changes, [flat.size]]))
+    counts = runs.tolist() if flat[0] == 0 else [0] + runs.tolist()
+    return dict(size=list(mask.shape), counts=counts)
+
+
+def _box(mask):
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+
+
+def make_synthetic_coco_image(rng, height, width, image_id, first_ann_id):
+    """One image with pedestrians (masks as RLE), balls and signs (polygons), sometimes empty or
+    with a crowd of balls (one ``iscrowd`` RLE). Returns (RGB array, annotations)."""
+    empty = rng.random() < 0.12
+    if empty:
+        img, ped_mask = _background(rng, width, height).astype(np.uint8), np.zeros((height, width), np.uint8)
+    else:
+        img, ped_mask = make_synthetic_image(rng, height, width, max_instances=3)
+    canvas = Image.fromarray(np.ascontiguousarray(img))
+    draw = ImageDraw.Draw(canvas)
+    shapes = []  # (category id, polygon, iscrowd); drawn over the pedestrians, in order
+    if not empty:
+        for _ in range(int(rng.integers(0, 3))):  # balls: 16-gons
+            r = rng.uniform(0.06, 0.14) * min(height, width)
+            cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
+            angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
+            shapes.append((3, np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).round(1), 0))
+        if rng.random() < 0.5:  # a sign: an upright rectangle
+            w, h = rng.uniform(0.12, 0.25) * width, rng.uniform(0.1, 0.2) * height
+            x, y = rng.uniform(0, width - w), rng.uniform(0, height * 0.5)
+            shapes.append((7, np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]).round(1), 0))
+        if rng.random() < 0.15:  # a crowd: a cluster of small balls, annotated once
+            cx, cy, r = rng.uniform(0.2, 0.8) * width, rng.uniform(0.6, 0.9) * height, 0.03 * min(height, width)
+            for k in range(5):
+                angles = np.linspace(0, 2 * math.pi, 12, endpoint=False)
+                ox, oy = cx + 2.2 * r * (k - 2), cy + r * (k % 2)
+                shapes.append((3, np.stack([ox + r * np.cos(angles), oy + r * np.sin(angles)], 1).round(1), 1))
+    shape_masks = []
+    for cat, polygon, _ in shapes:
+        draw.polygon([tuple(p) for p in polygon], fill=_random_colour(rng))
+        shape_masks.append(_polygon_mask(polygon, height, width))
+    covered = np.zeros((height, width), bool)
+    for m in shape_masks:
+        covered |= m
+    anns, ann_id = [], first_ann_id
+
+    def add(cat, mask, segmentation, iscrowd=0):
+        nonlocal ann_id
+        anns.append(dict(id=ann_id, image_id=image_id, category_id=cat, bbox=_box(mask), area=float(mask.sum()),
+                         segmentation=segmentation, iscrowd=iscrowd))
+        ann_id += 1
+
+    for k in range(1, int(ped_mask.max()) + 1):  # pedestrians: what the shapes leave visible, as RLE
+        visible = (ped_mask == k) & ~covered
+        if visible.sum() >= 16:
+            add(1, visible, _rle(visible, compressed=k % 2 == 1))
+    crowd = np.zeros((height, width), bool)
+    covered_later = [np.zeros((height, width), bool)]  # what the shapes drawn after each one cover
+    for m in reversed(shape_masks[1:]):
+        covered_later.insert(0, covered_later[0] | m)
+    for (cat, polygon, iscrowd), m, later in zip(shapes, shape_masks, covered_later):
+        if iscrowd:
+            crowd |= m
+        elif (m & ~later).sum() >= 16:  # a polygon is only exact when nothing covers it
+            if (m & later).any():
+                add(cat, m & ~later, _rle(m & ~later, compressed=True))
+            else:
+                add(cat, m, [polygon.flatten().tolist()])
+    if crowd.any():
+        add(3, crowd, _rle(crowd, compressed=False), iscrowd=1)
+    return np.asarray(canvas), anns
+
+
+def make_synthetic_coco(root, num_train=40, num_val=12, seed=0, height_range=(96, 128), width_range=(96, 160)):
+    """Write ``root/train.json`` + ``root/train/`` and ``root/val.json`` + ``root/val/`` in COCO's
+    instances format (as CVAT or Roboflow export them): pedestrians, balls and signs, masks as
+    polygons, compressed and uncompressed RLE, a few crowd regions and empty images.
+    Deterministic from the seed. Returns the two JSON paths."""
+    import json
+
+    from dataset_formats import dataset_folder_being_written
+
+    rng = np.random.default_rng(seed)
+    with dataset_folder_being_written(root, existing=("train.json", "val.json")) as tmp:
+        image_id, ann_id = 1, 1
+        for split, count in (("train", num_train), ("val", num_val)):
+            os.makedirs(os.path.join(tmp, split))
+            images, annotations = [], []
+            for _ in range(count):
+                h = int(rng.integers(height_range[0], height_range[1] + 1))
+                w = int(rng.integers(width_range[0], width_range[1] + 1))
+                img, anns = make_synthetic_coco_image(rng, h, w, image_id, ann_id)
+                name = f"{split}_{image_id:05d}.png"
+                Image.fromarray(img).save(os.path.join(tmp, split, name))
+                images.append(dict(id=image_id, file_name=name, width=w, height=h))
+                annotations += anns
+                image_id, ann_id = image_id + 1, ann_id + len(anns)
+            with open(os.path.join(tmp, split + ".json"), "w") as f:
+                json.dump(dict(images=images, annotations=annotations, categories=COCO_CATEGORIES), f)
+    return os.path.join(root, "train.json"), os.path.join(root, "val.json")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="output folder (gets PNGImages/ and PedMasks/)")

@@ -54,6 +54,29 @@ def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, args, r
     utils.save_on_master(checkpoint, path)
 
 
+def best_metric_value(record, metric):
+    """The number ``metric`` ("bbox", "bbox50", "segm", "segm50") picks from an epoch's record, or None."""
+    iou, stat = (metric[:-2], "AP50") if metric.endswith("50") else (metric, "AP")
+    return record[iou][stat] if iou in record else None
+
+
+def save_if_best(path, records, metric, model, model_spec, args):
+    """Write ``path`` (model, classes, arguments, epoch, metric; no optimizer state) when the last
+    epoch of ``records`` beats every earlier one on ``metric`` ("auto": segm AP for mask models,
+    bbox AP otherwise); a tie keeps the earlier epoch. Earlier epochs come from ``records``, so a
+    resumed run keeps track of the best so far. Returns True when it wrote."""
+    if metric == "auto":
+        metric = "segm" if "segm" in records[-1] else "bbox"
+    values = [best_metric_value(r, metric) for r in records]
+    if values[-1] is None or any(v is not None and v >= values[-1] for v in values[:-1]):
+        return False
+    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=dict(vars(args)),
+                              epoch=records[-1]["epoch"], metric=metric, value=values[-1]), path)
+    name = f"{metric[:-2]} AP50" if metric.endswith("50") else f"{metric} AP"
+    print(f"New best {name} {values[-1]:.4f} at epoch {records[-1]['epoch']}: saved {path}")
+    return True
+
+
 def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
     """Load the optimizer, lr scheduler and scaler states; returns (next epoch, epoch records so far)."""
     optimizer.load_state_dict(checkpoint["optimizer"])

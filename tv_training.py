@@ -49,8 +49,8 @@ import speedups
 import training_run
 import utils
 from coco_utils import get_coco_api_from_dataset
-from dataset_formats import (check_dataset, instance_masks_and_boxes, make_loaders, pair_images_and_masks,
-                             prepare_data, read_instance_mask, read_rgb, split_indices)
+from dataset_formats import (instance_masks_and_boxes, load_datasets, make_loaders, pair_images_and_masks,
+                             prepare_data, read_instance_mask, read_rgb)
 from engine import NonFiniteLossError, evaluate, train_one_epoch
 from errors import DatasetError, TrainingInterrupted, TutorialError
 
@@ -206,18 +206,21 @@ def check_forward(model, data_loader, device):
 # Putting everything together
 # ---------------------------------------------------------------------------------------
 
-def build_model(args, num_classes, device, checkpoint=None):
+def build_model(args, classes, device, checkpoint=None):
     """The model to train or evaluate, on ``device``, with this project's speed-ups (all models).
 
-    From a checkpoint it is rebuilt as the checkpoint describes; otherwise ``--model`` with
-    ``--weights`` (and the demo's settings under ``--demo``). Returns ``(model, model_spec)``.
+    From a checkpoint it is rebuilt as the checkpoint describes (its classes too); otherwise
+    ``--model`` with ``--weights`` for ``classes`` (and the demo's settings under ``--demo``).
+    Returns ``(model, model_spec)``.
     """
     if checkpoint is not None:
-        spec, weights = model_weights.checkpoint_spec(checkpoint, num_classes), checkpoint["model"]
+        spec, weights = model_weights.checkpoint_spec(checkpoint), checkpoint["model"]
     else:
         kwargs, anchors = demo.model_settings(args.model) if args.demo else ({}, None)
-        spec = model_weights.model_spec(args.model, num_classes, args.weights,
-                                        dict(min_size=args.min_size, max_size=args.max_size, **kwargs), anchors)
+        # the background plus one class per category
+        spec = model_weights.model_spec(args.model, len(classes) + 1, args.weights,
+                                        dict(min_size=args.min_size, max_size=args.max_size, **kwargs), anchors,
+                                        classes)
         weights = None if str(args.weights).lower() == "none" else args.weights
     model = model_weights.build_model(MODELS, spec, weights)
     return model_weights.prepare_for_device(model, device, args.channels_last), spec
@@ -235,27 +238,20 @@ def main(args):
     torch.manual_seed(args.seed)
     output_dir = args.output_dir if utils.is_main_process() else ""
 
-    # our dataset has two classes only - background and person
-    num_classes = 2
     if args.predict:
         if not utils.is_main_process():
             return {"predictions": []}  # under torchrun, one process predicts and writes the files
-        model, _ = build_model(args, num_classes, device, checkpoint)
+        model, spec = build_model(args, None, device, checkpoint)
         return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
-                               args.score_threshold)
+                               args.score_threshold, spec["classes"])
 
-    # use our dataset and defined transformations
+    # use our dataset and defined transformations: a Penn-Fudan folder, or a COCO file (.json),
+    # split in train and test set (seeded: --seed) unless --test-data-path names a test file
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
-    if utils.is_main_process():
-        summary = check_dataset(args.data_path)
-        print(f"Dataset {args.data_path}: {summary['images']} images, {summary['instances']} instances, "
-              f"{summary['negative_images']} without pedestrians")
-    dataset = PennFudanDataset(args.data_path, get_transform(train=True))
-    dataset_test = PennFudanDataset(args.data_path, get_transform(train=False))
-    # split the dataset in train and test set (seeded: --seed)
-    train_idx, test_idx = split_indices(len(dataset), args.test_size, args.train_size, args.seed)
-    dataset = torch.utils.data.Subset(dataset, train_idx)
-    dataset_test = torch.utils.data.Subset(dataset_test, test_idx)
+    data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
+                         args.test_data_path, args.image_dir, check=utils.is_main_process())
+    dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
+    checks.check_model_for_data(args, data["has_masks"], classes, checkpoint)
     if len(dataset) < args.batch_size:
         raise DatasetError(f"{args.data_path}: {len(dataset)} training image(s) is fewer than one batch "
                            f"(-b {args.batch_size}); lower --batch-size or --test-size.")
@@ -268,7 +264,7 @@ def main(args):
         args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
 
     # get the model using our helper function, on the right device
-    model, spec = build_model(args, num_classes, device, checkpoint)
+    model, spec = build_model(args, classes, device, checkpoint)
     model_without_ddp = model
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if args.gpu is not None else None)
@@ -288,7 +284,7 @@ def main(args):
         print(f"Resumed from {args.resume}: continuing at epoch {start_epoch}")
 
     # the COCO ground truth of the test set is built once, not at every evaluation (none: --test-size 0)
-    coco_gt = get_coco_api_from_dataset(dataset_test) if len(dataset_test) else None
+    coco_gt = data["coco_gt"] or (get_coco_api_from_dataset(dataset_test) if len(dataset_test) else None)
     if args.check_forward:
         output, _ = check_forward(model_without_ddp, data_loader, device)
         return {"losses": {k: v.item() for k, v in output.items()}}
@@ -296,10 +292,11 @@ def main(args):
     if args.test_only:
         if coco_gt is None:
             raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
-        return outputs.coco_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt))
+        return outputs.evaluation_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt), classes)
 
     if output_dir:
-        outputs.save_preview(args.data_path, os.path.join(output_dir, "preview.png"))
+        outputs.save_preview(args.data_path, os.path.join(output_dir, "preview.png"),
+                             dataset if hasattr(dataset, "entries") else None)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     print("Start training")
     start_time = time.time()
@@ -326,16 +323,19 @@ def main(args):
                 # evaluate on the test dataset
                 coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) if coco_gt is not None else None
                 records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
-                                                    iteration_losses, coco_evaluator))
+                                                    iteration_losses, coco_evaluator, classes))
                 if output_dir:
                     training_run.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
                                                  epoch, args, records, spec)
+                    training_run.save_if_best(os.path.join(output_dir, "best.pth"), records, args.best_metric,
+                                              model_without_ddp, spec, args)
                     outputs.save_epoch_outputs(output_dir, records)
                 stop.check()
             print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
             print("That's it!")
             if output_dir:
-                outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, args.score_threshold)
+                outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, args.score_threshold,
+                                           classes)
             stop.check()
     except KeyboardInterrupt:
         raise training_run.interrupted(records, ckpt_path) from None
@@ -350,7 +350,12 @@ def get_args_parser(add_help=True):
     p = demo.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/PennFudanPed",
-                   help="dataset root with PNGImages/ and PedMasks/; downloaded when missing")
+                   help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing), or a COCO instances "
+                        "file (.json) of your own data")
+    p.add_argument("--test-data-path", default=None,
+                   help="a COCO file to test on (same categories); None: hold out --test-size images of --data-path")
+    p.add_argument("--image-dir", default=None,
+                   help="where a COCO file's images are; None: looked for beside the file (see README)")
     p.add_argument("--model", default="maskrcnn", choices=sorted(MODELS),
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
                         "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
@@ -379,6 +384,9 @@ def get_args_parser(add_help=True):
     p.add_argument("--output-dir", default="output",
                    help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing)")
     p.add_argument("--resume", default=None, help="checkpoint to continue training from; None starts afresh")
+    p.add_argument("--best-metric", default="auto", choices=["auto", "bbox", "bbox50", "segm", "segm50"],
+                   help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
+                        "mask models, bbox otherwise")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --output-dir (without it, such a run stops this one)")
     p.add_argument("--test-only", action="store_true",

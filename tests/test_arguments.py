@@ -167,6 +167,7 @@ def test_test_only_with_another_model_or_random_weights(trained, data, capsys):
     assert code == 0 and "warning: --test-only with --weights none: the numbers are those of an untrained model" in out
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_weights_files_that_are_not_checkpoints(data, tmp_path, capsys):
     png = tmp_path / "photo.png"
     Image.new("RGB", (4, 4)).save(png)
@@ -204,8 +205,8 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "error: 1 of 4 image(s) could not be decoded (listed above)"
     written = sorted(os.listdir(out / "predict"))
-    assert written == ["gray.jpg.json", "gray.jpg.png", "gray.png.json", "gray.png.png", "street.webp.json",
-                       "street.webp.png"]
+    assert written == ["gray.jpg.json", "gray.jpg.png", "gray.png.json", "gray.png.png", "images.json",
+                       "results.json", "street.webp.json", "street.webp.png"]
     assert f"{folder / 'notes.txt'}: skipped (not an image PIL can read)" in printed
     assert f"error: {folder / 'broken.png'}: cannot decode this image" in printed and "mask" not in printed
     assert f"-> {out / 'predict' / 'gray.jpg.png'}, {out / 'predict' / 'gray.jpg.json'}" in printed

@@ -1,0 +1,303 @@
+"""Your own data: COCO instances files (any number of classes) through the whole pipeline."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+
+import dataset_formats
+import synthetic_data
+import training_run
+import tv_training
+from coco_eval import CocoEvaluator
+from conftest import make_data
+from errors import DatasetError, TutorialError
+
+
+def run_main(*argv):
+    return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
+
+
+def write_coco(folder, images, annotations, categories, name="train.json", sizes=None):
+    """A COCO file in ``folder`` and its images (solid colours) in ``folder/<name stem>/``."""
+    stem = os.path.splitext(name)[0]
+    os.makedirs(os.path.join(folder, stem), exist_ok=True)
+    for im in images:
+        w, h = (sizes or {}).get(im["file_name"], (im["width"], im["height"]))
+        Image.new("RGB", (w, h), (90, 120, 30)).save(os.path.join(folder, stem, im["file_name"]))
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    return path
+
+
+def simple_coco(folder, **changes):
+    """Two images, category ids 0 and 5 (0 is a real class here), polygons and an RLE."""
+    images = [dict(id=11, file_name="a.png", width=40, height=30), dict(id=12, file_name="b.png", width=40, height=30)]
+    m = np.zeros((30, 40), np.uint8)
+    m[5:15, 20:30] = 1
+    rle = coco_mask.encode(np.asfortranarray(m))
+    annotations = [
+        dict(id=1, image_id=11, category_id=0, bbox=[2, 3, 10, 8], segmentation=[[2, 3, 12, 3, 12, 11, 2, 11]],
+             area=80, iscrowd=0),
+        dict(id=2, image_id=11, category_id=5, bbox=[20, 5, 10, 10],
+             segmentation=dict(size=[30, 40], counts=rle["counts"].decode()), area=100, iscrowd=0),
+        dict(id=3, image_id=12, category_id=5, bbox=[0, 0, 40, 30], segmentation=dict(size=[30, 40], counts=[0, 1200]),
+             area=1200, iscrowd=1),
+    ]
+    categories = [dict(id=5, name="dog"), dict(id=0, name="cat")]
+    data = dict(images=images, annotations=annotations, categories=categories)
+    data.update(changes)
+    return write_coco(folder, data["images"], data["annotations"], data["categories"])
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def test_labels_ids_names_crowd_and_masks(tmp_path, capsys):
+    path = simple_coco(str(tmp_path))
+    entries, classes, has_masks = dataset_formats.load_coco_images(path)
+    assert classes == [dict(id=0, name="cat"), dict(id=5, name="dog")] and has_masks  # category 0 -> label 1
+    ds = dataset_formats.CocoFormatDataset(entries, classes, None)
+    image, target = ds[0]
+    assert target["image_id"] == 11 and target["labels"].tolist() == [1, 2]
+    assert target["boxes"].tolist() == [[2.0, 3.0, 12.0, 11.0], [20.0, 5.0, 30.0, 15.0]]
+    assert target["masks"].shape == (2, 30, 40) and int(target["masks"][1].sum()) == 100
+    assert int(target["masks"][1][5:15, 20:30].sum()) == 100  # the RLE decoded in place
+    image, target = ds[1]  # only a crowd region: no training target, kept in the ground truth
+    assert target["labels"].numel() == 0
+    gt = dataset_formats.coco_ground_truth(entries, classes)
+    assert [a["iscrowd"] for a in gt.loadAnns(gt.getAnnIds(imgIds=[12]))] == [1]
+    assert sorted(gt.getCatIds()) == [1, 2] and sorted(gt.getImgIds()) == [11, 12]
+
+
+def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, capsys):
+    train, _ = synthetic_data.make_synthetic_coco(str(tmp_path / "d"), num_train=4, num_val=2, seed=1,
+                                                  height_range=(64, 72), width_range=(64, 80))
+    data = json.load(open(train))
+    data["categories"].append(dict(id=9, name="bicycle", supercategory="shapes"))
+    json.dump(data, open(train, "w"))
+    _, classes, _ = dataset_formats.load_coco_images(train)
+    assert [c["name"] for c in classes] == ["pedestrian", "ball", "sign", "bicycle"]
+    out = capsys.readouterr().out
+    assert 'category 0 "shapes" has no annotations and is the supercategory of others: left out' in out
+    assert 'category 9 "bicycle" has no annotations: kept, its AP will be -1' in out
+
+
+@pytest.mark.parametrize("layout", ["beside", "stem", "images", "parent_images", "image_dir"])
+def test_images_are_found_where_exports_put_them(layout, tmp_path):
+    path = simple_coco(str(tmp_path / "export"))
+    src = tmp_path / "export" / "train"
+    targets = dict(beside=tmp_path / "export", stem=src, images=tmp_path / "export" / "images",
+                   parent_images=tmp_path / "images", image_dir=tmp_path / "elsewhere")
+    if layout != "stem":
+        shutil.copytree(src, targets[layout], dirs_exist_ok=True)
+        shutil.rmtree(src)
+    entries, _, _ = dataset_formats.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
+    assert os.path.dirname(entries[0]["path"]) == str(targets[layout])
+
+
+def test_a_missing_image_names_every_place_looked(tmp_path):
+    path = simple_coco(str(tmp_path))
+    os.remove(tmp_path / "train" / "b.png")
+    with pytest.raises(DatasetError) as info:
+        dataset_formats.load_coco_images(path)
+    message = str(info.value)
+    assert "image b.png (id 12) not found; looked in" in message and "--image-dir" in message
+    for place in dataset_formats.image_places("b.png", path):
+        assert place in message
+
+
+@pytest.mark.parametrize("change, words", [
+    ("invalid_json", "invalid JSON at line 1, column"),
+    ("no_annotations_key", 'no "annotations" list'),
+    ("missing_field", 'images[1] has no "height"'),
+    ("unknown_image", "annotation 2 refers to image_id 99, which is not in \"images\""),
+    ("unknown_category", "annotation 2 refers to category_id 42, which is not in \"categories\""),
+    ("duplicate_image", "image id 11 appears twice"),
+    ("duplicate_annotation", "annotation id 1 appears twice"),
+    ("wrong_size", "50x30 pixels, but"),
+    ("swapped_size", "width and height swapped"),
+    ("labelme", "Per-image JSON (labelme) must be converted"),
+])
+def test_bad_files_are_one_clear_error(change, words, tmp_path):
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    if change == "invalid_json":
+        open(path, "w").write('{"images": [,]}')
+    elif change == "no_annotations_key":
+        del data["annotations"]
+    elif change == "missing_field":
+        del data["images"][1]["height"]
+    elif change == "unknown_image":
+        data["annotations"][1]["image_id"] = 99
+    elif change == "unknown_category":
+        data["annotations"][1]["category_id"] = 42
+    elif change == "duplicate_image":
+        data["images"][1]["id"] = 11
+    elif change == "duplicate_annotation":
+        data["annotations"][1]["id"] = 1
+    elif change == "wrong_size":
+        Image.new("RGB", (50, 30)).save(tmp_path / "train" / "a.png")
+    elif change == "swapped_size":
+        Image.new("RGB", (30, 40)).save(tmp_path / "train" / "a.png")
+    elif change == "labelme":
+        data = [dict(shapes=[])]
+    if change not in ("invalid_json",):
+        json.dump(data, open(path, "w"))
+    with pytest.raises(DatasetError) as info:
+        dataset_formats.load_coco_images(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
+    images = [dict(id=1, file_name="a.png", width=40, height=30)]
+    ann = dict(image_id=1, category_id=1, area=10, iscrowd=0)
+    annotations = ([dict(ann, id=i, bbox=[30, 20, 20, 20], segmentation=[]) for i in range(1, 8)]  # outside + empty
+                   + [dict(ann, id=20, bbox=[5, 5, 0, 4], segmentation=[[5, 5, 6, 5, 6, 9]]),  # zero width
+                      dict(ann, id=21, bbox=[1, 1, 8, 8], segmentation=[[1, 1, 9, 1, 9, 9, 1, 9], [2, 2, 3, 3]])])
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
+    entries, classes, _ = dataset_formats.load_coco_images(path)
+    out = capsys.readouterr().out
+    assert f"warning: {path}: 7 annotation(s) with a box reaching outside the image, clipped (ids 1, 2, 3, 4, 5, ...)" in out
+    assert "7 annotation(s) with an empty segmentation (its box is used as its mask) (ids 1, 2, 3, 4, 5, ...)" in out
+    assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 20)" in out
+    assert "1 annotation(s) with polygon parts of fewer than 3 points, dropped (ids 21)" in out
+    _, target = dataset_formats.CocoFormatDataset(entries, classes, None)[0]
+    assert len(target["boxes"]) == 8 and target["boxes"][0].tolist() == [30.0, 20.0, 40.0, 30.0]
+    assert int(target["masks"][0].sum()) == 100  # the clipped box as its mask
+    gt = dataset_formats.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
+    assert len(gt.getAnnIds()) == 8
+
+
+def test_box_only_data_trains_faster_rcnn_or_says_what_to_use(tmp_path, capsys):
+    images = [dict(id=i, file_name=f"{i}.png", width=64, height=64) for i in range(1, 5)]
+    annotations = [dict(id=i, image_id=i, category_id=1, bbox=[8, 8, 30, 40], area=1200, iscrowd=0)
+                   for i in range(1, 5)]
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
+    common = ["--data-path", path, "--weights", "none", "--min-size", "64", "--max-size", "64", "--epochs", "1",
+              "-j", "0", "--test-size", "2", "--output-dir", ""]
+    result = run_main(*common)
+    assert "training the tutorial's box-only Faster R-CNN (--model fasterrcnn)" in capsys.readouterr().out
+    assert "segm" not in result and set(result["per_class"]["thing"]) == {"bbox", "bbox50"}
+    with pytest.raises(TutorialError, match="no mask to train --model maskrcnn on; use --model fasterrcnn"):
+        run_main(*common, "--model", "maskrcnn")
+
+
+def test_train_and_test_files_must_share_categories(tmp_path, capsys):
+    train = simple_coco(str(tmp_path / "a"))
+    test = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="horse")])
+    with pytest.raises(DatasetError, match="its categories differ"):
+        dataset_formats.load_datasets(train, None, tv_training.get_transform, 1, None, 0, test_data_path=test)
+
+
+def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
+    """A Penn-Fudan folder written as COCO JSON (RLE masks) reads back as the Penn-Fudan reader reads it."""
+    root = make_data(tmp_path / "PennFudanPed", num_images=3, seed=2)
+    pf = tv_training.PennFudanDataset(root, None)
+    images, annotations = [], []
+    for idx in range(len(pf)):
+        image, target = pf[idx]
+        h, w = image.shape[-2:]
+        images.append(dict(id=idx, file_name=os.path.join("PNGImages", pf.imgs[idx]), width=w, height=h))
+        for box, mask in zip(target["boxes"].tolist(), target["masks"]):
+            rle = coco_mask.encode(np.asfortranarray(mask.numpy()))
+            annotations.append(dict(id=len(annotations) + 1, image_id=idx, category_id=1, iscrowd=0,
+                                    bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]], area=float(mask.sum()),
+                                    segmentation=dict(size=[h, w], counts=rle["counts"].decode())))
+    path = os.path.join(root, "annotations.json")
+    json.dump(dict(images=images, annotations=annotations, categories=[dict(id=1, name="pedestrian")]), open(path, "w"))
+    entries, classes, _ = dataset_formats.load_coco_images(path)
+    coco = dataset_formats.CocoFormatDataset(entries, classes, None)
+    for idx in range(len(pf)):
+        (_, want), (_, got) = pf[idx], coco[idx]
+        for key in ("boxes", "masks", "labels", "iscrowd"):
+            assert torch.equal(got[key].as_subclass(torch.Tensor), want[key].as_subclass(torch.Tensor)), key
+
+
+def test_the_files_own_annotations_are_the_ground_truth(tmp_path):
+    """Predictions equal to the training targets score AP 1 against the file's own annotations."""
+    path = simple_coco(str(tmp_path))
+    entries, classes, _ = dataset_formats.load_coco_images(path)
+    gt = dataset_formats.coco_ground_truth(entries, classes)
+    evaluator = CocoEvaluator(gt, ["bbox", "segm"])
+    for image, target in dataset_formats.CocoFormatDataset(entries, classes, None):
+        n = len(target["labels"])
+        evaluator.update({target["image_id"]: dict(boxes=target["boxes"].as_subclass(torch.Tensor),
+                                                   labels=target["labels"], scores=torch.ones(n),
+                                                   masks=target["masks"].float()[:, None])})
+    evaluator.synchronize_between_processes()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.coco_eval["bbox"].stats[0] == pytest.approx(1.0)
+    assert evaluator.coco_eval["segm"].stats[0] == pytest.approx(1.0)
+
+
+def test_best_checkpoint_keeps_the_earlier_epoch_on_a_tie(tmp_path):
+    model = torch.nn.Linear(1, 1)
+    records = [dict(epoch=0, segm=dict(AP=0.2, AP50=0.5)), dict(epoch=1, segm=dict(AP=0.2, AP50=0.6))]
+    path = str(tmp_path / "best.pth")
+    assert not training_run.save_if_best(path, records, "auto", model, {}, tv_training.get_args_parser().parse_args([]))
+    assert training_run.save_if_best(path, records, "segm50", model, {}, tv_training.get_args_parser().parse_args([]))
+    best = torch.load(path, weights_only=True)
+    assert (best["epoch"], best["metric"], best["value"]) == (1, "segm50", 0.6) and "optimizer" not in best
+
+
+# --- the whole pipeline on synthetic COCO data --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coco_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    train, val = synthetic_data.make_synthetic_coco(str(root / "shapes"), num_train=12, num_val=4, seed=0,
+                                                    height_range=(64, 80), width_range=(64, 96))
+    out = str(root / "run")
+    result = run_main("--demo", "--data-path", train, "--test-data-path", val, "--output-dir", out, "--min-size", "64",
+                      "--max-size", "96", "--epochs", "2", "-j", "0", "--print-freq", "5",
+                      "--aspect-ratio-group-factor", "0")
+    return result, out, train, val
+
+
+def test_per_class_table_and_best_checkpoint(coco_run, capsys):
+    result, out, _, _ = coco_run
+    assert list(result["per_class"]) == ["pedestrian", "ball", "sign"]
+    for row in result["per_class"].values():
+        assert set(row) == {"bbox", "bbox50", "segm"} and all(-1 <= v <= 1 for v in row.values())
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert [set(r["per_class"]) for r in metrics] == [{"pedestrian", "ball", "sign"}] * 2
+    best = torch.load(os.path.join(out, "best.pth"), weights_only=True)
+    assert {"model", "model_spec", "args", "epoch", "metric", "value"} == set(best)
+    values = [r["segm"]["AP"] for r in metrics]
+    assert best["metric"] == "segm" and best["value"] == max(values) and best["epoch"] == values.index(max(values))
+    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    assert [c["name"] for c in ckpt["model_spec"]["classes"]] == ["pedestrian", "ball", "sign"]
+    assert ckpt["model_spec"]["num_classes"] == 4
+
+
+def test_predict_with_a_coco_checkpoint_needs_no_json(coco_run, tmp_path):
+    _, out, _, val = coco_run
+    folder = os.path.join(os.path.dirname(val), "val")
+    result = run_main("--predict", folder, "--weights", os.path.join(out, "checkpoint.pth"), "--output-dir",
+                      str(tmp_path), "--score-threshold", "0")
+    detections = [d for r in result["predictions"] for d in r["detections"]]
+    assert detections and {d["category_name"] for d in detections} <= {"pedestrian", "ball", "sign"}
+    assert {d["category_id"] for d in detections} <= {1, 3, 7}  # the file's own ids
+    d = detections[0]
+    assert d["bbox"] == pytest.approx([d["box_xyxy"][0], d["box_xyxy"][1], d["box_xyxy"][2] - d["box_xyxy"][0],
+                                       d["box_xyxy"][3] - d["box_xyxy"][1]], abs=0.02)
+    images = COCO(str(tmp_path / "predict" / "images.json"))
+    loaded = images.loadRes(str(tmp_path / "predict" / "results.json"))
+    assert len(loaded.getAnnIds()) == len(detections)
+
+
+def test_test_only_on_coco_data_reproduces_the_last_evaluation(coco_run):
+    result, out, train, val = coco_run
+    again = run_main("--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--data-path", train,
+                     "--test-data-path", val, "--output-dir", "", "-j", "0")
+    assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
+    for name, row in result["per_class"].items():
+        assert again["per_class"][name] == pytest.approx(row, abs=1e-6)
