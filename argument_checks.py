@@ -56,6 +56,16 @@ def device_name(text):
     return text
 
 
+def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
+    """Whether this CPU has bfloat16 instructions (avx512_bf16, or AMX); True where it cannot tell."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return True
+    return flags is None or any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def check_combinations(parser, args):
     """Flag values that are fine alone but not together (usage errors, exit status 2)."""
     if args.epochs == 0 and not (args.test_only or args.predict or args.check_forward):
@@ -201,6 +211,11 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
+    if args.amp and training and not (args.device.startswith("cuda") or (args.device == "auto" and
+                                                                        torch.cuda.is_available())):
+        if not cpu_has_bf16():
+            print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
+                  "than float32 here; drop --amp.")
     if args.test_data_path and "test_size" in getattr(args, "explicit", ()):
         print(f"warning: --test-size {args.test_size} is ignored: the test images are those of --test-data-path.")
     elif training and args.test_size == 0:

@@ -204,9 +204,11 @@ COCO_CATEGORIES = [
 
 
 def _polygon_mask(polygon, height, width):
-    im = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(im).polygon([tuple(p) for p in np.asarray(polygon).reshape(-1, 2)], fill=1)
-    return np.asarray(im).astype(bool)
+    """The polygon rasterised as pycocotools does (so the file's boxes and areas match its masks)."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.frPyObjects([np.asarray(polygon, dtype=np.float64).flatten().tolist()], height, width)
+    return coco_mask.decode(coco_mask.merge(rle)).astype(bool)
 
 
 def _rle(mask, compressed):
@@ -330,7 +332,15 @@ def main(argv=None):
     parser.add_argument("--width", type=int, nargs=2, default=REAL_WIDTH_RANGE, metavar=("MIN", "MAX"),
                         help="image width range in px (default: 253 1017, as the real dataset)")
     parser.add_argument("--max-instances", type=int, default=4, help="most pedestrians per image (default: 4)")
+    parser.add_argument("--coco", type=int, default=None, metavar="NUM_VAL",
+                        help="write COCO instances files instead (train.json + train/, val.json + val/ with NUM_VAL "
+                             "images): pedestrians, balls and signs (default: None, the Penn-Fudan layout)")
     args = parser.parse_args(argv)
+    if args.coco is not None:
+        train, val = make_synthetic_coco(args.root, args.num_images, args.coco, args.seed, tuple(args.height),
+                                         tuple(args.width))
+        print(f"Wrote {train} ({args.num_images} images) and {val} ({args.coco} images)")
+        return
     make_synthetic_pennfudan(args.root, args.num_images, args.seed, tuple(args.height), tuple(args.width),
                              args.max_instances)
     print(f"Wrote {args.num_images} synthetic images to {args.root}")

@@ -36,7 +36,7 @@ def make_data(root, num_images=4, seed=0, height_range=(64, 80), width_range=(48
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """On 2 shared cores, 2 intra-op threads spin against other processes (measured ~10x slower)."""
+    """On 2 shared cores, 2 intra-op threads spin against the other processes of a test and run much slower."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

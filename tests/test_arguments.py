@@ -210,3 +210,23 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     assert f"{folder / 'notes.txt'}: skipped (not an image PIL can read)" in printed
     assert f"error: {folder / 'broken.png'}: cannot decode this image" in printed and "mask" not in printed
     assert f"-> {out / 'predict' / 'gray.jpg.png'}, {out / 'predict' / 'gray.jpg.json'}" in printed
+
+
+def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
+    import argument_checks
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
+    assert not argument_checks.cpu_has_bf16(str(fake))
+    fake.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
+    assert argument_checks.cpu_has_bf16(str(fake))
+
+
+def test_test_size_is_ignored_with_a_test_file(tmp_path, capsys):
+    import synthetic_data
+
+    train, val = synthetic_data.make_synthetic_coco(str(tmp_path / "c"), num_train=4, num_val=2, seed=0,
+                                                    height_range=(64, 72), width_range=(64, 80))
+    code, out, err = cli(["--demo", "--data-path", train, "--test-data-path", val, "--test-size", "3", "--epochs", "1",
+                          "--min-size", "64", "--max-size", "96", "-j", "0", "--output-dir", ""], capsys)
+    assert code == 0 and "warning: --test-size 3 is ignored: the test images are those of --test-data-path." in out

@@ -72,15 +72,20 @@ def random_detections(gen, n, height, width, side=28):
     return masks, boxes
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_paste_masks_equals_torchvision(seed):
-    gen = torch.Generator().manual_seed(seed)
+def detections_with_edge_cases(gen):
+    """25 random detections on an image of random size, and three edge cases: a box on the image
+    border, a degenerate (zero-size) box, a box covering everything."""
     height, width = int(torch.randint(20, 200, (), generator=gen)), int(torch.randint(20, 200, (), generator=gen))
     masks, boxes = random_detections(gen, 25, height, width)
-    # edge cases: a box on the image border, a degenerate (zero-size) box, a box covering everything
     boxes[0] = torch.tensor([width - 3.0, height - 3.0, width, height])
     boxes[1] = torch.tensor([5.0, 7.0, 5.0, 7.0])
     boxes[2] = torch.tensor([0.0, 0.0, width, height])
+    return masks, boxes, height, width
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_paste_masks_equals_torchvision(seed):
+    masks, boxes, height, width = detections_with_edge_cases(torch.Generator().manual_seed(seed))
     for padding in (1, 2):
         expected = torchvision_paste(masks, boxes, (height, width), padding=padding)
         got = speedups.paste_masks_in_image(masks, boxes, (height, width), padding=padding)
@@ -109,11 +114,7 @@ def as_plain(rle):
 @pytest.mark.parametrize("seed", range(4))
 def test_masks_to_rles_equal_encoding_torchvision_paste(seed):
     gen = torch.Generator().manual_seed(seed)
-    height, width = int(torch.randint(20, 200, (), generator=gen)), int(torch.randint(20, 200, (), generator=gen))
-    masks, boxes = random_detections(gen, 25, height, width)
-    boxes[0] = torch.tensor([width - 3.0, height - 3.0, width, height])
-    boxes[1] = torch.tensor([5.0, 7.0, 5.0, 7.0])
-    boxes[2] = torch.tensor([0.0, 0.0, width, height])
+    masks, boxes, height, width = detections_with_edge_cases(gen)
     keep = (torch.rand(25, generator=gen) > 0.3).tolist()
     expected = encode_each(torchvision_paste(masks, boxes, (height, width))[:, 0] > 0.5)
     got = speedups.masks_to_rles(masks, boxes, (height, width), keep=keep)
