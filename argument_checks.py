@@ -144,8 +144,8 @@ def protect_earlier_run(output_dir, resume, overwrite, load_checkpoint):
 RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
-# Taken from the checkpoint unless typed: where its data was, and how far it was to go.
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
+# Taken from the checkpoint unless typed: where its data was, where it writes, how far it was to go.
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "output_dir", "epochs")
 
 
 def flag(key):
@@ -199,14 +199,14 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.predict and checkpoint is None:
         raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
     training = not (args.test_only or args.predict or args.check_forward)
+    if args.resume and training:
+        take_recipe(args, checkpoint, args.resume)
     if args.output_dir and is_main_process:
         check_output_dir(args.output_dir)
         if training:
             for path in protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint):
                 os.remove(path)
-    if args.resume and training:
-        take_recipe(args, checkpoint, args.resume)
-    elif checkpoint is not None and "model_spec" in checkpoint:
+    if checkpoint is not None and "model_spec" in checkpoint and not (args.resume and training):
         check_model_flag(args, checkpoint["model_spec"], weights_file)
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "

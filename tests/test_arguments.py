@@ -151,6 +151,16 @@ def test_resume_takes_the_checkpoints_recipe(trained, data, tmp_path, capsys):
     assert [r["epoch"] for r in result["records"]] == [0, 1]
 
 
+def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --output-dir, "output", would be here
+    out = str(tmp_path / "runs" / "a")
+    tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out)))
+    ckpt = os.path.join(out, "checkpoint.pth")
+    tv_training.main(tv_training.get_args_parser().parse_args(["--resume", ckpt, "--epochs", "2", "-j", "0"]))
+    assert f"--output-dir {out}" in capsys.readouterr().out
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
+
+
 @pytest.mark.parametrize("flag", [["--opt", "sgd"], ["--model", "maskrcnn"], ["--lr", "0.1"]])
 def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag, tmp_path, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")

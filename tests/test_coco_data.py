@@ -248,6 +248,24 @@ def test_best_checkpoint_keeps_the_earlier_epoch_on_a_tie(tmp_path):
     assert (best["epoch"], best["metric"], best["value"]) == (1, "segm50", 0.6) and "optimizer" not in best
 
 
+def test_synthetic_coco_is_deterministic_and_has_every_kind_of_annotation(tmp_path):
+    kinds = set()
+    texts = []
+    for name in ("a", "b"):
+        train, val = synthetic_data.make_synthetic_coco(str(tmp_path / name), num_train=16, num_val=4, seed=0,
+                                                        height_range=(64, 72), width_range=(64, 96))
+        texts.append(open(train).read() + open(val).read())
+    data = json.loads(open(train).read())
+    for ann in data["annotations"]:
+        seg = ann["segmentation"]
+        kinds.add("polygon" if isinstance(seg, list) else "rle" if isinstance(seg["counts"], str) else "raw rle")
+        kinds.add("crowd" if ann["iscrowd"] else "single")
+    assert texts[0] == texts[1]  # the same seed, the same files
+    assert kinds == {"polygon", "rle", "raw rle", "crowd", "single"}
+    assert {a["category_id"] for a in data["annotations"]} == {1, 3, 7}
+    assert any(im["id"] not in {a["image_id"] for a in data["annotations"]} for im in data["images"])  # empty ones
+
+
 # --- the whole pipeline on synthetic COCO data --------------------------------------------------
 
 @pytest.fixture(scope="module")
