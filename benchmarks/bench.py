@@ -47,6 +47,12 @@ reference is torchvision's full-image masks and the tutorial-era predict (every 
 full size, thresholded and drawn from there); ours is ``outputs.predict`` (masks pasted inside
 their boxes and encoded through one image-sized buffer, ``speedups.compact_masks``).
 
+(f) ``--phases demo`` (in the default run): the demo's training step -- its small Mask R-CNN,
+AdamW with clipping, batches of 2 demo-sized images -- with torchvision's stock modules
+(``as_reference_model``: no speed-ups) against ours, the same seeded weights and batches. It
+prints s/step, the ratio, and the convolutions' share of a profiled step with their FLOP rate
+next to the fp32 convolution peak measured in the same worker.
+
 Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
 the two runs' data differ), so losses and COCO numbers can be compared directly.
 Results: a table on stdout, everything in ``--out``/bench.json, worker logs in ``--out``/*.log.
@@ -66,7 +72,7 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ("reference", "ours", "ours_amp", "ours_malloc")
-PHASES = ("step", "eval", "epoch")
+PHASES = ("step", "eval", "epoch")  # the table; (d) compile, (e) photo and (f) demo report on their own
 TUTORIAL_STEPS_PER_EPOCH = 60  # the tutorial: 170 images, 50 held out, 120 to train on in batches of 2
 TUTORIAL_WORKERS = 4
 
@@ -346,6 +352,79 @@ class Worker:
             self.optimizer.zero_grad()
             counts.append(counter.get_total_flops())
         return counts
+
+    # ----- (f) the demo's training step -------------------------------------------------------
+    def cmd_setup_demo(self):
+        """(f) the demo's model (seeded random init) and recipe on demo-sized images: torchvision's
+        stock modules (reference) or this project's (ours); the same batches for both, no flips."""
+        import torch
+
+        import demo
+        import model_weights
+        import tv_training
+        import utils
+
+        kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+        recipe = demo.DEMO_RECIPE
+        spec = model_weights.model_spec("maskrcnn_resnet18", 2, "none",
+                                        dict(min_size=recipe["min_size"], max_size=recipe["max_size"], **kwargs), anchors)
+        torch.manual_seed(self.spec["seed"])
+        model = model_weights.build_model(tv_training.MODELS, spec, None)
+        self.model = model.to(self.device) if self.reference else \
+            model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+        dataset = tv_training.PennFudanDataset(self.spec["demo_data_path"], tv_training.get_transform(train=False))
+        self.demo_batches = [utils.collate_fn([dataset[i], dataset[i + 1]]) for i in range(0, len(dataset) - 1, 2)]
+        self.demo_next = 0
+        for _ in range(self.spec["warmup"]):
+            self.cmd_demo()
+        return self.cmd_info()
+
+    def _demo_step(self):
+        import torch
+
+        import demo
+        import engine
+
+        images, targets = self.demo_batches[self.demo_next % len(self.demo_batches)]
+        self.demo_next += 1
+        images, targets = engine._to_device(images, targets, self.device)
+        losses = sum(self.model(images, targets).values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), demo.DEMO_RECIPE["clip_grad_norm"])
+        self.optimizer.step()
+        self._sync()
+        return losses.item()
+
+    def cmd_demo(self):
+        t = time.perf_counter()
+        loss = self._demo_step()
+        return dict(seconds=time.perf_counter() - t, loss=loss)
+
+    def cmd_demo_convs(self):
+        """The next demo step under the profiler (the convolutions' own time), then the same batch
+        under a FLOP counter (the convolutions' FLOPs)."""
+        from torch.profiler import ProfilerActivity, profile
+        from torch.utils.flop_counter import FlopCounterMode
+
+        cuda = self.device.type == "cuda"
+        batch = self.demo_next
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            t = time.perf_counter()
+            self._demo_step()
+            wall = time.perf_counter() - t
+        key = "self_device_time_total" if cuda else "self_cpu_time_total"
+        conv_us = sum(getattr(e, key) for e in prof.key_averages() if "convolution" in e.key)
+        self.demo_next = batch
+        with FlopCounterMode(display=False) as counter:
+            self._demo_step()
+        flops = counter.get_flop_counts().get("Global", {})
+        conv_flops = sum(v for op, v in flops.items() if "convolution" in str(op))
+        return dict(wall_seconds=wall, conv_seconds=conv_us / 1e6, conv_flops=conv_flops,
+                    total_flops=counter.get_total_flops())
 
     def cmd_setup_eval(self):
         import torch
@@ -663,6 +742,9 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
                       + (f"  ({run['error']})" if "error" in run else ""), flush=True)
         for c in configs:
             result[c]["memory"] = procs[c].call("memory")  # before the FLOP count, which adds its own
+        if phase == "demo":
+            for c in configs:
+                result[c]["convs"] = procs[c].call("demo_convs")
         if profile:
             for c in configs[1:]:
                 print(f"  [{phase}] profiling one step ({c}) ...", flush=True)
@@ -867,6 +949,12 @@ def prepare(args, out_dir):
     if not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
         print(f"Generating {args.num_images} synthetic Penn-Fudan-sized images in {args.data_path}", flush=True)
         make_synthetic_pennfudan(args.data_path, num_images=args.num_images, seed=args.seed)
+    if "demo" in args.phases and not os.path.isdir(os.path.join(args.demo_data_path, "PNGImages")):
+        import demo
+
+        n_demo = 2 * (args.warmup + args.demo_steps + 1) + 2  # batches of 2, each step a new one
+        print(f"Generating {n_demo} demo-sized synthetic images in {args.demo_data_path}", flush=True)
+        make_synthetic_pennfudan(args.demo_data_path, seed=args.seed, **dict(demo.DEMO_DATA, num_images=n_demo))
     n = len(pair_images_and_masks(args.data_path))
     n_test = max(args.eval_images, args.epoch_test)
     train_idx, test_idx = split_indices(n, n_test, None, args.seed)
@@ -974,6 +1062,23 @@ def report(args, info, results, configs):
             add(f"Profile of one (a) training step, {c}: {prof['wall_seconds']:.3f} s wall, {what} "
                 f"{prof['busy_seconds']:.3f} s ({100 * prof['busy_seconds'] / prof['wall_seconds']:.0f}%)")
             add(prof["table"].rstrip())
+    if "demo" in results:
+        d = results["demo"]
+        ref_s, our_s = (median_seconds(d[c]["runs"]) for c in configs[:2])
+        add("")
+        add(f"(f) the demo's training step (its model and recipe, {len(d[configs[0]]['runs'])} steps of 2 images at "
+            f"128-224 px, the same batches), median")
+        add(f"  reference {ref_s:7.3f} s/step")
+        for c in configs[1:]:
+            add(f"  {c:9s} {median_seconds(d[c]['runs']):7.3f} s/step | ref/{c} {fmt_ratio(ref_s, median_seconds(d[c]['runs']))}")
+        for c in configs[:2]:
+            conv, peak = d[c]["convs"], d[c].get("peak", {}).get("conv", {})
+            best_peak = max(peak.values()) if peak else float("nan")
+            rate = conv["conv_flops"] / conv["conv_seconds"] if conv["conv_seconds"] else float("nan")
+            add(f"  {c:9s} convolutions: {100 * conv['conv_seconds'] / conv['wall_seconds']:.0f}% of a profiled step "
+                f"({conv['wall_seconds']:.3f} s), {conv['conv_flops'] / 1e9:.1f} of {conv['total_flops'] / 1e9:.1f} "
+                f"GFLOP, at {rate / 1e9:.0f} GFLOP/s against a {best_peak / 1e9:.0f} GFLOP/s fp32 conv peak "
+                f"measured in the same worker ({100 * rate / best_peak:.0f}%)")
     if "photo" in results:
         p = results["photo"]
         ref_s, our_s = (median_seconds(p[c]["runs"]) for c in ("reference", "ours"))
@@ -1011,9 +1116,9 @@ def get_args_parser():
     p = argparse.ArgumentParser(description="Reference vs ours, side by side (see the module docstring).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--phases", default="step,eval,epoch,photo",
-                   help="comma-separated subset of step,eval,epoch,photo,compile (photo: (e), compile: (d) in the "
-                        "docstring)")
+    p.add_argument("--phases", default="step,eval,epoch,photo,demo",
+                   help="comma-separated subset of step,eval,epoch,photo,demo,compile (compile: (d), photo: (e), "
+                        "demo: (f) in the docstring)")
     p.add_argument("--configs", default="reference,ours",
                    help="reference first, then any of ours,ours_amp,ours_malloc (see the docstring)")
     p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
@@ -1043,6 +1148,9 @@ def get_args_parser():
     p.add_argument("--photo-size", default=(4000, 3000), type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
                    help="(e) the photo's size")
     p.add_argument("--photo-repeats", default=2, type=int, help="(e) runs per configuration")
+    p.add_argument("--demo-steps", default=20, type=int, help="(f) timed demo training steps per configuration")
+    p.add_argument("--demo-data-path", default=os.path.join(ROOT, "data", "BenchDemoPed"),
+                   help="(f) demo-sized synthetic images (generated there if missing)")
     p.add_argument("--compile-dynamic", action="store_true",
                    help="(d) torch.compile(dynamic=True): symbolic shapes from the first compile (default: off, "
                         "PyTorch's automatic dynamic shapes, which recompile once a shape changes)")
@@ -1066,13 +1174,13 @@ def main(argv=None):
     if args.quick:
         args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
         args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
-        args.compile_steps, args.photo_size, args.photo_repeats = 3, (1000, 750), 1
+        args.compile_steps, args.photo_size, args.photo_repeats, args.demo_steps = 3, (1000, 750), 1, 3
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):
         sys.exit(f"--configs: reference first, then any of {CONFIGS[1:]}")
-    if any(p not in PHASES + ("photo", "compile") for p in phases):
-        sys.exit(f"--phases: a subset of {PHASES + ('photo', 'compile')}")
+    if any(p not in PHASES + ("photo", "demo", "compile") for p in phases):
+        sys.exit(f"--phases: a subset of {PHASES + ('photo', 'demo', 'compile')}")
     os.makedirs(args.out, exist_ok=True)
     import torch
 
@@ -1093,7 +1201,7 @@ def main(argv=None):
             os.remove(os.path.join(args.out, name))
 
     results = {}
-    repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats)
+    repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats, demo=args.demo_steps)
     started = time.time()
     for phase in phases:
         print(f"Phase {phase}:", flush=True)
@@ -1104,7 +1212,7 @@ def main(argv=None):
             results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
             continue
         results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
-                                   extra="peak" if phase == "step" else None,
+                                   extra="peak" if phase in ("step", "demo") else None,
                                    count_flops=phase == "step" and args.flops,
                                    profile=phase == "step" and args.profile)
         if phase == "eval":

@@ -22,13 +22,14 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
            "--min-size", "128", "--max-size", "213", "--warmup", "0", "--steps", "1",
            "--eval-images", "2", "--eval-repeats", "1",
            "--epoch-train", "2", "--epoch-test", "1", "--epoch-min-size", "128", "--epoch-max-size", "213",
-           "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1"]
+           "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1", "--demo-steps", "1",
+           "--demo-data-path", str(tmp_path / "demo_data")]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     report = json.loads((out / "bench.json").read_text())
     results = report["results"]
-    assert set(results) == {"step", "eval", "epoch", "photo"}
+    assert set(results) == {"step", "eval", "epoch", "photo", "demo"}
     for phase in ("step", "eval", "epoch"):
         for config in ("reference", "ours"):
             runs = results[phase][config]["runs"]
@@ -43,6 +44,13 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     # (c): the same first loss from the same weights and data
     ref_loss, our_loss = (results["epoch"][c]["runs"][0]["losses"][0] for c in ("reference", "ours"))
     assert our_loss == pytest.approx(ref_loss, rel=1e-3)
+    # (f): the demo's step on the same batches from the same weights: the same first loss; the
+    # convolutions' time and FLOPs counted
+    (ref_run,), (our_run,) = results["demo"]["reference"]["runs"], results["demo"]["ours"]["runs"]
+    assert our_run["loss"] == pytest.approx(ref_run["loss"], rel=1e-3)
+    for config in ("reference", "ours"):
+        convs = results["demo"][config]["convs"]
+        assert 0 < convs["conv_seconds"] < convs["wall_seconds"] and 0 < convs["conv_flops"] < convs["total_flops"]
     # (e): both predicted the photo's 100 detections, each in a process of its own
     for config in ("reference", "ours"):
         (run,) = results["photo"][config]["runs"]
@@ -52,7 +60,7 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     assert [d["mask_rle"] for d in ours_json["detections"]] == [d["mask_rle"] for d in reference_json["detections"]]
     text = (out / "bench.txt").read_text()
     for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP",
-                     "(e) --predict, one 400x300 photo, 100 detections"):
+                     "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step"):
         assert expected in text
 
 

@@ -79,7 +79,7 @@ def test_ctrl_c_at_many_points_stops_within_seconds(data, tmp_path):
     """SIGINT during the first iterations, and at a spread of delays after the first checkpoint
     appears (checkpoint writing, figures, the next epoch's first steps, evaluation)."""
     runs = []
-    for i, delay in enumerate([None, 0.0, 0.05, 0.15, 0.3, 0.6]):
+    for i, delay in enumerate([None, 0.0, 0.15, 0.5]):
         out = str(tmp_path / f"run{i}")
         argv = tiny_argv(data, out)
         runs.append((delay, out, argv, start(argv)))
