@@ -144,8 +144,8 @@ def protect_earlier_run(output_dir, resume, overwrite, load_checkpoint):
 RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
-# Taken from the checkpoint unless typed: where its data was, where it writes, how far it was to go.
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "output_dir", "epochs")
+# Taken from the checkpoint unless typed: where its data was, and how far it was to go.
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
 
 
 def flag(key):
@@ -201,6 +201,9 @@ def check_run(args, load_checkpoint, is_main_process=True):
     training = not (args.test_only or args.predict or args.check_forward)
     if args.resume and training:
         take_recipe(args, checkpoint, args.resume)
+        if "output_dir" not in getattr(args, "explicit", ()):  # continue in the folder the run is in now
+            args.output_dir = os.path.dirname(args.resume) or "."
+            print(f"Continuing in --output-dir {args.output_dir}")
     if args.output_dir and is_main_process:
         check_output_dir(args.output_dir)
         if training:

@@ -20,6 +20,7 @@ import os
 import torch
 import torchvision
 
+from dataset_formats import PENNFUDAN_CLASSES
 from errors import TutorialError
 
 # What weights="DEFAULT" downloads for each model of tv_training.MODELS, and whether the
@@ -131,7 +132,7 @@ def model_spec(name, num_classes, weights, kwargs=None, anchors=None, classes=No
     ``dict(sizes=..., aspect_ratios=...)`` for an ``AnchorGenerator``, or None for the model's own;
     ``classes`` names label k + 1 (``[{"id": the dataset's category id, "name": ...}]``).
     """
-    classes = classes or [dict(id=1, name="pedestrian")]
+    classes = classes or PENNFUDAN_CLASSES
     return dict(model=name, num_classes=num_classes, classes=[dict(c) for c in classes], kwargs=dict(kwargs or {}),
                 anchors=None if anchors is None else {k: [list(v) for v in anchors[k]] for k in anchors},
                 pretrained_layout=str(weights) == "DEFAULT" and PRETRAINED[name][1])
@@ -142,7 +143,7 @@ def checkpoint_spec(checkpoint, num_classes=2):
     dicts with no arguments) it is derived from the arguments stored beside the weights."""
     if "model_spec" in checkpoint:
         return dict(checkpoint["model_spec"], classes=checkpoint["model_spec"].get("classes") or
-                    [dict(id=1, name="pedestrian")])
+                    PENNFUDAN_CLASSES)
     trained = checkpoint.get("args", {})
     name = trained.get("model", "maskrcnn")
     kwargs = dict(min_size=trained.get("min_size", 800), max_size=trained.get("max_size", 1333))

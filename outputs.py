@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from dataset_formats import pair_images_and_masks, read_instance_mask, read_rgb
+from dataset_formats import PENNFUDAN_CLASSES, pair_images_and_masks, read_instance_mask, read_rgb
 from errors import TutorialError
 
 COCO_STAT_NAMES = [
@@ -124,7 +124,7 @@ def draw_predictions(image, prediction, score_threshold=0.5, classes=None):
     """
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    classes = classes or [dict(id=1, name="pedestrian")]
+    classes = classes or PENNFUDAN_CLASSES
     if image.dtype != torch.uint8:
         image = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)
     image = image[:3]
@@ -291,7 +291,8 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None):
     format) with ``images.json`` beside it, which pycocotools' ``loadRes`` takes together.
     Returns ``dict(predictions, skipped, failed)``: one record per image written, ``[(path, why)]``
     for files that are not images, ``[message]`` for images that could not be decoded (the others
-    are still predicted)."""
+    are still predicted). A Mask R-CNN with this project's speed-ups is left giving masks as RLE
+    (``speedups.compact_masks(model, score_threshold)``; ``compact_masks(model, None)`` undoes it)."""
     from pycocotools import mask as mask_util
 
     import speedups
@@ -302,7 +303,7 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None):
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     speedups.compact_masks(model, min_score=score_threshold)  # masks as RLE, only above the threshold
-    classes = classes or [dict(id=1, name="pedestrian")]
+    classes = classes or PENNFUDAN_CLASSES
     results, failed, coco_images, coco_results = [], [], [], []
     for path, stem in zip(images, output_names(images)):
         try:
@@ -358,7 +359,7 @@ def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_los
                   train={k: m.global_avg for k, m in metric_logger.meters.items() if k != "lr"},
                   iteration_losses=[r["loss"] for r in iteration_losses])
     if coco_evaluator is not None:  # None: no test set (--test-size 0)
-        record.update(evaluation_summary(coco_evaluator, classes or [dict(id=1, name="pedestrian")]))
+        record.update(evaluation_summary(coco_evaluator, classes or PENNFUDAN_CLASSES))
     return record
 
 

@@ -131,6 +131,7 @@ class StopAtSafePoint:
 
     def __init__(self, output_dir=None):
         self.output_dir = output_dir
+        self._group = None
         self.requested = 0
         self._first = 0.0
         self._previous = None
@@ -138,6 +139,11 @@ class StopAtSafePoint:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        # The ranks agree on a host-side gloo group: with NCCL, a flag on the GPU would make every
+        # iteration wait for the GPU. new_group is itself collective: every rank enters here.
+        self._group = None
+        if utils.is_dist_avail_and_initialized() and dist.get_backend() != "gloo":
+            self._group = dist.new_group(backend="gloo")
         return self
 
     def __exit__(self, *exc_info):
@@ -172,8 +178,8 @@ class StopAtSafePoint:
         """Whether any process asked to stop (a collective under torchrun: every rank calls it)."""
         stop = self.requested > 0
         if utils.is_dist_avail_and_initialized():
-            flag = torch.tensor([int(stop)], device=utils._collective_device())
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            flag = torch.tensor([int(stop)])  # on the host: no GPU sync per iteration
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
             stop = bool(flag.item())
         return stop
 

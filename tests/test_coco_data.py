@@ -124,6 +124,7 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     ("wrong_size", "50x30 pixels, but"),
     ("swapped_size", "width and height swapped"),
     ("labelme", "Per-image JSON (labelme) must be converted"),
+    ("unreadable_image", "cannot read this image"),
 ])
 def test_bad_files_are_one_clear_error(change, words, tmp_path):
     path = simple_coco(str(tmp_path))
@@ -148,6 +149,8 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
         Image.new("RGB", (30, 40)).save(tmp_path / "train" / "a.png")
     elif change == "labelme":
         data = [dict(shapes=[])]
+    elif change == "unreadable_image":
+        (tmp_path / "train" / "b.png").write_bytes(b"not a png")
     if change not in ("invalid_json",):
         json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
@@ -319,3 +322,17 @@ def test_test_only_on_coco_data_reproduces_the_last_evaluation(coco_run):
     assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
     for name, row in result["per_class"].items():
         assert again["per_class"][name] == pytest.approx(row, abs=1e-6)
+
+
+def test_resume_on_coco_data_needs_only_the_checkpoint(coco_run, tmp_path, capsys):
+    """The checkpoint knows its COCO files: --resume alone continues the run, best.pth tracking included."""
+    result, out, train, val = coco_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    resumed = run_main("--resume", str(copy / "checkpoint.pth"), "--epochs", "3", "-j", "0")
+    printed = capsys.readouterr().out
+    assert f"--data-path {train}" in printed and f"--test-data-path {val}" in printed
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1, 2] and set(resumed["per_class"]) == set(result["per_class"])
+    best = torch.load(copy / "best.pth", weights_only=True)
+    values = [r["segm"]["AP"] for r in resumed["records"]]
+    assert best["value"] == max(values) and best["epoch"] == values.index(max(values))
