@@ -140,7 +140,8 @@ def test_predict_on_cuda(data, tmp_path):
     result = run_main("--predict", os.path.join(data, "PNGImages"), "--weights", os.path.join(out, "checkpoint.pth"),
                       "--device", DEVICE, "--output-dir", str(tmp_path / "p"), "--score-threshold", "0")
     assert len(result["predictions"]) == 6 and not result["failed"]
-    assert len(os.listdir(tmp_path / "p" / "predict")) == 12
+    names = {f"SynthPed{i:05d}.png.{ext}" for i in range(1, 7) for ext in ("png", "json")}
+    assert set(os.listdir(tmp_path / "p" / "predict")) == names | {"results.json", "images.json"}
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="NCCL needs CUDA")
