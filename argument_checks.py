@@ -214,11 +214,16 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
-    if args.amp and training and not (args.device.startswith("cuda") or (args.device == "auto" and
-                                                                        torch.cuda.is_available())):
-        if not cpu_has_bf16():
-            print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
-                  "than float32 here; drop --amp.")
+    on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if args.amp and training and not on_gpu and not cpu_has_bf16():
+        print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
+              "than float32 here; drop --amp.")
+    if getattr(args, "eval_bf16", False):
+        if on_gpu:
+            print("warning: --eval-bf16 is for the CPU; evaluation on the GPU stays in float32.")
+        elif not cpu_has_bf16():
+            print("warning: --eval-bf16 on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs "
+                  "slower than float32 here; drop --eval-bf16.")
     if args.test_data_path and "test_size" in getattr(args, "explicit", ()):
         print(f"warning: --test-size {args.test_size} is ignored: the test images are those of --test-data-path.")
     elif training and args.test_size == 0:

@@ -8,6 +8,7 @@ optimiser. Flags typed on the command line still win over the recipe.
 
 import argparse
 
+import torch
 import torchvision
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -35,6 +36,10 @@ DEMO_MODEL_KWARGS = dict(
 # default sizes (32-512 px) exceed most pedestrians in a 128-px image, and the default aspect
 # ratios (0.5, 1, 2; height/width) miss the ~2.5:1 pedestrian shape.
 DEMO_ANCHORS = dict(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((1.0, 2.0, 3.0),) * 5)
+# The small model under --demo: without ResNet's last stage it trains faster and as well on 128-px
+# images, and 4 mask-head convolutions give finer masks (README.md, "The offline demo"). Its
+# anchors are DEMO_ANCHORS' first four (one pyramid level fewer).
+DEMO_SMALL_MODEL = dict(resnet_stages=3, mask_head_convs=4)
 
 
 def make_demo_data(root, seed=0):
@@ -66,16 +71,26 @@ def apply_demo_recipe(args, parser):
     """Under --demo, every flag not typed on the command line takes the demo's value.
 
     Typed flags are ``args.explicit`` (from ``ExplicitArgumentParser``); without it, a flag
-    that differs from ``parser``'s default counts as typed.
+    that differs from ``parser``'s default counts as typed. ``--amp`` (bfloat16) is the demo's
+    where it trains on a CPU with bfloat16 instructions (``--no-amp`` turns it off).
     """
+    from argument_checks import cpu_has_bf16
+
     explicit = getattr(args, "explicit", None)
+
+    def typed(key):
+        return key in explicit if explicit is not None else getattr(args, key) != parser.get_default(key)
+
     for key, value in DEMO_RECIPE.items():
-        typed = key in explicit if explicit is not None else getattr(args, key) != parser.get_default(key)
-        if not typed:
+        if not typed(key):
             setattr(args, key, value)
+    if hasattr(args, "amp") and not typed("amp"):
+        on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+        args.amp = on_cpu and cpu_has_bf16()
     if utils.is_main_process() and not (getattr(args, "predict", None) or getattr(args, "test_only", False)):
+        precision = "bfloat16 autocast" if getattr(args, "amp", False) else "float32"
         print(f"Demo: synthetic data in {args.data_path}, --model {args.model}, --weights {args.weights}, "
-              f"{args.opt} lr {args.lr}, {args.epochs} epochs (README.md, 'The offline demo')")
+              f"{args.opt} lr {args.lr}, {args.epochs} epochs, {precision} (README.md, 'The offline demo')")
     return args
 
 
@@ -83,17 +98,26 @@ def model_settings(model_name):
     """The demo's model settings for ``model_name``: (builder kwargs, anchors or None).
 
     The small RPN/RoI settings apply to every model; the small anchors to the FPN models (the
-    MobileNet model of tutorial section 2 brings its own single-level anchors).
+    MobileNet model of tutorial section 2 brings its own single-level anchors). The small model
+    takes ``DEMO_SMALL_MODEL`` (no last ResNet stage, so one pyramid level fewer).
     """
-    return dict(DEMO_MODEL_KWARGS), (None if model_name == "mobilenet" else DEMO_ANCHORS)
+    if model_name == "mobilenet":
+        return dict(DEMO_MODEL_KWARGS), None
+    if model_name == "maskrcnn_resnet18":
+        anchors = {k: v[:DEMO_SMALL_MODEL['resnet_stages'] + 1] for k, v in DEMO_ANCHORS.items()}
+        return dict(DEMO_MODEL_KWARGS, **DEMO_SMALL_MODEL), anchors
+    return dict(DEMO_MODEL_KWARGS), DEMO_ANCHORS
 
 
-def get_model_maskrcnn_resnet18(num_classes, weights=None, **kwargs):
+def get_model_maskrcnn_resnet18(num_classes, weights=None, resnet_stages=4, mask_head_convs=2, **kwargs):
     """Not in the tutorial: a Mask R-CNN small enough to train from scratch on a CPU (the demo).
 
     ResNet-18 + FPN with 128 channels (instead of ResNet-50 + FPN with 256), a 256-wide box
     head (instead of 1024) and 2 mask-head convolutions (instead of 4): 14M parameters against
-    44M. ``weights``: None (random init) or "DEFAULT" (ImageNet ResNet-18 backbone, downloaded).
+    44M. The demo sets ``resnet_stages=3`` (no last ResNet stage: at 128 px it sees 4x5 pixels,
+    and its weights, 60% of the model's, cost optimizer time for little) and ``mask_head_convs=4``
+    (torchvision's count: finer masks for the pedestrians' thin limbs): 5.8M parameters.
+    ``weights``: None (random init) or "DEFAULT" (ImageNet ResNet-18 backbone, downloaded).
     BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
     """
     from torchvision.models.detection import MaskRCNN
@@ -102,21 +126,30 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, **kwargs):
     from torchvision.models.detection.faster_rcnn import TwoMLPHead
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
     from torchvision.models.detection.rpn import RPNHead
+    from torchvision.ops import MultiScaleRoIAlign
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+    if resnet_stages not in (3, 4) or not (isinstance(mask_head_convs, int) and mask_head_convs >= 1):
+        raise ValueError(f"resnet_stages must be 3 or 4 and mask_head_convs >= 1, got {resnet_stages!r} and "
+                         f"{mask_head_convs!r}")
     body = torchvision.models.resnet18(weights=weights)
     channels = 128
-    layers = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}  # strides 4-32, + max-pooled 64
-    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512], channels, extra_blocks=LastLevelMaxPool())
+    # one pyramid level per stage (strides 4-32, or 4-16 with 3 stages), + a max-pooled one
+    layers = {f"layer{k + 1}": str(k) for k in range(resnet_stages)}
+    backbone = BackboneWithFPN(body, layers, [64, 128, 256, 512][:resnet_stages], channels,
+                               extra_blocks=LastLevelMaxPool())
+    levels = list(layers.values())  # the RoI poolers read these (not the max-pooled one), as MaskRCNN's default
     # MaskRCNN's default anchors, unless given; the RPN head predicts one score per anchor shape
     anchors = kwargs.pop("rpn_anchor_generator", None) or \
-        AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5)
+        AnchorGenerator(((32,), (64,), (128,), (256,), (512,))[:resnet_stages + 1], ((0.5, 1.0, 2.0),) * 5)
     heads = dict(
         rpn_anchor_generator=anchors,
         rpn_head=RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
         box_head=TwoMLPHead(channels * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, num_classes),
-        mask_head=MaskRCNNHeads(channels, [channels, channels], 1),
+        mask_head=MaskRCNNHeads(channels, [channels] * mask_head_convs, 1),
         mask_predictor=MaskRCNNPredictor(channels, channels, num_classes),
     )
     heads.update(kwargs)

@@ -16,6 +16,9 @@ rounding) and is applied to one model instance, never to torchvision's classes:
 * one NCHW copy of the pooled feature maps shared by the box and mask poolers;
 * ``use_channels_last`` picks the memory format (channels_last on CPU).
 
+Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
+under bfloat16 autocast during evaluation, the heads in float32.
+
 Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
 ``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, the op
 ``torch.ops.torchvision._roi_align_backward``, and ``roi_heads.expand_boxes``. Checked against
@@ -23,6 +26,7 @@ torchvision 0.29.1 (torch 2.14.1) and 0.26.0 (torch 2.11.0).
 """
 
 import concurrent.futures
+import contextlib
 import os
 import types
 
@@ -293,8 +297,16 @@ class _ParallelRoIAlign(torch.autograd.Function):
 def parallel_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, min_rois_per_part=16):
     """``torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)``
     (``aligned=False``, as Faster/Mask R-CNN use it) on up to ``torch.get_num_threads()``
-    cores. Falls back to torchvision's for other devices, dtypes (autocast) or few RoIs."""
+    cores. Under CPU autocast it does what torchvision's autocast kernel does (pool in float32,
+    return the features' dtype), since the worker threads do not see the caller's autocast.
+    Falls back to torchvision's for other devices, other dtypes or few RoIs."""
     parts = min(torch.get_num_threads(), rois.shape[0] // min_rois_per_part)
+    if parts >= 2 and features.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+            and features.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            pooled = parallel_roi_align(features.float(), rois.float(), output_size, spatial_scale, sampling_ratio,
+                                        min_rois_per_part)
+        return pooled.to(features.dtype)
     if parts < 2 or features.device.type != "cpu" or features.dtype != torch.float32 \
             or rois.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
         return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
@@ -346,6 +358,36 @@ def speed_up_model(model):
             if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
                 getattr(roi_heads, name).__class__ = ParallelMultiScaleRoIAlign
     return model
+
+
+@contextlib.contextmanager
+def bfloat16_backbone(model, enabled=True):
+    """Within the block, ``model.backbone`` (ResNet + FPN: most of the convolutions) runs under
+    CPU bfloat16 autocast and hands float32 feature maps to the heads, so boxes, scores and masks
+    are still computed in float32 (autocast over the whole model would decode boxes in bfloat16,
+    whose 8-bit mantissa moves a box corner at 800 px by up to 2-4 px). For evaluation only:
+    the training step keeps ``--amp``'s meaning. No effect off the CPU or with ``enabled`` False.
+    """
+    backbone = getattr(model, "backbone", None)
+    if not enabled or backbone is None:
+        yield model
+        return
+    had_own = "forward" in vars(backbone)
+    plain = backbone.forward
+
+    def forward(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=x.device.type == "cpu"):
+            features = plain(x)
+        return type(features)((k, v.float()) for k, v in features.items())
+
+    backbone.forward = forward
+    try:
+        yield model
+    finally:
+        if had_own:
+            backbone.forward = plain
+        else:
+            del backbone.forward
 
 
 def use_channels_last(device, choice="auto"):

@@ -22,8 +22,7 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
-ours       this project's defaults (tv_training.py / speedups.py): OMP_WAIT_POLICY=PASSIVE,
-           folded frozen BatchNorm, RoI pooling on all cores, fast mask pasting, channels_last on
+ours       this project's defaults (tv_training.py / speedups.py): folded frozen BatchNorm, RoI pooling on all cores, fast mask pasting, channels_last on
            CPU, workers capped at the core count and persistent, ground truth built once,
            evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
@@ -49,9 +48,10 @@ their boxes and encoded through one image-sized buffer, ``speedups.compact_masks
 
 (f) ``--phases demo`` (in the default run): the demo's training step -- its small Mask R-CNN,
 AdamW with clipping, batches of 2 demo-sized images -- with torchvision's stock modules
-(``as_reference_model``: no speed-ups) against ours, the same seeded weights and batches. It
-prints s/step, the ratio, and the convolutions' share of a profiled step with their FLOP rate
-next to the fp32 convolution peak measured in the same worker.
+(``as_reference_model``: no speed-ups, AdamW one parameter at a time) against ours (fused AdamW),
+the same seeded weights and batches; ``ours_amp`` in ``--configs`` adds the step the demo takes on
+a CPU with bf16 instructions. It prints s/step, the ratio, and the convolutions' share of a
+profiled step with their FLOP rate next to the fp32 convolution peak measured in the same worker.
 
 Both see identical batches (seeded sampler, no random flip: a flip costs ~1 ms and would make
 the two runs' data differ), so losses and COCO numbers can be compared directly.
@@ -82,16 +82,12 @@ TUTORIAL_WORKERS = 4
 # =======================================================================================
 
 def _import_project(config):
-    """Import torch and the project in the order that gives each configuration its environment.
+    """Import torch and the project; returns the OMP_WAIT_POLICY the OpenMP runtime started with.
 
-    Ours sets this project's process default (OMP_WAIT_POLICY=PASSIVE, as tv_training.py does when
-    run as a program) before torch -- and with it the OpenMP runtime, which reads its environment
-    once -- is loaded. The reference's environment is left as the parent made it (without the
-    variable: the runtime's stock behaviour). Returns the OMP_WAIT_POLICY the runtime started with.
+    Every configuration starts with the runtime's stock wait policy (the reference's worker drops
+    the variable; ours keeps the parent's, as ``python tv_training.py`` does).
     """
     sys.path.insert(0, ROOT)
-    if config != "reference":
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
     import torch  # noqa: F401
     import tv_training  # noqa: F401
@@ -361,6 +357,7 @@ class Worker:
 
         import demo
         import model_weights
+        import training_run
         import tv_training
         import utils
 
@@ -373,8 +370,11 @@ class Worker:
         self.model = model.to(self.device) if self.reference else \
             model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
         self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+        if self.reference:  # torchvision's train.py: one AdamW call per parameter per operation
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+        else:
+            self.optimizer = training_run.make_optimizer(self.model, "adamw", recipe["lr"], 0.0, recipe["weight_decay"])
         dataset = tv_training.PennFudanDataset(self.spec["demo_data_path"], tv_training.get_transform(train=False))
         self.demo_batches = [utils.collate_fn([dataset[i], dataset[i + 1]]) for i in range(0, len(dataset) - 1, 2)]
         self.demo_next = 0
@@ -391,7 +391,8 @@ class Worker:
         images, targets = self.demo_batches[self.demo_next % len(self.demo_batches)]
         self.demo_next += 1
         images, targets = engine._to_device(images, targets, self.device)
-        losses = sum(self.model(images, targets).values())
+        with self._autocast():  # ours_amp: the demo's own setting on a CPU with bf16 instructions
+            losses = sum(self.model(images, targets).values())
         self.optimizer.zero_grad()
         losses.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), demo.DEMO_RECIPE["clip_grad_norm"])

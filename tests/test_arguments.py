@@ -232,6 +232,21 @@ def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
     assert argument_checks.cpu_has_bf16(str(fake))
 
 
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bfloat16_flags_warn_on_a_cpu_without_bf16_instructions(has_bf16, monkeypatch, capsys):
+    import argument_checks
+    import model_weights
+
+    monkeypatch.setattr(argument_checks, "cpu_has_bf16", lambda: has_bf16)
+    parser = tv_training.get_args_parser()
+    for argv, warning in ((["--amp"], "warning: --amp on a CPU without bfloat16 instructions"),
+                          (["--eval-bf16", "--test-only"], "warning: --eval-bf16 on a CPU without bfloat16")):
+        args = parser.parse_args(["--device", "cpu", "--output-dir", "", "--weights", "none", *argv])
+        argument_checks.check_run(args, model_weights.load_weights_file, True)
+        printed = capsys.readouterr().out
+        assert (warning in printed) is not has_bf16, printed
+
+
 def test_test_size_is_ignored_with_a_test_file(tmp_path, capsys):
     import synthetic_data
 

@@ -229,6 +229,32 @@ def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
     assert 10e6 < small < large / 3
 
 
+def test_small_maskrcnn_without_its_last_stage_is_the_demos():
+    """resnet_stages=3 (the demo's) drops layer4 and one pyramid level; the RoI poolers and the
+    default anchors follow; the demo's settings add 4 mask-head convolutions; bad values are refused."""
+    torch.manual_seed(0)
+    model = build("maskrcnn_resnet18", None, resnet_stages=3, **TINY)
+    assert not hasattr(model.backbone.body, "layer4") and len(model.backbone.fpn.inner_blocks) == 3
+    assert model.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
+    assert model.roi_heads.mask_roi_pool.featmap_names == ["0", "1", "2"]
+    assert len(model.rpn.anchor_generator.sizes) == 4  # P2-P4 + the max-pooled level
+    assert 4e6 < sum(p.numel() for p in model.parameters()) < 7e6
+    image, target = sample()
+    model.train()
+    assert set(model([image], [target])) == MASK_LOSSES
+    model.eval()
+    with torch.no_grad():
+        check_eval_outputs(model([image]), with_masks=True)
+    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+    assert kwargs["resnet_stages"] == 3 and len(anchors["sizes"]) == len(anchors["aspect_ratios"]) == 4
+    demo_model = build("maskrcnn_resnet18", None, **kwargs)
+    assert len(demo_model.roi_heads.mask_head) == 4 and not hasattr(demo_model.backbone.body, "layer4")
+    with pytest.raises(ValueError, match="resnet_stages"):
+        build("maskrcnn_resnet18", None, resnet_stages=5)
+    with pytest.raises(ValueError, match="mask_head_convs"):
+        build("maskrcnn_resnet18", None, mask_head_convs=0)
+
+
 @pytest.mark.parametrize("ratios", [None, (1.0, 2.0)], ids=["default-anchors", "two-anchor-shapes"])
 def test_small_maskrcnn_forward_train_and_eval(ratios):
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -354,10 +380,17 @@ def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
                                       checkpoint["model"])
     assert again.roi_heads.box_predictor.cls_score.out_features == 3
     assert again.transform.min_size == (64,) and again.roi_heads.detections_per_img == 20
-    assert again.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert again.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,))
+    assert not hasattr(again.backbone.body, "layer4")  # the demo's three stages, recorded in the spec
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
     old = model_weights.checkpoint_spec({"model": {}, "args": dict(model="maskrcnn", weights="DEFAULT", min_size=96,
                                                                    max_size=128, demo=False)})
     assert old == model_weights.model_spec("maskrcnn", 2, "DEFAULT", dict(min_size=96, max_size=128))
     assert old["pretrained_layout"] is True
+    # a demo checkpoint from before the demo dropped layer4: no resnet_stages, five anchor levels
+    earlier = model_weights.model_spec("maskrcnn_resnet18", 2, "none", dict(min_size=64, max_size=96,
+                                                                            **demo.DEMO_MODEL_KWARGS), demo.DEMO_ANCHORS)
+    four_stages = model_weights.build_model(tv_training.MODELS, earlier, None)
+    rebuilt = model_weights.build_model(tv_training.MODELS, earlier, four_stages.state_dict())
+    assert hasattr(rebuilt.backbone.body, "layer4") and len(rebuilt.rpn.anchor_generator.sizes) == 5

@@ -70,6 +70,21 @@ def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
     assert args.model == "maskrcnn" and args.opt == "adamw"
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_demo_trains_in_bfloat16_on_a_cpu_that_has_it(has_bf16, monkeypatch):
+    """--demo turns --amp on for a CPU with bf16 instructions only; a typed --amp/--no-amp wins,
+    and a CUDA device keeps float32."""
+    import argument_checks
+
+    monkeypatch.setattr(argument_checks, "cpu_has_bf16", lambda: has_bf16)
+    parser = tv_training.get_args_parser()
+    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu"]), parser).amp is has_bf16
+    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--no-amp"]), parser).amp is False
+    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--amp"]), parser).amp is True
+    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cuda"]), parser).amp is False
+    assert parser.parse_args(["--device", "cpu"]).amp is False  # without --demo: the tutorial's float32
+
+
 def test_main_with_the_tutorials_model(data, tmp_path):
     """The tutorial's ResNet-50 Mask R-CNN through main(): train, evaluate, checkpoint, reload."""
     out = str(tmp_path / "r50")
@@ -153,6 +168,27 @@ def test_test_only_reproduces_the_last_evaluation(full_run, data, flag, capsys):
     assert "IoU metric: bbox" in capsys.readouterr().out
     for iou in ("bbox", "segm"):
         assert got[iou] == pytest.approx(expected[iou], abs=1e-6)
+
+
+def test_eval_bf16_evaluates_with_the_bfloat16_backbone(full_run, data, monkeypatch):
+    """--test-only --eval-bf16 evaluates inside speedups.bfloat16_backbone (on the CPU), with COCO
+    numbers close to float32's; without the flag the block is a no-op."""
+    import speedups
+
+    expected, out = full_run
+    seen, plain = [], speedups.bfloat16_backbone
+
+    def recording(model, enabled=True):
+        seen.append(enabled)
+        return plain(model, enabled)
+
+    monkeypatch.setattr(speedups, "bfloat16_backbone", recording)
+    got = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--eval-bf16"))
+    assert seen == [True]
+    for iou in ("bbox", "segm"):
+        assert got[iou]["AP50"] == pytest.approx(expected[iou]["AP50"], abs=0.05)
+    run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth")))
+    assert seen == [True, False]
 
 
 def test_predict_writes_overlays_and_detections(full_run, data, tmp_path):
