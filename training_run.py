@@ -83,8 +83,17 @@ def save_if_best(path, records, metric, model, model_spec, args):
 
 
 def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
-    """Load the optimizer, lr scheduler and scaler states; returns (next epoch, epoch records so far)."""
+    """Load the optimizer, lr scheduler and scaler states; returns (next epoch, epoch records so far).
+
+    Moment buffers take their parameter's memory layout: a checkpoint written on the CPU holds
+    them channels_last (the CPU default), and fused AdamW on CUDA refuses buffers whose strides
+    differ from their NCHW parameters' (and the reverse on the CPU only costs copies).
+    """
     optimizer.load_state_dict(checkpoint["optimizer"])
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     if scaler is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])

@@ -250,6 +250,33 @@ def test_check_forward(data, capsys):
     assert "'boxes'" in capsys.readouterr().out
 
 
+def test_restored_optimizer_buffers_take_their_parameters_layout():
+    """A checkpoint written with channels_last parameters (the CPU default) resumes into NCHW ones
+    (as on CUDA): fused AdamW there needs buffers laid out like their parameters."""
+    import training_run
+
+    def model_and_optimizer(memory_format):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1)).to(memory_format=memory_format)
+        optimizer = training_run.make_optimizer(model, "adamw", 1e-3, 0.0, 1e-4)
+        return model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 2)
+
+    x = torch.rand(2, 3, 9, 9)
+    model, optimizer, scheduler = model_and_optimizer(torch.channels_last)
+    model(x).sum().backward()
+    optimizer.step()
+    saved = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=0)
+    assert not optimizer.state[model[0].weight]["exp_avg"].is_contiguous()  # channels_last buffers
+    model, optimizer, scheduler = model_and_optimizer(torch.contiguous_format)
+    training_run.restore_training_state(saved, optimizer, scheduler, None)
+    for index, param in enumerate(model.parameters()):
+        for key in ("exp_avg", "exp_avg_sq"):
+            buffer = optimizer.state[param][key]
+            assert buffer.stride() == param.stride() and torch.equal(buffer, saved["optimizer"]["state"][index][key])
+    model(x).sum().backward()
+    optimizer.step()
+
+
 def test_resume_command_under_torchrun_names_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
