@@ -148,8 +148,12 @@ RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_schedule
 DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
 
 
-def flag(key):
-    return "--" + key.replace("_", "-")
+def flag(key, value=None):
+    """The option as typed: ``--lr 0.1``; a switch alone (``--amp``), or negated (``--no-amp``)."""
+    name = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else "--no-" + name[2:]
+    return name if value is None else f"{name} {value}"
 
 
 def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
@@ -167,11 +171,12 @@ def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
         if key in typed:
             if key in defaulted:
                 continue
-            raise TutorialError(f"{flag(key)} {getattr(args, key)} contradicts {path}, which was trained with "
-                                f"{flag(key)} {trained[key]}. Drop {flag(key)} to continue that run, or start a "
-                                f"new one with another --output-dir.")
+            typed_flag = flag(key, getattr(args, key))
+            raise TutorialError(f"{typed_flag} contradicts {path}, which was trained with {flag(key, trained[key])}. "
+                                f"Drop {typed_flag.split()[0]} to continue that run, or start a new one with another "
+                                f"--output-dir.")
         setattr(args, key, trained[key])
-        taken.append(f"{flag(key)} {trained[key]}" if not isinstance(trained[key], bool) else flag(key))
+        taken.append(flag(key, trained[key]))
     if taken:
         print(f"From {path}: {', '.join(taken)}")
     return args

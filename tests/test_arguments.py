@@ -169,6 +169,15 @@ def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag,
     assert f"error: {flag[0]} {flag[1]} contradicts {ckpt}, which was trained with {flag[0]} " in err
 
 
+def test_a_typed_switch_that_contradicts_the_checkpoint_is_named_as_typed(trained, tmp_path, capsys):
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    amp = torch.load(ckpt, weights_only=True)["args"]["amp"]  # --demo's choice for this CPU
+    typed, trained_with = ("--no-amp", "--amp") if amp else ("--amp", "--no-amp")
+    code, out, err = cli(["--resume", ckpt, "--output-dir", str(tmp_path / "o"), "--epochs", "2", typed], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f"error: {typed} contradicts {ckpt}, which was trained with {trained_with}. Drop {typed} " in err
+
+
 def test_test_only_with_another_model_or_random_weights(trained, data, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")
     code, out, err = cli(tiny_argv(data, "", "--model", "fasterrcnn", "--test-only", "--weights", ckpt), capsys)
