@@ -219,7 +219,9 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
-    on_gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    from training_run import pick_device
+
+    on_gpu = pick_device(args.device).type == "cuda"
     if args.amp and training and not on_gpu and not cpu_has_bf16():
         print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
               "than float32 here; drop --amp.")

@@ -8,7 +8,6 @@ optimiser. Flags typed on the command line still win over the recipe.
 
 import argparse
 
-import torch
 import torchvision
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -75,6 +74,7 @@ def apply_demo_recipe(args, parser):
     where it trains on a CPU with bfloat16 instructions (``--no-amp`` turns it off).
     """
     from argument_checks import cpu_has_bf16
+    from training_run import pick_device
 
     explicit = getattr(args, "explicit", None)
 
@@ -85,8 +85,7 @@ def apply_demo_recipe(args, parser):
         if not typed(key):
             setattr(args, key, value)
     if hasattr(args, "amp") and not typed("amp"):
-        on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
-        args.amp = on_cpu and cpu_has_bf16()
+        args.amp = pick_device(args.device).type == "cpu" and cpu_has_bf16()
     if utils.is_main_process() and not (getattr(args, "predict", None) or getattr(args, "test_only", False)):
         precision = "bfloat16 autocast" if getattr(args, "amp", False) else "float32"
         print(f"Demo: synthetic data in {args.data_path}, --model {args.model}, --weights {args.weights}, "
