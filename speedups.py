@@ -11,23 +11,22 @@ rounding) and is applied to one model instance, never to torchvision's classes:
   preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
 * ``fold_frozen_batchnorm``: the frozen BatchNorm of ResNet bottlenecks folded into their
   convolutions at run time;
-* ``parallel_roi_align`` / ``ParallelMultiScaleRoIAlign``: torchvision's one-core CPU
-  ``roi_align`` run on all cores, outputs and gradients bit for bit the same;
-* one NCHW copy of the pooled feature maps shared by the box and mask poolers;
+* ``fast_roi_align`` / ``FastMultiScaleRoIAlign``: CPU RoI pooling as one weighted gather
+  (``F.embedding_bag``), forward and backward several times faster than torchvision's one-core
+  kernel, the same values and gradients up to float rounding;
+* one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers;
 * ``use_channels_last`` picks the memory format (channels_last on CPU).
 
 Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
 under bfloat16 autocast during evaluation, the heads in float32.
 
 Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
-``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, the op
-``torch.ops.torchvision._roi_align_backward``, and ``roi_heads.expand_boxes``. Checked against
-torchvision 0.29.1 (torch 2.14.1) and 0.26.0 (torch 2.11.0).
+``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, and
+``roi_heads.expand_boxes``. Checked against torchvision 0.29.1 (torch 2.14.1) and 0.26.0
+(torch 2.11.0).
 """
 
-import concurrent.futures
 import contextlib
-import os
 import types
 
 import torch
@@ -201,123 +200,94 @@ def fold_frozen_batchnorm(model):
     return folded
 
 
-def _roi_heads_forward_nchw(self, features, proposals, image_shapes, targets=None):
-    """``RoIHeads.forward`` with the pooled feature maps made NCHW-contiguous once.
+def _roi_heads_forward_one_layout(self, features, proposals, image_shapes, targets=None):
+    """``RoIHeads.forward`` with the pooled feature maps converted to the poolers' layout once.
 
-    torchvision's CPU ``roi_align`` works on contiguous NCHW input: with a channels_last model
-    the box and the mask pooler each converted every level (and the backward pass converted
-    the gradients back). One conversion shared by both poolers gives identical outputs,
-    faster inference on CPU; for an NCHW model ``contiguous()`` is a no-op.
+    ``fast_roi_align`` reads channels_last (NHWC) maps on the CPU; torchvision's kernels elsewhere
+    read contiguous NCHW. One conversion shared by the box and the mask pooler (none for a
+    channels_last model on the CPU) instead of one per pooler, and one per gradient.
     """
     names = set(self.box_roi_pool.featmap_names)
     if self.mask_roi_pool is not None:
         names |= set(self.mask_roi_pool.featmap_names)
-    features = features.__class__((k, v.contiguous() if k in names else v) for k, v in features.items())
+
+    def layout(v):
+        return v.contiguous(memory_format=torch.channels_last) if v.device.type == "cpu" else v.contiguous()
+
+    features = features.__class__((k, layout(v) if k in names else v) for k, v in features.items())
     return type(self).forward(self, features, proposals, image_shapes, targets)
 
 
-_ROI_THREADS = None  # thread pool shared by every ParallelMultiScaleRoIAlign, made on first use
+def _bilinear_taps(start, length, bins, samples, size):
+    """Along one axis, for every RoI, bin and sample: the two neighbouring pixel indices and their
+    bilinear weights, as torchvision's CPU ``roi_align`` (``aligned=False``) computes them.
 
-
-def _in_threads(fn, chunks):
-    """``[fn(*c) for c in chunks]``, the chunks after the first on a thread pool.
-
-    torchvision's CPU ``roi_align`` kernels run on one core; the ops release the GIL, so
-    Python threads give them the other cores. Grad and inference modes are per thread:
-    the workers run without autograd, in the caller's inference mode.
+    ``start``/``length``: (K,) RoI start and length in feature-map pixels. Returns ``index`` and
+    ``weight``, both (K, bins, samples, 2); a sample more than one pixel outside the map weighs 0.
     """
-    global _ROI_THREADS
-    if _ROI_THREADS is None:
-        _ROI_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1))
-    inference = torch.is_inference_mode_enabled()
-
-    def run(*c):
-        with torch.inference_mode(inference), torch.no_grad():
-            return fn(*c)
-
-    futures = [_ROI_THREADS.submit(run, *c) for c in chunks[1:]]
-    first = run(*chunks[0])
-    return [first] + [f.result() for f in futures]
-
-
-def _chunks(n, parts):
-    step = -(-n // parts)
-    return [(i, min(i + step, n)) for i in range(0, n, step)]
+    step = (length / bins).view(-1, 1, 1)
+    b = torch.arange(bins, dtype=start.dtype, device=start.device).view(1, -1, 1)
+    s = torch.arange(samples, dtype=start.dtype, device=start.device).view(1, 1, -1)
+    at = start.view(-1, 1, 1) + b * step + (s + 0.5) * step / samples
+    inside = (at >= -1.0) & (at <= size)
+    at = at.clamp(min=0)
+    low = at.floor().clamp(max=size - 1)
+    at = torch.where(at >= size - 1, low, at)  # the last row/column: no neighbour beyond it
+    high = (low + 1).clamp(max=size - 1)
+    frac = at - low
+    weight = torch.stack([1 - frac, frac], -1) * inside.unsqueeze(-1)
+    return torch.stack([low, high], -1).long(), weight
 
 
-def _fill_in_threads(fill, n, parts, slices_per_part):
-    """``fill(a, b)`` for every slice of ``range(n)`` cut into ``parts * slices_per_part``; each of
-    ``parts`` threads takes every ``parts``-th slice. Small slices keep the temporaries that
-    ``fill`` makes a fraction of what it fills."""
-    slices = _chunks(n, parts * slices_per_part)
-    _in_threads(lambda group: [fill(a, b) for a, b in group], [(slices[i::parts],) for i in range(parts)])
-
-
-def _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts, pieces_per_part=8):
-    """The threads pool pieces of the RoIs straight into one output tensor (joining whole-share
-    results would hold it twice)."""
-    op = torch.ops.torchvision.roi_align
-    height, width = output_size
-    out = features.new_empty((rois.shape[0], features.shape[1], height, width))
-    _fill_in_threads(lambda a, b: out[a:b].copy_(op(features, rois[a:b], spatial_scale, height, width,
-                                                    sampling_ratio, False)), rois.shape[0], parts, pieces_per_part)
-    return out
-
-
-class _ParallelRoIAlign(torch.autograd.Function):
-    """``roi_align`` pooled on several cores: the forward pass splits the RoIs, the backward
-    pass the channels.
-
-    Forward: each RoI's output comes from the same kernel as before (identical values).
-    Backward: channels are independent, so each call scatters every RoI's gradient, in
-    torchvision's order, into its own channel slice of one gradient tensor (identical values,
-    disjoint writes). Slices are small, so the temporaries stay a fraction of that tensor.
+def _roi_align_by_embedding_bag(features, rois, output_size, spatial_scale, sampling_ratio):
+    """roi_align as one weighted gather: each output bin is the weighted sum of the
+    ``4 * sampling_ratio**2`` feature-map pixels its samples interpolate from, which is
+    ``F.embedding_bag`` (mode "sum", per-sample weights) over the (N*H*W, C) table of an NHWC
+    map. torchvision's CPU kernel recomputes the weights for every channel and scatters the
+    gradient one value at a time on one core; here the weights are computed once per RoI and
+    both passes are torch's vectorised, multi-threaded embedding-bag kernels.
     """
-
-    SLICES_PER_THREAD = 16  # chosen by measurement (README.md, "Speed"): small slices, small temporaries
-
-    @staticmethod
-    def forward(ctx, features, rois, spatial_scale, output_size, sampling_ratio, parts):
-        ctx.save_for_backward(rois)
-        ctx.args = (spatial_scale, output_size, sampling_ratio, parts, tuple(features.shape))
-        return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (rois,) = ctx.saved_tensors
-        spatial_scale, (height, width), sampling_ratio, parts, (b, c, h, w) = ctx.args
-        op = torch.ops.torchvision._roi_align_backward
-        grad = grad_output.new_empty((b, c, h, w))
-        _fill_in_threads(lambda c0, c1: grad[:, c0:c1].copy_(op(grad_output[:, c0:c1].contiguous(), rois, spatial_scale,
-                                                                height, width, b, c1 - c0, h, w, sampling_ratio, False)),
-                         c, parts, _ParallelRoIAlign.SLICES_PER_THREAD)
-        return grad, None, None, None, None, None
+    n, c, h, w = features.shape
+    (ph, pw), k, r = output_size, rois.shape[0], sampling_ratio
+    image = rois[:, 0].long()
+    x0, y0, x1, y1 = (rois[:, i] * spatial_scale for i in range(1, 5))
+    iy, wy = _bilinear_taps(y0, (y1 - y0).clamp(min=1.0), ph, r, h)  # (K, ph, r, 2)
+    ix, wx = _bilinear_taps(x0, (x1 - x0).clamp(min=1.0), pw, r, w)  # (K, pw, r, 2)
+    # every (bin y, bin x, sample y, tap y, sample x, tap x): a row of the (N*H*W, C) table
+    index = image.view(k, 1, 1, 1, 1, 1, 1) * (h * w) + iy.view(k, ph, 1, r, 2, 1, 1) * w + ix.view(k, 1, pw, 1, 1, r, 2)
+    weight = wy.view(k, ph, 1, r, 2, 1, 1) * wx.view(k, 1, pw, 1, 1, r, 2) * (1.0 / (r * r))
+    table = features.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view for channels_last maps
+    taps = 4 * r * r
+    pooled = F.embedding_bag(index.reshape(k * ph * pw, taps), table, mode="sum",
+                             per_sample_weights=weight.reshape(k * ph * pw, taps).to(table.dtype))
+    return pooled.view(k, ph, pw, c).permute(0, 3, 1, 2)
 
 
-def parallel_roi_align(features, rois, output_size, spatial_scale, sampling_ratio, min_rois_per_part=16):
+def fast_roi_align(features, rois, output_size, spatial_scale, sampling_ratio):
     """``torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)``
-    (``aligned=False``, as Faster/Mask R-CNN use it) on up to ``torch.get_num_threads()``
-    cores. Under CPU autocast it does what torchvision's autocast kernel does (pool in float32,
-    return the features' dtype), since the worker threads do not see the caller's autocast.
-    Falls back to torchvision's for other devices, other dtypes or few RoIs."""
-    parts = min(torch.get_num_threads(), rois.shape[0] // min_rois_per_part)
-    if parts >= 2 and features.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
-            and features.dtype in (torch.float32, torch.bfloat16, torch.float16):
-        with torch.autocast("cpu", enabled=False):
-            pooled = parallel_roi_align(features.float(), rois.float(), output_size, spatial_scale, sampling_ratio,
-                                        min_rois_per_part)
-        return pooled.to(features.dtype)
-    if parts < 2 or features.device.type != "cpu" or features.dtype != torch.float32 \
-            or rois.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
+    (``aligned=False``, as Faster/Mask R-CNN use it), on the CPU computed by
+    ``_roi_align_by_embedding_bag``: the same values and gradients up to float rounding
+    (summation order), deterministic, several times faster in both directions. Fastest on
+    channels_last maps. Under CPU autocast it does what torchvision's autocast kernel does (pool
+    in float32, return the features' dtype). Other devices, dtypes and adaptive sampling
+    (``sampling_ratio <= 0``) go to torchvision's op.
+    """
+    output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if features.device.type != "cpu" or sampling_ratio <= 0 or rois.dim() != 2:
         return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
-    features, rois, output_size = features.contiguous(), rois.contiguous(), tuple(output_size)
-    if torch.is_grad_enabled() and features.requires_grad:
-        return _ParallelRoIAlign.apply(features, rois, spatial_scale, output_size, sampling_ratio, parts)
-    return _roi_align_in_chunks(features, rois, spatial_scale, output_size, sampling_ratio, parts)
+    if torch.is_autocast_enabled("cpu") and features.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            pooled = _roi_align_by_embedding_bag(features.float(), rois.float(), output_size, spatial_scale,
+                                                 sampling_ratio)
+        return pooled.to(features.dtype)
+    if features.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu"):
+        return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
+    return _roi_align_by_embedding_bag(features, rois.to(features.dtype), output_size, spatial_scale, sampling_ratio)
 
 
-class ParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
-    """``MultiScaleRoIAlign`` (same levels, same outputs) pooling with ``parallel_roi_align``."""
+class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """``MultiScaleRoIAlign`` (same levels, same outputs up to float rounding) pooling with
+    ``fast_roi_align``."""
 
     def forward(self, x, boxes, image_shapes):
         from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
@@ -328,12 +298,12 @@ class ParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
                                                          self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         if len(features) == 1:
-            return parallel_roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
+            return fast_roi_align(features[0], rois, self.output_size, self.scales[0], self.sampling_ratio)
         levels = self.map_levels(boxes)
         result = features[0].new_zeros((len(rois), features[0].shape[1]) + tuple(self.output_size))
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             idx = torch.where(levels == level)[0]
-            pooled = parallel_roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio)
+            pooled = fast_roi_align(feature, rois[idx], self.output_size, scale, self.sampling_ratio)
             result[idx] = pooled.to(result.dtype)
         return result
 
@@ -341,8 +311,8 @@ class ParallelMultiScaleRoIAlign(MultiScaleRoIAlign):
 def speed_up_model(model):
     """This project's model defaults, all keeping the results (equal masks and detections; the
     same function up to float rounding): fast mask pasting (Mask R-CNN), folded frozen
-    BatchNorm, one NCHW conversion of the pooled features for both RoI poolers, and RoI
-    pooling on all cores.
+    BatchNorm, one layout conversion of the pooled features for both RoI poolers, and RoI
+    pooling by weighted gathers on the CPU.
 
     Only this model's transform and RoI pooler classes and some of its modules' ``forward``
     (as instance attributes) are changed; the state dict is untouched. Returns ``model``.
@@ -353,10 +323,10 @@ def speed_up_model(model):
     fold_frozen_batchnorm(model)
     roi_heads = getattr(model, "roi_heads", None)
     if isinstance(roi_heads, RoIHeads) and isinstance(getattr(roi_heads, "box_roi_pool", None), MultiScaleRoIAlign):
-        roi_heads.forward = types.MethodType(_roi_heads_forward_nchw, roi_heads)
+        roi_heads.forward = types.MethodType(_roi_heads_forward_one_layout, roi_heads)
         for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
             if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
-                getattr(roi_heads, name).__class__ = ParallelMultiScaleRoIAlign
+                getattr(roi_heads, name).__class__ = FastMultiScaleRoIAlign
     return model
 
 
@@ -409,7 +379,7 @@ def as_reference_model(model):
     if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
         model.transform.__class__ = GeneralizedRCNNTransform
     for module in model.modules():
-        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, NCHW RoI features -> the class's forward
+        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, shared RoI-feature layout -> the class's forward
         if isinstance(module, MultiScaleRoIAlign):
-            module.__class__ = MultiScaleRoIAlign  # torchvision's pooling, one core
+            module.__class__ = MultiScaleRoIAlign  # torchvision's pooling
     return model

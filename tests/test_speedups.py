@@ -202,65 +202,93 @@ def test_fold_skips_trainable_batchnorm():
     assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, Bottleneck))
 
 
-@pytest.fixture
-def two_threads():
-    """parallel_roi_align uses torch.get_num_threads() cores; the module runs on one."""
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(1)
-
-
-def test_roi_pooling_on_one_nchw_copy_in_threads_gives_identical_outputs(layout_model, data_root, two_threads):
-    """channels_last model: the shared NCHW conversion and the threaded poolers change no output."""
+def test_roi_pooling_on_one_layout_copy_gives_the_same_detections(layout_model, data_root):
+    """channels_last model: the shared layout conversion and the gather poolers give torchvision's
+    detections and masks (to float rounding)."""
     dataset = tv_training.PennFudanDataset(data_root, tv_training.get_transform(train=False))
     ours = copy.deepcopy(layout_model).to(memory_format=torch.channels_last).eval()
-    ours.rpn._pre_nms_top_n["testing"], ours.rpn._post_nms_top_n["testing"] = 1000, 300  # enough RoIs to split
+    ours.rpn._pre_nms_top_n["testing"], ours.rpn._post_nms_top_n["testing"] = 1000, 300
     ours.roi_heads.detections_per_img = 100
     assert "forward" in ours.roi_heads.__dict__
-    assert type(ours.roi_heads.box_roi_pool) is speedups.ParallelMultiScaleRoIAlign
-    assert type(ours.roi_heads.mask_roi_pool) is speedups.ParallelMultiScaleRoIAlign
+    assert type(ours.roi_heads.box_roi_pool) is speedups.FastMultiScaleRoIAlign
+    assert type(ours.roi_heads.mask_roi_pool) is speedups.FastMultiScaleRoIAlign
     plain = copy.deepcopy(ours)
-    del plain.roi_heads.forward  # back to RoIHeads.forward: each pooler converts on its own
+    del plain.roi_heads.forward  # back to RoIHeads.forward and torchvision's poolers
     plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = torchvision.ops.MultiScaleRoIAlign
     calls = []
-    real = speedups._roi_align_in_chunks
+    real = speedups._roi_align_by_embedding_bag
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(speedups, "_roi_align_in_chunks", lambda *a: calls.append(a[-1]) or real(*a))
+        mp.setattr(speedups, "_roi_align_by_embedding_bag", lambda *a: calls.append(a[0].shape) or real(*a))
         for idx in range(2):
             got, expected = ours([dataset[idx][0]])[0], plain([dataset[idx][0]])[0]
-            for key in expected:
-                assert torch.equal(got[key], expected[key]), key
-    assert calls and set(calls) == {2}  # the threaded path ran, in two parts
+            assert len(expected["scores"]) > 20
+            assert torch.equal(got["labels"], expected["labels"])
+            for key in ("boxes", "scores", "masks"):
+                torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+    assert calls  # the gather path ran
 
 
-@pytest.mark.parametrize("num_rois", [5, 40, 301])
-def test_parallel_roi_align_same_values_and_gradients(num_rois, two_threads):
+def random_rois(gen, num, height, width, scale=0.25):
+    """``num`` RoIs (image index, x0, y0, x1, y1) in image pixels for a 2-image batch of
+    (height, width) feature maps at ``scale``: inside, across the border, outside, and tinier
+    than a feature-map pixel."""
+    size = torch.tensor([width, height]) / scale
+    xy = torch.rand(num, 2, generator=gen) * size * 1.4 - 0.2 * size
+    wh = torch.rand(num, 2, generator=gen) * size * 0.6 * torch.rand(num, 1, generator=gen) ** 2
+    return torch.cat([torch.randint(0, 2, (num, 1), generator=gen).float(), xy, xy + wh], dim=1)
+
+
+@pytest.mark.parametrize("num_rois", [0, 5, 301])
+def test_fast_roi_align_same_values_and_gradients_as_torchvision(num_rois):
     g = torch.Generator().manual_seed(num_rois)
-    features = torch.randn(2, 8, 25, 34, generator=g, requires_grad=True)
-    xy = torch.rand(num_rois, 2, generator=g) * 100
-    rois = torch.cat([torch.randint(0, 2, (num_rois, 1), generator=g).float(), xy,
-                      xy + 4 + torch.rand(num_rois, 2, generator=g) * 60], dim=1)
-    expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
-    got = speedups.parallel_roi_align(features, rois, (7, 7), 0.25, 2)
-    assert torch.equal(got, expected)  # each RoI pooled by the same kernel
-    grad_out = torch.randn(expected.shape, generator=g)
-    (grad_expected,) = torch.autograd.grad(expected, features, grad_out)
-    (grad_got,) = torch.autograd.grad(got, features, grad_out)
-    assert torch.equal(grad_got, grad_expected)  # channel slices, each in torchvision's order
+    for height, width, channels in ((25, 34, 8), (1, 3, 4)):
+        rois = random_rois(g, num_rois, height, width)
+        for output_size, ratio in (((7, 7), 2), (14, 2), ((3, 5), 1), ((2, 2), 4)):
+            # float64: the same function, to float64 rounding
+            features = torch.randn(2, channels, height, width, generator=g, dtype=torch.float64, requires_grad=True)
+            expected = torchvision.ops.roi_align(features, rois.double(), output_size, 0.25, ratio)
+            got = speedups.fast_roi_align(features, rois.double(), output_size, 0.25, ratio)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+            grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+            torch.testing.assert_close(torch.autograd.grad(got, features, grad_out)[0],
+                                       torch.autograd.grad(expected, features, grad_out)[0], rtol=0, atol=1e-12)
+            # float32, NCHW and channels_last input
+            for layout in (torch.contiguous_format, torch.channels_last):
+                f32 = features.detach().float().contiguous(memory_format=layout).requires_grad_()
+                expected = torchvision.ops.roi_align(f32, rois, output_size, 0.25, ratio)
+                got = speedups.fast_roi_align(f32, rois, output_size, 0.25, ratio)
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+                grad = torch.autograd.grad(got, f32, grad_out.float())[0]
+                torch.testing.assert_close(grad, torch.autograd.grad(expected, f32, grad_out.float())[0],
+                                           rtol=1e-5, atol=1e-5)
+                # deterministic: the same gradient bit for bit (resumed runs repeat exactly)
+                again = speedups.fast_roi_align(f32, rois, output_size, 0.25, ratio)
+                assert torch.equal(torch.autograd.grad(again, f32, grad_out.float())[0], grad)
     with torch.inference_mode():
-        assert torch.equal(speedups.parallel_roi_align(features, rois, (7, 7), 0.25, 2), expected)
-    # other dtypes go to torchvision's op unchanged
-    f64, r64 = features.detach().double(), rois.double()
-    assert torch.equal(speedups.parallel_roi_align(f64, r64, (7, 7), 0.25, 2),
-                       torchvision.ops.roi_align(f64, r64, (7, 7), 0.25, 2))
-    # under autocast (--amp on the CPU): torchvision's autocast result, bfloat16 features in and out
-    half = (features.detach().bfloat16()).requires_grad_()
+        assert torch.equal(speedups.fast_roi_align(f32, rois, (2, 2), 0.25, 4), got)
+    # adaptive sampling and other dtypes: torchvision's op itself
+    assert torch.equal(speedups.fast_roi_align(f32, rois, (7, 7), 0.25, 0),
+                       torchvision.ops.roi_align(f32, rois, (7, 7), 0.25, 0))
+    half = f32.detach().half()
+    assert torch.equal(speedups.fast_roi_align(half, rois.half(), (7, 7), 0.25, 2),
+                       torchvision.ops.roi_align(half, rois.half(), (7, 7), 0.25, 2))
+
+
+def test_fast_roi_align_under_autocast_pools_in_float32():
+    """--amp on the CPU: what torchvision's autocast kernel does (float32 pooling, bfloat16 out)."""
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 16, 25, 34, generator=g).bfloat16().requires_grad_()
+    rois = random_rois(g, 40, 25, 34)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = torchvision.ops.roi_align(half, rois, (7, 7), 0.25, 2)
-        got = speedups.parallel_roi_align(half, rois, (7, 7), 0.25, 2)
-    assert got.dtype == expected.dtype == torch.bfloat16 and torch.equal(got, expected)
-    grad_out = grad_out.bfloat16()
-    assert torch.equal(torch.autograd.grad(got, half, grad_out)[0], torch.autograd.grad(expected, half, grad_out)[0])
+        expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
+        got = speedups.fast_roi_align(features, rois, (7, 7), 0.25, 2)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    exact = torchvision.ops.roi_align(features.detach().float(), rois, (7, 7), 0.25, 2)
+    torch.testing.assert_close(got.float(), exact, rtol=2 ** -8, atol=1e-6)  # bfloat16 rounding of the same values
+    assert (got != expected).float().mean() < 0.01  # float32 rounding flips few bfloat16 roundings
+    grad_out = torch.randn(expected.shape, generator=g).bfloat16()
+    torch.testing.assert_close(torch.autograd.grad(got, features, grad_out)[0].float(),
+                               torch.autograd.grad(expected, features, grad_out)[0].float(), rtol=2 ** -7, atol=1e-2)
 
 
 # ----- ours vs the reference: the same training and the same evaluation --------------------
@@ -288,9 +316,13 @@ def test_same_losses_as_reference(layout_model, data_root):
     reference, ours = reference_and_ours(layout_model)
     ref_hist, our_hist = run_epoch(reference, dataset, 0), run_epoch(ours, dataset, 0)
     assert len(ref_hist) == len(our_hist) == 3
-    for r, o in zip(ref_hist, our_hist):  # measured: within 2e-6 relative
+    # From the same weights (iteration 0) the losses agree within 3e-6 relative (measured). Later
+    # iterations start from weights that differ by float rounding, which can move a proposal across
+    # an IoU threshold of the target matching (measured: loss_classifier 2.2e-4 at iteration 2).
+    for r, o in zip(ref_hist, our_hist):
         for key in ("loss", "loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"):
-            assert o[key] == pytest.approx(r[key], rel=1e-4, abs=1e-6), (r["iteration"], key)
+            rel = 2e-5 if r["iteration"] == 0 else 2e-3
+            assert o[key] == pytest.approx(r[key], rel=rel, abs=1e-6), (r["iteration"], key)
     # The weight updates agree too (a wrong gradient through the fold would be off by O(1)).
     # Rounding differences grow through a random, unnormalised ResNet: channels_last alone moves
     # the updates by up to 0.6%, the fold alone by 0.9%; both together measured 0.4%.
