@@ -230,7 +230,7 @@ def _bilinear_taps(start, length, bins, samples, size):
     s = torch.arange(samples, dtype=start.dtype, device=start.device).view(1, 1, -1)
     at = start.view(-1, 1, 1) + b * step + (s + 0.5) * step / samples
     inside = (at >= -1.0) & (at <= size)
-    at = at.clamp(min=0)
+    at = at.nan_to_num(0.0).clamp(min=0)  # a NaN box pools zeros instead of reading outside the map
     low = at.floor().clamp(max=size - 1)
     at = torch.where(at >= size - 1, low, at)  # the last row/column: no neighbour beyond it
     high = (low + 1).clamp(max=size - 1)

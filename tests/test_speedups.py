@@ -266,6 +266,9 @@ def test_fast_roi_align_same_values_and_gradients_as_torchvision(num_rois):
                 assert torch.equal(torch.autograd.grad(again, f32, grad_out.float())[0], grad)
     with torch.inference_mode():
         assert torch.equal(speedups.fast_roi_align(f32, rois, (2, 2), 0.25, 4), got)
+    # a box of NaN or infinite coordinates (a diverged model) pools zeros and reads nothing outside the map
+    bad = torch.tensor([[0.0, float("nan"), 2.0, 30.0, 40.0], [1.0, -float("inf"), 0.0, float("inf"), 9.0]])
+    assert torch.equal(speedups.fast_roi_align(f32, bad, (7, 7), 0.25, 2), torch.zeros(2, f32.shape[1], 7, 7))
     # adaptive sampling and other dtypes: torchvision's op itself
     assert torch.equal(speedups.fast_roi_align(f32, rois, (7, 7), 0.25, 0),
                        torchvision.ops.roi_align(f32, rois, (7, 7), 0.25, 0))
