@@ -22,9 +22,9 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
-ours       this project's defaults (tv_training.py / speedups.py): folded frozen BatchNorm, RoI pooling on all cores, fast mask pasting, channels_last on
-           CPU, workers capped at the core count and persistent, ground truth built once,
-           evaluation threads untouched.
+ours       this project's defaults (tv_training.py / speedups.py): folded frozen BatchNorm, RoI pooling
+           as a weighted gather, fast mask pasting, channels_last on CPU, workers capped at the
+           core count and persistent, ground truth built once, evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
            CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
 ours_malloc
