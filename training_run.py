@@ -36,6 +36,19 @@ def make_optimizer(model, opt, lr, momentum, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def make_grad_scaler(device, amp):
+    """The ``scaler`` for ``engine.train_one_epoch``: None without ``amp`` (float32), else a
+    ``torch.amp.GradScaler``, which makes the engine autocast. It scales the loss only on CUDA,
+    whose autocast type is float16. The CPU autocasts to bfloat16, which has float32's exponent
+    range: there a disabled scaler passes the loss and the step through unchanged, instead of
+    multiplying and checking every gradient for nothing.
+    """
+    if not amp:
+        return None
+    device_type = torch.device(device).type
+    return torch.amp.GradScaler(device_type, enabled=device_type == "cuda")
+
+
 def make_lr_scheduler(optimizer, name, epochs, step_size, gamma):
     """StepLR (the tutorial: lr x ``gamma`` every ``step_size`` epochs) or cosine over ``epochs``."""
     if name == "cosineannealinglr":
@@ -95,7 +108,8 @@ def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
             if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-    if scaler is not None and "scaler" in checkpoint:
+    # a disabled scaler (CPU) saves an empty state, which an enabled one (CUDA) refuses to load
+    if scaler is not None and scaler.is_enabled() and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
     start_epoch = checkpoint["epoch"] + 1
     return start_epoch, [r for r in checkpoint.get("records", []) if r["epoch"] < start_epoch]

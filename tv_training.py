@@ -269,7 +269,7 @@ def main(args):
     optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
     lr_scheduler = training_run.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
                                                   args.lr_gamma)
-    scaler = torch.amp.GradScaler(device.type) if args.amp else None
+    scaler = training_run.make_grad_scaler(device, args.amp)
     start_epoch, records = 0, []
     if args.resume and not args.test_only:
         start_epoch, records = training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
@@ -392,8 +392,9 @@ def get_args_parser(add_help=True):
     p.add_argument("--test-only", action="store_true",
                    help="only evaluate (with --resume or --weights FILE) and print the COCO tables")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
-                   help="mixed precision for training: float16 + GradScaler on CUDA, bfloat16 on CPU (slow "
-                        "without bf16 hardware); --demo turns it on for a CPU with bf16 instructions")
+                   help="mixed precision for training: float16 + GradScaler on CUDA, bfloat16 on CPU (no loss "
+                        "scaling needed; slow without bf16 hardware); --demo turns it on for a CPU with bf16 "
+                        "instructions")
     p.add_argument("--eval-bf16", action="store_true",
                    help="evaluation, --test-only and --predict on the CPU with the backbone in bfloat16 (heads in "
                         "float32): faster on CPUs with bf16 instructions, COCO numbers within 0.005 of float32 on "

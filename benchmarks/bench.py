@@ -283,11 +283,13 @@ class Worker:
     def cmd_setup_step(self):
         import torch
 
+        import training_run
+
         torch.manual_seed(self.spec["seed"])
         self.model = self.build_model(self.spec["min_size"], self.spec["max_size"])
         self.model.train()
         self.optimizer = self._optimizer(self.model, self.spec["step_lr"])
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp else None
+        self.scaler = training_run.make_grad_scaler(self.device, self.amp)
         train_ds, test_ds = self.datasets(self.pool_train, self.pool_test[:1])
         self.train_loader, _ = self.loaders(train_ds, test_ds)
         self.batches = iter(self.train_loader)  # workers start here, as at the start of an epoch
@@ -505,13 +507,14 @@ class Worker:
 
         import engine
         import outputs
+        import training_run
         from coco_utils import get_coco_api_from_dataset
 
         self.model.load_state_dict(self.initial_state)
         torch.manual_seed(self.spec["seed"])
         optimizer = self._optimizer(self.model, self.spec["lr"])
         lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
-        scaler = torch.amp.GradScaler(self.device.type) if self.amp else None
+        scaler = training_run.make_grad_scaler(self.device, self.amp)
         history = []
         t0 = time.perf_counter()
         train_loader, test_loader = self.loaders(self.epoch_train, self.epoch_test)

@@ -20,6 +20,7 @@ from torchvision.models.detection import MaskRCNN
 
 import coco_utils
 import engine
+import training_run
 import transforms as T
 import tv_training
 import utils
@@ -313,6 +314,40 @@ def test_amp_on_cpu_uses_bf16_autocast_without_deprecation_warnings():
     model, optimizer = make_fake(lr=0.01)
     run_quietly(engine.train_one_epoch, model, optimizer, fake_batches(1), "cpu", 1, 1)
     assert not model.calls[0]["autocast"] and model.calls[0]["dtype"] == torch.float32
+
+
+def test_amp_grad_scaler_scales_only_on_cuda():
+    """--amp on the CPU (bfloat16): a disabled scaler still makes train_one_epoch autocast, and
+    takes the steps an enabled one takes (scaling by a power of 2 is exact), without the scaling."""
+    assert training_run.make_grad_scaler("cpu", False) is None
+    scaler = training_run.make_grad_scaler("cpu", True)
+    assert isinstance(scaler, torch.amp.GradScaler) and not scaler.is_enabled()
+    loss = torch.tensor(2.5, requires_grad=True)
+    assert scaler.scale(loss) is loss
+    weights = []
+    for scaler in (training_run.make_grad_scaler("cpu", True), torch.amp.GradScaler("cpu")):
+        torch.manual_seed(0)
+        model, optimizer = make_fake(lr=0.01)
+        run_quietly(engine.train_one_epoch, model, optimizer, fake_batches(3), "cpu", 1, 1, scaler)
+        assert all(c["autocast"] and c["dtype"] == torch.bfloat16 for c in model.calls)
+        weights.append(model.linear.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_resume_takes_an_empty_scaler_state():
+    """A checkpoint trained with --amp on the CPU holds a disabled scaler's empty state; resumed
+    with an enabled scaler (CUDA), it starts that scaler afresh instead of failing."""
+    model, optimizer = make_fake(lr=0.01)
+    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    checkpoint = dict(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict(), epoch=0, records=[],
+                      scaler=training_run.make_grad_scaler("cpu", True).state_dict())
+    assert checkpoint["scaler"] == {}
+    enabled = torch.amp.GradScaler("cpu", init_scale=8.0)
+    training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
+    assert enabled.get_scale() == 8.0
+    checkpoint["scaler"] = torch.amp.GradScaler("cpu", init_scale=1024.0).state_dict()
+    training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
+    assert enabled.get_scale() == 1024.0
 
 
 def test_amp_real_model_losses_finite(tiny_model, data_root):
