@@ -269,11 +269,11 @@ def fast_roi_align(features, rois, output_size, spatial_scale, sampling_ratio):
     ``_roi_align_by_embedding_bag``: the same values and gradients up to float rounding
     (summation order), deterministic, several times faster in both directions. Fastest on
     channels_last maps. Under CPU autocast it does what torchvision's autocast kernel does (pool
-    in float32, return the features' dtype). Other devices, dtypes and adaptive sampling
-    (``sampling_ratio <= 0``) go to torchvision's op.
+    in float32, return the features' dtype). Other devices, dtypes, adaptive sampling
+    (``sampling_ratio <= 0``) and boxes given as a list of tensors go to torchvision's op.
     """
     output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if features.device.type != "cpu" or sampling_ratio <= 0 or rois.dim() != 2:
+    if features.device.type != "cpu" or sampling_ratio <= 0 or not torch.is_tensor(rois) or rois.dim() != 2:
         return torchvision.ops.roi_align(features, rois, output_size, spatial_scale, sampling_ratio)
     if torch.is_autocast_enabled("cpu") and features.dtype in (torch.float32, torch.bfloat16, torch.float16):
         with torch.autocast("cpu", enabled=False):

@@ -272,6 +272,9 @@ def test_fast_roi_align_same_values_and_gradients_as_torchvision(num_rois):
     # adaptive sampling and other dtypes: torchvision's op itself
     assert torch.equal(speedups.fast_roi_align(f32, rois, (7, 7), 0.25, 0),
                        torchvision.ops.roi_align(f32, rois, (7, 7), 0.25, 0))
+    boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]  # torchvision's other form: boxes per image
+    assert torch.equal(speedups.fast_roi_align(f32, boxes, (7, 7), 0.25, 2),
+                       torchvision.ops.roi_align(f32, boxes, (7, 7), 0.25, 2))
     half = f32.detach().half()
     assert torch.equal(speedups.fast_roi_align(half, rois.half(), (7, 7), 0.25, 2),
                        torchvision.ops.roi_align(half, rois.half(), (7, 7), 0.25, 2))
