@@ -236,7 +236,7 @@ def main(args):
         if not utils.is_main_process():
             return {"predictions": []}  # under torchrun, one process predicts and writes the files
         model, spec = build_model(args, None, device, checkpoint)
-        with speedups.bfloat16_backbone(model, args.eval_bf16 and device.type == "cpu"):
+        with speedups.bfloat16_backbone(model, args.eval_bf16):  # no effect off the CPU
             return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
                                    args.score_threshold, spec["classes"])
 
@@ -284,8 +284,7 @@ def main(args):
         output, _ = check_forward(model_without_ddp, data_loader, device)
         return {"losses": {k: v.item() for k, v in output.items()}}
     speedups.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
-    bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp,  # --eval-bf16
-                                        args.eval_bf16 and device.type == "cpu")
+    bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp, args.eval_bf16)  # --eval-bf16
     if args.test_only:
         if coco_gt is None:
             raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
