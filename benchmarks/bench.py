@@ -702,11 +702,16 @@ class WorkerProcess:
             raise RuntimeError(f"{self.config} worker failed in {cmd}:\n{reply['error']}")
         return reply["result"]
 
-    def close(self):
+    def ask_to_quit(self):
         try:
             self.call("quit")
-        finally:
+        except Exception:  # a dead worker cannot answer: stop it
+            self.proc.kill()
+
+    def wait(self):
+        try:
             self.proc.wait(timeout=120)
+        finally:
             self.log.close()
 
 
@@ -717,12 +722,12 @@ def interleaved(configs, repeats):
 
 
 def close_all(procs):
-    """Ask every worker process to quit; kill the ones that died and cannot answer."""
+    """Ask every worker process to quit (killing the ones that cannot answer), then wait for all of
+    them: they tear down side by side (a worker's exit takes up to a second)."""
     for p in procs.values():
-        try:
-            p.close()
-        except Exception:  # a dead worker: nothing to close
-            p.proc.kill()
+        p.ask_to_quit()
+    for p in procs.values():
+        p.wait()
 
 
 def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False, profile=False):
