@@ -1,0 +1,76 @@
+"""benchmarks/demo_timing.py: fresh --demo runs seed by seed, their wall time and final scores, and the
+means the README's demo table is made of (here a tiny one-epoch demo on tiny images)."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import demo_timing
+from conftest import make_data
+
+TINY_DEMO = ["--epochs", "1", "--min-size", "64", "--max-size", "96", "--test-size", "2", "-j", "0"]
+
+
+def test_two_seeds_are_timed_scored_and_averaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = make_data(tmp_path / "data", num_images=6)
+    out = tmp_path / "timing"
+    result = demo_timing.main(["--seeds", "0", "1", "--precisions", "fp32", "--data-path", str(data),
+                               "--out", str(out), "--", *TINY_DEMO])
+
+    rows = result["runs"]
+    assert [(r["name"], r["returncode"]) for r in rows] == [("fp32_seed0", 0), ("fp32_seed1", 0)]
+    for row in rows:
+        assert row["wall_seconds"] > 0 and row["peak_rss_mib"] > 100 and not row["generated_data"]
+        # the row's scores are the run's own final epoch, from its own output folder
+        with open(out / row["name"] / "metrics.json") as f:
+            records = json.load(f)
+        assert row["epochs"] == len(records) == 1  # the flags after -- reached tv_training.py
+        assert (row["bbox_AP"], row["segm_AP50"]) == (records[-1]["bbox"]["AP"], records[-1]["segm"]["AP50"])
+        log = (out / (row["name"] + ".log")).read_text()
+        assert "Demo: synthetic data" in log and "float32" in log  # --demo, and fp32 = --no-amp
+    # each seed drew its own initial weights
+    losses = [json.load(open(out / r["name"] / "metrics.json"))[0]["iteration_losses"][0] for r in rows]
+    assert losses[0] != losses[1]
+    (mean,) = result["means"]
+    assert (mean["precision"], mean["runs"]) == ("fp32", 2)
+    assert mean["bbox_AP"] == pytest.approx((rows[0]["bbox_AP"] + rows[1]["bbox_AP"]) / 2)
+    assert mean["segm_AP"] == pytest.approx((rows[0]["segm_AP"] + rows[1]["segm_AP"]) / 2)
+
+    text = (out / "report.txt").read_text()
+    assert text.startswith("Machine: ") and "cores; bf16 flags:" in text
+    assert "mean of 2 seed(s), fp32: bbox AP" in text and "Wall-time target" in text
+    assert json.loads((out / "results.json").read_text())["runs"] == rows
+
+    # the same command again keeps the measurement; --overwrite replaces it
+    with pytest.raises(SystemExit, match="earlier measurement; pass --overwrite"):
+        demo_timing.main(["--seeds", "0", "--data-path", str(data), "--out", str(out)])
+    assert (out / "results.json").exists()
+
+
+def test_bad_values_and_foreign_folders_stop_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="--threads: each value must be 1 or more"):
+        demo_timing.main(["--threads", "0", "--out", str(tmp_path / "t")])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match=r"files this script did not write \(notes.txt\)"):
+        demo_timing.main(["--overwrite", "--out", str(mine)])
+    assert (mine / "notes.txt").read_text() == "keep me"
+    # a measurement's own files are what --overwrite removes
+    old = tmp_path / "old"
+    (old / "auto_seed0").mkdir(parents=True)
+    (old / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match="earlier measurement"):
+        demo_timing.main(["--out", str(old)])
+    assert os.listdir(old)
+
+
+def test_a_failed_run_stops_the_measurement_with_its_message(tmp_path):
+    out = tmp_path / "timing"
+    with pytest.raises(SystemExit, match="auto_seed0 failed .*\n(.*\n)*.*unrecognized arguments: --epocs"):
+        demo_timing.main(["--seeds", "0", "1", "--data-path", str(tmp_path / "data"), "--out", str(out),
+                          "--", "--epocs", "1"])
+    assert sorted(os.listdir(out)) == ["auto_seed0.log", "report.txt", "results.json"]  # seed 1 never started
+    assert "failed with exit status 2" in (out / "report.txt").read_text()
