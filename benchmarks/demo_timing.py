@@ -90,8 +90,17 @@ def run_demo(name, seed, precision, threads, data_path, extra, out_dir):
                wall_seconds=round(wall, 1), peak_rss_mib=round(usage.ru_maxrss / 1024),
                returncode=os.waitstatus_to_exitcode(status), log=run_dir + ".log")
     if row["returncode"] == 0:
-        row.update(final_scores(run_dir))
+        row.update(final_scores(run_dir), trained_in=trained_in(row["log"]))
     return row
+
+
+def trained_in(log_path):
+    """What the run's "Demo:" line says it trained in: bf16 or fp32 (what ``auto`` became)."""
+    with open(log_path) as f:
+        for line in f:
+            if line.startswith("Demo: "):
+                return "bf16" if "bfloat16 autocast" in line else "fp32"
+    return "?"
 
 
 def run_all(settings, seeds, data_path, extra, out_dir, rows):
@@ -118,7 +127,8 @@ def summarize(rows):
     for row in rows:
         if row["returncode"] == 0:
             groups.setdefault((row["precision"], row["threads"]), []).append(row)
-    return [dict(precision=p, threads=t, runs=len(g), wall_seconds=round(sum(r["wall_seconds"] for r in g) / len(g), 1),
+    return [dict(precision=p, trained_in="/".join(sorted({r["trained_in"] for r in g})), threads=t, runs=len(g),
+                 wall_seconds=round(sum(r["wall_seconds"] for r in g) / len(g), 1),
                  **{k: sum(r[k] for r in g) / len(g) for k in ("bbox_AP", "segm_AP")})
             for (p, t), g in groups.items()]
 
@@ -132,14 +142,14 @@ def report(machine, rows, means, extra):
         if r["returncode"] != 0:
             lines.append(f"{r['name']:28s} {wall:>8s}  failed with exit status {r['returncode']}: see {r['log']}")
             continue
-        lines.append(f"{r['name']:28s} {wall:>8s} {r['peak_rss_mib']:>5d} MiB {r['bbox_AP']:8.3f} {r['bbox_AP50']:6.3f}"
+        lines.append(f"{r['name'] + ' (' + r['trained_in'] + ')':28s} {wall:>8s} {r['peak_rss_mib']:>5d} MiB {r['bbox_AP']:8.3f} {r['bbox_AP50']:6.3f}"
                      f" {r['segm_AP']:8.3f} {r['segm_AP50']:6.3f}")
     if any(r["generated_data"] for r in rows):
         lines.append("* data generation included (as in a fresh clone's first run)")
     for m in means:
         met = all(m[f"{k}_AP"] >= v for k, v in TARGET_AP.items())
         threads = f", OMP_NUM_THREADS={m['threads']}" if m["threads"] is not None else ""
-        lines.append(f"mean of {m['runs']} seed(s), {m['precision']}{threads}: bbox AP {m['bbox_AP']:.3f}, "
+        lines.append(f"mean of {m['runs']} seed(s), {m['precision']} ({m['trained_in']}){threads}: bbox AP {m['bbox_AP']:.3f}, "
                      f"segm AP {m['segm_AP']:.3f}, wall {m['wall_seconds']:.0f} s "
                      f"(target: bbox AP ≥ {TARGET_AP['bbox']:.2f}, segm AP ≥ {TARGET_AP['segm']:.2f}: "
                      f"{'met' if met else 'missed'})")

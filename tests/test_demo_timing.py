@@ -29,7 +29,7 @@ def test_two_seeds_are_timed_scored_and_averaged(tmp_path, monkeypatch):
         assert row["epochs"] == len(records) == 1  # the flags after -- reached tv_training.py
         assert (row["bbox_AP"], row["segm_AP50"]) == (records[-1]["bbox"]["AP"], records[-1]["segm"]["AP50"])
         log = (out / (row["name"] + ".log")).read_text()
-        assert "Demo: synthetic data" in log and "float32" in log  # --demo, and fp32 = --no-amp
+        assert "Demo: synthetic data" in log and "float32" in log and row["trained_in"] == "fp32"  # --no-amp
     # each seed drew its own initial weights
     losses = [json.load(open(out / r["name"] / "metrics.json"))[0]["iteration_losses"][0] for r in rows]
     assert losses[0] != losses[1]
@@ -40,7 +40,8 @@ def test_two_seeds_are_timed_scored_and_averaged(tmp_path, monkeypatch):
 
     text = (out / "report.txt").read_text()
     assert text.startswith("Machine: ") and "cores; bf16 flags:" in text
-    assert "mean of 2 seed(s), fp32: bbox AP" in text and "Wall-time target" in text
+    assert "mean of 2 seed(s), fp32 (fp32): bbox AP" in text and "fp32_seed1 (fp32)" in text
+    assert "Wall-time target" in text
     assert json.loads((out / "results.json").read_text())["runs"] == rows
 
     # the same command again keeps the measurement; --overwrite replaces it
