@@ -179,6 +179,11 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if any(t < 1 for t in args.threads or []):
         sys.exit("--threads: each value must be 1 or more")
+    for flag, values in (("--seeds", args.seeds), ("--precisions", args.precisions), ("--threads", args.threads)):
+        if values and len(set(values)) != len(values):
+            sys.exit(f"{flag}: {' '.join(map(str, values))} names a value twice; give each once")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        sys.exit(f"--out {args.out}: is a file; give a folder")
     if os.path.isdir(args.out) and os.listdir(args.out):
         foreign = [n for n in os.listdir(args.out) if not OWN_FILES.match(n)]
         if foreign:

@@ -53,6 +53,12 @@ def test_two_seeds_are_timed_scored_and_averaged(tmp_path, monkeypatch):
 def test_bad_values_and_foreign_folders_stop_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="--threads: each value must be 1 or more"):
         demo_timing.main(["--threads", "0", "--out", str(tmp_path / "t")])
+    with pytest.raises(SystemExit, match="--seeds: 0 1 0 names a value twice"):
+        demo_timing.main(["--seeds", "0", "1", "0", "--out", str(tmp_path / "t")])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="is a file; give a folder"):
+        demo_timing.main(["--out", str(tmp_path / "file")])
+    assert not (tmp_path / "t").exists()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
