@@ -291,14 +291,14 @@ def main(args):
         with bf16_evaluation():
             return outputs.evaluation_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt), classes)
 
-    if output_dir:
-        outputs.save_preview(args.data_path, os.path.join(output_dir, "preview.png"),
-                             dataset if hasattr(dataset, "entries") else None)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
-    print("Start training")
-    start_time = time.time()
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
+            if output_dir:  # inside: a Ctrl-C while it is drawn stops before the first step, figure whole
+                outputs.save_preview(args.data_path, os.path.join(output_dir, "preview.png"),
+                                     dataset if hasattr(dataset, "entries") else None)
+            print("Start training")
+            start_time = time.time()
             data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
             for epoch in range(start_epoch, args.epochs):
                 # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a

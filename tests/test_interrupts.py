@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import dataset_formats
+import errors
 import model_weights
 import synthetic_data
 import training_run
@@ -166,6 +167,28 @@ def test_main_restores_the_callers_handler(data, tmp_path):
         assert signal.getsignal(signal.SIGINT) is callers_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_while_the_preview_is_drawn_stops_before_the_first_step(data, tmp_path, monkeypatch):
+    """The first press can land before any iteration: while preview.png is drawn."""
+    out = str(tmp_path / "out")
+    real = tv_training.outputs.save_preview
+
+    def pressed_while_drawing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tv_training.outputs, "save_preview", pressed_while_drawing)
+    argv = tiny_argv(data, out, "--epochs", "1")
+    try:
+        tv_training.main(tv_training.get_args_parser().parse_args(argv))
+    except errors.TrainingInterrupted as e:
+        assert str(e) == "interrupted: no epoch completed"
+    except KeyboardInterrupt:  # (caught, or it would end the whole pytest session)
+        pytest.fail("the press escaped as a KeyboardInterrupt: no handler yet while the preview was drawn")
+    else:
+        pytest.fail("the run did not stop")
+    assert os.listdir(out) == ["preview.png"]  # drawn whole; no temporary file, no checkpoint
 
 
 # --- a dataset folder is never half-made --------------------------------------------------
