@@ -59,18 +59,30 @@ def evaluation_summary(coco_evaluator, classes):
         print("  (-1: no object of that class in the test images)")
     return summary
 
+def _write_then_rename(path, write):
+    """``write(tmp)``, then rename ``tmp`` over ``path``: ``path`` is whole or as it was before,
+    and an error or Ctrl-C while writing leaves no temporary file behind."""
+    tmp = path + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json_atomic(obj, path):
     """``json.dump`` to a temporary file, then rename over ``path``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+    _write_then_rename(path, write)
 
 
 def _save_figure(fig, path):
-    tmp = path + ".tmp"
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
+    _write_then_rename(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
 def plot_curves(records, path):
@@ -156,10 +168,9 @@ def draw_predictions(image, prediction, score_threshold=0.5, classes=None):
 
 def save_png(chw_uint8, path):
     """Save a (3, H, W) uint8 tensor as a PNG, via a temporary file renamed over ``path``."""
-    tmp = path + ".tmp"
+    image = Image.fromarray(chw_uint8.permute(1, 2, 0).cpu().numpy())
     # compress_level 1: a 12-megapixel overlay in a fraction of a second instead of seconds
-    Image.fromarray(chw_uint8.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    _write_then_rename(path, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
 
 
 def save_preview(dataset_root, path, dataset=None):

@@ -439,9 +439,18 @@ def cli(argv=None):
         hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else ""
         print(f"\n{e}{hint}", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:  # before training started (data generation, extraction, checks)
-        print("\ninterrupted before training started: no checkpoint written, and a dataset being generated or "
-              "extracted was discarded", file=sys.stderr)
+    except KeyboardInterrupt:  # outside training: --predict, --test-only, or before training started
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if args.predict:
+            where = os.path.join(args.output_dir or ".", "predict")
+            message = (f"interrupted: the images done so far have their .png and .json in {where} (each file whole); "
+                       "results.json, for all the images, was not written")
+        elif args.test_only:
+            message = "interrupted during evaluation: nothing was written"
+        else:
+            message = ("interrupted before training started: no checkpoint written, and a dataset being generated "
+                       "or extracted was discarded")
+        print(f"\n{message}", file=sys.stderr)
         sys.exit(130)
     except TutorialError as e:
         if utils.is_dist_avail_and_initialized() and not utils.is_main_process():

@@ -3,8 +3,10 @@
 Each row of the README's "Bad arguments" table: the exit status, no traceback, and the words.
 """
 
+import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -229,6 +231,47 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     assert f"{folder / 'notes.txt'}: skipped (not an image PIL can read)" in printed
     assert f"error: {folder / 'broken.png'}: cannot decode this image" in printed and "mask" not in printed
     assert f"-> {out / 'predict' / 'gray.jpg.png'}, {out / 'predict' / 'gray.jpg.json'}" in printed
+
+
+def test_ctrl_c_during_predict_keeps_whole_files_and_says_what_is_missing(trained, data, tmp_path, capsys,
+                                                                         monkeypatch):
+    import outputs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(os.path.join(data, "PNGImages", "SynthPed00001.png"), folder / name)
+    real_dump, calls = outputs.json.dump, []
+
+    def pressed_while_writing_the_second(obj, f, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write('{"image": ')  # half a file when the press lands
+            raise KeyboardInterrupt
+        return real_dump(obj, f, **kwargs)
+
+    monkeypatch.setattr(outputs.json, "dump", pressed_while_writing_the_second)
+    out = tmp_path / "out"
+    code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
+                              "--output-dir", str(out)], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted: the images done so far have their .png and .json in {out / 'predict'} (each file whole); "
+        "results.json, for all the images, was not written")
+    assert sorted(os.listdir(out / "predict")) == ["a.png.json", "a.png.png"]  # no half-written b.png.json(.tmp)
+    with open(out / "predict" / "a.png.json") as f:
+        assert json.load(f)["image"] == str(folder / "a.png")
+
+
+def test_ctrl_c_during_test_only_says_nothing_was_written(trained, data, capsys, monkeypatch):
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tv_training, "evaluate", pressed)
+    code, _, err = cli(["--test-only", "--data-path", data, "--test-size", "2", "--resume", os.path.join(trained, "checkpoint.pth"),
+                        "--output-dir", ""], capsys)
+    assert code == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted during evaluation: nothing was written"
 
 
 def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
