@@ -59,6 +59,7 @@ def evaluation_summary(coco_evaluator, classes):
         print("  (-1: no object of that class in the test images)")
     return summary
 
+
 def _write_then_rename(path, write):
     """``write(tmp)``, then rename ``tmp`` over ``path``: ``path`` is whole or as it was before,
     and an error or Ctrl-C while writing leaves no temporary file behind."""
