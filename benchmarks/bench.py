@@ -1014,6 +1014,14 @@ def report(args, info, results, configs):
                 paired = {c: paired_ratio(results[phase][ref]["runs"], results[phase][c]["runs"]) for c in others}
                 add(f"{'    the same, median of per-batch ratios':44s}" + " " * 16 * len(configs)
                     + "".join(f"{paired[c]:>15.2f}x" for c in others))
+            if phase == "epoch":  # which part holds the ratio back
+                for part in ("train", "eval"):
+                    runs = {c: [r for r in results[phase][c]["runs"] if f"{part}_seconds" in r] for c in configs}
+                    if all(runs.values()):
+                        part_med = {c: statistics.median(r[f"{part}_seconds"] for r in runs[c]) for c in configs}
+                        label = "    of which training" if part == "train" else "    of which evaluation"
+                        add(f"{label:44s}" + "".join(f"{part_med[c]:16.2f}" for c in configs)
+                            + "".join(f"{fmt_ratio(part_med[ref], part_med[c]):>16s}" for c in others))
         add("")
         add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
         for phase in PHASES:

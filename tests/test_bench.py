@@ -71,7 +71,7 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
             for a, b in zip(ours_json["detections"], reference_json["detections"], strict=True)]
     assert min(ious) > 0.999, ious
     text = (out / "bench.txt").read_text()
-    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "Peak RSS", "GFLOP/s", "COCO AP",
+    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "of which training", "of which evaluation", "Peak RSS", "GFLOP/s", "COCO AP",
                      "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step"):
         assert expected in text
 
