@@ -64,6 +64,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -978,7 +979,9 @@ def prepare(args, out_dir):
         torch.manual_seed(args.seed)
         state = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2,
                                              "layout").state_dict()
-    torch.save(state, init_path)
+    import utils
+
+    utils.atomic_save(state, init_path)
     return train_idx, test_idx, init_path
 
 
@@ -1182,6 +1185,31 @@ def get_args_parser():
     return p
 
 
+def run_phases(phases, configs, args, spec_path, results):
+    """Run ``phases`` one after another; each one's result goes into ``results`` as it finishes."""
+    repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats, demo=args.demo_steps)
+    for phase in phases:
+        print(f"Phase {phase}:", flush=True)
+        if phase == "compile":
+            results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
+            continue
+        if phase == "photo":
+            results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
+            continue
+        results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
+                                   extra="peak" if phase in ("step", "demo") else None,
+                                   count_flops=phase == "step" and args.flops,
+                                   profile=phase == "step" and args.profile)
+        if phase == "eval":
+            captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
+            if all(captured.values()):
+                results[phase]["agreement"] = {c: agreement(captured[configs[0]], captured[c]) for c in configs}
+        if phase == "step":
+            shapes = {c: [r["shapes"] for r in results[phase][c]["runs"]] for c in configs}
+            if any(s != shapes[configs[0]] for s in shapes.values()):
+                print("warning: the configurations trained on different batch shapes", flush=True)
+
+
 def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker_main(sys.argv[2], sys.argv[3])
@@ -1208,7 +1236,12 @@ def main(argv=None):
                  "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
     info = machine_info()
     info["torch"] = torch.__version__
-    train_idx, test_idx, init_path = prepare(args, args.out)
+    try:
+        train_idx, test_idx, init_path = prepare(args, args.out)
+    except KeyboardInterrupt:  # data is generated in a temporary folder, the weights saved atomically
+        print("\nCtrl-C: stopped while preparing the data and the initial weights; nothing was measured",
+              file=sys.stderr)
+        sys.exit(130)
     spec = dict(vars(args), init_weights=init_path, train_indices=train_idx, test_indices=test_idx)
     spec_path = os.path.join(args.out, "spec.json")
     with open(spec_path, "w") as f:
@@ -1217,29 +1250,17 @@ def main(argv=None):
         if name.endswith(".log"):
             os.remove(os.path.join(args.out, name))
 
-    results = {}
-    repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats, demo=args.demo_steps)
+    results, stopped_in = {}, None
     started = time.time()
-    for phase in phases:
-        print(f"Phase {phase}:", flush=True)
-        if phase == "compile":
-            results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
-            continue
-        if phase == "photo":
-            results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
-            continue
-        results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
-                                   extra="peak" if phase in ("step", "demo") else None,
-                                   count_flops=phase == "step" and args.flops,
-                                   profile=phase == "step" and args.profile)
-        if phase == "eval":
-            captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
-            if all(captured.values()):
-                results[phase]["agreement"] = {c: agreement(captured[configs[0]], captured[c]) for c in configs}
-        if phase == "step":
-            shapes = {c: [r["shapes"] for r in results[phase][c]["runs"]] for c in configs}
-            if any(s != shapes[configs[0]] for s in shapes.values()):
-                print("warning: the configurations trained on different batch shapes", flush=True)
+    try:
+        run_phases(phases, configs, args, spec_path, results)
+    except KeyboardInterrupt:  # the workers got the same Ctrl-C; run_phase's cleanup has stopped them
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish writing what was measured
+        stopped_in = next(p for p in phases if p not in results)
+        if not results:
+            print(f"\nCtrl-C: stopped in phase {stopped_in}, before any phase finished; nothing was written",
+                  file=sys.stderr)
+            sys.exit(130)
     info["loadavg_end"] = os.getloadavg()
     info["wall_seconds"] = round(time.time() - started, 1)
     text = report(args, info, results, configs)
@@ -1251,6 +1272,9 @@ def main(argv=None):
         f.write(f"$ {cmd}\n{text}\n")
     print(f"\nWrote {os.path.join(args.out, 'bench.json')} and bench.txt (worker logs: {args.out}/*.log); "
           f"took {info['wall_seconds']:.0f} s")
+    if stopped_in:
+        print(f"Ctrl-C: stopped in phase {stopped_in}; the phases before it are reported above", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

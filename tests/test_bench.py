@@ -3,6 +3,7 @@ the report carries what the benchmark promises (times, ratios, memory, FLOPs, eq
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -142,3 +143,42 @@ def test_bench_paired_ratio_pairs_repeats_batch_by_batch():
     ours = [dict(seconds=16.0), dict(seconds=10.0), dict(seconds=20.0)]
     assert bench.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
     assert bench.median_seconds(reference) / bench.median_seconds(ours) == pytest.approx(20.0 / 16.0)
+
+
+def test_ctrl_c_reports_the_finished_phases_and_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def photo_done_then_pressed(phases, configs, args, spec_path, results):
+        run = dict(seconds=1.0, peak_rss_mib=900.0, detections=100)
+        results["photo"] = dict(reference=dict(runs=[dict(run, seconds=3.0)]), ours=dict(runs=[run]), size=[400, 300])
+        raise KeyboardInterrupt  # pressed during the next phase
+
+    def main(phases, out):
+        try:
+            bench.main(["--device", "cpu", "--phases", phases, "--out", str(out)])
+        except SystemExit as stop:
+            return stop.code, capsys.readouterr()
+        except KeyboardInterrupt:  # (caught, or it would end the whole pytest session)
+            pytest.fail("the press escaped as a KeyboardInterrupt")
+        pytest.fail("the benchmark did not stop")
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        monkeypatch.setattr(bench, "prepare", pressed)
+        code, printed = main("demo", tmp_path / "a")
+        assert code == 130 and printed.err.strip() == ("Ctrl-C: stopped while preparing the data and the initial "
+                                                       "weights; nothing was measured")
+        monkeypatch.setattr(bench, "prepare", lambda args, out_dir: ([0], [1], "initial_weights.pth"))
+        monkeypatch.setattr(bench, "run_phases", pressed)
+        code, printed = main("demo", tmp_path / "b")
+        assert code == 130 and "stopped in phase demo, before any phase finished; nothing was written" in printed.err
+        assert not (tmp_path / "b" / "bench.json").exists()
+        monkeypatch.setattr(bench, "run_phases", photo_done_then_pressed)
+        code, printed = main("photo,demo", tmp_path / "c")
+        assert code == 130 and printed.err.strip() == ("Ctrl-C: stopped in phase demo; the phases before it are "
+                                                       "reported above")
+        assert "(e) --predict, one 400x300 photo" in printed.out and "3.00x faster" in printed.out
+        assert set(json.loads((tmp_path / "c" / "bench.json").read_text())["results"]) == {"photo"}
+    finally:
+        signal.signal(signal.SIGINT, previous)
