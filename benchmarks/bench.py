@@ -16,7 +16,8 @@ BatchNorm, 3 trainable ResNet stages, random values -- nothing is downloaded):
     ground truth are built inside the timed region.
 
 Configurations (each phase runs each configuration in its own worker process, so the peak
-RSS is per configuration and phase; the parent interleaves the repeats A B B A A B ...):
+RSS is per configuration and phase; ``--reuse-workers``, for smoke runs, keeps one per
+configuration for all phases; the parent interleaves the repeats A B B A A B ...):
 
 reference  torchvision's references/detection + the tutorial, reproduced: evaluation under
            ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
@@ -731,9 +732,14 @@ def close_all(procs):
         p.wait()
 
 
-def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False, profile=False):
-    """Start one worker per configuration, set both up, interleave the repeats, collect memory."""
-    procs = {c: WorkerProcess(c, spec_path, os.path.join(out_dir, f"{phase}_{c}.log")) for c in configs}
+def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flops=False, profile=False,
+              procs=None):
+    """Start one worker per configuration, set both up, interleave the repeats, collect memory.
+
+    ``procs``: running workers to use instead (one per configuration, left running)."""
+    fresh = procs is None
+    if fresh:
+        procs = {c: WorkerProcess(c, spec_path, os.path.join(out_dir, f"{phase}_{c}.log")) for c in configs}
     result = {c: dict(runs=[]) for c in configs}
     try:
         for c in configs:
@@ -764,7 +770,8 @@ def run_phase(phase, configs, repeats, spec_path, out_dir, extra=None, count_flo
             print(f"  [{phase}] counting FLOPs ({flop_config}) ...", flush=True)
             result["flops"] = procs[flop_config].call("flops")
     finally:
-        close_all(procs)
+        if fresh:
+            close_all(procs)
     return result
 
 
@@ -1026,7 +1033,8 @@ def report(args, info, results, configs):
                         add(f"{label:44s}" + "".join(f"{part_med[c]:16.2f}" for c in configs)
                             + "".join(f"{fmt_ratio(part_med[ref], part_med[c]):>16s}" for c in others))
         add("")
-        add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)")
+        add("Peak RSS of the worker process [MiB] (DataLoader workers' largest in brackets)"
+            + ("; --reuse-workers: each covers the phases before it too" if args.reuse_workers else ""))
         for phase in PHASES:
             if phase in results:
                 cells = []
@@ -1178,9 +1186,12 @@ def get_args_parser():
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count of (a)")
     p.add_argument("--profile", action="store_true",
                    help="(a) also profile one more training step of each configuration but the reference")
+    p.add_argument("--reuse-workers", action="store_true",
+                   help="smoke run: one worker process per configuration for (a)-(c) and (f) instead of fresh ones "
+                        "per phase; starts faster, but each peak RSS then covers the phases before it too")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 384 px, 1 timed step, 3 eval images, 4+2 images per epoch, 1 repeat each, "
-                        "3 compile steps")
+                        "3 compile steps, --reuse-workers")
     p.add_argument("--out", default=os.path.join(ROOT, "output", "bench"), help="bench.json and worker logs")
     return p
 
@@ -1188,26 +1199,33 @@ def get_args_parser():
 def run_phases(phases, configs, args, spec_path, results):
     """Run ``phases`` one after another; each one's result goes into ``results`` as it finishes."""
     repeats = dict(step=args.steps, eval=args.eval_repeats, epoch=args.epoch_repeats, demo=args.demo_steps)
-    for phase in phases:
-        print(f"Phase {phase}:", flush=True)
-        if phase == "compile":
-            results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
-            continue
-        if phase == "photo":
-            results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
-            continue
-        results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
-                                   extra="peak" if phase in ("step", "demo") else None,
-                                   count_flops=phase == "step" and args.flops,
-                                   profile=phase == "step" and args.profile)
-        if phase == "eval":
-            captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
-            if all(captured.values()):
-                results[phase]["agreement"] = {c: agreement(captured[configs[0]], captured[c]) for c in configs}
-        if phase == "step":
-            shapes = {c: [r["shapes"] for r in results[phase][c]["runs"]] for c in configs}
-            if any(s != shapes[configs[0]] for s in shapes.values()):
-                print("warning: the configurations trained on different batch shapes", flush=True)
+    shared = None
+    if args.reuse_workers and any(p in PHASES + ("demo",) for p in phases):
+        shared = {c: WorkerProcess(c, spec_path, os.path.join(args.out, f"workers_{c}.log")) for c in configs}
+    try:
+        for phase in phases:
+            print(f"Phase {phase}:", flush=True)
+            if phase == "compile":
+                results[phase] = run_compile_phase(args.compile_steps, spec_path, args.out)
+                continue
+            if phase == "photo":
+                results[phase] = run_photo_phase(args.photo_repeats, args, args.out)
+                continue
+            results[phase] = run_phase(phase, configs, repeats[phase], spec_path, args.out,
+                                       extra="peak" if phase in ("step", "demo") else None,
+                                       count_flops=phase == "step" and args.flops,
+                                       profile=phase == "step" and args.profile, procs=shared)
+            if phase == "eval":
+                captured = {c: results[phase][c]["runs"][-1].pop("detections", None) for c in configs}
+                if all(captured.values()):
+                    results[phase]["agreement"] = {c: agreement(captured[configs[0]], captured[c]) for c in configs}
+            if phase == "step":
+                shapes = {c: [r["shapes"] for r in results[phase][c]["runs"]] for c in configs}
+                if any(s != shapes[configs[0]] for s in shapes.values()):
+                    print("warning: the configurations trained on different batch shapes", flush=True)
+    finally:
+        if shared:
+            close_all(shared)
 
 
 def main(argv=None):
@@ -1220,6 +1238,7 @@ def main(argv=None):
         args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
         args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
         args.compile_steps, args.photo_size, args.photo_repeats, args.demo_steps = 3, (1000, 750), 1, 3
+        args.reuse_workers = True
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):

@@ -28,7 +28,7 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
            "--eval-images", "2", "--eval-repeats", "1",
            "--epoch-train", "2", "--epoch-test", "1", "--epoch-min-size", "128", "--epoch-max-size", "213",
            "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1", "--demo-steps", "1",
-           "--demo-data-path", str(tmp_path / "demo_data")]
+           "--demo-data-path", str(tmp_path / "demo_data"), "--reuse-workers"]
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
