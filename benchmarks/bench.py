@@ -992,6 +992,26 @@ def prepare(args, out_dir):
     return train_idx, test_idx, init_path
 
 
+def keep_earlier_run(out_dir):
+    """Move an earlier run's results in ``out_dir`` (bench.json, bench.txt, the logs, the photo
+    outputs) to ``out_dir/earlier/<that run's time>/``, so a new run replaces nothing (the logs of
+    a run that failed or was stopped included); returns that folder, or None when there was none."""
+    kept = [n for n in os.listdir(out_dir)
+            if n in ("bench.json", "bench.txt", "photo_ours", "photo_reference") or n.endswith(".log")]
+    if not kept:
+        return None
+    last = max(os.path.getmtime(os.path.join(out_dir, n)) for n in kept)
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(last))
+    dest, n = os.path.join(out_dir, "earlier", stamp), 1
+    while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(out_dir, "earlier", f"{stamp}-{n}")
+    os.makedirs(dest)
+    for name in kept:
+        os.replace(os.path.join(out_dir, name), os.path.join(dest, name))
+    return dest
+
+
 def fmt_ratio(ref, ours):
     return f"{ref / ours:.2f}x" if ours and ours == ours and ref == ref else "n/a"
 
@@ -1253,6 +1273,9 @@ def main(argv=None):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device "
                  "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
+    earlier = keep_earlier_run(args.out)
+    if earlier:
+        print(f"The earlier run in {args.out} is kept in {earlier}", flush=True)
     info = machine_info()
     info["torch"] = torch.__version__
     try:
@@ -1265,9 +1288,6 @@ def main(argv=None):
     spec_path = os.path.join(args.out, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    for name in os.listdir(args.out):
-        if name.endswith(".log"):
-            os.remove(os.path.join(args.out, name))
 
     results, stopped_in = {}, None
     started = time.time()

@@ -182,3 +182,22 @@ def test_ctrl_c_reports_the_finished_phases_and_stops_in_one_line(tmp_path, monk
         assert set(json.loads((tmp_path / "c" / "bench.json").read_text())["results"]) == {"photo"}
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_an_earlier_run_is_kept_not_replaced(tmp_path):
+    out = tmp_path / "bench"
+    (out / "photo_ours").mkdir(parents=True)
+    for name in ("bench.json", "bench.txt", "step_ours.log", "photo_ours/photo.json", "initial_weights.pth"):
+        (out / name).write_text(name)
+    when = os.path.getmtime(out / "bench.json")
+    earlier = bench.keep_earlier_run(str(out))
+    assert sorted(os.listdir(out)) == ["earlier", "initial_weights.pth"]  # the weights are rebuilt every run
+    assert sorted(os.listdir(earlier)) == ["bench.json", "bench.txt", "photo_ours", "step_ours.log"]
+    assert open(os.path.join(earlier, "photo_ours", "photo.json")).read() == "photo_ours/photo.json"
+    # a run that failed or was stopped before reporting: its logs are kept too, beside the first
+    # (here from the same second)
+    (out / "eval_reference.log").write_text("Traceback ...")
+    os.utime(out / "eval_reference.log", (when, when))
+    second = bench.keep_earlier_run(str(out))
+    assert second == earlier + "-2" and os.listdir(second) == ["eval_reference.log"]
+    assert bench.keep_earlier_run(str(out)) is None  # nothing left to keep
