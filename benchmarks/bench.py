@@ -1295,9 +1295,11 @@ def main(argv=None):
         run_phases(phases, configs, args, spec_path, results)
     except KeyboardInterrupt:  # the workers got the same Ctrl-C; run_phase's cleanup has stopped them
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish writing what was measured
-        stopped_in = next(p for p in phases if p not in results)
+        unfinished = [p for p in phases if p not in results]
+        # (a press while the last workers shut down finds every phase done)
+        stopped_in = f"in phase {unfinished[0]}" if unfinished else "while the workers shut down"
         if not results:
-            print(f"\nCtrl-C: stopped in phase {stopped_in}, before any phase finished; nothing was written",
+            print(f"\nCtrl-C: stopped {stopped_in}, before any phase finished; nothing was written",
                   file=sys.stderr)
             sys.exit(130)
     info["loadavg_end"] = os.getloadavg()
@@ -1312,7 +1314,7 @@ def main(argv=None):
     print(f"\nWrote {os.path.join(args.out, 'bench.json')} and bench.txt (worker logs: {args.out}/*.log); "
           f"took {info['wall_seconds']:.0f} s")
     if stopped_in:
-        print(f"Ctrl-C: stopped in phase {stopped_in}; the phases before it are reported above", file=sys.stderr)
+        print(f"Ctrl-C: stopped {stopped_in}; the phases that finished are reported above", file=sys.stderr)
         sys.exit(130)
 
 

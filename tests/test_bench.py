@@ -176,8 +176,8 @@ def test_ctrl_c_reports_the_finished_phases_and_stops_in_one_line(tmp_path, monk
         assert not (tmp_path / "b" / "bench.json").exists()
         monkeypatch.setattr(bench, "run_phases", photo_done_then_pressed)
         code, printed = main("photo,demo", tmp_path / "c")
-        assert code == 130 and printed.err.strip() == ("Ctrl-C: stopped in phase demo; the phases before it are "
-                                                       "reported above")
+        assert code == 130 and printed.err.strip() == ("Ctrl-C: stopped in phase demo; the phases that finished "
+                                                       "are reported above")
         assert "(e) --predict, one 400x300 photo" in printed.out and "3.00x faster" in printed.out
         assert set(json.loads((tmp_path / "c" / "bench.json").read_text())["results"]) == {"photo"}
     finally:
