@@ -82,6 +82,15 @@ def write_json_atomic(obj, path):
     _write_then_rename(path, write)
 
 
+def write_text_atomic(text, path):
+    """``text`` to a temporary file, then rename over ``path``."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    _write_then_rename(path, write)
+
+
 def _save_figure(fig, path):
     _write_then_rename(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 

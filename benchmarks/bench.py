@@ -1307,10 +1307,11 @@ def main(argv=None):
     text = report(args, info, results, configs)
     print(text)
     cmd = " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/bench.py"] + (sys.argv[1:] if argv is None else argv))
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(dict(command=cmd, args=vars(args), machine=info, results=results), f, indent=1)
-    with open(os.path.join(args.out, "bench.txt"), "w") as f:
-        f.write(f"$ {cmd}\n{text}\n")
+    import outputs  # (prepare put the project on the path)
+
+    outputs.write_json_atomic(dict(command=cmd, args=vars(args), machine=info, results=results),
+                              os.path.join(args.out, "bench.json"))
+    outputs.write_text_atomic(f"$ {cmd}\n{text}\n", os.path.join(args.out, "bench.txt"))
     print(f"\nWrote {os.path.join(args.out, 'bench.json')} and bench.txt (worker logs: {args.out}/*.log); "
           f"took {info['wall_seconds']:.0f} s")
     if stopped_in:

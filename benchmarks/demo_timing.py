@@ -19,7 +19,6 @@ Runs go one after another, so their ratios compare; times on a busy machine grow
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -36,23 +35,6 @@ TARGET_WALL = "≤ 4 min on the AMD EPYC, ≤ 6 min on the Intel Xeon with AMX (
 OWN_FILES = re.compile(r"^((auto|fp32|bf16)_seed\d+(_threads\d+)?(\.log)?|data|results\.json|report\.txt)$")
 
 
-def cpu_description():
-    """``lscpu``'s model name, the bf16/AMX flags and the core count, in one line."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:  # not Linux: the platform's name only
-        pass
-    bf16 = sorted(f for f in flags if f == "avx512_bf16" or f.startswith("amx"))
-    return f"{model}, {os.cpu_count()} cores; bf16 flags: {' '.join(bf16) or 'none'}"
-
-
 def final_scores(output_dir):
     """The last epoch of ``metrics.json``: bbox/segm AP and AP50, and the summed training time."""
     with open(os.path.join(output_dir, "metrics.json")) as f:
@@ -60,12 +42,6 @@ def final_scores(output_dir):
     last = records[-1]
     return dict(epochs=len(records), train_seconds=round(sum(r["train_time_s"] for r in records), 1),
                 **{f"{iou}_{k}": last[iou][k] for iou in ("bbox", "segm") for k in ("AP", "AP50")})
-
-
-def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def run_demo(name, seed, precision, threads, data_path, extra, out_dir):
@@ -196,9 +172,15 @@ def main(argv=None):
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     os.makedirs(args.out, exist_ok=True)
     data_path = os.path.abspath(args.data_path or os.path.join(args.out, "data"))
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench.py beside this file
     import torch
 
-    machine = dict(cpu=cpu_description(), torch=torch.__version__, python=platform.python_version())
+    import bench
+    import outputs
+
+    info = bench.machine_info()
+    cpu = f"{info['cpu']}, {info['cores']} cores; bf16 flags: {' '.join(info.get('bf16_flags', [])) or 'none'}"
+    machine = dict(cpu=cpu, torch=torch.__version__, python=info["python"])
     print(f"Machine: {machine['cpu']}; torch {machine['torch']}", flush=True)
     settings = [(p, t) for p in args.precisions for t in (args.threads or [None])]
     rows, failed, interrupted = [], None, False
@@ -209,9 +191,9 @@ def main(argv=None):
         interrupted = True
     means = summarize(rows)
     text = report(machine, rows, means, args.extra)
-    write_atomic(os.path.join(args.out, "results.json"),
-                 json.dumps(dict(machine=machine, extra=args.extra, runs=rows, means=means), indent=1))
-    write_atomic(os.path.join(args.out, "report.txt"), text + "\n")
+    outputs.write_json_atomic(dict(machine=machine, extra=args.extra, runs=rows, means=means),
+                              os.path.join(args.out, "results.json"))
+    outputs.write_text_atomic(text + "\n", os.path.join(args.out, "report.txt"))
     print(text)
     if failed:
         sys.exit(failed)
