@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -26,11 +27,14 @@ def tiny_argv(data, out, *extra):
 
 def cli(argv, capsys):
     """Run the command line in this process; returns (exit status, stdout, stderr)."""
+    handler = signal.getsignal(signal.SIGINT)  # cli ignores Ctrl-C once a run is interrupted
     try:
         tv_training.cli(argv)
         code = 0
     except SystemExit as e:
         code = e.code
+    finally:
+        signal.signal(signal.SIGINT, handler)
     out, err = capsys.readouterr()
     return code, out, err
 
