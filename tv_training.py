@@ -76,10 +76,10 @@ class PennFudanDataset(torch.utils.data.Dataset):
         masks, boxes, _ = instance_masks_and_boxes(mask)
         num_objs = len(masks)
 
-        # there is only one class: pedestrian
+        # Penn-Fudan has a single category (pedestrian = label 1; 0 is the background)
         labels = torch.ones((num_objs,), dtype=torch.int64)
         area = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 2] - boxes[:, 0])
-        # suppose all instances are not crowd
+        # no crowd regions in this dataset: COCO evaluation counts every instance
         iscrowd = torch.zeros((num_objs,), dtype=torch.int64)
 
         img = tv_tensors.Image(img)
@@ -114,9 +114,9 @@ class PennFudanDataset(torch.utils.data.Dataset):
 
 def get_model_object_detection(num_classes, weights="DEFAULT", **kwargs):
     """Section 1: fine-tune a COCO Faster R-CNN, replacing only the box predictor."""
-    # load a model pre-trained on COCO
+    # COCO-trained detector (weights=None: random init)
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=weights, **kwargs)
-    # replace the classifier with a new one, that has num_classes which is user-defined
+    # a fresh box predictor sized for this dataset's classes, on the same 1024 features
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
     return model
@@ -127,9 +127,9 @@ def get_model_mobilenet(num_classes, weights="DEFAULT", **kwargs):
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.rpn import AnchorGenerator
 
-    # load a pre-trained model for classification and return only the features
+    # the ImageNet classifier's convolutional part only (no pooling, no classifier)
     backbone = torchvision.models.mobilenet_v2(weights=weights).features
-    # FasterRCNN needs to know the number of output channels of the backbone
+    # FasterRCNN reads the feature depth from this attribute (MobileNetV2 ends with 1280 channels)
     backbone.out_channels = 1280
     # 5 sizes x 3 aspect ratios per location, on the single feature map
     anchor_generator = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
@@ -143,9 +143,9 @@ def get_model_instance_segmentation(num_classes, weights="DEFAULT", **kwargs):
 
     ``kwargs`` go to ``maskrcnn_resnet50_fpn`` (e.g. ``min_size``, ``weights_backbone``).
     """
-    # load an instance segmentation model pre-trained on COCO
+    # COCO-trained Mask R-CNN (weights=None: random init)
     model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=weights, **kwargs)
-    # get number of input features for the classifier and replace the box predictor
+    # new box predictor for num_classes, fed by the box head's features
     in_features = model.roi_heads.box_predictor.cls_score.in_features
     model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes)
     # the same for the mask predictor
@@ -227,7 +227,7 @@ def main(args):
         demo.apply_demo_recipe(args, get_args_parser(add_help=False))
     # flags, device and output folder checked, weights loaded (--resume or --weights FILE)
     checkpoint = checks.check_run(args, model_weights.load_weights_file, utils.is_main_process())
-    # train on the GPU or on the CPU, if a GPU is not available
+    # --device auto: CUDA when present, otherwise the CPU
     device = training_run.pick_device(args.device, args.gpu)
     torch.manual_seed(args.seed)
     output_dir = args.output_dir if utils.is_main_process() else ""
@@ -240,8 +240,8 @@ def main(args):
             return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
                                    args.score_threshold, spec["classes"])
 
-    # use our dataset and defined transformations: a Penn-Fudan folder, or a COCO file (.json),
-    # split in train and test set (seeded: --seed) unless --test-data-path names a test file
+    # the data: a Penn-Fudan folder or a COCO file (.json) with get_transform,
+    # with a seeded hold-out of --test-size images, unless --test-data-path names a test file
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
     data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
                          args.test_data_path, args.image_dir, check=utils.is_main_process())
@@ -250,7 +250,7 @@ def main(args):
     if len(dataset) < args.batch_size:
         raise DatasetError(f"{args.data_path}: {len(dataset)} training image(s) is fewer than one batch "
                            f"(-b {args.batch_size}); lower --batch-size or --test-size.")
-    # define training and validation data loaders (workers beyond the cores only compete with the model)
+    # the two loaders (workers beyond the cores only compete with the model)
     workers = min(args.workers, os.cpu_count() or 1)
     if workers < args.workers:
         print(f"Using {workers} data-loading workers (-j {args.workers} capped at the {os.cpu_count()} CPU cores)")
@@ -258,14 +258,14 @@ def main(args):
         dataset, dataset_test, args.batch_size, workers, args.distributed, args.seed,
         args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
 
-    # get the model using our helper function, on the right device
+    # the model from its builder above, moved to the device
     model, spec = build_model(args, classes, device, checkpoint)
     model_without_ddp = model
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if args.gpu is not None else None)
         model_without_ddp = model.module
 
-    # construct an optimizer and a learning rate scheduler
+    # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives)
     optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
     lr_scheduler = training_run.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
                                                   args.lr_gamma)
@@ -309,15 +309,15 @@ def main(args):
                 if args.distributed:
                     train_sampler.set_epoch(epoch)
                 epoch_start, iteration_losses = time.time(), []
-                # train for one epoch, printing every print_freq iterations
+                # one pass over the training data; a log line every --print-freq iterations
                 metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
                                                 print_freq=args.print_freq, scaler=scaler,
                                                 loss_history=iteration_losses, clip_grad_norm=args.clip_grad_norm)
                 lr = optimizer.param_groups[0]["lr"]
-                # update the learning rate
+                # the schedule advances once per epoch
                 lr_scheduler.step()
                 train_time = time.time() - epoch_start
-                # evaluate on the test dataset
+                # COCO bbox/segm scores on the held-out images
                 with bf16_evaluation():
                     coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) if coco_gt is not None else None
                 records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
