@@ -70,9 +70,24 @@ def _open_png(path, what):
                            f"Replace it with a valid PNG or remove it and its {'mask' if what == 'image' else 'image'}.") from None
 
 
+def to_rgb(im):
+    """A PIL image in RGB. 16-bit (and 32-bit integer) grayscale is scaled to 8 bits over its
+    full range first: PIL's own conversion clips every value above 255, giving a white image."""
+    if im.mode.startswith("I"):  # I;16, I;16B, I (what PIL makes of 16-bit grayscale PNGs and TIFFs)
+        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint32) >> 8
+        im = Image.fromarray(pixels.astype(np.uint8), "L")
+    elif im.mode == "F":
+        raise ValueError("32-bit floating-point pixels, which have no fixed range; save it with 8 or 16 bits")
+    return im.convert("RGB")
+
+
 def read_rgb(path):
-    """Decode an image as a (3, H, W) uint8 tensor (RGBA, grayscale and palette PNGs are converted)."""
-    return F.pil_to_tensor(_open_png(path, "image").convert("RGB"))
+    """Decode an image as a (3, H, W) uint8 tensor (RGBA, grayscale, 16-bit and palette PNGs are converted)."""
+    im = _open_png(path, "image")
+    try:
+        return F.pil_to_tensor(to_rgb(im))
+    except ValueError as e:
+        raise DatasetError(f"{path}: cannot use this image ({e}).") from None
 
 
 def read_instance_mask(path, image_size=None):
@@ -207,8 +222,16 @@ def prepare_data(root, make_synthetic=None):
         if not os.path.isfile(root):
             raise DatasetError(f"{root}: no such COCO file. Pass the instances JSON your annotation tool exported.")
         return
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f"{root}: a file, not a dataset. Pass a Penn-Fudan folder (PNGImages/, PedMasks/) or "
+                           f"a COCO instances file (.json).")
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
+            # only into a new or empty folder: never among files of the user's own
+            if os.path.isdir(root) and any(not n.startswith(".") for n in os.listdir(root)):
+                raise DatasetError(f"{root}: a folder with other files and no PNGImages/, so --demo will not "
+                                   f"write its synthetic images there. For your own data pass its COCO file "
+                                   f"(--data-path FILE.json); for the demo, a new or empty --data-path.")
             make_synthetic(root)
         elif os.path.basename(os.path.normpath(root)) == "PennFudanPed":
             download_pennfudan(root)
@@ -296,10 +319,14 @@ def read_coco_file(path):
             if missing:
                 raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {key[:-1]} needs "
                                    f"{', '.join(fields)}).")
+            if not isinstance(item["id"], (int, str)) or isinstance(item["id"], bool):
+                raise DatasetError(f"{path}: {key[:-1]} {item['id']!r}: \"id\" is {item['id']!r}; expected an integer "
+                                   f"(or a string). Fix it or export the file again.")
             if item["id"] in seen:
                 raise DatasetError(f"{path}: {key[:-1]} id {item['id']} appears twice (pycocotools would silently "
                                    f"keep one); give every {key[:-1]} its own id.")
             seen.add(item["id"])
+    _check_values(data, path)
     image_ids, category_ids = {im["id"] for im in data["images"]}, {c["id"] for c in data["categories"]}
     for ann in data["annotations"]:
         if ann["image_id"] not in image_ids:
@@ -309,6 +336,52 @@ def read_coco_file(path):
             raise DatasetError(f"{path}: annotation {ann['id']} refers to category_id {ann['category_id']}, which "
                                f"is not in \"categories\".")
     return data
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_values(data, path):
+    """The values of the fields read here have the types the COCO format gives them; the first
+    that does not is an error naming the item, the field and what it should be."""
+    def fail(what, key, value, expected):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise DatasetError(f"{path}: {what}: \"{key}\" is {shown}; expected {expected}. Fix it or export the file "
+                           f"again.")
+
+    sizes = {}
+    for im in data["images"]:
+        what = f"image {im['id']}"
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            fail(what, "file_name", im["file_name"], "the image's file name")
+        for key in ("width", "height"):
+            if not _is_number(im[key]) or im[key] != int(im[key]) or im[key] < 1:
+                fail(what, key, im[key], "a whole number of pixels >= 1")
+        sizes[im["id"]] = [int(im["height"]), int(im["width"])]
+    for ann in data["annotations"]:
+        what = f"annotation {ann['id']}"
+        for key in ("image_id", "category_id"):
+            if not isinstance(ann[key], (int, str)) or isinstance(ann[key], bool):
+                fail(what, key, ann[key], "an integer (or a string) id")
+        box = ann["bbox"]
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+            fail(what, "bbox", box, "[x, y, width, height], 4 numbers")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            fail(what, "iscrowd", ann["iscrowd"], "0 or 1")
+        if "area" in ann and not _is_number(ann["area"]):
+            fail(what, "area", ann["area"], "a number")
+        seg = ann.get("segmentation")
+        if seg is None or (isinstance(seg, list) and all(isinstance(p, list) and all(_is_number(v) for v in p)
+                                                          for p in seg)):
+            continue
+        if not isinstance(seg, dict):
+            fail(what, "segmentation", seg, "polygons [[x1, y1, x2, y2, ...], ...] or an RLE {\"size\", \"counts\"}")
+        if not isinstance(seg.get("counts"), (str, list)):
+            fail(what, "segmentation", seg, "an RLE with \"counts\" (a string or a list of run lengths)")
+        if seg.get("size") != sizes.get(ann["image_id"], seg.get("size")):
+            fail(what, "segmentation", seg, f"an RLE whose \"size\" is its image's [height, width], "
+                                            f"{sizes[ann['image_id']]}")
 
 
 def coco_classes(data, path):
@@ -331,6 +404,12 @@ def coco_classes(data, path):
         classes.append(dict(id=c["id"], name=str(c["name"])))
     if not classes:
         raise DatasetError(f"{path}: no category to train on.")
+    names = [c["name"] for c in classes]
+    for c in classes:  # per-class results are keyed by name: one name per class
+        if names.count(c["name"]) > 1:
+            print(f"note: {path}: category {c['id']} shares the name \"{c['name']}\" with another: called "
+                  f"\"{c['name']} (id {c['id']})\" here")
+            c["name"] = f"{c['name']} (id {c['id']})"
     return classes
 
 
@@ -364,6 +443,9 @@ class _Warnings:
 def _clean_annotation(ann, width, height, warnings):
     """``ann`` with its box clipped to the image and usable polygons, or None (no area left)."""
     x, y, w, h = (float(v) for v in ann["bbox"])
+    if not all(np.isfinite([x, y, w, h])):
+        warnings.add("with a box that is not finite (NaN or infinity), dropped", ann["id"])
+        return None
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
     if w <= 0 or h <= 0 or x1 - x0 <= 0 or y1 - y0 <= 0:
         warnings.add("with a box of zero or negative size inside the image, dropped", ann["id"])
@@ -422,10 +504,12 @@ def load_coco_images(path, image_dir=None):
         if found is None:
             raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
                                f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
-        try:
+        try:  # decoded once, so a truncated file stops the run here and not epochs into it
             with Image.open(found) as pil:
                 size, orientation = pil.size, pil.getexif().get(0x0112, 1)
-        except (OSError, SyntaxError, ValueError) as e:
+                pil.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: 1/8 scale, every byte read
+                to_rgb(pil)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
                                f"remove it from {path}.") from None
         width, height = int(im["width"]), int(im["height"])
@@ -464,7 +548,7 @@ class CocoFormatDataset(torch.utils.data.Dataset):
         e = self.entries[idx]
         with Image.open(e["path"]) as pil:
             pil = ImageOps.exif_transpose(pil) if e["exif"] else pil
-            img = tv_tensors.Image(F.pil_to_tensor(pil.convert("RGB")))
+            img = tv_tensors.Image(F.pil_to_tensor(to_rgb(pil)))
         anns = [a for a in e["anns"] if not a["iscrowd"]]
         boxes = torch.tensor([a["box"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         target = {

@@ -125,6 +125,16 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     ("swapped_size", "width and height swapped"),
     ("labelme", "Per-image JSON (labelme) must be converted"),
     ("unreadable_image", "cannot read this image"),
+    ("truncated_jpeg", "b.jpg: cannot read this image (image file is truncated"),
+    ("bbox_null", 'annotation 1: "bbox" is None; expected [x, y, width, height], 4 numbers'),
+    ("bbox_short", 'annotation 1: "bbox" is [2, 3]; expected [x, y, width, height], 4 numbers'),
+    ("width_text", 'image 11: "width" is \'wide\'; expected a whole number of pixels >= 1'),
+    ("iscrowd_text", 'annotation 1: "iscrowd" is \'no\'; expected 0 or 1'),
+    ("area_text", 'annotation 1: "area" is \'big\'; expected a number'),
+    ("segmentation_text", 'annotation 1: "segmentation" is \'abc\'; expected polygons'),
+    ("image_id_list", "image [11]: \"id\" is [11]; expected an integer (or a string)"),
+    ("rle_without_counts", 'annotation 2: "segmentation" is {\'size\': [30, 40]}; expected an RLE with "counts"'),
+    ("rle_of_another_size", 'expected an RLE whose "size" is its image\'s [height, width], [30, 40]'),
 ])
 def test_bad_files_are_one_clear_error(change, words, tmp_path):
     path = simple_coco(str(tmp_path))
@@ -151,6 +161,30 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
         data = [dict(shapes=[])]
     elif change == "unreadable_image":
         (tmp_path / "train" / "b.png").write_bytes(b"not a png")
+    elif change == "truncated_jpeg":  # the header reads fine: only decoding it finds the cut
+        photo = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
+        Image.fromarray(photo).save(tmp_path / "train" / "b.jpg", quality=95)
+        whole = (tmp_path / "train" / "b.jpg").read_bytes()
+        (tmp_path / "train" / "b.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+        data["images"][1]["file_name"] = "b.jpg"
+    elif change == "bbox_null":
+        data["annotations"][0]["bbox"] = None
+    elif change == "bbox_short":
+        data["annotations"][0]["bbox"] = [2, 3]
+    elif change == "width_text":
+        data["images"][0]["width"] = "wide"
+    elif change == "iscrowd_text":
+        data["annotations"][0]["iscrowd"] = "no"
+    elif change == "area_text":
+        data["annotations"][0]["area"] = "big"
+    elif change == "segmentation_text":
+        data["annotations"][0]["segmentation"] = "abc"
+    elif change == "image_id_list":
+        data["images"][0]["id"] = [11]
+    elif change == "rle_without_counts":
+        data["annotations"][1]["segmentation"] = dict(size=[30, 40])
+    elif change == "rle_of_another_size":
+        data["annotations"][1]["segmentation"]["size"] = [50, 50]
     if change not in ("invalid_json",):
         json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
@@ -176,6 +210,44 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
     assert int(target["masks"][0].sum()) == 100  # the clipped box as its mask
     gt = dataset_formats.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
     assert len(gt.getAnnIds()) == 8
+
+
+def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    data["annotations"][0]["bbox"] = [float("nan"), 1, 5, 5]  # json writes NaN, and Python's json reads it back
+    json.dump(data, open(path, "w"))
+    entries, _, _ = dataset_formats.load_coco_images(path)
+    out = capsys.readouterr().out
+    assert "1 annotation(s) with a box that is not finite (NaN or infinity), dropped (ids 1)" in out
+    assert "clipped" not in out and [a["id"] for e in entries for a in e["anns"]] == [2, 3]
+
+
+def test_categories_sharing_a_name_keep_one_result_each(tmp_path, capsys):
+    path = simple_coco(str(tmp_path), categories=[dict(id=5, name="dog"), dict(id=0, name="dog")])
+    _, classes, _ = dataset_formats.load_coco_images(path)
+    assert [c["name"] for c in classes] == ["dog (id 0)", "dog (id 5)"]
+    assert 'category 0 shares the name "dog" with another: called "dog (id 0)" here' in capsys.readouterr().out
+
+
+def test_16_bit_images_keep_their_picture(tmp_path):
+    """PIL's convert("RGB") clips 16-bit grayscale at 255 (a white image): scaled to 8 bits instead."""
+    import outputs
+
+    ramp = (np.arange(30 * 40, dtype=np.uint32).reshape(30, 40) * 54).astype(np.uint16)  # 0 .. 64746
+    path = str(tmp_path / "deep.png")
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    expected = torch.from_numpy((ramp >> 8).astype(np.uint8)).expand(3, -1, -1)
+    assert torch.equal(dataset_formats.read_rgb(path), expected)
+    assert torch.equal(outputs.read_photo(path), expected)
+    images = [dict(id=1, file_name="deep.png", width=40, height=30)]
+    coco = str(tmp_path / "deep.json")
+    json.dump(dict(images=images, annotations=[dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 9, 9])],
+                   categories=[dict(id=1, name="thing")]), open(coco, "w"))
+    entries, classes, _ = dataset_formats.load_coco_images(coco, image_dir=str(tmp_path))
+    image, _ = dataset_formats.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
+    assert torch.equal(image, expected)
 
 
 def test_box_only_data_trains_faster_rcnn_or_says_what_to_use(tmp_path, capsys):
