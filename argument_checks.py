@@ -6,6 +6,7 @@ argparse); everything else here raises ``TutorialError`` (one line, exit status 
 """
 
 import argparse
+import math
 import os
 import tempfile
 
@@ -16,20 +17,21 @@ from errors import TutorialError
 
 def _number(kind, low=None, high=None, low_open=False):
     """An argparse ``type``: ``kind`` (int or float) within [low, high] (``low_open``: > low)."""
+    noun = "an integer" if kind is int else "a finite number"
     if low is not None and high is not None:
-        accepted = f"a number from {low} to {high}"
+        accepted = f"{noun} from {low} to {high}"
     elif low is not None:
-        accepted = f"{'an integer' if kind is int else 'a number'} {'>' if low_open else '>='} {low}"
+        accepted = f"{noun} {'>' if low_open else '>='} {low}"
     else:
-        accepted = "an integer" if kind is int else "a number"
+        accepted = noun
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
-        if value != value or (low is not None and (value <= low if low_open else value < low)) \
-                or (high is not None and value > high):  # value != value: NaN
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):  # NaN and infinity included
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
         return value
 
@@ -43,6 +45,7 @@ positive_float = _number(float, 0, low_open=True)
 non_negative_float = _number(float, 0)
 unit_interval = _number(float, 0, 1)
 group_factor = _number(int, -1)  # -1: off
+seed_value = _number(int, 0, 2**32 - 1)  # what every seeded generator here accepts, with room for epoch offsets
 
 
 def device_name(text):
@@ -116,27 +119,54 @@ def describe_run(checkpoint):
     return text + (", " + ", ".join(scores) if scores else "")
 
 
+def earlier_run_files(output_dir, resume=None):
+    """The files of an earlier training run in ``output_dir`` (none when ``resume`` continues it)."""
+    ckpt_path = os.path.join(output_dir, "checkpoint.pth")
+    if not (os.path.exists(ckpt_path) or os.path.exists(os.path.join(output_dir, "metrics.json"))):
+        return []
+    if resume and os.path.exists(ckpt_path) and os.path.exists(resume) and os.path.samefile(resume, ckpt_path):
+        return []  # continuing this very run
+    return [p for p in (os.path.join(output_dir, name) for name in
+                        ("checkpoint.pth", "metrics.json", "curves.png", "preview.png", "best.pth"))
+            if os.path.exists(p)]
+
+
 def protect_earlier_run(output_dir, resume, overwrite, load_checkpoint):
     """A training run must not overwrite another run's checkpoint without being told to.
 
-    Returns the files to clear for ``--overwrite`` (the earlier run's outputs).
+    Returns the files ``--overwrite`` will clear (the earlier run's outputs); ``clear_earlier_run``
+    removes them, once everything else about the new run has been checked.
     """
+    files = earlier_run_files(output_dir, resume)
+    if not files or overwrite:
+        return files
     ckpt_path = os.path.join(output_dir, "checkpoint.pth")
-    metrics_path = os.path.join(output_dir, "metrics.json")
-    if not (os.path.exists(ckpt_path) or os.path.exists(metrics_path)):
-        return []
-    if resume and os.path.exists(ckpt_path) and os.path.samefile(resume, ckpt_path):
-        return []  # continuing this very run
-    if overwrite:
-        return [p for p in (ckpt_path, metrics_path, os.path.join(output_dir, "curves.png"),
-                            os.path.join(output_dir, "preview.png"), os.path.join(output_dir, "best.pth"))
-                if os.path.exists(p)]
     try:
         what = describe_run(load_checkpoint(ckpt_path)) if os.path.exists(ckpt_path) else "metrics.json"
     except TutorialError:
         what = "a checkpoint that does not load"
     raise TutorialError(f"{output_dir}/ already holds a run ({what}). Continue it with --resume {ckpt_path}, "
                         f"keep it with another --output-dir, or replace it with --overwrite.")
+
+
+def clear_earlier_run(output_dir, resume=None):
+    """``--overwrite``: remove the earlier run's files (``earlier_run_files``) just before training."""
+    for path in earlier_run_files(output_dir, resume):
+        os.remove(path)
+
+
+def check_output_outside_data(output_dir, data_path):
+    """The outputs must not land among a Penn-Fudan dataset's files: a PNG written into
+    PNGImages/ or PedMasks/ would be taken for an image or a mask by every later run."""
+    if str(data_path).lower().endswith(".json"):
+        return  # a COCO file lists its images: other files beside them are never read
+    out = os.path.realpath(output_dir)
+    for sub in ("PNGImages", "PedMasks"):
+        folder = os.path.realpath(os.path.join(data_path, sub))
+        if out == folder or out.startswith(folder + os.sep):
+            raise TutorialError(f"--output-dir {output_dir}: inside the dataset's {sub}/ folder, where the figures "
+                                f"would be read as {'images' if sub == 'PNGImages' else 'masks'} by later runs. Pick "
+                                f"a folder outside {data_path}/{sub}.")
 
 
 # Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
@@ -192,28 +222,43 @@ def check_model_flag(args, spec, path):
 def check_run(args, load_checkpoint, is_main_process=True):
     """Everything about a run that can be checked before any data is read or generated.
 
-    The device exists; the output folder can be written and holds no other run (unless
-    ``--overwrite``, which clears that run's files); the weights file is a checkpoint (loaded
-    with ``load_checkpoint``); a resumed run takes its recipe from its checkpoint; ``--model``
-    agrees with a checkpoint given to ``--test-only``/``--predict``; evaluating random weights
-    is said out loud. Returns the checkpoint, or None.
+    The device exists; the output folder can be written, is not inside the dataset's folders and
+    holds no other run (unless ``--overwrite``: main clears that run's files later); the weights
+    file is a checkpoint (loaded with ``load_checkpoint``; one to resume holds the training state);
+    a resumed run takes its recipe from its checkpoint; ``--model`` agrees with a checkpoint given
+    to ``--test-only``/``--predict``; evaluating random weights is said out loud. Returns the
+    checkpoint, or None.
     """
     check_device(args.device)
     weights_file = args.resume or (args.weights if str(args.weights) not in ("DEFAULT", "none", "None") else None)
     checkpoint = load_checkpoint(weights_file) if weights_file else None
     if args.predict and checkpoint is None:
         raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
+    if args.predict and is_main_process:
+        from outputs import earlier_predictions
+
+        predict_dir = os.path.join(args.output_dir or ".", "predict")
+        check_output_dir(predict_dir)
+        if earlier_predictions(predict_dir) and not args.overwrite:
+            raise TutorialError(f"{predict_dir}/ already holds predictions (results.json). Keep them with another "
+                                f"--output-dir, or replace them with --overwrite.")
     training = not (args.test_only or args.predict or args.check_forward)
     if args.resume and training:
+        missing = [k for k in ("optimizer", "lr_scheduler", "epoch") if k not in checkpoint]
+        if missing:
+            ours = os.path.join(os.path.dirname(args.resume) or ".", "checkpoint.pth")
+            raise TutorialError(f"--resume {args.resume}: holds the model's weights but not the training state "
+                                f"({missing[0]}), so a run cannot continue from it ({ours} can). To train these "
+                                f"weights further as a new run: --weights {args.resume} with another --output-dir.")
         take_recipe(args, checkpoint, args.resume)
         if "output_dir" not in getattr(args, "explicit", ()):  # continue in the folder the run is in now
             args.output_dir = os.path.dirname(args.resume) or "."
             print(f"Continuing in --output-dir {args.output_dir}")
     if args.output_dir and is_main_process:
+        check_output_outside_data(args.output_dir, args.data_path)
         check_output_dir(args.output_dir)
-        if training:
-            for path in protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint):
-                os.remove(path)
+        if training:  # --overwrite removes the earlier run only once the data has passed its checks too
+            protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint)
     if checkpoint is not None and "model_spec" in checkpoint and not (args.resume and training):
         check_model_flag(args, checkpoint["model_spec"], weights_file)
     if args.test_only and checkpoint is None:

@@ -93,6 +93,10 @@ def load_weights_file(path):
     a truncated file, another object) and what to pass instead.
     """
     fix = "Pass a checkpoint written by training (e.g. output/checkpoint.pth), or --weights DEFAULT or none."
+    if os.path.isdir(path):
+        inside = os.path.join(path, "checkpoint.pth")
+        raise TutorialError(f"{path}: a folder, not a weights file. Pass the checkpoint file in it" +
+                            (f", e.g. {inside}." if os.path.isfile(inside) else f". {fix}"))
     if not os.path.isfile(path):
         raise TutorialError(f"{path}: no such weights file. {fix}")
     with open(path, "rb") as f:
@@ -138,13 +142,26 @@ def model_spec(name, num_classes, weights, kwargs=None, anchors=None, classes=No
                 pretrained_layout=str(weights) == "DEFAULT" and PRETRAINED[name][1])
 
 
-def checkpoint_spec(checkpoint, num_classes=2):
-    """The ``model_spec`` a checkpoint was written with; for older checkpoints (and plain state
-    dicts with no arguments) it is derived from the arguments stored beside the weights."""
+def checkpoint_spec(checkpoint, model=None, kwargs=None, anchors=None, classes=None):
+    """The ``model_spec`` a checkpoint was written with. Older checkpoints derive it from the
+    arguments stored beside the weights; a plain state dict (no arguments) is taken as ``model``
+    (default maskrcnn) built with ``kwargs``/``anchors``, with the number of classes and the
+    BatchNorm layout read from its tensors (``classes`` names them when their count fits)."""
     if "model_spec" in checkpoint:
         return dict(checkpoint["model_spec"], classes=checkpoint["model_spec"].get("classes") or
                     PENNFUDAN_CLASSES)
     trained = checkpoint.get("args", {})
+    if not trained:  # a plain state dict: what the caller was asked for, sized by the tensors
+        state = checkpoint["model"]
+        name = model or "maskrcnn"
+        scores = state.get("roi_heads.box_predictor.cls_score.weight")
+        num_classes = int(scores.shape[0]) if scores is not None else 2
+        if not classes or len(classes) + 1 != num_classes:
+            classes = PENNFUDAN_CLASSES if num_classes == 2 else \
+                [dict(id=k, name=f"class {k}") for k in range(1, num_classes)]
+        # trainable BatchNorm counts its batches; the pretrained layout's frozen one does not
+        frozen = not any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state)
+        return model_spec(name, num_classes, "DEFAULT" if frozen else "none", kwargs, anchors, classes)
     name = trained.get("model", "maskrcnn")
     kwargs = dict(min_size=trained.get("min_size", 800), max_size=trained.get("max_size", 1333))
     anchors = None
@@ -153,7 +170,7 @@ def checkpoint_spec(checkpoint, num_classes=2):
 
         kwargs.update(demo.DEMO_MODEL_KWARGS)
         anchors = demo.DEMO_ANCHORS
-    return model_spec(name, num_classes, str(trained.get("weights", "DEFAULT")), kwargs, anchors)
+    return model_spec(name, 2, str(trained.get("weights", "DEFAULT")), kwargs, anchors)
 
 
 def build_model(models, spec, weights=None):
@@ -177,8 +194,11 @@ def build_model(models, spec, weights=None):
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict)
-        except RuntimeError as e:
-            raise TutorialError(f"the weights do not fit --model {name}: {str(e).splitlines()[0][:200]}") from None
+        except RuntimeError as e:  # the first line only names the model class: show the first mismatch
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__
+            raise TutorialError(f"the weights do not fit --model {name} ({detail[:240]}). Pass the --model the "
+                                f"weights were trained as (with --demo for the demo's model).") from None
     return model
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from dataset_formats import PENNFUDAN_CLASSES, pair_images_and_masks, read_instance_mask, read_rgb
+from dataset_formats import PENNFUDAN_CLASSES, pair_images_and_masks, read_instance_mask, read_rgb, to_rgb
 from errors import TutorialError
 
 COCO_STAT_NAMES = [
@@ -285,7 +285,7 @@ def read_photo(path):
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return F.pil_to_tensor(im.convert("RGB"))
+            return F.pil_to_tensor(to_rgb(im))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise TutorialError(f"{path}: cannot decode this image ({str(e).splitlines()[0][:120]}).") from None
 
@@ -304,8 +304,17 @@ def output_names(paths):
     return stems
 
 
+def earlier_predictions(out_dir):
+    """The files an earlier ``predict`` into ``out_dir`` wrote (its .png/.json), or [] when it
+    holds none (no ``results.json``/``images.json``)."""
+    if not any(os.path.isfile(os.path.join(out_dir, n)) for n in ("results.json", "images.json")):
+        return []
+    return sorted(os.path.join(out_dir, n) for n in os.listdir(out_dir)
+                  if n.lower().endswith((".png", ".json")) and os.path.isfile(os.path.join(out_dir, n)))
+
+
 @torch.inference_mode()
-def predict(model, paths, device, out_dir, score_threshold, classes=None):
+def predict(model, paths, device, out_dir, score_threshold, classes=None, overwrite=False):
     """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections:
     box ``xyxy`` and COCO ``bbox`` ``[x, y, w, h]``, score, label, the dataset's ``category_id`` and
     ``category_name``, mask as COCO RLE); and for all of them ``results.json`` (COCO results
@@ -313,14 +322,22 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None):
     Returns ``dict(predictions, skipped, failed)``: one record per image written, ``[(path, why)]``
     for files that are not images, ``[message]`` for images that could not be decoded (the others
     are still predicted). A Mask R-CNN with this project's speed-ups is left giving masks as RLE
-    (``speedups.compact_masks(model, score_threshold)``; ``compact_masks(model, None)`` undoes it)."""
+    (``speedups.compact_masks(model, score_threshold)``; ``compact_masks(model, None)`` undoes it).
+    An earlier prediction in ``out_dir`` is an error, unless ``overwrite`` (its files are removed:
+    a mix of two runs' files would not match ``results.json``)."""
     from pycocotools import mask as mask_util
 
     import speedups
 
     images, skipped = list_images(paths)
+    earlier = earlier_predictions(out_dir) if os.path.isdir(out_dir) else []
+    if earlier and not overwrite:
+        raise TutorialError(f"{out_dir}/ already holds predictions (results.json, {len(earlier)} files). Keep them "
+                            f"with another --output-dir, or replace them with --overwrite.")
     for path, why in skipped:
         print(f"{path}: skipped ({why})")
+    for path in earlier:
+        os.remove(path)
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     speedups.compact_masks(model, min_score=score_threshold)  # masks as RLE, only above the threshold
@@ -334,8 +351,16 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None):
             failed.append(str(e))
             continue
         image = F.to_dtype(photo, torch.float32, scale=True).to(device)
-        pred = to_cpu(model([image])[0])
-        del image
+        try:
+            pred = to_cpu(model([image])[0])
+        except RuntimeError as e:  # e.g. a 3000x1 strip, resized to a width of 0: this image only
+            message = (f"{path}: {photo.shape[-1]}x{photo.shape[-2]} pixels: the model cannot take it "
+                       f"({str(e).splitlines()[0][:120]})")
+            print(f"error: {message}")
+            failed.append(message)
+            continue
+        finally:
+            del image
         keep = pred["scores"] >= score_threshold
         detections = []
         for j in torch.nonzero(keep).flatten().tolist():

@@ -115,6 +115,13 @@ def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
     return start_epoch, [r for r in checkpoint.get("records", []) if r["epoch"] < start_epoch]
 
 
+def is_out_of_memory(error):
+    """Whether ``error`` is an allocation that failed (torch.OutOfMemoryError on CUDA, a
+    RuntimeError from the CPU allocator)."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
 def interrupted(records, checkpoint_path):
     """The ``TrainingInterrupted`` for a run stopped by Ctrl-C after ``records`` (its complete epochs)."""
     kept = checkpoint_path if checkpoint_path and os.path.exists(checkpoint_path) else None

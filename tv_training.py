@@ -207,14 +207,14 @@ def build_model(args, classes, device, checkpoint=None):
     ``--model`` with ``--weights`` for ``classes`` (and the demo's settings under ``--demo``).
     Returns ``(model, model_spec)``.
     """
-    if checkpoint is not None:
-        spec, weights = model_weights.checkpoint_spec(checkpoint), checkpoint["model"]
+    kwargs, anchors = demo.model_settings(args.model) if args.demo else ({}, None)
+    kwargs = dict(min_size=args.min_size, max_size=args.max_size, **kwargs)
+    if checkpoint is not None:  # a plain state dict is taken as --model with these settings
+        spec, weights = model_weights.checkpoint_spec(checkpoint, args.model, kwargs, anchors, classes), \
+            checkpoint["model"]
     else:
-        kwargs, anchors = demo.model_settings(args.model) if args.demo else ({}, None)
         # the background plus one class per category
-        spec = model_weights.model_spec(args.model, len(classes) + 1, args.weights,
-                                        dict(min_size=args.min_size, max_size=args.max_size, **kwargs), anchors,
-                                        classes)
+        spec = model_weights.model_spec(args.model, len(classes) + 1, args.weights, kwargs, anchors, classes)
         weights = None if str(args.weights).lower() == "none" else args.weights
     model = model_weights.build_model(MODELS, spec, weights)
     return model_weights.prepare_for_device(model, device, args.channels_last), spec
@@ -238,7 +238,7 @@ def main(args):
         model, spec = build_model(args, None, device, checkpoint)
         with speedups.bfloat16_backbone(model, args.eval_bf16):  # no effect off the CPU
             return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
-                                   args.score_threshold, spec["classes"])
+                                   args.score_threshold, spec["classes"], overwrite=args.overwrite)
 
     # the data: a Penn-Fudan folder or a COCO file (.json) with get_transform,
     # with a seeded hold-out of --test-size images, unless --test-data-path names a test file
@@ -291,6 +291,8 @@ def main(args):
         with bf16_evaluation():
             return outputs.evaluation_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt), classes)
 
+    if args.overwrite and output_dir:  # only now: a typo in the data path must not cost the earlier run
+        checks.clear_earlier_run(output_dir, args.resume)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
@@ -381,13 +383,15 @@ def get_args_parser(add_help=True):
     p.add_argument("--lr-gamma", default=0.1, type=checks.positive_float, help="StepLR: lr multiplier at each drop")
     p.add_argument("--print-freq", default=10, type=checks.positive_int, help="print a log line every N iterations")
     p.add_argument("--output-dir", default="output",
-                   help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing)")
+                   help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing; --predict then "
+                        "writes to ./predict)")
     p.add_argument("--resume", default=None, help="checkpoint to continue training from; None starts afresh")
     p.add_argument("--best-metric", default="auto", choices=["auto", "bbox", "bbox50", "segm", "segm50"],
                    help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
                         "mask models, bbox otherwise")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --output-dir (without it, such a run stops this one)")
+                   help="replace the run (or --predict's results) already in --output-dir (without it, such a run stops "
+                        "this one)")
     p.add_argument("--test-only", action="store_true",
                    help="only evaluate (with --resume or --weights FILE) and print the COCO tables")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
@@ -400,7 +404,7 @@ def get_args_parser(add_help=True):
                         "the checkpoints measured (README.md, 'Speed'); training keeps --amp's setting")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="channels_last memory format (auto: on for CPU, where it is faster)")
-    p.add_argument("--seed", default=0, type=int, help="seed for the split, initial weights and shuffling")
+    p.add_argument("--seed", default=0, type=checks.seed_value, help="seed for the split, initial weights and shuffling")
     p.add_argument("--test-size", default=50, type=checks.non_negative_int,
                    help="images held out for testing (the last 50 of the split); 0 trains on all, no evaluation")
     p.add_argument("--train-size", default=None, type=checks.positive_int,
@@ -452,6 +456,12 @@ def cli(argv=None):
                        "or extracted was discarded")
         print(f"\n{message}", file=sys.stderr)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and not training_run.is_out_of_memory(e):
+            raise
+        print(f"error: out of memory ({str(e).splitlines()[0][:160]}). Lower --batch-size, or --min-size/--max-size "
+              f"(the model's input size); checkpoints already written are whole.", file=sys.stderr)
+        sys.exit(1)
     except TutorialError as e:
         if utils.is_dist_avail_and_initialized() and not utils.is_main_process():
             # under torchrun the other ranks' prints are silenced: an error must still show
@@ -462,7 +472,7 @@ def cli(argv=None):
     utils.cleanup_distributed()
     if result.get("failed"):  # --predict wrote the other images' results
         print(f"error: {len(result['failed'])} of {len(result['failed']) + len(result['predictions'])} image(s) "
-              f"could not be decoded (listed above)", file=sys.stderr)
+              f"could not be read or predicted (listed above)", file=sys.stderr)
         sys.exit(1)
     return result
 

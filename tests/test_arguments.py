@@ -54,14 +54,19 @@ def trained(data, tmp_path_factory):
 
 @pytest.mark.parametrize("argv, words", [
     (["-b", "0"], "argument -b/--batch-size: expected an integer >= 1, got '0'"),
-    (["--lr", "-1"], "argument --lr: expected a number > 0, got '-1'"),
-    (["--lr", "nan"], "argument --lr: expected a number > 0, got 'nan'"),
+    (["--lr", "-1"], "argument --lr: expected a finite number > 0, got '-1'"),
+    (["--lr", "nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+    (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["--lr", "1e400"], "argument --lr: expected a finite number > 0, got '1e400'"),
+    (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
+    (["--seed", "-1"], "argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
     (["--print-freq", "0"], "argument --print-freq: expected an integer >= 1, got '0'"),
     (["-j", "-1"], "argument -j/--workers: expected an integer >= 0, got '-1'"),
     (["--epochs", "-1"], "argument --epochs: expected an integer >= 0, got '-1'"),
     (["--epochs", "0"], "argument --epochs: 0 trains nothing"),
-    (["--wd", "-0.1"], "argument --wd/--weight-decay: expected a number >= 0"),
-    (["--score-threshold", "2"], "argument --score-threshold: expected a number from 0 to 1, got '2'"),
+    (["--wd", "-0.1"], "argument --wd/--weight-decay: expected a finite number >= 0"),
+    (["--wd", "inf"], "argument --wd/--weight-decay: expected a finite number >= 0, got 'inf'"),
+    (["--score-threshold", "2"], "argument --score-threshold: expected a finite number from 0 to 1, got '2'"),
     (["--test-size", "-3"], "argument --test-size: expected an integer >= 0"),
     (["--train-size", "0"], "argument --train-size: expected an integer >= 1"),
     (["--min-size", "900", "--max-size", "800"], "argument --max-size: 800 is below --min-size 900"),
@@ -228,7 +233,7 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
                               "--output-dir", str(out)], capsys)
     assert code == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "error: 1 of 4 image(s) could not be decoded (listed above)"
+    assert err.strip().splitlines()[-1] == "error: 1 of 4 image(s) could not be read or predicted (listed above)"
     written = sorted(os.listdir(out / "predict"))
     assert written == ["gray.jpg.json", "gray.jpg.png", "gray.png.json", "gray.png.png", "images.json",
                        "results.json", "street.webp.json", "street.webp.png"]
@@ -311,3 +316,112 @@ def test_test_size_is_ignored_with_a_test_file(tmp_path, capsys):
     code, out, err = cli(["--demo", "--data-path", train, "--test-data-path", val, "--test-size", "3", "--epochs", "1",
                           "--min-size", "64", "--max-size", "96", "-j", "0", "--output-dir", ""], capsys)
     assert code == 0 and "warning: --test-size 3 is ignored: the test images are those of --test-data-path." in out
+
+
+# --- what a user gets wrong loses nothing ----------------------------------------------------
+
+def test_demo_never_writes_into_a_folder_of_other_files(data, tmp_path, capsys):
+    own = tmp_path / "my_images"
+    own.mkdir()
+    (own / "photo.jpg").write_bytes(b"mine")
+    code, out, err = cli(tiny_argv(str(own), str(tmp_path / "o")), capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == (f"error: {own}: a folder with other files and no PNGImages/, so --demo will not write its "
+                           f"synthetic images there. For your own data pass its COCO file (--data-path FILE.json); "
+                           f"for the demo, a new or empty --data-path.")
+    assert os.listdir(own) == ["photo.jpg"]
+    photo = str(own / "photo.jpg")
+    for argv in (tiny_argv(photo, str(tmp_path / "o")), ["--data-path", photo, "--weights", "none", "--output-dir", ""]):
+        code, out, err = cli(argv, capsys)
+        assert code == 1 and err.strip().startswith(f"error: {photo}: a file, not a dataset.")
+
+
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_fails_its_checks(data, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    shutil.copytree(data, tmp_path / "data")
+    assert cli(tiny_argv(str(tmp_path / "data"), out), capsys)[0] == 0
+    before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+    assert {"checkpoint.pth", "metrics.json", "curves.png", "preview.png"} <= set(before)
+    code, _, err = cli(tiny_argv(str(tmp_path / "typo.json"), out, "--overwrite"), capsys)
+    assert code == 1 and "typo.json: no such COCO file" in err
+    os.remove(tmp_path / "data" / "PedMasks" / "SynthPed00002_mask.png")  # a dataset that fails its check
+    code, _, err = cli(tiny_argv(str(tmp_path / "data"), out, "--overwrite"), capsys)
+    assert code == 1 and "SynthPed00002_mask.png" in err
+    assert {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} == before
+
+
+def test_resume_needs_a_checkpoint_with_the_training_state(trained, tmp_path, capsys):
+    best = os.path.join(trained, "best.pth")
+    assert os.path.exists(best)
+    code, out, err = cli(["--resume", best, "--epochs", "2", "--output-dir", str(tmp_path / "o")], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == (f"error: --resume {best}: holds the model's weights but not the training state "
+                           f"(optimizer), so a run cannot continue from it ({trained}/checkpoint.pth can). To train "
+                           f"these weights further as a new run: --weights {best} with another --output-dir.")
+    code, out, err = cli(["--resume", trained, "--epochs", "2"], capsys)
+    assert code == 1 and err.strip() == (f"error: {trained}: a folder, not a weights file. Pass the checkpoint file "
+                                         f"in it, e.g. {trained}/checkpoint.pth.")
+
+
+def test_output_dir_inside_the_datasets_folders_is_refused(data, tmp_path, capsys):
+    for sub in ("PNGImages", "PedMasks"):
+        inside = os.path.join(data, sub, "run")
+        code, out, err = cli(tiny_argv(data, inside), capsys)
+        assert code == 1 and f"error: --output-dir {inside}: inside the dataset's {sub}/ folder" in err
+        assert not os.path.exists(inside)
+
+
+def test_a_second_predict_keeps_the_first_unless_overwrite(trained, data, tmp_path, capsys):
+    weights = os.path.join(trained, "checkpoint.pth")
+    first, second = (os.path.join(data, "PNGImages", f"SynthPed0000{i}.png") for i in (1, 2))
+    out = str(tmp_path / "o")
+    assert cli(["--predict", first, "--weights", weights, "--output-dir", out], capsys)[0] == 0
+    kept = sorted(os.listdir(os.path.join(out, "predict")))
+    code, _, err = cli(["--predict", second, "--weights", weights, "--output-dir", out], capsys)
+    assert code == 1 and err.strip() == (f"error: {out}/predict/ already holds predictions (results.json). Keep "
+                                         f"them with another --output-dir, or replace them with --overwrite.")
+    assert sorted(os.listdir(os.path.join(out, "predict"))) == kept
+    assert cli(["--predict", second, "--weights", weights, "--output-dir", out, "--overwrite"], capsys)[0] == 0
+    assert sorted(os.listdir(os.path.join(out, "predict"))) == [
+        "SynthPed00002.png.json", "SynthPed00002.png.png", "images.json", "results.json"]
+
+
+def test_predict_reports_an_image_the_model_cannot_take_and_goes_on(trained, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.zeros((3000, 1, 3), np.uint8)).save(folder / "a_strip.png")  # resized to 0 px wide
+    Image.fromarray(np.full((70, 60, 3), 128, np.uint8)).save(folder / "b_gray.png")
+    out = tmp_path / "o"
+    code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
+                              "--output-dir", str(out)], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f"error: {folder / 'a_strip.png'}: 1x3000 pixels: the model cannot take it (" in printed
+    assert sorted(os.listdir(out / "predict")) == ["b_gray.png.json", "b_gray.png.png", "images.json",
+                                                  "results.json"]
+
+
+def test_a_plain_state_dict_is_built_as_the_model_asked_for(data, tmp_path, capsys):
+    from conftest import build
+
+    path = str(tmp_path / "frcnn.pth")
+    torch.save(build("fasterrcnn", None, 3).state_dict(), path)  # trainable BatchNorm, 2 classes + background
+    photo = os.path.join(data, "PNGImages", "SynthPed00001.png")
+    code, out, err = cli(["--model", "fasterrcnn", "--weights", path, "--predict", photo, "--output-dir",
+                          str(tmp_path / "o"), "--min-size", "64", "--max-size", "96"], capsys)
+    assert code == 0, err
+    code, out, err = cli(["--weights", path, "--predict", photo, "--output-dir", str(tmp_path / "o2")], capsys)
+    assert code == 1 and err.startswith("error: the weights do not fit --model maskrcnn (Missing key(s) in state_dict")
+    assert err.strip().endswith("Pass the --model the weights were trained as (with --demo for the demo's model).")
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    def too_big(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 3200000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(tv_training, "main", too_big)
+    code, out, err = cli(["--min-size", "1000000", "--max-size", "1000000"], capsys)
+    assert code == 1 and err.startswith("error: out of memory ([enforce fail") and "Lower --batch-size" in err
+    monkeypatch.setattr(tv_training, "main", lambda args: (_ for _ in ()).throw(RuntimeError("a real bug")))
+    with pytest.raises(RuntimeError, match="a real bug"):  # other errors keep their traceback
+        tv_training.cli([])
