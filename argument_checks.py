@@ -30,7 +30,7 @@ def _number(kind, low=None, high=None, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+        if (kind is float and not math.isfinite(value)) or (low is not None and (value <= low if low_open else value < low)) \
                 or (high is not None and value > high):  # NaN and infinity included
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
         return value
@@ -45,7 +45,7 @@ positive_float = _number(float, 0, low_open=True)
 non_negative_float = _number(float, 0)
 unit_interval = _number(float, 0, 1)
 group_factor = _number(int, -1)  # -1: off
-seed_value = _number(int, 0, 2**32 - 1)  # what every seeded generator here accepts, with room for epoch offsets
+seed_value = _number(int, 0, 2**32 - 1)  # the usual seed range; torch takes more, but seed + epoch must still fit
 
 
 def device_name(text):
@@ -157,13 +157,14 @@ def clear_earlier_run(output_dir, resume=None):
 
 def check_output_outside_data(output_dir, data_path):
     """The outputs must not land among a Penn-Fudan dataset's files: a PNG written into
-    PNGImages/ or PedMasks/ would be taken for an image or a mask by every later run."""
+    PNGImages/ or PedMasks/ would be taken for an image or a mask by every later run (their
+    subfolders are never read)."""
     if str(data_path).lower().endswith(".json"):
         return  # a COCO file lists its images: other files beside them are never read
     out = os.path.realpath(output_dir)
     for sub in ("PNGImages", "PedMasks"):
         folder = os.path.realpath(os.path.join(data_path, sub))
-        if out == folder or out.startswith(folder + os.sep):
+        if out == folder:
             raise TutorialError(f"--output-dir {output_dir}: inside the dataset's {sub}/ folder, where the figures "
                                 f"would be read as {'images' if sub == 'PNGImages' else 'masks'} by later runs. Pick "
                                 f"a folder outside {data_path}/{sub}.")
@@ -234,14 +235,6 @@ def check_run(args, load_checkpoint, is_main_process=True):
     checkpoint = load_checkpoint(weights_file) if weights_file else None
     if args.predict and checkpoint is None:
         raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
-    if args.predict and is_main_process:
-        from outputs import earlier_predictions
-
-        predict_dir = os.path.join(args.output_dir or ".", "predict")
-        check_output_dir(predict_dir)
-        if earlier_predictions(predict_dir) and not args.overwrite:
-            raise TutorialError(f"{predict_dir}/ already holds predictions (results.json). Keep them with another "
-                                f"--output-dir, or replace them with --overwrite.")
     training = not (args.test_only or args.predict or args.check_forward)
     if args.resume and training:
         missing = [k for k in ("optimizer", "lr_scheduler", "epoch") if k not in checkpoint]
@@ -259,6 +252,14 @@ def check_run(args, load_checkpoint, is_main_process=True):
         check_output_dir(args.output_dir)
         if training:  # --overwrite removes the earlier run only once the data has passed its checks too
             protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint)
+    if args.predict and is_main_process:
+        from outputs import earlier_predictions
+
+        predict_dir = os.path.join(args.output_dir or ".", "predict")
+        check_output_dir(predict_dir)
+        if earlier_predictions(predict_dir) and not args.overwrite:
+            raise TutorialError(f"{predict_dir}/ already holds predictions (results.json). Keep them with another "
+                                f"--output-dir, or replace them with --overwrite.")
     if checkpoint is not None and "model_spec" in checkpoint and not (args.resume and training):
         check_model_flag(args, checkpoint["model_spec"], weights_file)
     if args.test_only and checkpoint is None:

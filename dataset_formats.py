@@ -9,6 +9,7 @@ every pair once before training, so a broken file is named before any time is sp
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -222,13 +223,16 @@ def prepare_data(root, make_synthetic=None):
         if not os.path.isfile(root):
             raise DatasetError(f"{root}: no such COCO file. Pass the instances JSON your annotation tool exported.")
         return
-    if os.path.exists(root) and not os.path.isdir(root):
+    if os.path.isfile(os.path.normpath(root)):  # normpath: "photo.png/" names the file too
         raise DatasetError(f"{root}: a file, not a dataset. Pass a Penn-Fudan folder (PNGImages/, PedMasks/) or "
                            f"a COCO instances file (.json).")
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
             # only into a new or empty folder: never among files of the user's own
-            if os.path.isdir(root) and any(not n.startswith(".") for n in os.listdir(root)):
+            # (an empty folder inside it is fine: the run's --output-dir, made by the checks before)
+            if os.path.isdir(root) and any(not n.startswith(".") and not (os.path.isdir(os.path.join(root, n)) and
+                                                                          not os.listdir(os.path.join(root, n)))
+                                           for n in os.listdir(root)):
                 raise DatasetError(f"{root}: a folder with other files and no PNGImages/, so --demo will not "
                                    f"write its synthetic images there. For your own data pass its COCO file "
                                    f"(--data-path FILE.json); for the demo, a new or empty --data-path.")
@@ -319,7 +323,7 @@ def read_coco_file(path):
             if missing:
                 raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {key[:-1]} needs "
                                    f"{', '.join(fields)}).")
-            if not isinstance(item["id"], (int, str)) or isinstance(item["id"], bool):
+            if not _is_id(item["id"]):
                 raise DatasetError(f"{path}: {key[:-1]} {item['id']!r}: \"id\" is {item['id']!r}; expected an integer "
                                    f"(or a string). Fix it or export the file again.")
             if item["id"] in seen:
@@ -342,6 +346,20 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _whole(value):
+    """``value`` as an int when it is a whole number (exporters write 640, 640.0 or "640"), else None."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_id(value):
+    """A usable id: an integer (also written as 3.0, as numpy-based exporters do) or a string."""
+    return isinstance(value, str) or _whole(value) is not None
+
+
 def _check_values(data, path):
     """The values of the fields read here have the types the COCO format gives them; the first
     that does not is an error naming the item, the field and what it should be."""
@@ -356,13 +374,13 @@ def _check_values(data, path):
         if not isinstance(im["file_name"], str) or not im["file_name"]:
             fail(what, "file_name", im["file_name"], "the image's file name")
         for key in ("width", "height"):
-            if not _is_number(im[key]) or im[key] != int(im[key]) or im[key] < 1:
+            if _whole(im[key]) is None or _whole(im[key]) < 1:
                 fail(what, key, im[key], "a whole number of pixels >= 1")
-        sizes[im["id"]] = [int(im["height"]), int(im["width"])]
+        sizes[im["id"]] = [_whole(im["height"]), _whole(im["width"])]
     for ann in data["annotations"]:
         what = f"annotation {ann['id']}"
         for key in ("image_id", "category_id"):
-            if not isinstance(ann[key], (int, str)) or isinstance(ann[key], bool):
+            if not _is_id(ann[key]):
                 fail(what, key, ann[key], "an integer (or a string) id")
         box = ann["bbox"]
         if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
@@ -410,6 +428,9 @@ def coco_classes(data, path):
             print(f"note: {path}: category {c['id']} shares the name \"{c['name']}\" with another: called "
                   f"\"{c['name']} (id {c['id']})\" here")
             c["name"] = f"{c['name']} (id {c['id']})"
+    if len({c["name"] for c in classes}) < len(classes):  # a renamed one met a category already named so
+        raise DatasetError(f"{path}: categories share names even as \"name (id N)\" "
+                           f"({[c['name'] for c in classes]}); give each category its own name.")
     return classes
 
 
@@ -512,7 +533,7 @@ def load_coco_images(path, image_dir=None):
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
                                f"remove it from {path}.") from None
-        width, height = int(im["width"]), int(im["height"])
+        width, height = _whole(im["width"]), _whole(im["height"])
         rotate = False
         if size != (width, height):
             rotate = size == (height, width) and orientation in (5, 6, 7, 8)

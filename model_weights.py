@@ -146,7 +146,7 @@ def checkpoint_spec(checkpoint, model=None, kwargs=None, anchors=None, classes=N
     """The ``model_spec`` a checkpoint was written with. Older checkpoints derive it from the
     arguments stored beside the weights; a plain state dict (no arguments) is taken as ``model``
     (default maskrcnn) built with ``kwargs``/``anchors``, with the number of classes and the
-    BatchNorm layout read from its tensors (``classes`` names them when their count fits)."""
+    BatchNorm layout read from its tensors (``classes``, the data's, must be as many)."""
     if "model_spec" in checkpoint:
         return dict(checkpoint["model_spec"], classes=checkpoint["model_spec"].get("classes") or
                     PENNFUDAN_CLASSES)
@@ -156,7 +156,11 @@ def checkpoint_spec(checkpoint, model=None, kwargs=None, anchors=None, classes=N
         name = model or "maskrcnn"
         scores = state.get("roi_heads.box_predictor.cls_score.weight")
         num_classes = int(scores.shape[0]) if scores is not None else 2
-        if not classes or len(classes) + 1 != num_classes:
+        if classes and len(classes) + 1 != num_classes:
+            raise TutorialError(f"the weights have {num_classes - 1} class(es) (their box predictor has {num_classes} "
+                                f"outputs, the background included), but the data has {len(classes)}: "
+                                f"{', '.join(c['name'] for c in classes)}. Use weights trained on these classes.")
+        if not classes:
             classes = PENNFUDAN_CLASSES if num_classes == 2 else \
                 [dict(id=k, name=f"class {k}") for k in range(1, num_classes)]
         # trainable BatchNorm counts its batches; the pretrained layout's frozen one does not

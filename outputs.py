@@ -305,12 +305,24 @@ def output_names(paths):
 
 
 def earlier_predictions(out_dir):
-    """The files an earlier ``predict`` into ``out_dir`` wrote (its .png/.json), or [] when it
-    holds none (no ``results.json``/``images.json``)."""
-    if not any(os.path.isfile(os.path.join(out_dir, n)) for n in ("results.json", "images.json")):
+    """The files an earlier ``predict`` into ``out_dir`` wrote, as its ``images.json`` lists them
+    (each image's .png/.json, then ``images.json`` and ``results.json``); [] when there is none.
+    Other files there are never counted: they may be the user's own."""
+    listing = os.path.join(out_dir, "images.json")
+    names = []
+    try:
+        with open(listing) as f:
+            names = [im["file_name"] for im in json.load(f)["images"]]
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []  # damaged: only the two shared files are known to be ours
+    stems = output_names(names) if names and all(isinstance(n, str) for n in names) else []
+    ours = [os.path.join(out_dir, stem + ext) for stem in stems for ext in (".png", ".json")]
+    ours += [listing, os.path.join(out_dir, "results.json")]
+    if not any(os.path.isfile(p) for p in ours[-2:]):
         return []
-    return sorted(os.path.join(out_dir, n) for n in os.listdir(out_dir)
-                  if n.lower().endswith((".png", ".json")) and os.path.isfile(os.path.join(out_dir, n)))
+    return [p for p in ours if os.path.isfile(p)]
 
 
 @torch.inference_mode()

@@ -60,6 +60,7 @@ def trained(data, tmp_path_factory):
     (["--lr", "1e400"], "argument --lr: expected a finite number > 0, got '1e400'"),
     (["--seed", "99999999999999999999"], "argument --seed: expected an integer from 0 to 4294967295"),
     (["--seed", "-1"], "argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
+    (["--seed", "9" * 400], "argument --seed: expected an integer from 0 to 4294967295"),  # beyond float range
     (["--print-freq", "0"], "argument --print-freq: expected an integer >= 1, got '0'"),
     (["-j", "-1"], "argument -j/--workers: expected an integer >= 0, got '-1'"),
     (["--epochs", "-1"], "argument --epochs: expected an integer >= 0, got '-1'"),
@@ -330,6 +331,12 @@ def test_demo_never_writes_into_a_folder_of_other_files(data, tmp_path, capsys):
                            f"synthetic images there. For your own data pass its COCO file (--data-path FILE.json); "
                            f"for the demo, a new or empty --data-path.")
     assert os.listdir(own) == ["photo.jpg"]
+    import dataset_formats
+
+    fresh = tmp_path / "fresh"
+    (fresh / "run").mkdir(parents=True)  # what the checks make of --output-dir FRESH/run before the data step
+    dataset_formats.prepare_data(str(fresh), make_data)
+    assert sorted(os.listdir(fresh)) == ["PNGImages", "PedMasks", "run"]
     photo = str(own / "photo.jpg")
     for argv in (tiny_argv(photo, str(tmp_path / "o")), ["--data-path", photo, "--weights", "none", "--output-dir", ""]):
         code, out, err = cli(argv, capsys)
@@ -365,10 +372,10 @@ def test_resume_needs_a_checkpoint_with_the_training_state(trained, tmp_path, ca
 
 def test_output_dir_inside_the_datasets_folders_is_refused(data, tmp_path, capsys):
     for sub in ("PNGImages", "PedMasks"):
-        inside = os.path.join(data, sub, "run")
+        inside = os.path.join(data, sub) + "/"  # the folder itself (its subfolders are never read)
         code, out, err = cli(tiny_argv(data, inside), capsys)
         assert code == 1 and f"error: --output-dir {inside}: inside the dataset's {sub}/ folder" in err
-        assert not os.path.exists(inside)
+        assert not os.path.exists(os.path.join(inside, "checkpoint.pth"))
 
 
 def test_a_second_predict_keeps_the_first_unless_overwrite(trained, data, tmp_path, capsys):
@@ -381,9 +388,12 @@ def test_a_second_predict_keeps_the_first_unless_overwrite(trained, data, tmp_pa
     assert code == 1 and err.strip() == (f"error: {out}/predict/ already holds predictions (results.json). Keep "
                                          f"them with another --output-dir, or replace them with --overwrite.")
     assert sorted(os.listdir(os.path.join(out, "predict"))) == kept
+    shutil.copy(first, os.path.join(out, "predict", "mine.png"))  # the user's own files there are never removed
+    with open(os.path.join(out, "predict", "notes.json"), "w") as f:
+        f.write("{}")
     assert cli(["--predict", second, "--weights", weights, "--output-dir", out, "--overwrite"], capsys)[0] == 0
     assert sorted(os.listdir(os.path.join(out, "predict"))) == [
-        "SynthPed00002.png.json", "SynthPed00002.png.png", "images.json", "results.json"]
+        "SynthPed00002.png.json", "SynthPed00002.png.png", "images.json", "mine.png", "notes.json", "results.json"]
 
 
 def test_predict_reports_an_image_the_model_cannot_take_and_goes_on(trained, tmp_path, capsys):
@@ -409,6 +419,11 @@ def test_a_plain_state_dict_is_built_as_the_model_asked_for(data, tmp_path, caps
     code, out, err = cli(["--model", "fasterrcnn", "--weights", path, "--predict", photo, "--output-dir",
                           str(tmp_path / "o"), "--min-size", "64", "--max-size", "96"], capsys)
     assert code == 0, err
+    code, out, err = cli(["--data-path", data, "--model", "fasterrcnn", "--weights", path, "--output-dir", "",
+                          "--min-size", "64", "--max-size", "96", "-j", "0", "--test-size", "2"], capsys)
+    assert code == 1 and err.strip() == ("error: the weights have 2 class(es) (their box predictor has 3 outputs, the "
+                                         "background included), but the data has 1: pedestrian. Use weights trained "
+                                         "on these classes.")
     code, out, err = cli(["--weights", path, "--predict", photo, "--output-dir", str(tmp_path / "o2")], capsys)
     assert code == 1 and err.startswith("error: the weights do not fit --model maskrcnn (Missing key(s) in state_dict")
     assert err.strip().endswith("Pass the --model the weights were trained as (with --demo for the demo's model).")

@@ -129,6 +129,8 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     ("bbox_null", 'annotation 1: "bbox" is None; expected [x, y, width, height], 4 numbers'),
     ("bbox_short", 'annotation 1: "bbox" is [2, 3]; expected [x, y, width, height], 4 numbers'),
     ("width_text", 'image 11: "width" is \'wide\'; expected a whole number of pixels >= 1'),
+    ("width_nan", 'image 11: "width" is nan; expected a whole number of pixels >= 1'),
+    ("height_infinite", 'image 11: "height" is inf; expected a whole number of pixels >= 1'),
     ("iscrowd_text", 'annotation 1: "iscrowd" is \'no\'; expected 0 or 1'),
     ("area_text", 'annotation 1: "area" is \'big\'; expected a number'),
     ("segmentation_text", 'annotation 1: "segmentation" is \'abc\'; expected polygons'),
@@ -173,6 +175,10 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
         data["annotations"][0]["bbox"] = [2, 3]
     elif change == "width_text":
         data["images"][0]["width"] = "wide"
+    elif change == "width_nan":
+        data["images"][0]["width"] = float("nan")
+    elif change == "height_infinite":
+        data["images"][0]["height"] = float("inf")
     elif change == "iscrowd_text":
         data["annotations"][0]["iscrowd"] = "no"
     elif change == "area_text":
@@ -223,11 +229,26 @@ def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
     assert "clipped" not in out and [a["id"] for e in entries for a in e["anns"]] == [2, 3]
 
 
+def test_what_exporters_write_for_whole_numbers_is_read(tmp_path):
+    """Ids written as 11.0 (numpy-based exporters) and sizes as 40.0 or "40" load as before."""
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    data["images"][0].update(id=11.0, width=40.0, height="30")
+    data["annotations"][0]["image_id"] = 11.0
+    json.dump(data, open(path, "w"))
+    entries, _, _ = dataset_formats.load_coco_images(path)
+    assert (entries[0]["width"], entries[0]["height"]) == (40, 30) and len(entries[0]["anns"]) == 2
+
+
 def test_categories_sharing_a_name_keep_one_result_each(tmp_path, capsys):
     path = simple_coco(str(tmp_path), categories=[dict(id=5, name="dog"), dict(id=0, name="dog")])
     _, classes, _ = dataset_formats.load_coco_images(path)
     assert [c["name"] for c in classes] == ["dog (id 0)", "dog (id 5)"]
     assert 'category 0 shares the name "dog" with another: called "dog (id 0)" here' in capsys.readouterr().out
+    path = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="dog"),
+                                                         dict(id=7, name="dog (id 0)")])
+    with pytest.raises(DatasetError, match="categories share names even as"):
+        dataset_formats.load_coco_images(path)
 
 
 def test_16_bit_images_keep_their_picture(tmp_path):
