@@ -253,13 +253,11 @@ def check_run(args, load_checkpoint, is_main_process=True):
         if training:  # --overwrite removes the earlier run only once the data has passed its checks too
             protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint)
     if args.predict and is_main_process:
-        from outputs import earlier_predictions
+        from outputs import check_earlier_predictions
 
         predict_dir = os.path.join(args.output_dir or ".", "predict")
         check_output_dir(predict_dir)
-        if earlier_predictions(predict_dir) and not args.overwrite:
-            raise TutorialError(f"{predict_dir}/ already holds predictions (results.json). Keep them with another "
-                                f"--output-dir, or replace them with --overwrite.")
+        check_earlier_predictions(predict_dir, args.overwrite)
     if checkpoint is not None and "model_spec" in checkpoint and not (args.resume and training):
         check_model_flag(args, checkpoint["model_spec"], weights_file)
     if args.test_only and checkpoint is None:

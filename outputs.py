@@ -325,6 +325,15 @@ def earlier_predictions(out_dir):
     return [p for p in ours if os.path.isfile(p)]
 
 
+def check_earlier_predictions(out_dir, overwrite):
+    """An earlier prediction in ``out_dir`` is an error unless ``overwrite``; returns its files."""
+    earlier = earlier_predictions(out_dir) if os.path.isdir(out_dir) else []
+    if earlier and not overwrite:
+        raise TutorialError(f"{out_dir}/ already holds predictions (results.json). Keep them with another "
+                            f"--output-dir, or replace them with --overwrite.")
+    return earlier
+
+
 @torch.inference_mode()
 def predict(model, paths, device, out_dir, score_threshold, classes=None, overwrite=False):
     """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections:
@@ -342,10 +351,7 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
     import speedups
 
     images, skipped = list_images(paths)
-    earlier = earlier_predictions(out_dir) if os.path.isdir(out_dir) else []
-    if earlier and not overwrite:
-        raise TutorialError(f"{out_dir}/ already holds predictions (results.json, {len(earlier)} files). Keep them "
-                            f"with another --output-dir, or replace them with --overwrite.")
+    earlier = check_earlier_predictions(out_dir, overwrite)
     for path, why in skipped:
         print(f"{path}: skipped ({why})")
     for path in earlier:
