@@ -211,6 +211,18 @@ def download_pennfudan(root):
     print(f"Penn-Fudan: {n_png} images extracted to {root}")
 
 
+def _holds_other_files(folder):
+    """Whether ``folder`` holds anything but hidden entries and empty folders (such as the run's
+    --output-dir, which the checks create before the data step)."""
+    if not os.path.isdir(folder):
+        return False
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not name.startswith(".") and not (os.path.isdir(path) and not os.listdir(path)):
+            return True
+    return False
+
+
 def prepare_data(root, make_synthetic=None):
     """Make sure ``root`` holds a dataset: ``make_synthetic(root)`` writes one (the demo), or a
     folder named ``PennFudanPed`` is downloaded; any other missing path is left for the checks
@@ -228,11 +240,7 @@ def prepare_data(root, make_synthetic=None):
                            f"a COCO instances file (.json).")
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
-            # only into a new or empty folder: never among files of the user's own
-            # (an empty folder inside it is fine: the run's --output-dir, made by the checks before)
-            if os.path.isdir(root) and any(not n.startswith(".") and not (os.path.isdir(os.path.join(root, n)) and
-                                                                          not os.listdir(os.path.join(root, n)))
-                                           for n in os.listdir(root)):
+            if _holds_other_files(root):  # only into a new or empty folder: never among the user's own files
                 raise DatasetError(f"{root}: a folder with other files and no PNGImages/, so --demo will not "
                                    f"write its synthetic images there. For your own data pass its COCO file "
                                    f"(--data-path FILE.json); for the demo, a new or empty --data-path.")
