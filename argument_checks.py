@@ -59,11 +59,20 @@ def device_name(text):
     return text
 
 
+def read_cpuinfo(cpuinfo="/proc/cpuinfo"):
+    """The first CPU's model name and flags in ``cpuinfo``: ``(name, [flag, ...])``, None for a
+    line the file lacks (e.g. no "flags" on ARM); raises OSError where there is no such file."""
+    with open(cpuinfo) as f:
+        lines = f.read().splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), None)
+    return name, flags
+
+
 def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
     """Whether this CPU has bfloat16 instructions (avx512_bf16, or AMX); True where it cannot tell."""
     try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+        _, flags = read_cpuinfo(cpuinfo)
     except OSError:
         return True
     return flags is None or any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))

@@ -172,13 +172,13 @@ def main(argv=None):
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     os.makedirs(args.out, exist_ok=True)
     data_path = os.path.abspath(args.data_path or os.path.join(args.out, "data"))
-    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench.py beside this file
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench_report.py beside this file
     import torch
 
-    import bench
+    import bench_report
     import outputs
 
-    info = bench.machine_info()
+    info = bench_report.machine_info()
     cpu = f"{info['cpu']}, {info['cores']} cores; bf16 flags: {' '.join(info.get('bf16_flags', [])) or 'none'}"
     machine = dict(cpu=cpu, torch=torch.__version__, python=info["python"])
     print(f"Machine: {machine['cpu']}; torch {machine['torch']}", flush=True)

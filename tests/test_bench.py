@@ -1,5 +1,6 @@
-"""benchmarks/bench.py: its helpers, and the whole benchmark end to end at a tiny size: every phase runs for both configurations, and
-the report carries what the benchmark promises (times, ratios, memory, FLOPs, equal results)."""
+"""benchmarks/bench.py and the bench_* modules beside it: their helpers, and the whole benchmark end to end at a tiny size: every
+phase runs for both configurations, and the report carries what the benchmark promises (times, ratios, memory, FLOPs, equal
+results)."""
 
 import json
 import os
@@ -12,8 +13,13 @@ import pytest
 import torch
 from pycocotools import mask as coco_mask
 
-from benchmarks import bench
 from conftest import ROOT_DIR as ROOT
+
+# the bench_* modules import each other by name, as bench.py (a script, its folder on sys.path) does
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import bench  # noqa: E402
+import bench_report  # noqa: E402
+import bench_workers  # noqa: E402
 
 
 def as_rle(rle):
@@ -91,16 +97,16 @@ def test_bench_asking_for_cuda_without_a_gpu_says_so(tmp_path):
 # ----- the benchmark's own helpers ----------------------------------------------------------
 
 def test_bench_interleaves_and_agreement_is_one_for_identical_detections():
-    assert [order for _, order in bench.interleaved(["a", "b"], 3)] == [["a", "b"], ["b", "a"], ["a", "b"]]
+    assert [order for _, order in bench_workers.interleaved(["a", "b"], 3)] == [["a", "b"], ["b", "a"], ["a", "b"]]
     masks = np.zeros((2, 20, 30), np.uint8)
     masks[0, 2:10, 3:12] = 1
     masks[1, 5:18, 15:28] = 1
     rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
     det = dict(image_id=7, boxes=[[3.0, 2.0, 12.0, 10.0], [15.0, 5.0, 28.0, 18.0]], scores=[0.9, 0.8], labels=[1, 1],
                masks=[dict(size=list(r["size"]), counts=r["counts"].decode("ascii")) for r in rles], size=[20, 30])
-    assert bench.agreement([det], [det]) == {"bbox": pytest.approx(1.0), "segm": pytest.approx(1.0)}
+    assert bench_report.agreement([det], [det]) == {"bbox": pytest.approx(1.0), "segm": pytest.approx(1.0)}
     moved = dict(det, boxes=[[13.0, 2.0, 22.0, 10.0], [0.0, 0.0, 5.0, 5.0]], masks=det["masks"][::-1])
-    assert bench.agreement([det], [moved])["bbox"] < 0.5
+    assert bench_report.agreement([det], [moved])["bbox"] < 0.5
 
 
 def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back():
@@ -109,13 +115,13 @@ def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back()
 
     eager = runs([7.0] * 6)
     # 60 s of compilation spread over the first two steps, then 1 s/step faster: pays after 6 + (77 - 42) / 1 steps
-    summary = bench.compile_summary(dict(eager=eager, compiled=runs([40.0, 27.0, 6.0, 6.0, 6.0, 6.0])))
+    summary = bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0, 27.0, 6.0, 6.0, 6.0, 6.0])))
     assert summary["saving_per_step"] == pytest.approx(1.0)
     assert summary["overhead"] == pytest.approx(91.0 - 42.0)
     assert summary["break_even_steps"] == pytest.approx(6 + 49.0)
     assert summary["pays"] and summary["tutorial_steps"] == 120
-    assert not bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
-    never = bench.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
+    assert not bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
+    never = bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
     assert never["break_even_steps"] == float("inf") and not never["pays"]
 
 
@@ -123,8 +129,9 @@ def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
     # glibc's default: a 64 MiB block is a fresh mmap far above the heap's end (sbrk(0)); after
     # keep_freed_memory it comes from the heap, below its end, where freed pages stay resident.
     code = ("import ctypes, sys\n"
-            "from benchmarks import bench\n"
-            "if sys.argv[1] == 'keep':\n    bench.keep_freed_memory()\n"
+            "sys.path.insert(0, 'benchmarks')\n"
+            "import bench_workers\n"
+            "if sys.argv[1] == 'keep':\n    bench_workers.keep_freed_memory()\n"
             "import torch\n"
             "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = ctypes.c_void_p\n"
             "a = torch.ones(16 << 20)\n"
@@ -141,8 +148,8 @@ def test_bench_paired_ratio_pairs_repeats_batch_by_batch():
     # batches of different cost: the ratio of medians divides batch 3's time by batch 1's
     reference = [dict(seconds=30.0), dict(seconds=12.0), dict(seconds=20.0)]
     ours = [dict(seconds=16.0), dict(seconds=10.0), dict(seconds=20.0)]
-    assert bench.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
-    assert bench.median_seconds(reference) / bench.median_seconds(ours) == pytest.approx(20.0 / 16.0)
+    assert bench_report.paired_ratio(reference, ours) == pytest.approx(1.2)  # median of 1.875, 1.2, 1.0
+    assert bench_report.median_seconds(reference) / bench_report.median_seconds(ours) == pytest.approx(20.0 / 16.0)
 
 
 def test_ctrl_c_reports_the_finished_phases_and_stops_in_one_line(tmp_path, monkeypatch, capsys):
@@ -190,7 +197,7 @@ def test_an_earlier_run_is_kept_not_replaced(tmp_path):
     for name in ("bench.json", "bench.txt", "step_ours.log", "photo_ours/photo.json", "initial_weights.pth"):
         (out / name).write_text(name)
     when = os.path.getmtime(out / "bench.json")
-    earlier = bench.keep_earlier_run(str(out))
+    earlier = bench_report.keep_earlier_run(str(out))
     assert sorted(os.listdir(out)) == ["earlier", "initial_weights.pth"]  # the weights are rebuilt every run
     assert sorted(os.listdir(earlier)) == ["bench.json", "bench.txt", "photo_ours", "step_ours.log"]
     assert open(os.path.join(earlier, "photo_ours", "photo.json")).read() == "photo_ours/photo.json"
@@ -198,6 +205,6 @@ def test_an_earlier_run_is_kept_not_replaced(tmp_path):
     # (here from the same second)
     (out / "eval_reference.log").write_text("Traceback ...")
     os.utime(out / "eval_reference.log", (when, when))
-    second = bench.keep_earlier_run(str(out))
+    second = bench_report.keep_earlier_run(str(out))
     assert second == earlier + "-2" and os.listdir(second) == ["eval_reference.log"]
-    assert bench.keep_earlier_run(str(out)) is None  # nothing left to keep
+    assert bench_report.keep_earlier_run(str(out)) is None  # nothing left to keep

@@ -27,7 +27,7 @@ import speedups
 import synthetic_data
 import tv_training
 import utils
-from benchmarks import bench
+from benchmarks import bench_phases
 from coco_utils import get_coco_api_from_dataset
 
 from conftest import ROOT_DIR as ROOT
@@ -371,7 +371,7 @@ def test_same_coco_stats_as_reference(layout_model, data_root):
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=utils.collate_fn)
     with contextlib.redirect_stdout(io.StringIO()):
         # the real ground truth: the reference rebuilds it under one thread, ours reuses a prebuilt one
-        ref_eval = bench.reference_evaluate(reference, loader, "cpu")
+        ref_eval = bench_phases.reference_evaluate(reference, loader, "cpu")
         speedups.compact_masks(ours)  # as tv_training.main evaluates: masks as RLE
         our_eval = engine.evaluate(ours, loader, "cpu", coco_gt=get_coco_api_from_dataset(dataset))
         ref_stats, our_stats = outputs.coco_summary(ref_eval), outputs.coco_summary(our_eval)
