@@ -34,6 +34,9 @@ class CocoEvaluator:
         self.coco_eval = {iou_type: COCOeval(self.coco_gt, iouType=iou_type) for iou_type in iou_types}
         self.img_ids = []
         self.eval_imgs = {iou_type: [] for iou_type in iou_types}
+        # every detection in COCO results format: after synchronize_between_processes each
+        # ``coco_eval[t].cocoDt`` holds them all, not only the last batch's
+        self.results = {iou_type: [] for iou_type in iou_types}
 
     def update(self, predictions):
         """Evaluate ``{image_id: {"boxes", "scores", "labels", ["masks"], ["keypoints"]}}``."""
@@ -42,6 +45,8 @@ class CocoEvaluator:
 
         for iou_type in self.iou_types:
             results = self.prepare(predictions, iou_type)
+            # copies: loadRes adds keys (id, area, a numpy bbox) to the dicts it is given
+            self.results[iou_type].extend(dict(r) for r in results)
             # loadRes prints progress lines; keep the evaluation output clean.
             with contextlib.redirect_stdout(io.StringIO()):
                 coco_dt = COCO.loadRes(self.coco_gt, results) if results else COCO()
@@ -56,6 +61,13 @@ class CocoEvaluator:
         for iou_type in self.iou_types:
             eval_imgs = np.concatenate(self.eval_imgs[iou_type], axis=2)
             create_common_coco_eval(self.coco_eval[iou_type], self.img_ids, eval_imgs)
+            results, seen = [], set()
+            for rank_results in utils.all_gather(self.results[iou_type]):
+                # an image evaluated by two processes (a padded sampler): the first one's detections
+                results += [r for r in rank_results if r["image_id"] not in seen]
+                seen |= {r["image_id"] for r in rank_results}
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco_eval[iou_type].cocoDt = COCO.loadRes(self.coco_gt, results) if results else COCO()
 
     def accumulate(self):
         for coco_eval in self.coco_eval.values():

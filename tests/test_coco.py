@@ -250,8 +250,8 @@ def test_merge_across_two_simulated_processes(monkeypatch):
         rank0.update({img_id: predictions[img_id]})
     for img_id in (11, 10):
         rank1.update({img_id: predictions[img_id]})
-    # all_gather is called with the image ids, then with the eval_imgs array
-    other_rank = iter([rank1.img_ids, np.concatenate(rank1.eval_imgs["bbox"], axis=2)])
+    # all_gather is called with the image ids, then with the eval_imgs array, then the detections
+    other_rank = iter([rank1.img_ids, np.concatenate(rank1.eval_imgs["bbox"], axis=2), rank1.results["bbox"]])
     monkeypatch.setattr(coco_eval.utils, "all_gather", lambda data: [data, next(other_rank)])
     rank0.synchronize_between_processes()
     rank0.accumulate()
@@ -265,6 +265,9 @@ def test_merge_across_two_simulated_processes(monkeypatch):
             assert entry["image_id"] == merged.params.imgIds[flat_index % num_images]
     merged.summarize()
     np.testing.assert_allclose(merged.stats, single.coco_eval["bbox"].stats)
+    # cocoDt holds every image's detections once (image 10, seen by both ranks, from rank 0)
+    per_image = [a["image_id"] for a in merged.cocoDt.anns.values()]
+    assert sorted(per_image) == sorted(i for i in (10, 11, 12) for _ in range(len(predictions[i]["boxes"])))
 
 
 def test_evaluate_helper_shape_and_silence(capsys):

@@ -1,0 +1,265 @@
+"""report.py: the confusion matrix and TIDE-style error breakdown on hand-made detections with
+known answers, and the report a tiny run and --test-only write (HTML parsed, every image there)."""
+
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+import report
+import synthetic_data
+from test_training import run_main, tiny_argv
+
+A, B = [10, 10, 50, 90], [60, 10, 100, 90]  # two objects, side by side (xyxy)
+
+
+def scene(gt, dets, crowd=()):
+    """One image: ``gt`` [(box, label)], ``dets`` [(box, label, score)], ``crowd`` [(box, label)]."""
+    gt_all = list(gt) + list(crowd)
+    dets = sorted(dets, key=lambda d: -d[2])
+    return dict(image_id=1, gt_boxes=np.array([b for b, _ in gt_all], float).reshape(-1, 4),
+                gt_labels=np.array([c for _, c in gt_all], int),
+                gt_crowd=np.array([False] * len(gt) + [True] * len(crowd), bool),
+                det_boxes=np.array([d[0] for d in dets], float).reshape(-1, 4),
+                det_labels=np.array([d[1] for d in dets], int), det_scores=np.array([d[2] for d in dets], float))
+
+
+def shifted(box, dx):
+    return [box[0] + dx, box[1], box[2] + dx, box[3]]
+
+
+def coco_ap(points):
+    """COCO's 101-point AP of a precision step curve: ``points`` [(recall reached, precision)]."""
+    total = 0.0
+    for r in np.linspace(0, 1, 101):
+        total += max([p for reach, p in points if reach >= r - 1e-12] or [0.0])
+    return total / 101
+
+
+def test_a_perfect_model_has_a_diagonal_matrix_and_no_error():
+    image = scene([(A, 1), (B, 2)], [(A, 1, 0.9), (B, 2, 0.8)])
+    matrix, per_image = report.confusion_matrix([image], 2)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert per_image == [dict(missed=0, false=0, confused=0)]
+    errors = report.error_breakdown([image], 2)
+    assert errors["ap"] == pytest.approx(1.0)
+    assert all(v == 0 for v in errors["dap"].values()) and all(v == 0 for v in errors["counts"].values())
+
+
+def test_a_swapped_class_is_a_classification_error():
+    image = scene([(A, 1)], [(A, 2, 0.9)])
+    matrix, per_image = report.confusion_matrix([image], 2)
+    assert matrix[0, 1] == 1 and matrix.sum() == 1 and per_image[0]["confused"] == 1
+    errors = report.error_breakdown([image], 2)
+    assert errors["counts"]["cls"] == 1 and errors["counts"]["miss"] == 0  # the object was targeted
+    assert errors["ap"] == 0 and errors["dap"]["cls"] == pytest.approx(1.0)
+    assert sum(errors["dap"].values()) == pytest.approx(1.0)
+
+
+def test_a_shifted_box_is_a_localisation_error():
+    box = shifted(A, 25)  # IoU 15/65: between the background 0.1 and the foreground 0.5
+    assert 0.1 < report.box_iou([box], [A])[0, 0] < 0.5
+    image = scene([(A, 1)], [(box, 1, 0.9)])
+    matrix, _ = report.confusion_matrix([image], 1)
+    assert matrix.tolist() == [[0, 1], [1, 0]]  # one missed object, one false detection
+    errors = report.error_breakdown([image], 1)
+    assert errors["counts"]["loc"] == 1 and errors["counts"]["miss"] == 0
+    assert errors["dap"]["loc"] == pytest.approx(1.0) and errors["dap"]["bkg"] == 0
+
+
+def test_a_duplicate_costs_the_precision_it_takes():
+    # A found (0.9), A again (0.8), B found (0.7): precision 1 up to recall 0.5, then 2/3
+    image = scene([(A, 1), (B, 1)], [(A, 1, 0.9), (shifted(A, 2), 1, 0.8), (B, 1, 0.7)])
+    matrix, per_image = report.confusion_matrix([image], 1)
+    assert matrix.tolist() == [[2, 0], [1, 0]] and per_image[0]["false"] == 1
+    errors = report.error_breakdown([image], 1)
+    assert errors["counts"]["dupl"] == 1
+    assert errors["ap"] == pytest.approx(coco_ap([(0.5, 1.0), (1.0, 2 / 3)]))
+    assert errors["dap"]["dupl"] == pytest.approx(1.0 - errors["ap"])
+    assert errors["dap"]["bkg"] == 0 and errors["dap"]["loc"] == 0
+
+
+def test_a_missed_object_and_a_background_detection():
+    image = scene([(A, 1), (B, 1)], [(A, 1, 0.9), ([200, 200, 240, 260], 1, 0.95)])
+    matrix, per_image = report.confusion_matrix([image], 1)
+    assert matrix.tolist() == [[1, 1], [1, 0]] and per_image[0] == dict(missed=1, false=1, confused=0)
+    errors = report.error_breakdown([image], 1)
+    assert errors["counts"]["miss"] == 1 and errors["counts"]["bkg"] == 1
+    # as is: a false detection first, then A; without the background one: precision 1 to recall 0.5
+    assert errors["ap"] == pytest.approx(coco_ap([(0.5, 0.5)]))
+    assert errors["dap"]["bkg"] == pytest.approx(coco_ap([(0.5, 1.0)]) - errors["ap"])
+    assert errors["dap"]["miss"] == pytest.approx(coco_ap([(1.0, 0.5)]) - errors["ap"])  # 1 object left to find
+
+
+def test_a_crowd_region_is_neither_missed_nor_false():
+    crowd = [0, 100, 200, 200]
+    image = scene([(A, 1)], [(A, 1, 0.9), ([20, 120, 60, 160], 1, 0.8)], crowd=[(crowd, 1)])
+    matrix, per_image = report.confusion_matrix([image], 1)
+    assert matrix.tolist() == [[1, 0], [0, 0]] and per_image[0] == dict(missed=0, false=0, confused=0)
+    errors = report.error_breakdown([image], 1)
+    assert errors["ap"] == pytest.approx(1.0) and sum(errors["counts"].values()) == 0
+
+
+def test_the_score_threshold_decides_what_the_matrix_counts():
+    image = scene([(A, 1)], [(A, 1, 0.3)])
+    assert report.confusion_matrix([image], 1, score_threshold=0.5)[0].tolist() == [[0, 1], [0, 0]]
+    assert report.confusion_matrix([image], 1, score_threshold=0.2)[0].tolist() == [[1, 0], [0, 0]]
+
+
+def test_ap_as_is_equals_pycocotools_ap50_per_class(capsys):
+    rng = np.random.default_rng(0)
+    images, annotations, results = [], [], []
+    for image_id in range(1, 9):
+        images.append(dict(id=image_id, width=200, height=200))
+        for _ in range(int(rng.integers(0, 4))):
+            x, y, w, h = (float(v) for v in rng.uniform([0, 0, 10, 10], [150, 150, 50, 50]))
+            label = int(rng.integers(1, 3))
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label,
+                                    bbox=[x, y, w, h], area=w * h, iscrowd=int(rng.random() < 0.1)))
+            for _ in range(int(rng.integers(0, 3))):  # near misses, duplicates, wrong classes
+                jitter = rng.normal(0, 6, 4)
+                results.append(dict(image_id=image_id, category_id=int(rng.integers(1, 3)),
+                                    bbox=[x + jitter[0], y + jitter[1], max(2.0, w + jitter[2]),
+                                          max(2.0, h + jitter[3])], score=float(rng.random())))
+        results.append(dict(image_id=image_id, category_id=1, bbox=list(map(float, rng.uniform(0, 150, 4))),
+                            score=float(rng.random())))
+    gt = COCO()
+    gt.dataset = dict(images=images, annotations=annotations, categories=[dict(id=1), dict(id=2)])
+    gt.createIndex()
+    dt = gt.loadRes(results)
+    ev = COCOeval(gt, dt, "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    capsys.readouterr()
+    ours = report.error_breakdown(report.images_from_coco(gt, dt), 2)
+    assert ours["ap"] == pytest.approx(ev.stats[1], abs=1e-9)  # AP50
+    assert sum(ours["counts"].values()) > 5 and max(ours["dap"].values()) > 0
+
+
+# --- the report of a run ------------------------------------------------------------------------
+
+class Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.files, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.files += [v for k, v in attrs if k in ("src", "href")]
+
+
+def check_report(folder, classes):
+    """report.html parses, names only files that exist (relative, no network), and report.json agrees."""
+    with open(os.path.join(folder, "report.html")) as f:
+        page = Page()
+        page.feed(f.read())
+    assert page.files and page.tags.count("img") == len(page.files)
+    for name in page.files:
+        assert "://" not in name and os.path.isfile(os.path.join(folder, name)), name
+    data = json.load(open(os.path.join(folder, "report.json")))
+    assert data["confusion_matrix"]["labels"] == classes + ["background"]
+    assert {"confusion.png", "errors.png", "pr.png"} <= set(page.files)
+    assert set(data["errors"]["dap"]) == set(report.ERROR_KINDS)
+    assert not os.path.exists(os.path.join(os.path.dirname(folder), report.PARTIAL))
+    return data, page.files
+
+
+@pytest.fixture(scope="module")
+def run(one_thread, tmp_path_factory):
+    from conftest import make_data
+
+    data = make_data(tmp_path_factory.mktemp("ped") / "SynthPed", num_images=6, seed=3)
+    out = str(tmp_path_factory.mktemp("run"))
+    result = run_main(*tiny_argv(data, out, "--epochs", "1", "--test-size", "3", "--score-threshold", "0.05"))
+    return data, out, result
+
+
+def test_a_run_writes_its_report(run):
+    data, out, result = run
+    folder = os.path.join(out, "report")
+    report_data, files = check_report(folder, ["pedestrian"])
+    assert "curves.png" in files
+    gallery = [f for f in files if f.startswith("gallery/")]
+    assert len(gallery) == 3  # every test image
+    from PIL import Image
+
+    assert all(max(Image.open(os.path.join(folder, f)).size) >= 384 for f in gallery)
+    errors = [sum(g[k] for k in ("missed", "false", "confused")) for g in report_data["gallery"]]
+    assert errors == sorted(errors, reverse=True)  # worst first
+    counts = np.array(report_data["confusion_matrix"]["counts"])
+    objects = sum(len(t["boxes"]) for t in (run_target(data, i) for i in range(3)))
+    assert counts[0].sum() == objects  # every test object is found or missed, once
+    assert report_data["metrics"]["bbox"] == pytest.approx(result["bbox"])
+
+
+def run_target(data, i):
+    """The i-th test image's target, as the run held it out."""
+    import tv_training
+    from dataset_formats import load_datasets
+
+    split = load_datasets(data, tv_training.PennFudanDataset, tv_training.get_transform, 3, None, 0, None, None)
+    return split["test"][i][1]
+
+
+def test_test_only_keeps_the_earlier_report_and_an_empty_output_dir_writes_nothing(run, tmp_path, monkeypatch):
+    data, out, _ = run
+    argv = ["--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--data-path", data, "-j", "0",
+            "--test-size", "3"]
+    first = open(os.path.join(out, "report", "report.html")).read()
+    # Ctrl-C while the report is drawn: no partial folder, the earlier report as it was
+    monkeypatch.setattr(report, "write_gallery", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run_main(*argv, "--output-dir", out)
+    assert open(os.path.join(out, "report", "report.html")).read() == first
+    assert not os.path.exists(os.path.join(out, report.PARTIAL))
+    monkeypatch.undo()
+    run_main(*argv, "--output-dir", out)
+    run_main(*argv, "--output-dir", out)
+    earlier = sorted(os.listdir(os.path.join(out, "report", "earlier")))
+    assert len(earlier) == 2  # the training run's report, then the first --test-only's
+    assert open(os.path.join(out, "report", "earlier", earlier[0], "report.html")).read() == first
+    data_now, _ = check_report(os.path.join(out, "report"), ["pedestrian"])
+    assert "lr=0.0003" in data_now["run"]["recipe"]  # the checkpoint's recipe, not this command's defaults
+    assert data_now["run"]["model"].startswith("maskrcnn_resnet18 from ")
+    before = set(os.listdir(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    run_main(*argv, "--output-dir", "")
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_coco_data_with_three_classes(one_thread, tmp_path):
+    train, val = synthetic_data.make_synthetic_coco(str(tmp_path / "shapes"), num_train=4, num_val=3, seed=1,
+                                                    height_range=(64, 64), width_range=(80, 96))
+    out = str(tmp_path / "run")
+    run_main("--demo", "--data-path", train, "--test-data-path", val, "--output-dir", out, "--min-size", "64",
+             "--max-size", "96", "--epochs", "1", "-j", "0", "--aspect-ratio-group-factor", "0",
+             "--score-threshold", "0")
+    data, _ = check_report(os.path.join(out, "report"), ["pedestrian", "ball", "sign"])
+    counts = np.array(data["confusion_matrix"]["counts"])
+    gt = COCO(val)
+    objects = [a for a in gt.dataset["annotations"] if not a.get("iscrowd")]
+    assert counts.shape == (4, 4) and counts[:3].sum() == len(objects)
+    assert len(data["gallery"]) == 3
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (Debian package chromium)")
+def test_chromium_shows_the_report(run, tmp_path):
+    from PIL import Image
+
+    _, out, _ = run
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,2000",
+                    "file://" + os.path.abspath(os.path.join(out, "report", "report.html"))],
+                   check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), float)
+    assert pixels.shape == (2000, 1200) and pixels.std() > 10  # text, tables and figures, not a blank page
