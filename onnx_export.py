@@ -1,0 +1,493 @@
+"""Ship a trained model: ONNX export, checked against PyTorch, and prediction through ONNX Runtime.
+
+    python tv_training.py --export model.onnx --weights output/checkpoint.pth
+    python tv_training.py --predict photos/ --weights model.onnx
+
+The export is torchvision's stock graph (``speedups.as_reference_model``: the speed-ups are
+PyTorch-side only) traced by torch's TorchScript-based exporter at a fixed opset, one float RGB
+image (CHW, 0..1, any height and width) in, ``boxes``/``labels``/``scores`` (and ``masks``) out.
+The file is written beside ``<name>.json`` (classes, input and output conventions) and only once
+ONNX Runtime, run on real images, gives PyTorch's detections within the tolerances below
+(docs/export.md). ``OnnxPredictor`` answers like the PyTorch model, so ``outputs.predict``
+writes the same files for both.
+
+onnx and onnxruntime are imported inside the functions that need them: the rest of the project
+runs without them.
+"""
+
+import json
+import os
+import time
+
+import torch
+
+from errors import DatasetError, TutorialError
+
+OPSET = 17  # what torchvision documents for its detection models; onnxruntime >= 1.20 runs it
+MAX_VERIFY_IMAGES = 8
+# Tolerances of ONNX Runtime (float32, CPU) against eager PyTorch (float32, this project's model),
+# from measurement (docs/export.md): on tiny random and demo-size models the largest differences
+# seen were ~2e-5 in score, box IoU > 0.9999 and mask IoU > 0.99 (a few boundary pixels of a
+# small mask flip at 0.5). The bounds leave about 10x room for other CPUs' rounding while still
+# failing on a real disagreement (a wrong resize, class order, or pasting: IoU far below 0.9).
+SCORE_TOL = 1e-3  # max |score difference| of a matched detection; also the band around the threshold
+BOX_IOU_MIN = 0.99  # min IoU of matched boxes
+MASK_IOU_MIN = 0.95  # min IoU of matched masks (mask > 0.5); tiny masks flip a larger share of pixels
+MATCH_IOU = 0.5  # a detection of one side is matched to the same class's best box above this IoU
+
+OUTPUT_MEANING = {
+    "boxes": "float32 (N, 4): x0, y0, x1, y1 in the input image's pixels",
+    "labels": "int64 (N): class k is classes[k - 1] (0, the background, never appears)",
+    "scores": "float32 (N): confidence, sorted from highest",
+    "masks": "float32 (N, 1, H, W): per-pixel probability at the input's size; the object is mask > 0.5",
+}
+
+
+def require(package, purpose):
+    """``import package``, or one line saying what to install (onnx and onnxruntime are optional)."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise TutorialError(f"{purpose} needs the {package} package, which is not installed here: "
+                            f"pip install {package} (or pip install -r requirements.txt).") from None
+
+
+def is_onnx_model(path):
+    """Whether ``--weights`` names an ONNX model (by its extension)."""
+    return isinstance(path, str) and path.lower().endswith(".onnx")
+
+
+def sidecar_path(onnx_path):
+    """The JSON written beside ``model.onnx``: ``model.json``."""
+    return os.path.splitext(onnx_path)[0] + ".json"
+
+
+def check_export_path(path, overwrite):
+    """``path`` (a .onnx file) and its sidecar can be written, and replace nothing without
+    ``overwrite``. Creates the folder. Raises ``TutorialError`` naming the fix."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise TutorialError(f"--export {path}: a folder; pass a file name, e.g. {os.path.join(path, 'model.onnx')}.")
+    existing = [p for p in (path, sidecar_path(path)) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise TutorialError(f"--export {path}: {' and '.join(existing)} already exist(s). Keep it with another "
+                            f"file name, or replace it with --overwrite.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise TutorialError(f"--export {path}: cannot write in {folder} ({e.strerror or e}). Pick a path you "
+                            f"can write to.") from None
+
+
+class _Float64Div(torch.autograd.Function):
+    """``a / b`` exported as one ONNX Div: the exporter's own division casts float64 operands to
+    float32, which rounds the resize scale differently from eager PyTorch."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a / b
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("Div", a, b)
+
+
+def _export_transform_class():
+    """``GeneralizedRCNNTransform`` whose eval-time resize computes the output size in float64, as
+    eager PyTorch does (a Python float scale, then floor(size x scale) in double). torchvision's
+    traced path computes the scale in float32, and ONNX Runtime's Resize floors size x scale in
+    float32: for some sizes (121 px x 128/121 = 127.99999) the exported model then works on an image
+    one pixel smaller than PyTorch's, and an untrained or weak model's detections change."""
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    class ExportTransform(GeneralizedRCNNTransform):
+        def resize(self, image, target=None):
+            if self.training or target is not None or self.fixed_size is not None:
+                return super().resize(image, target)
+            shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)  # traced as a dynamic Shape
+            # 1-element tensors, not 0-d ones: the exporter treats 0-d values as scalars and casts them to float32
+            low, high = torch.minimum(shape[0:1], shape[1:2]), torch.maximum(shape[0:1], shape[1:2])
+            # tensor / tensor (true division) in float64: Python's min_size / side, bit for bit
+            scale = torch.minimum(_Float64Div.apply(torch.full_like(low, float(self.min_size[-1])), low),
+                                  _Float64Div.apply(torch.full_like(high, float(self.max_size)), high))
+            size = torch.floor(shape * scale).to(torch.int64)
+            resized = torch.nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear",
+                                                      align_corners=False)
+            return resized[0], target
+
+    return ExportTransform
+
+
+def export_onnx(model, path, example_size=(3, 256, 320), opset=OPSET):
+    """Trace ``model`` (a torchvision detector, stock classes, eval mode, on the CPU) into an ONNX
+    file at ``path`` with a dynamic image height and width, and check it with ``onnx.checker``.
+    Returns the output names. ``path`` is written directly: the caller passes a temporary name."""
+    import warnings
+
+    onnx = require("onnx", "--export")
+    has_masks = getattr(getattr(model, "roi_heads", None), "mask_predictor", None) is not None
+    outputs = ["boxes", "labels", "scores"] + (["masks"] if has_masks else [])
+    dynamic = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in outputs}}
+    if has_masks:
+        dynamic["masks"] = {0: "detections", 2: "height", 3: "width"}
+    example = [torch.rand(*example_size, generator=torch.Generator().manual_seed(0))]
+    transform_class = type(model.transform)
+    model.transform.__class__ = _export_transform_class()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The tracer warns about every Python-side shape computation in torchvision's detection
+        # code; torchvision marks those that matter for ONNX, and the verification below checks
+        # the traced graph on real images of other sizes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset, input_names=["image"],
+                          output_names=outputs, dynamic_axes=dynamic)
+    model.transform.__class__ = transform_class
+    onnx.checker.check_model(path)
+    return outputs
+
+
+def add_metadata(path, metadata):
+    """Store ``metadata`` (a dict) in the ONNX file's metadata as JSON under "detector", so the
+    file alone still names its classes when its .json is lost."""
+    onnx = require("onnx", "--export")
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "detector", json.dumps(metadata)
+    onnx.save(proto, path)
+
+
+def describe_model(spec, output_names, opset=OPSET):
+    """The sidecar JSON's content: how to feed the model and read its outputs."""
+    import torchvision
+
+    kwargs = spec.get("kwargs", {})
+    return dict(
+        format="onnx", opset=opset, model=spec["model"], num_classes=spec["num_classes"],
+        classes=[dict(id=c["id"], name=c["name"]) for c in spec["classes"]],
+        input=dict(name="image", shape=[3, "height", "width"], dtype="float32", layout="CHW", color="RGB",
+                   range=[0.0, 1.0], note=f"one image per run, any size; the model resizes it (shorter side "
+                                          f"{kwargs.get('min_size', 800)}, longer at most "
+                                          f"{kwargs.get('max_size', 1333)}) and answers in its pixels"),
+        outputs=[dict(name=n, meaning=OUTPUT_MEANING[n]) for n in output_names],
+        exported_with=dict(torch=torch.__version__, torchvision=torchvision.__version__),
+    )
+
+
+class OnnxPredictor:
+    """An exported detector run by ONNX Runtime, answering like the PyTorch model:
+    ``predictor([image])`` -> ``[{"boxes", "labels", "scores", "masks"}]`` (tensors).
+
+    ``mask_min_score``: None gives full (N, 1, H, W) ``masks`` as torchvision does; a number gives
+    ``masks_rle`` instead (COCO RLE of mask > 0.5, None below that score), as
+    ``speedups.compact_masks`` makes the PyTorch model do for ``outputs.predict``.
+    ``threads``: ONNX Runtime's intra-op threads (None: its default, one per physical core).
+    """
+
+    def __init__(self, path, mask_min_score=None, threads=None):
+        ort = require("onnxruntime", f"--weights {path}")
+        if not os.path.isfile(path):
+            raise TutorialError(f"--weights {path}: no such ONNX model. Write one with --export {path} "
+                                f"--weights CHECKPOINT.")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
+            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise TutorialError(f"--weights {path}: not a readable ONNX model ({first}). Export it again with "
+                                f"--export {path} --weights CHECKPOINT --overwrite.") from None
+        inputs, names = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or len(inputs[0].shape) != 3 or not {"boxes", "labels", "scores"} <= set(names):
+            raise TutorialError(f"--weights {path}: an ONNX model, but not a detector exported by --export (inputs "
+                                f"{[i.name for i in inputs]}, outputs {names}).")
+        self.input_name, self.output_names = inputs[0].name, names
+        self.mask_min_score = mask_min_score
+        self.metadata = self.session.get_modelmeta().custom_metadata_map
+
+    def eval(self):
+        return self  # outputs.predict calls model.eval()
+
+    def __call__(self, images):
+        results = []
+        for image in images:
+            array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+            values = dict(zip(self.output_names, self.session.run(None, {self.input_name: array})))
+            pred = {k: torch.from_numpy(v) for k, v in values.items()}
+            if "masks" in pred and self.mask_min_score is not None:
+                pred["masks_rle"] = masks_as_rles(pred.pop("masks"), pred["scores"] >= self.mask_min_score)
+            results.append(pred)
+        return results
+
+
+def masks_as_rles(masks, keep):
+    """COCO RLEs (``counts`` as str) of ``masks[i, 0] > 0.5`` where ``keep[i]``, None elsewhere."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    rles = []
+    for mask, k in zip(masks, keep.tolist()):
+        if not k:
+            rles.append(None)
+            continue
+        rle = mask_util.encode(np.asfortranarray((mask[0] > 0.5).numpy().astype(np.uint8)))
+        rles.append(dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii")))
+    return rles
+
+
+def read_classes(onnx_path, metadata=None):
+    """The classes of an exported model: from its .json, else from the ONNX file's metadata.
+    Returns ``(classes, model name)``; raises ``TutorialError`` for a damaged .json."""
+    side = sidecar_path(onnx_path)
+    info = None
+    if os.path.isfile(side):
+        try:
+            with open(side) as f:
+                info = json.load(f)
+            info["classes"] = [dict(id=int(c["id"]), name=str(c["name"])) for c in info["classes"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise TutorialError(f"{side}: not the JSON --export writes beside {onnx_path} ({type(e).__name__}: "
+                                f"{str(e)[:80]}). Export again with --overwrite, or delete it to use the classes "
+                                f"stored in the .onnx.") from None
+    elif metadata and "detector" in metadata:
+        info = json.loads(metadata["detector"])
+    if not info:
+        return None, None
+    return info["classes"], info.get("model")
+
+
+# --------------------------------------------------------------------------------------------
+# Verification: ONNX Runtime against eager PyTorch on real images
+# --------------------------------------------------------------------------------------------
+
+def _box_iou(a, b):
+    import torchvision
+
+    return torchvision.ops.box_iou(a.double(), b.double())
+
+
+def _mask_iou(rle_a, rle_b):
+    from pycocotools import mask as mask_util
+
+    a, b = (dict(r, counts=r["counts"].encode()) for r in (rle_a, rle_b))
+    if mask_util.area(a) == 0 and mask_util.area(b) == 0:
+        return 1.0
+    return float(mask_util.iou([a], [b], [0])[0][0])
+
+
+def compare_predictions(reference, other, score_threshold):
+    """Per-image agreement of two predictions (``boxes``, ``labels``, ``scores``, optional
+    ``masks_rle``): detections scoring at least ``score_threshold - SCORE_TOL`` are matched, same
+    class, best box IoU first. Returns a dict: ``counts`` (each side's detections at or above the
+    threshold), ``score_diff`` (max over matched pairs), ``box_iou``/``mask_iou`` (min over matched
+    pairs; None without pairs or masks), ``unmatched`` (scores of detections left without a
+    partner that score clearly above the threshold: a real difference), ``ok``."""
+    low = max(score_threshold - SCORE_TOL, 0.0)
+    ref_idx = torch.nonzero(reference["scores"] >= low).flatten().tolist()
+    oth_idx = torch.nonzero(other["scores"] >= low).flatten().tolist()
+    ious = _box_iou(reference["boxes"][ref_idx], other["boxes"][oth_idx]) if ref_idx and oth_idx else None
+    free, pairs = set(range(len(oth_idx))), []
+    for a, i in enumerate(ref_idx):
+        candidates = [b for b in free if int(other["labels"][oth_idx[b]]) == int(reference["labels"][i])
+                      and float(ious[a, b]) >= MATCH_IOU]
+        if candidates:
+            b = max(candidates, key=lambda b: float(ious[a, b]))
+            free.discard(b)
+            pairs.append((a, b))
+    matched_ref = {a for a, _ in pairs}
+    left = [float(reference["scores"][i]) for a, i in enumerate(ref_idx) if a not in matched_ref]
+    left += [float(other["scores"][oth_idx[b]]) for b in free]
+    unmatched = [s for s in left if s >= score_threshold + SCORE_TOL]  # near the threshold: either side may drop it
+    score_diff = max((abs(float(reference["scores"][ref_idx[a]]) - float(other["scores"][oth_idx[b]]))
+                      for a, b in pairs), default=0.0)
+    box_iou = min((float(ious[a, b]) for a, b in pairs), default=None)
+    mask_iou = None
+    if "masks_rle" in reference and "masks_rle" in other and pairs:
+        mask_iou = min(_mask_iou(reference["masks_rle"][ref_idx[a]], other["masks_rle"][oth_idx[b]])
+                       for a, b in pairs)
+    counts = (int((reference["scores"] >= score_threshold).sum()), int((other["scores"] >= score_threshold).sum()))
+    ok = (not unmatched and score_diff <= SCORE_TOL and (box_iou is None or box_iou >= BOX_IOU_MIN)
+          and (mask_iou is None or mask_iou >= MASK_IOU_MIN))
+    return dict(counts=counts, score_diff=score_diff, box_iou=box_iou, mask_iou=mask_iou, unmatched=unmatched, ok=ok)
+
+
+def _line(name, result, score_threshold):
+    fmt = lambda v: "-" if v is None else f"{v:.5f}"  # noqa: E731
+    extra = f", {len(result['unmatched'])} without a partner (scores {', '.join(f'{s:.3f}' for s in result['unmatched'])})" \
+        if result["unmatched"] else ""
+    return (f"  {name}: {result['counts'][0]} / {result['counts'][1]} detections >= {score_threshold} "
+            f"(PyTorch / ONNX), max |score diff| {result['score_diff']:.1e}, box IoU >= {fmt(result['box_iou'])}, "
+            f"mask IoU >= {fmt(result['mask_iou'])}{extra}  {'ok' if result['ok'] else 'DIFFERENT'}")
+
+
+@torch.inference_mode()
+def verify(model, predictor, images, score_threshold):
+    """Run ``model`` (eager PyTorch, float32) and ``predictor`` (ONNX Runtime) on ``images``
+    (``[(name, float CHW tensor 0..1)]``), print one line per image, and return the per-image
+    comparisons (``compare_predictions``) with timings."""
+    import speedups
+
+    model.eval()
+    low = max(score_threshold - SCORE_TOL, 0.0)
+    speedups.compact_masks(model, min_score=low)  # masks as RLE, as --predict runs the model
+    predictor.mask_min_score = low
+    results = []
+    for name, image in images:
+        start = time.perf_counter()
+        reference = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in model([image])[0].items()}
+        eager_s = time.perf_counter() - start
+        start = time.perf_counter()
+        other = predictor([image])[0]
+        onnx_s = time.perf_counter() - start
+        result = dict(compare_predictions(reference, other, score_threshold), image=name, eager_s=eager_s,
+                      onnx_s=onnx_s)
+        print(_line(name, result, score_threshold))
+        results.append(result)
+    return results
+
+
+def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, count=MAX_VERIFY_IMAGES):
+    """``[(name, float CHW image)]``: the first ``count`` of ``paths`` (``--predict``) or, without
+    them, of the test split the checkpoint was trained with (its arguments name the data)."""
+    import outputs
+
+    if paths:
+        files, _ = outputs.list_images(paths)
+        if len(files) > count:
+            print(f"Verifying on the first {count} of {len(files)} images")
+        return [(f, outputs.read_photo(f).float() / 255.0) for f in files[:count]]
+    trained = checkpoint.get("args") or {}
+    hint = "pass images to check the export on with --predict IMAGES."
+    if not trained.get("data_path"):
+        raise TutorialError(f"the checkpoint does not name the data it was trained on; {hint}")
+    from dataset_formats import load_datasets
+
+    data_path = trained["data_path"]
+    if not os.path.exists(data_path):
+        raise TutorialError(f"{data_path}: the checkpoint's data is not here, so there is no test image to check "
+                            f"the export on; {hint}")
+    try:
+        data = load_datasets(data_path, pennfudan_dataset, get_transform, trained.get("test_size", 50),
+                             trained.get("train_size"), trained.get("seed", 0), trained.get("test_data_path"),
+                             trained.get("image_dir"), check=False)
+    except DatasetError as e:
+        raise TutorialError(f"{e} (To check the export on other images: --predict IMAGES.)") from None
+    test = data["test"]
+    if len(test) == 0:
+        raise TutorialError(f"{data_path}: the checkpoint's run held out no test image (--test-size 0); {hint}")
+    base = test.dataset if isinstance(test, torch.utils.data.Subset) else test
+    names = []
+    for i in range(min(count, len(test))):
+        j = test.indices[i] if isinstance(test, torch.utils.data.Subset) else i
+        names.append(base.imgs[j] if hasattr(base, "imgs") else f"test image {i}")
+    return [(name, test[i][0]) for i, name in enumerate(names)]
+
+
+def _temporary(path):
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
+def export_and_verify(model, spec, path, images, score_threshold, overwrite=False):
+    """Export ``model`` (this project's, from ``build_model``, on the CPU) to ``path`` with its
+    sidecar JSON, after ONNX Runtime has matched eager PyTorch on ``images``.
+
+    The graph is torchvision's stock model; the speed-ups are put back afterwards for the eager
+    run. Until the check passes the file has a temporary name: an error, a disagreement or a
+    Ctrl-C leaves ``path`` as it was (absent, or an earlier export). Returns the sidecar's dict.
+    """
+    import model_weights
+    import outputs
+    import speedups
+
+    check_export_path(path, overwrite)
+    tmp = _temporary(path)
+    try:
+        start = time.perf_counter()
+        speedups.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
+        names = export_onnx(model, tmp)
+        info = describe_model(spec, names)
+        add_metadata(tmp, dict(classes=info["classes"], model=info["model"]))
+        print(f"Exported {spec['model']} to ONNX (opset {OPSET}) in {time.perf_counter() - start:.1f} s; checking it "
+              f"against PyTorch (float32) on {len(images)} image(s):")
+        model_weights.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
+        predictor = OnnxPredictor(tmp)
+        results = verify(model, predictor, images, score_threshold)
+        bad = [r for r in results if not r["ok"]]
+        if bad:
+            raise TutorialError(
+                f"--export {path}: ONNX Runtime disagrees with PyTorch on {len(bad)} of {len(results)} image(s) "
+                f"(first: {bad[0]['image']}) beyond the tolerances (|score diff| <= {SCORE_TOL}, box IoU >= "
+                f"{BOX_IOU_MIN}, mask IoU >= {MASK_IOU_MIN}); nothing was written. See docs/export.md.")
+        info["verified"] = dict(images=len(results), score_threshold=score_threshold,
+                                tolerances=dict(score_diff=SCORE_TOL, box_iou=BOX_IOU_MIN, mask_iou=MASK_IOU_MIN),
+                                max_score_diff=max(r["score_diff"] for r in results),
+                                min_box_iou=min((r["box_iou"] for r in results if r["box_iou"] is not None),
+                                                default=None),
+                                min_mask_iou=min((r["mask_iou"] for r in results if r["mask_iou"] is not None),
+                                                 default=None))
+        del predictor  # the session holds the temporary file open on some systems
+        outputs.write_json_atomic(info, sidecar_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    eager = sum(r["eager_s"] for r in results) / len(results)
+    fast = sum(r["onnx_s"] for r in results) / len(results)
+    print(f"Wrote {path} and {sidecar_path(path)}: detections agree on {len(results)} image(s); "
+          f"{eager:.2f} s/img PyTorch, {fast:.2f} s/img ONNX Runtime (CPU, including the first run)")
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The two commands (tv_training.main calls these)
+# --------------------------------------------------------------------------------------------
+
+def export_command(args, build_model, pennfudan_dataset, get_transform):
+    """``--export FILE.onnx --weights CHECKPOINT [--predict IMAGES]``."""
+    import argument_checks as checks
+    import model_weights
+
+    require("onnx", "--export")
+    require("onnxruntime", "--export (its check runs the file)")
+    if is_onnx_model(args.weights) or str(args.weights) in ("DEFAULT", "none", "None"):
+        raise TutorialError(f"--export needs trained weights to export: --weights CHECKPOINT (e.g. "
+                            f"output/checkpoint.pth), not {args.weights}.")
+    checkpoint = model_weights.load_weights_file(args.weights)
+    if "model_spec" in checkpoint:
+        checks.check_model_flag(args, checkpoint["model_spec"], args.weights)
+    check_export_path(args.export, args.overwrite)  # before the slow part
+    images = verification_images(args.predict, checkpoint, pennfudan_dataset, get_transform)
+    model, spec = build_model(args, None, torch.device("cpu"), checkpoint)
+    info = export_and_verify(model, spec, args.export, images, args.score_threshold, args.overwrite)
+    return dict(export=args.export, sidecar=sidecar_path(args.export), verified=info["verified"])
+
+
+def predict_command(args):
+    """``--predict IMAGES --weights FILE.onnx``: outputs.predict through ONNX Runtime (CPU)."""
+    import argument_checks as checks
+    import outputs
+
+    predict_dir = os.path.join(args.output_dir or ".", "predict")
+    checks.check_output_dir(predict_dir)
+    outputs.check_earlier_predictions(predict_dir, args.overwrite)
+    predictor = OnnxPredictor(args.weights, mask_min_score=args.score_threshold)
+    classes, model_name = read_classes(args.weights, predictor.metadata)
+    if model_name:
+        checks.check_model_flag(args, dict(model=model_name), args.weights)
+    if classes is None:
+        print(f"warning: {args.weights}: neither {sidecar_path(args.weights)} nor the file names the classes; "
+              f"labels are printed as numbers.")
+        classes = [dict(id=k, name=str(k)) for k in range(1, 100)]
+    if args.device not in ("auto", "cpu"):
+        print(f"--device {args.device}: an .onnx model runs on the CPU here (ONNX Runtime's CPU provider).")
+    if args.eval_bf16:
+        print("--eval-bf16 applies to PyTorch models; the .onnx model runs in float32.")
+    return outputs.predict(predictor, args.predict, torch.device("cpu"), predict_dir, args.score_threshold, classes,
+                           overwrite=args.overwrite)

@@ -1,0 +1,256 @@
+"""--export FILE.onnx and --predict through ONNX Runtime, on tiny random-init models."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model_weights
+import onnx_export
+import tv_training
+from conftest import ROOT_DIR, TINY, make_data
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+MARKERS = ("<!-- onnx-snippet -->", "<!-- /onnx-snippet -->")
+
+
+def write_checkpoint(path, name, data_root, seed=0):
+    """A checkpoint as training writes it (weights, model_spec, the run's data arguments), random weights."""
+    torch.manual_seed(seed)
+    spec = model_weights.model_spec(name, 2, "none", dict(TINY))
+    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    torch.save(dict(model=model.state_dict(), model_spec=spec,
+                    args=dict(data_path=str(data_root), test_size=2, seed=0, model=name)), path)
+    return str(path)
+
+
+def first_image(data_root):
+    folder = os.path.join(data_root, "PNGImages")
+    return os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
+def run_cli(*argv):
+    """tv_training.cli in this process: (exit status, stdout, stderr) via capsys by the caller."""
+    try:
+        result = tv_training.cli([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code, None
+    return 0, result
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("onnx")
+    data = make_data(root / "SynthPed", num_images=5, seed=3)
+    return root, data
+
+
+@pytest.fixture(scope="module")
+def mask_export(workdir):
+    """The tiny Mask R-CNN exported once, checked on its checkpoint's 2 test images."""
+    root, data = workdir
+    ckpt = write_checkpoint(root / "mask.pth", "maskrcnn_resnet18", data)
+    onnx_path = root / "deploy" / "mask.onnx"  # a folder that does not exist yet
+    code, result = run_cli("--export", onnx_path, "--weights", ckpt)
+    assert code == 0
+    return ckpt, str(onnx_path), result
+
+
+def test_mask_model_export_is_verified_and_described(mask_export, capsys):
+    ckpt, onnx_path, result = mask_export
+    assert result["verified"]["images"] == 2
+    assert result["verified"]["min_mask_iou"] >= onnx_export.MASK_IOU_MIN
+    with open(onnx_export.sidecar_path(onnx_path)) as f:
+        info = json.load(f)
+    assert info["classes"] == [dict(id=1, name="pedestrian")]
+    assert [o["name"] for o in info["outputs"]] == ["boxes", "labels", "scores", "masks"]
+    assert info["input"]["shape"] == [3, "height", "width"] and info["opset"] == onnx_export.OPSET
+    # the file alone still names its classes
+    predictor = onnx_export.OnnxPredictor(onnx_path)
+    assert json.loads(predictor.metadata["detector"])["classes"] == info["classes"]
+    # any image size: the graph's height and width are dynamic
+    for shape in [(3, 50, 90), (3, 97, 41)]:
+        pred = predictor([torch.rand(shape)])[0]
+        assert pred["masks"].shape[-2:] == shape[-2:] and pred["boxes"].shape[1] == 4
+    assert not [n for n in os.listdir(os.path.dirname(onnx_path)) if n.endswith(".tmp")]
+
+
+def test_box_only_model_exports(workdir, capsys):
+    root, data = workdir
+    ckpt = write_checkpoint(root / "boxes.pth", "fasterrcnn", data)
+    image = first_image(data)
+    code, result = run_cli("--export", root / "boxes.onnx", "--weights", ckpt, "--predict", image)
+    out = capsys.readouterr().out
+    assert code == 0 and result["verified"]["images"] == 1
+    assert re.search(re.escape(os.path.basename(image)) + r": (\d+) / \1 detections >= 0.5 .*mask IoU >= -  ok", out), out
+    with open(root / "boxes.json") as f:
+        assert [o["name"] for o in json.load(f)["outputs"]] == ["boxes", "labels", "scores"]
+
+
+def detections(folder):
+    with open(os.path.join(folder, "predict", "results.json")) as f:
+        return json.load(f)
+
+
+def test_predict_through_onnx_matches_the_checkpoint(mask_export, workdir, capsys):
+    ckpt, onnx_path, _ = mask_export
+    root, data = workdir
+    images = os.path.join(data, "PNGImages")
+    assert run_cli("--predict", images, "--weights", ckpt, "--output-dir", root / "eager")[0] == 0
+    assert run_cli("--predict", images, "--weights", onnx_path, "--output-dir", root / "ort")[0] == 0
+    assert sorted(os.listdir(root / "eager" / "predict")) == sorted(os.listdir(root / "ort" / "predict"))
+    eager, ort = detections(root / "eager"), detections(root / "ort")
+    assert eager, "the random model should detect something above 0.5"
+    for image_id in {d["image_id"] for d in eager + ort}:
+        to_tensors = lambda ds: dict(  # noqa: E731
+            boxes=torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in ds)]).reshape(-1, 4),
+            scores=torch.tensor([d["score"] for d in ds]), labels=torch.tensor([d["category_id"] for d in ds]),
+            masks_rle=[d["segmentation"] for d in ds])
+        a = to_tensors([d for d in eager if d["image_id"] == image_id])
+        b = to_tensors([d for d in ort if d["image_id"] == image_id])
+        # box coordinates are rounded to 0.01 px in the files: IoU of tiny boxes loses a little
+        result = onnx_export.compare_predictions(a, b, 0.5)
+        assert result["ok"], (image_id, result)
+
+
+def test_a_disagreement_fails_the_export_and_writes_nothing(mask_export, workdir, monkeypatch, capsys):
+    ckpt, _, _ = mask_export
+    root, _ = workdir
+    real_call = onnx_export.OnnxPredictor.__call__
+
+    def shifted(self, images):  # an export that resizes wrongly would move every box like this
+        preds = real_call(self, images)
+        for p in preds:
+            p["boxes"] = p["boxes"] + 3.0
+        return preds
+
+    monkeypatch.setattr(onnx_export.OnnxPredictor, "__call__", shifted)
+    target = root / "shifted.onnx"
+    code, _ = run_cli("--export", target, "--weights", ckpt)
+    line = error_line(capsys)
+    assert code == 1 and "disagrees with PyTorch" in line and "nothing was written" in line
+    assert not os.path.exists(target) and not os.path.exists(root / "shifted.json")
+    assert not [n for n in os.listdir(root) if n.endswith(".tmp")]
+
+
+def test_compare_predictions_tolerates_only_rounding():
+    base = dict(boxes=torch.tensor([[10.0, 10, 50, 80], [60, 5, 90, 40]]), labels=torch.tensor([1, 1]),
+                scores=torch.tensor([0.9, 0.5004]))
+    same = dict(base, scores=base["scores"] + 1e-5)
+    assert onnx_export.compare_predictions(base, same, 0.5)["ok"]
+    # the second detection sits within SCORE_TOL of the threshold: it may fall below it on one side
+    dropped = dict(boxes=base["boxes"][:1], labels=base["labels"][:1], scores=base["scores"][:1])
+    result = onnx_export.compare_predictions(base, dropped, 0.5)
+    assert result["ok"] and result["counts"] == (2, 1)
+    # a detection clearly above the threshold on one side only, a score off, a box off: failures
+    assert not onnx_export.compare_predictions(dropped, dict(base, scores=torch.tensor([0.9, 0.7])), 0.5)["ok"]
+    assert not onnx_export.compare_predictions(base, dict(base, scores=base["scores"] - 0.01), 0.5)["ok"]
+    assert not onnx_export.compare_predictions(base, dict(base, boxes=base["boxes"] + 2), 0.5)["ok"]
+
+
+def test_bad_inputs_are_one_line_each_and_keep_files(mask_export, workdir, capsys):
+    ckpt, onnx_path, _ = mask_export
+    root, data = workdir
+    # a file that is not a checkpoint
+    fake = root / "fake.pth"
+    shutil.copy(first_image(data), fake)
+    assert run_cli("--export", root / "x.onnx", "--weights", fake)[0] == 1
+    assert "a PNG image, not a checkpoint" in error_line(capsys)
+    # an output path that cannot be written (its folder would be inside a file)
+    assert run_cli("--export", root / "fake.pth" / "x.onnx", "--weights", ckpt)[0] == 1
+    assert "cannot write in" in error_line(capsys)
+    # an existing FILE.onnx: refused without --overwrite, kept byte for byte
+    before = open(onnx_path, "rb").read()
+    assert run_cli("--export", onnx_path, "--weights", ckpt)[0] == 1
+    assert "--overwrite" in error_line(capsys)
+    assert open(onnx_path, "rb").read() == before
+    # a corrupted .onnx given to --predict: nothing written
+    broken = root / "broken.onnx"
+    broken.write_bytes(before[: len(before) // 3])
+    assert run_cli("--predict", data, "--weights", broken, "--output-dir", root / "broken-out")[0] == 1
+    assert "not a readable ONNX model" in error_line(capsys)
+    assert not os.path.exists(root / "broken-out" / "predict" / "results.json")
+    # no test data where the checkpoint says: suggest --predict
+    moved = write_checkpoint(root / "moved.pth", "maskrcnn_resnet18", root / "gone")
+    assert run_cli("--export", root / "y.onnx", "--weights", moved)[0] == 1
+    assert "--predict IMAGES" in error_line(capsys)
+    # usage errors (exit status 2)
+    assert run_cli("--export", root / "model.pth", "--weights", ckpt)[0] == 2
+    assert run_cli("--weights", onnx_path, "--test-only")[0] == 2
+    capsys.readouterr()
+
+
+def test_ctrl_c_during_export_leaves_the_earlier_file(mask_export, workdir, monkeypatch, capsys):
+    ckpt, onnx_path, _ = mask_export
+    before = open(onnx_path, "rb").read()
+    side_before = open(onnx_export.sidecar_path(onnx_path), "rb").read()
+
+    def interrupted(model, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half an onnx file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export, "export_onnx", interrupted)
+    assert run_cli("--export", onnx_path, "--weights", ckpt, "--overwrite")[0] == 130
+    assert "was not written" in capsys.readouterr().err
+    assert open(onnx_path, "rb").read() == before
+    assert open(onnx_export.sidecar_path(onnx_path), "rb").read() == side_before
+    assert not [n for n in os.listdir(os.path.dirname(onnx_path)) if n.endswith(".tmp")]
+
+
+def test_missing_onnxruntime_names_the_package(mask_export, workdir, monkeypatch, capsys):
+    _, onnx_path, _ = mask_export
+    root, data = workdir
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    assert run_cli("--predict", data, "--weights", onnx_path, "--output-dir", root / "none")[0] == 1
+    assert "pip install onnxruntime" in error_line(capsys)
+
+
+def snippet_files():
+    found = []
+    for name in ("README.md", os.path.join("docs", "export.md")):
+        path = os.path.join(ROOT_DIR, name)
+        if os.path.isfile(path) and MARKERS[0] in open(path).read():
+            found.append(path)
+    return found
+
+
+def test_the_documented_snippet_runs_as_written(mask_export, workdir, tmp_path):
+    _, onnx_path, _ = mask_export
+    root, data = workdir
+    files = snippet_files()
+    assert any(f.endswith("export.md") for f in files)
+    photo = first_image(data)
+    shutil.copy(onnx_path, tmp_path / "model.onnx")
+    shutil.copy(onnx_export.sidecar_path(onnx_path), tmp_path / "model.json")
+    from PIL import Image
+
+    Image.open(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=95)
+    predictor = onnx_export.OnnxPredictor(str(tmp_path / "model.onnx"))
+    import numpy as np
+
+    image = torch.from_numpy(np.array(Image.open(tmp_path / "photo.jpg").convert("RGB"))).permute(2, 0, 1)
+    expected = int((predictor([image.float() / 255])[0]["scores"] >= 0.5).sum())
+    assert expected > 0
+    for path in files:
+        text = open(path).read()
+        block = text.split(MARKERS[0], 1)[1].split(MARKERS[1], 1)[0]
+        code = re.search(r"```python\n(.*?)```", block, re.S).group(1)
+        assert len(code.strip().splitlines()) <= 15, path
+        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (path, run.stderr)
+        lines = run.stdout.strip().splitlines()
+        assert len(lines) == expected and all(line.startswith("pedestrian: ") for line in lines), (path, lines)
