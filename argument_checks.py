@@ -88,6 +88,15 @@ def check_combinations(parser, args):
                      f"--max-size >= --min-size")
     if args.test_only and args.predict:
         parser.error("--test-only and --predict: choose one")
+    if getattr(args, "export", None):
+        if not args.export.lower().endswith(".onnx"):
+            parser.error(f"argument --export: expected a file name ending in .onnx, got {args.export!r}")
+        if args.test_only or args.resume or args.check_forward:
+            parser.error("--export writes the model of --weights CHECKPOINT: not with --test-only, --resume or "
+                         "--check-forward")
+    elif str(args.weights).lower().endswith(".onnx") and not args.predict:
+        parser.error(f"argument --weights: {args.weights} is an ONNX model, which only --predict runs; train, "
+                     f"evaluate or --export from a checkpoint (.pth)")
 
 
 def check_device(name):
@@ -168,8 +177,14 @@ def check_output_outside_data(output_dir, data_path):
     """The outputs must not land among a Penn-Fudan dataset's files: a PNG written into
     PNGImages/ or PedMasks/ would be taken for an image or a mask by every later run (their
     subfolders are never read)."""
-    if str(data_path).lower().endswith(".json"):
-        return  # a COCO file lists its images: other files beside them are never read
+    if str(data_path).lower().endswith((".json", ".yaml", ".yml")):
+        return  # a COCO file or a YOLO data.yaml lists its images: other files beside them are never read
+    from labelme_yolo import is_labelme_folder
+
+    out, folder = os.path.realpath(output_dir), os.path.realpath(data_path)
+    if is_labelme_folder(data_path) and os.path.commonpath([out, folder]) == folder:
+        raise TutorialError(f"--output-dir {output_dir}: inside the labelme folder {data_path}, whose subfolders are "
+                            f"read too (the figures would be taken for unannotated images). Pick a folder outside it.")
     out = os.path.realpath(output_dir)
     for sub in ("PNGImages", "PedMasks"):
         folder = os.path.realpath(os.path.join(data_path, sub))

@@ -231,6 +231,14 @@ def prepare_data(root, make_synthetic=None):
     Under torchrun only rank 0 looks and writes; every rank then meets at the barrier (a
     rank deciding on its own could see rank 0's half-written folder and skip the wait).
     """
+    from labelme_yolo import is_labelme_folder, is_yolo_file
+
+    if is_yolo_file(root):  # a YOLO data.yaml: your own data, nothing to make
+        if not os.path.isfile(root):
+            raise DatasetError(f"{root}: no such YOLO data file. Pass the data.yaml of your dataset.")
+        return
+    if is_labelme_folder(root):  # labelme JSONs: your own data, never a place for the demo's or a download
+        return
     if str(root).lower().endswith(".json"):  # a COCO file: your own data, nothing to make
         if not os.path.isfile(root):
             raise DatasetError(f"{root}: no such COCO file. Pass the instances JSON your annotation tool exported.")
@@ -512,15 +520,18 @@ def annotation_mask(ann, height, width):
     return coco_mask.decode(rle)
 
 
-def load_coco_images(path, image_dir=None):
+def load_coco_images(path, image_dir=None, data=None):
     """Read and check a COCO file and its images. Returns ``(entries, classes, has_masks)``.
+
+    ``data``: the COCO dict already built from ``path`` (a labelme folder or a YOLO data.yaml,
+    labelme_yolo.py), its images with the ``path`` found for each.
 
     ``entries``: one dict per image (path, image_id, width, height, its cleaned annotations,
     whether its EXIF orientation must be applied), in the file's order. Missing or unreadable
     images and sizes that differ from the JSON are errors; problems of single annotations are
     warnings (one line per kind) and are fixed or dropped.
     """
-    data = read_coco_file(path)
+    data = read_coco_file(path) if data is None else data
     classes = coco_classes(data, path)
     labels = {c["id"]: k + 1 for k, c in enumerate(classes)}
     by_image = {}
@@ -528,7 +539,7 @@ def load_coco_images(path, image_dir=None):
         by_image.setdefault(ann["image_id"], []).append(ann)
     warnings, entries = _Warnings(path), []
     for im in data["images"]:
-        places = image_places(im["file_name"], path, image_dir)
+        places = [im["path"]] if "path" in im else image_places(im["file_name"], path, image_dir)
         found = next((p for p in places if os.path.isfile(p)), None)
         if found is None:
             raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
@@ -613,7 +624,9 @@ def coco_ground_truth(entries, classes):
         for a in e["anns"]:
             x0, y0, x1, y1 = a["box"]
             seg = a["segmentation"] if a["segmentation"] is not None else [[x0, y0, x1, y0, x1, y1, x0, y1]]
-            annotations.append(dict(id=a["id"], image_id=e["image_id"], category_id=a["label"],
+            # numbered 1..N: pycocotools reads id 0 as "no match", and labelme/YOLO annotations are
+            # named by file and shape (for the warnings), not by a number
+            annotations.append(dict(id=len(annotations) + 1, image_id=e["image_id"], category_id=a["label"],
                                     bbox=[x0, y0, x1 - x0, y1 - y0], area=a["area"], iscrowd=a["iscrowd"],
                                     segmentation=seg))
     coco = COCO()
@@ -628,7 +641,7 @@ PENNFUDAN_CLASSES = [dict(id=1, name="pedestrian")]
 
 
 def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_size, seed,
-                  test_data_path=None, image_dir=None, check=True):
+                  test_data_path=None, image_dir=None, check=True, class_names=None):
     """The train and test datasets of a run, from a Penn-Fudan folder or a COCO file (``.json``).
 
     Returns a dict: ``train``, ``test`` (Subsets or datasets), ``classes`` (``[{"id", "name"}]``,
@@ -636,7 +649,12 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
     or None to build it from the test dataset, as for Penn-Fudan). ``pennfudan_dataset`` is the
     tutorial's class (it lives in tv_training.py); ``check`` decodes every Penn-Fudan pair first.
     """
-    if not str(data_path).lower().endswith(".json"):
+    from labelme_yolo import is_yolo_file, load_own_format, reads_as_labelme
+
+    own_format = is_yolo_file(data_path) or reads_as_labelme(data_path)
+    if class_names and not own_format:
+        raise DatasetError(f"--classes: applies to labelme folders only; {data_path} names its classes itself.")
+    if not str(data_path).lower().endswith(".json") and not own_format:
         if check:
             summary = check_dataset(data_path)
             print(f"Dataset {data_path}: {summary['images']} images, {summary['instances']} instances, "
@@ -646,9 +664,13 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
         train_idx, test_idx = split_indices(len(train), test_size, train_size, seed)
         return dict(train=torch.utils.data.Subset(train, train_idx), test=torch.utils.data.Subset(test, test_idx),
                     classes=PENNFUDAN_CLASSES, has_masks=True, coco_gt=None)
-    entries, classes, has_masks = load_coco_images(data_path, image_dir)
-    if test_data_path:
-        test_entries, test_classes, test_masks = load_coco_images(test_data_path, image_dir)
+    if own_format:  # a labelme folder or a YOLO data.yaml, read into the same entries
+        (entries, classes, has_masks), test = load_own_format(data_path, test_data_path, class_names, image_dir)
+    else:
+        entries, classes, has_masks = load_coco_images(data_path, image_dir)
+        test = load_coco_images(test_data_path, image_dir) if test_data_path else None
+    if test is not None:
+        test_entries, test_classes, test_masks = test
         if [(c["id"], c["name"]) for c in test_classes] != [(c["id"], c["name"]) for c in classes]:
             raise DatasetError(f"{test_data_path}: its categories differ from {data_path}'s "
                                f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "

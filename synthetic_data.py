@@ -322,6 +322,179 @@ def make_synthetic_coco(root, num_train=40, num_val=12, seed=0, height_range=(96
     return os.path.join(root, "train.json"), os.path.join(root, "val.json")
 
 
+def _trace_outlines(mask):
+    """The outer outlines of a mask's 4-connected parts, as polygons on pixel corners (holes left
+    out: a YOLO line is one outline). Each pixel edge between inside and outside is a directed
+    step, clockwise around the inside; following the steps closes each outline."""
+    m = np.pad(mask.astype(bool), 1)
+    steps = {}
+    ys, xs = np.nonzero(m)
+    for y, x in zip(ys.tolist(), xs.tolist()):
+        cx, cy = x - 1, y - 1  # corners in the unpadded image
+        if not m[y - 1, x]:
+            steps.setdefault((cx, cy), []).append((cx + 1, cy))
+        if not m[y, x + 1]:
+            steps.setdefault((cx + 1, cy), []).append((cx + 1, cy + 1))
+        if not m[y + 1, x]:
+            steps.setdefault((cx + 1, cy + 1), []).append((cx, cy + 1))
+        if not m[y, x - 1]:
+            steps.setdefault((cx, cy + 1), []).append((cx, cy))
+    outlines = []
+    while steps:
+        start = min(steps)
+        loop, here, prev = [start], start, None
+        while True:
+            options = steps[here]
+            if len(options) > 1 and prev is not None:  # a corner two parts touch at: turn right, stay on this part
+                d = (here[0] - prev[0], here[1] - prev[1])
+                right = (here[0] - d[1], here[1] + d[0])
+                nxt = right if right in options else options[0]
+            else:
+                nxt = options[0]
+            options.remove(nxt)
+            if not options:
+                del steps[here]
+            prev, here = here, nxt
+            if here == start:
+                break
+            loop.append(here)
+        pts = np.array(loop, float)
+        area = 0.5 * float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+        if area > 0:  # clockwise on screen (y down): an outer outline; holes run the other way
+            keep = [i for i in range(len(loop)) if
+                    (loop[i - 1][0] - loop[i][0]) * (loop[(i + 1) % len(loop)][1] - loop[i][1]) !=
+                    (loop[i - 1][1] - loop[i][1]) * (loop[(i + 1) % len(loop)][0] - loop[i][0])]  # corners only
+            outlines.append([loop[i] for i in keep])
+    return outlines
+
+
+def _coco_scenes(num_train, num_val, seed, height_range, width_range):
+    """The COCO writer's scenes (same seed, same images and objects), read back from a temporary
+    folder: ``{split: (image folder, COCO dict)}`` inside a context that removes it."""
+    import contextlib
+    import json
+    import tempfile
+
+    @contextlib.contextmanager
+    def scenes():
+        with tempfile.TemporaryDirectory() as tmp:
+            make_synthetic_coco(os.path.join(tmp, "coco"), num_train, num_val, seed, height_range, width_range)
+            out = {}
+            for split in ("train", "val"):
+                with open(os.path.join(tmp, "coco", split + ".json")) as f:
+                    out[split] = (os.path.join(tmp, "coco", split), json.load(f))
+            yield out
+    return scenes()
+
+
+def _object_mask(ann, height, width):
+    from pycocotools import mask as coco_mask
+
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, height, width))).astype(bool)
+    rle = coco_mask.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else \
+        dict(seg, counts=seg["counts"].encode())
+    return coco_mask.decode(rle).astype(bool)
+
+
+def make_synthetic_labelme(root, num_train=40, num_val=12, seed=0, height_range=(96, 128), width_range=(96, 160)):
+    """The COCO writer's scenes as labelme folders ``root/train`` and ``root/val``: each image with
+    its JSON beside it. Polygons stay polygons (upright four-corner ones become rectangles),
+    pixel masks become labelme "mask" shapes; crowd regions are left out (labelme has none).
+    Returns the two folders."""
+    import base64
+    import io
+    import json
+    import shutil
+
+    from dataset_formats import dataset_folder_being_written
+
+    names = {c["id"]: c["name"] for c in COCO_CATEGORIES}
+    with _coco_scenes(num_train, num_val, seed, height_range, width_range) as scenes, \
+            dataset_folder_being_written(root, existing=("train", "val")) as tmp:
+        for split, (image_dir, data) in scenes.items():
+            os.makedirs(os.path.join(tmp, split))
+            by_image = {}
+            for ann in data["annotations"]:
+                by_image.setdefault(ann["image_id"], []).append(ann)
+            for im in data["images"]:
+                shutil.copy(os.path.join(image_dir, im["file_name"]), os.path.join(tmp, split, im["file_name"]))
+                shapes = []
+                for group, ann in enumerate(a for a in by_image.get(im["id"], []) if not a["iscrowd"]):
+                    label, seg = names[ann["category_id"]], ann["segmentation"]
+                    common = dict(label=label, group_id=None, description="", flags={}, mask=None)
+                    if isinstance(seg, list):
+                        for poly in seg:
+                            pts = np.asarray(poly).reshape(-1, 2)
+                            xs, ys = sorted(set(pts[:, 0])), sorted(set(pts[:, 1]))
+                            if len(pts) == 4 and len(xs) == 2 and len(ys) == 2:  # an upright rectangle
+                                shapes.append(dict(common, shape_type="rectangle", points=[[xs[1], ys[1]], [xs[0], ys[0]]]))
+                            else:
+                                shapes.append(dict(common, shape_type="polygon", points=pts.tolist()))
+                            if len(seg) > 1:
+                                shapes[-1]["group_id"] = group
+                    else:
+                        mask = _object_mask(ann, im["height"], im["width"])
+                        ys, xs = np.nonzero(mask)
+                        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+                        buf = io.BytesIO()
+                        Image.fromarray(mask[y0:y1 + 1, x0:x1 + 1].astype(np.uint8) * 255).save(buf, "PNG")
+                        shapes.append(dict(common, shape_type="mask", points=[[x0, y0], [x1, y1]],
+                                           mask=base64.b64encode(buf.getvalue()).decode("ascii")))
+                doc = dict(version="5.5.0", flags={}, shapes=shapes, imagePath=im["file_name"], imageData=None,
+                           imageHeight=im["height"], imageWidth=im["width"])
+                with open(os.path.join(tmp, split, os.path.splitext(im["file_name"])[0] + ".json"), "w") as f:
+                    json.dump(doc, f)
+    return os.path.join(root, "train"), os.path.join(root, "val")
+
+
+def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96, 128), width_range=(96, 160)):
+    """The COCO writer's scenes as a YOLO segmentation dataset: ``root/data.yaml`` (path ".",
+    train/val folders, names), ``images/{train,val}/X.png`` and ``labels/{train,val}/X.txt``,
+    one line per object: class id, then its outline normalised to 0..1 (pixel masks traced; a
+    mask in several parts joined by zero-width bridges, as Ultralytics joins them). Crowd regions
+    are left out. Returns the YAML's path."""
+    import shutil
+
+    from dataset_formats import dataset_folder_being_written
+
+    parents = {c.get("supercategory") for c in COCO_CATEGORIES}
+    categories = [c for c in COCO_CATEGORIES if c["name"] not in parents]  # Roboflow's unused parent: not a class
+    ids = {c["id"]: k for k, c in enumerate(categories)}
+    with _coco_scenes(num_train, num_val, seed, height_range, width_range) as scenes, \
+            dataset_folder_being_written(root, existing=("data.yaml", "images", "labels")) as tmp:
+        for split, (image_dir, data) in scenes.items():
+            os.makedirs(os.path.join(tmp, "images", split))
+            os.makedirs(os.path.join(tmp, "labels", split))
+            by_image = {}
+            for ann in data["annotations"]:
+                by_image.setdefault(ann["image_id"], []).append(ann)
+            for im in data["images"]:
+                shutil.copy(os.path.join(image_dir, im["file_name"]), os.path.join(tmp, "images", split, im["file_name"]))
+                w, h = im["width"], im["height"]
+                lines = []
+                for ann in by_image.get(im["id"], []):
+                    if ann["iscrowd"]:
+                        continue
+                    seg = ann["segmentation"]
+                    parts = [np.asarray(p).reshape(-1, 2).tolist() for p in seg] if isinstance(seg, list) else \
+                        _trace_outlines(_object_mask(ann, h, w))
+                    outline = [tuple(p) for p in parts[0]]
+                    for part in parts[1:]:  # several parts: out along a bridge to each, back the same way
+                        outline += [outline[0]] + [tuple(p) for p in part] + [tuple(part[0])]
+                    coords = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in outline)
+                    lines.append(f"{ids[ann['category_id']]} {coords}")
+                stem = os.path.splitext(im["file_name"])[0]
+                if lines:  # no label file: a negative, as YOLO reads it
+                    with open(os.path.join(tmp, "labels", split, stem + ".txt"), "w") as f:
+                        f.write("\n".join(lines) + "\n")
+        with open(os.path.join(tmp, "data.yaml"), "w") as f:
+            f.write("path: .\ntrain: images/train\nval: images/val\nnames:\n" +
+                    "".join(f"  {k}: {c['name']}\n" for k, c in enumerate(categories)))
+    return os.path.join(root, "data.yaml")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="output folder (gets PNGImages/ and PedMasks/)")
@@ -335,7 +508,22 @@ def main(argv=None):
     parser.add_argument("--coco", type=int, default=None, metavar="NUM_VAL",
                         help="write COCO instances files instead (train.json + train/, val.json + val/ with NUM_VAL "
                              "images): pedestrians, balls and signs (default: None, the Penn-Fudan layout)")
+    parser.add_argument("--labelme", type=int, default=None, metavar="NUM_VAL",
+                        help="write the --coco scenes as labelme folders instead (train/ and val/, a JSON beside "
+                             "each image) (default: None)")
+    parser.add_argument("--yolo", type=int, default=None, metavar="NUM_VAL",
+                        help="write the --coco scenes as a YOLO segmentation dataset instead (data.yaml, images/, "
+                             "labels/) (default: None)")
     args = parser.parse_args(argv)
+    if args.labelme is not None or args.yolo is not None:
+        if args.labelme is not None:
+            written = make_synthetic_labelme(args.root, args.num_images, args.labelme, args.seed, tuple(args.height),
+                                             tuple(args.width))
+        else:
+            written = (make_synthetic_yolo(args.root, args.num_images, args.yolo, args.seed, tuple(args.height),
+                                           tuple(args.width)),)
+        print(f"Wrote {' and '.join(written)}")
+        return
     if args.coco is not None:
         train, val = make_synthetic_coco(args.root, args.num_images, args.coco, args.seed, tuple(args.height),
                                          tuple(args.width))

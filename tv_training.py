@@ -16,7 +16,7 @@ scores it with COCO bbox/segm mAP, using the reference helpers in this folder
 The sections follow the tutorial; what it does not have lives in modules named for it:
 dataset_formats.py (checks, download, loaders), model_weights.py (offline weights,
 checkpoints' models), speedups.py, demo.py, outputs.py (metrics, figures, --predict),
-training_run.py (optimizer, checkpoints, resume).
+training_run.py (optimizer, checkpoints, resume), report.py (output/report/: where the model fails).
 """
 
 import argparse
@@ -37,8 +37,11 @@ from torchvision.transforms.v2 import functional as F
 
 import argument_checks as checks
 import demo
+import labelme_yolo
 import model_weights
+import onnx_export
 import outputs
+import report
 import speedups
 import training_run
 import utils
@@ -220,11 +223,26 @@ def build_model(args, classes, device, checkpoint=None):
     return model_weights.prepare_for_device(model, device, args.channels_last), spec
 
 
+def write_report(args, output_dir, coco_evaluator, dataset_test, classes, summary, records, device, spec,
+                 curves_png=None, trained_with=None):
+    """``output_dir/report/`` from the last evaluation (report.py): where the model fails.
+    ``trained_with``: a checkpoint's ``args`` (--test-only), whose recipe made the model."""
+    recipe = {k: (trained_with or vars(args)).get(k) for k in checks.RECIPE if k not in ("model", "demo")}
+    info = report.run_info(args.data_path, args.test_data_path, classes, spec["model"], recipe, device,
+                           records, args.resume or (args.weights if args.test_only else None), len(dataset_test))
+    return report.write_report(output_dir, coco_evaluator, dataset_test, classes, info, summary,
+                               args.score_threshold, records=records, curves_png=curves_png)
+
+
 def main(args):
     """Run the tutorial; returns a dict with the final metrics (``bbox``/``segm``: 12 named COCO numbers)."""
     utils.init_distributed_mode(args)
     if args.demo:
         demo.apply_demo_recipe(args, get_args_parser(add_help=False))
+    if args.export:  # the checkpoint as ONNX, checked against PyTorch (onnx_export.py)
+        return onnx_export.export_command(args, build_model, PennFudanDataset, get_transform)
+    if args.predict and onnx_export.is_onnx_model(args.weights):  # --predict through ONNX Runtime
+        return onnx_export.predict_command(args)
     # flags, device and output folder checked, weights loaded (--resume or --weights FILE)
     checkpoint = checks.check_run(args, model_weights.load_weights_file, utils.is_main_process())
     # --device auto: CUDA when present, otherwise the CPU
@@ -244,7 +262,7 @@ def main(args):
     # with a seeded hold-out of --test-size images, unless --test-data-path names a test file
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
     data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
-                         args.test_data_path, args.image_dir, check=utils.is_main_process())
+                         args.test_data_path, args.image_dir, check=utils.is_main_process(), class_names=args.classes)
     dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
     checks.check_model_for_data(args, data["has_masks"], classes, checkpoint)
     if len(dataset) < args.batch_size:
@@ -289,7 +307,13 @@ def main(args):
         if coco_gt is None:
             raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
         with bf16_evaluation():
-            return outputs.evaluation_summary(evaluate(model, data_loader_test, device=device, coco_gt=coco_gt), classes)
+            coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
+        summary = outputs.evaluation_summary(coco_evaluator, classes)
+        if output_dir:  # from the detections just made: the model is not run again
+            saved = checkpoint if isinstance(checkpoint, dict) else {}
+            write_report(args, output_dir, coco_evaluator, dataset_test, classes, summary, saved.get("records"),
+                         device, spec, trained_with=saved.get("args") if isinstance(saved.get("args"), dict) else None)
+        return summary
 
     if args.overwrite and output_dir:  # only now: a typo in the data path must not cost the earlier run
         checks.clear_earlier_run(output_dir, args.resume)
@@ -337,6 +361,9 @@ def main(args):
                 with bf16_evaluation():
                     outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir,
                                                args.score_threshold, classes)
+                if coco_evaluator is not None:
+                    write_report(args, output_dir, coco_evaluator, dataset_test, classes, records[-1], records, device,
+                                 spec, os.path.join(output_dir, "curves.png"))
             stop.check()
     except KeyboardInterrupt:
         raise training_run.interrupted(records, ckpt_path) from None
@@ -351,12 +378,16 @@ def get_args_parser(add_help=True):
     p = demo.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/PennFudanPed",
-                   help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing), or a COCO instances "
-                        "file (.json) of your own data")
+                   help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing); or your own data: a "
+                        "COCO instances file (.json), a folder of labelme JSONs, a YOLO data.yaml")
     p.add_argument("--test-data-path", default=None,
-                   help="a COCO file to test on (same categories); None: hold out --test-size images of --data-path")
+                   help="a COCO file (or labelme folder) to test on (same categories); None: hold out --test-size "
+                        "images of --data-path (a YOLO data.yaml tests on its val split)")
     p.add_argument("--image-dir", default=None,
                    help="where a COCO file's images are; None: looked for beside the file (see README)")
+    p.add_argument("--classes", default=None, type=labelme_yolo.class_list, metavar="A,B,C",
+                   help="a labelme folder's classes in this order, other labels left out; None: every label, sorted "
+                        "(docs/own-data.md)")
     p.add_argument("--model", default="maskrcnn", choices=sorted(MODELS),
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
                         "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
@@ -390,10 +421,11 @@ def get_args_parser(add_help=True):
                    help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
                         "mask models, bbox otherwise")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run (or --predict's results) already in --output-dir (without it, such a run stops "
-                        "this one)")
+                   help="replace the run (or --predict's results) already in --output-dir, or --export's FILE.onnx (without "
+                        "it, such a run or file stops this one)")
     p.add_argument("--test-only", action="store_true",
-                   help="only evaluate (with --resume or --weights FILE) and print the COCO tables")
+                   help="only evaluate (with --resume or --weights FILE), print the COCO tables and write "
+                        "--output-dir/report/ (an earlier report moves to report/earlier/)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision for training: float16 + GradScaler on CUDA, bfloat16 on CPU (no loss "
                         "scaling needed; slow without bf16 hardware); --demo turns it on for a CPU with bf16 "
@@ -419,8 +451,13 @@ def get_args_parser(add_help=True):
                    help="offline demo: synthetic data, random init and a from-scratch recipe (demo.DEMO_RECIPE)")
     p.add_argument("--predict", nargs="+", default=None, metavar="PATH",
                    help="images or folders to run a trained model (--weights FILE) on; writes PNG + JSON")
+    p.add_argument("--export", default=None, metavar="FILE.onnx",
+                   help="write the model of --weights CHECKPOINT as ONNX to FILE.onnx (FILE.json beside it: classes, "
+                        "input and outputs), once ONNX Runtime matches PyTorch on up to 8 of the checkpoint's test "
+                        "images (or --predict's); None: no export (docs/export.md)")
     p.add_argument("--score-threshold", default=0.5, type=checks.unit_interval,
-                   help="--predict / figures: lowest score kept, from 0 to 1")
+                   help="--predict / figures / the report's confusion matrix and gallery: lowest score kept, "
+                        "from 0 to 1")
     p.add_argument("--dist-url", default="env://", help="url used to set up distributed training")
     return p
 
@@ -445,7 +482,9 @@ def cli(argv=None):
         sys.exit(130)
     except KeyboardInterrupt:  # outside training: --predict, --test-only, or before training started
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if args.predict:
+        if args.export:
+            message = f"interrupted: {args.export} was not written (an earlier file there is as it was)"
+        elif args.predict:
             where = os.path.join(args.output_dir or ".", "predict")
             message = (f"interrupted: the images done so far have their .png and .json in {where} (each file whole); "
                        "results.json, for all the images, was not written")

@@ -1,0 +1,311 @@
+"""Your own data as a labelme folder or a YOLO dataset: read into the same entries as a COCO file."""
+
+import base64
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dataset_formats
+import labelme_yolo
+import synthetic_data
+import tv_training
+from conftest import TINY
+from errors import DatasetError
+from test_arguments import cli
+from test_coco_data import run_main
+
+# The routes rasterise the same outlines differently (pycocotools polygons, labelme mask shapes,
+# YOLO outlines traced on pixel corners): measured lowest mask IoU 1.000 (labelme) and 0.973 (YOLO).
+MIN_IOU = dict(labelme=0.999, yolo=0.95)
+MAX_BOX_DIFF = 1.0
+# The COCO file's categories in id order (its "shapes" supercategory left out), the YAML's names.
+COCO_NAMES = ["pedestrian", "ball", "sign"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """The same synthetic scenes as COCO files, labelme folders and a YOLO dataset. Seed 10 gives
+    every class in train, polygons, pixel masks, a crowd region and images without objects."""
+    root = tmp_path_factory.mktemp("formats")
+    sizes = dict(num_train=4, num_val=2, seed=10, height_range=(64, 64), width_range=(80, 96))
+    coco = synthetic_data.make_synthetic_coco(str(root / "coco"), **sizes)
+    labelme = synthetic_data.make_synthetic_labelme(str(root / "labelme"), **sizes)
+    yolo = synthetic_data.make_synthetic_yolo(str(root / "yolo"), **sizes)
+    return dict(coco=coco, labelme=labelme, yolo=yolo)
+
+
+def named_targets(entries, classes, has_masks=True):
+    """Per image: [(class name, box, mask or None)] of the training targets (crowd regions are none)."""
+    ds = dataset_formats.CocoFormatDataset(entries, classes, None, with_masks=has_masks)
+    out = []
+    for k in range(len(ds)):
+        _, t = ds[k]
+        masks = t["masks"] if "masks" in t else [None] * len(t["labels"])
+        out.append([(classes[int(label) - 1]["name"], box, mask)
+                    for label, box, mask in zip(t["labels"], t["boxes"].as_subclass(torch.Tensor), masks)])
+    return out
+
+
+def used_names(targets):
+    return {n for objects in targets for n, _, _ in objects}
+
+
+def one_line(info):
+    return "\n" not in str(info.value)
+
+
+# --- the same scenes through the three routes ------------------------------------------------
+
+def test_the_three_formats_give_the_same_targets(scenes, capsys):
+    coco_train, coco_val = scenes["coco"]
+    want = {"train": named_targets(*dataset_formats.load_coco_images(coco_train)[:2]),
+            "val": named_targets(*dataset_formats.load_coco_images(coco_val)[:2])}
+    assert used_names(want["train"]) == set(COCO_NAMES)  # every class has objects in these scenes
+    (labelme, labelme_val) = labelme_yolo.load_own_format(*scenes["labelme"])
+    (yolo, yolo_val) = labelme_yolo.load_own_format(scenes["yolo"])
+    assert [c["name"] for c in labelme[1]] == sorted(COCO_NAMES)  # labelme: the labels, sorted
+    assert [c["name"] for c in labelme_val[1]] == sorted(COCO_NAMES)  # the test folder: train's classes
+    assert [c["name"] for c in yolo[1]] == COCO_NAMES  # YOLO: the YAML's names, in their order
+    assert labelme[2] and yolo[2]  # masks
+    assert len(yolo_val[0]) == len(want["val"]) == 2  # the YAML's val split is the test set
+    for fmt, got in (("labelme", {"train": labelme, "val": labelme_val}), ("yolo", {"train": yolo, "val": yolo_val})):
+        ious = []
+        for split in ("train", "val"):
+            targets = named_targets(*got[split][:2])
+            assert len(targets) == len(want[split])
+            for objects_want, objects_got in zip(want[split], targets):
+                assert [n for n, _, _ in objects_got] == [n for n, _, _ in objects_want], (fmt, split)
+                for (_, box_w, mask_w), (_, box_g, mask_g) in zip(objects_want, objects_got):
+                    assert float((box_w - box_g).abs().max()) <= MAX_BOX_DIFF, (fmt, split)
+                    ious.append(float((mask_w & mask_g).sum() / (mask_w | mask_g).sum()))
+        assert len(ious) > 10 and min(ious) >= MIN_IOU[fmt], fmt
+
+
+# --- labelme -----------------------------------------------------------------------------------
+
+def png_base64(array_or_image):
+    buf = io.BytesIO()
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    image.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_labelme_shapes_groups_images_and_skipped_kinds(tmp_path, capsys):
+    folder = tmp_path / "shots"
+    (folder / "pics").mkdir(parents=True)
+    (folder / "sub").mkdir()
+    Image.new("RGB", (60, 40), (10, 20, 30)).save(folder / "pics" / "a.png")
+    Image.new("RGB", (44, 33), (10, 20, 30)).save(folder / "pics" / "c.png")
+    shape = dict(group_id=None, flags={}, description="")
+    docs = {
+        "a.json": dict(imagePath="pics\\a.png", imageData="bogus, never read: the file exists", shapes=[
+            dict(shape, label="box", shape_type="rectangle", points=[[30, 20], [10, 5]]),  # corners in any order
+            dict(shape, label="ball", shape_type="circle", points=[[40, 20], [40, 28]]),
+            dict(shape, label="cat", shape_type="polygon", points=[[1, 1], [8, 1], [8, 8]], group_id=4),
+            dict(shape, label="cat", shape_type="polygon", points=[[20, 30], [28, 30], [28, 38]], group_id=4),
+            dict(shape, label="cat", shape_type="line", points=[[0, 0], [5, 5]]),
+            dict(shape, label="cat", shape_type="point", points=[[3, 3]]),
+            dict(shape, label="cat", shape_type="point", points=[[4, 4]]),
+            dict(shape, label="cat", shape_type="linestrip", points=[[0, 0], [5, 5], [9, 2]]),
+        ]),
+        "b.json": dict(imagePath="gone.png", imageData=png_base64(Image.new("RGB", (50, 30), (30, 20, 10))), shapes=[
+            dict(shape, label="blob", shape_type="mask", points=[[10, 10], [15, 14]],
+                 mask=png_base64(np.full((5, 6), 255, np.uint8))),
+        ]),
+        os.path.join("sub", "c.json"): dict(imagePath="../pics/c.png", imageData=None, shapes=[
+            dict(shape, label="ant", points=[[2, 2], [12, 2], [12, 9], [2, 9]]),  # labelme 3: no shape_type
+        ]),
+    }
+    for name, doc in docs.items():
+        (folder / name).write_text(json.dumps(dict(version="5.5.0", flags={}, **doc)))
+    entries, classes, has_masks = dataset_formats.load_coco_images(
+        str(folder), data=labelme_yolo.read_labelme_folder(str(folder)))
+    lines = capsys.readouterr().out.splitlines()
+    for kind, places in (("line", "a.json shape 4"), ("point", "a.json shape 5, a.json shape 6"),
+                         ("linestrip", "a.json shape 7")):
+        said = [line for line in lines if f" {kind} shape(s) skipped" in line]
+        assert len(said) == 1 and said[0].startswith("warning: ") and f"({places})" in said[0], kind
+    assert " 2 point shape(s)" in "".join(lines)  # one line per kind, with its count
+    assert [c["name"] for c in classes] == ["ant", "ball", "blob", "box", "cat"] and has_masks  # sorted
+    assert [(e["width"], e["height"]) for e in entries] == [(60, 40), (50, 30), (44, 33)]  # b: its imageData
+    a, b, c = named_targets(entries, classes)
+    assert len(a) == 3  # the two "cat" parts with one group_id are one object; no line or point object
+    by_name = {n: (box.tolist(), mask) for n, box, mask in a}
+    assert by_name["box"][0] == [10, 5, 30, 20] and int(by_name["box"][1].sum()) == 20 * 15
+    assert by_name["ball"][0] == pytest.approx([32, 12, 48, 28], abs=0.5)  # radius 8 round (40, 20)
+    assert abs(int(by_name["ball"][1].sum()) - math.pi * 64) < 0.1 * math.pi * 64
+    cat_box, cat_mask = by_name["cat"]
+    assert cat_box == [1, 1, 28, 38] and int(cat_mask[:10, :10].sum()) > 0 and int(cat_mask[28:, 18:].sum()) > 0
+    assert int(cat_mask[12:26].sum()) == 0  # two parts, nothing between them
+    (name, box, blob), = b
+    assert name == "blob" and int(blob.sum()) == 30 and int(blob[10:15, 10:16].sum()) == 30
+    assert box.tolist() == [10, 10, 16, 15]
+    (name, box, _), = c
+    assert name == "ant" and box.tolist() == [2, 2, 12, 9]
+
+
+def test_classes_fix_the_order_and_leave_others_out(scenes, capsys):
+    train_folder, _ = scenes["labelme"]
+    data = labelme_yolo.read_labelme_folder(train_folder, ["sign", "pedestrian", "unicorn"])
+    said = [line for line in capsys.readouterr().out.splitlines() if '"ball"' in line]
+    assert len(said) == 1 and said[0].startswith("note: ") and 'labelled "ball" left out (not in --classes)' in said[0]
+    entries, classes, _ = dataset_formats.load_coco_images(train_folder, data=data)
+    assert [c["name"] for c in classes] == ["sign", "pedestrian", "unicorn"]  # unicorn: no object, AP -1
+    assert used_names(named_targets(entries, classes)) == {"sign", "pedestrian"}
+
+
+def test_classes_on_other_data_is_one_line(scenes, tmp_path):
+    (tmp_path / "PennFudanPed" / "PNGImages").mkdir(parents=True)
+    for other in (scenes["coco"][0], scenes["yolo"], str(tmp_path / "PennFudanPed")):
+        with pytest.raises(DatasetError, match="--classes: applies to labelme folders only") as info:
+            dataset_formats.load_datasets(other, None, tv_training.get_transform, 1, None, 0, class_names=["ball"])
+        assert other in str(info.value) and one_line(info)
+
+
+def test_a_folder_of_labelme_files_and_a_coco_file_is_ambiguous(scenes, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in sorted(os.listdir(scenes["labelme"][0]))[:4]:
+        (folder / name).write_bytes(open(os.path.join(scenes["labelme"][0], name), "rb").read())
+    (folder / "instances.json").write_text(open(scenes["coco"][0]).read())
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.read_labelme_folder(str(folder))
+    assert "both labelme JSONs" in str(info.value) and str(folder / "instances.json") in str(info.value)
+    assert "pass the COCO file itself as --data-path, or move it" in str(info.value) and one_line(info)
+
+
+@pytest.mark.parametrize("change, words", [
+    ("two_points", 'a.json: shape 0 (polygon "cat"): 2 point(s); a polygon needs 3 or more'),
+    ("one_corner", 'a.json: shape 0 (rectangle "cat"): 1 point(s); a rectangle needs 2'),
+    ("no_label", "a.json: shape 0 has no \"label\" text"),
+    ("missing_image", "a.json: its image is missing; looked for"),
+    ("invalid_json", "a.json: invalid JSON at line 1, column 2"),
+    ("not_utf8", "a.json: not UTF-8 text"),
+    ("empty_folder", "no labelme JSON files. --data-path takes"),
+])
+def test_bad_labelme_data_is_one_line_naming_the_file(change, words, tmp_path):
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    shape = dict(label="cat", shape_type="polygon", points=[[1, 1], [9, 1], [9, 9]])
+    if change == "two_points":
+        shape["points"] = shape["points"][:2]
+    elif change == "one_corner":
+        shape.update(shape_type="rectangle", points=[[1, 1]])
+    elif change == "no_label":
+        shape["label"] = ""
+    doc = dict(imagePath="a.png", imageData=None, shapes=[shape])
+    if change == "missing_image":
+        os.remove(tmp_path / "a.png")
+    if change == "not_utf8":
+        (tmp_path / "a.json").write_bytes(b'{"shapes": ["\xff\xfe"]}')
+    elif change != "empty_folder":
+        (tmp_path / "a.json").write_text("{oops" if change == "invalid_json" else json.dumps(doc))
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.read_labelme_folder(str(tmp_path))
+    assert words in str(info.value) and one_line(info)
+    if change != "empty_folder":
+        assert str(tmp_path / "a.json") in str(info.value)
+
+
+# --- YOLO ----------------------------------------------------------------------------------------
+
+def yolo_dataset(root, label_text, yaml_text=None, extra_image=False):
+    """One 40x20 image and its label file (and, with ``extra_image``, one without); returns the YAML's path."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    Image.new("RGB", (40, 20)).save(root / "images" / "train" / "x.png")
+    if extra_image:
+        Image.new("RGB", (40, 20)).save(root / "images" / "train" / "y.png")
+    (root / "labels" / "train" / "x.txt").write_text(label_text)
+    path = root / "data.yaml"
+    path.write_text(yaml_text or "train: images/train\nnames: [cat, dog]\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("names", ["[cat, dog]", "{0: cat, 1: dog}", "\n  1: dog\n  0: cat"])
+def test_yolo_names_as_list_or_dict_and_a_negative(names, tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "1 0.1 0.1 0.4 0.1 0.4 0.9\n0 0.5 0.5 0.5 0.5\n",
+                        f"train: images/train\nnames: {names}\n", extra_image=True)
+    (entries, classes, has_masks), test = labelme_yolo.load_own_format(path)
+    out = capsys.readouterr().out
+    assert test is None and "no val or test split: holding out --test-size images of train" in out
+    assert [c["name"] for c in classes] == ["cat", "dog"] and has_masks
+    x, y = named_targets(entries, classes)
+    assert [(n, box.tolist()) for n, box, _ in x] == [("dog", [4, 2, 16, 18]), ("cat", [10, 5, 30, 15])]
+    assert int(x[1][2].sum()) == 20 * 10  # the box line among polygon lines: its box is its mask
+    assert y == []  # no label file: a negative
+    assert "1 image(s) in train without labels: used as negatives (no objects) (images/train/y.png)" in out
+    assert "1 box line(s) in train among polygon lines" in out
+
+
+def test_yolo_box_only_data_has_no_masks(tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.5 0.5\n1 0.25 0.5 0.5 1\n")
+    (entries, classes, has_masks), _ = labelme_yolo.load_own_format(path)
+    assert not has_masks
+    targets = named_targets(entries, classes, has_masks)
+    assert [(n, box.tolist(), mask) for n, box, mask in targets[0]] == \
+        [("cat", [10, 5, 30, 15], None), ("dog", [0, 0, 20, 20], None)]
+
+
+@pytest.mark.parametrize("label, yaml_text, words", [
+    ("2 0.5 0.5 0.2 0.2\n", None, "x.txt: line 1: class id 2 is not one of the YAML's names (ids 0..1)"),
+    ("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.2 0.2 0.3\n", None, "x.txt: line 2: 5 coordinates, an odd count"),
+    ("0 0.5 0.5 1.4 0.2\n", None, "x.txt: line 1: coordinate 1.4 outside 0..1"),
+    ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.1 0.4 0.2 0.4\n1 0.1 0.1\n", None, "x.txt: line 2: a polygon of 1 point(s)"),
+    ("0 a b c d\n", None, "x.txt: line 1: '0 a b c d' is not numbers"),
+    ("0 0.5 0.5 0.2 0.2\n", "train: images/train\n", "data.yaml: no \"names\""),
+    ("0 0.5 0.5 0.2 0.2\n", "train: images/train\nnames: [a, b]\nnc: 3\n", "data.yaml: nc is 3 but \"names\" has 2"),
+    ("0 0.5 0.5 0.2 0.2\n", "names: [a]\n", "data.yaml: no \"train\""),
+    ("0 0.5 0.5 0.2 0.2\n", "train: [images/train\nnames: [a]\n", "data.yaml: invalid YAML at line"),
+    ("0 0.5 0.5 0.2 0.2\n", "train: images/nowhere\nnames: [a]\n", "data.yaml: train 'images/nowhere' not found"),
+    ("0 0.5 0.5 0.2 0.2\n", "train: labels/train\nnames: [a]\n", "data.yaml: no images in train"),
+])
+def test_bad_yolo_data_is_one_line_naming_the_file(label, yaml_text, words, tmp_path):
+    path = yolo_dataset(tmp_path, label, yaml_text)
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.load_own_format(path)
+    assert words in str(info.value) and one_line(info)
+    named = str(tmp_path / "labels" / "train" / "x.txt") if words.startswith("x.txt") else path
+    assert named in str(info.value)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["odd_count", "classes_on_yolo"])
+def test_the_command_line_says_one_line_and_trains_nothing(case, tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2\n" if case == "odd_count" else "0 0.5 0.5 0.2 0.2\n")
+    out = tmp_path / "run"
+    extra = ["--classes", "cat"] if case == "classes_on_yolo" else []
+    code, _, err = cli(["--data-path", path, "--weights", "none", "--output-dir", str(out), "-j", "0", *extra],
+                       capsys)
+    assert code == 1 and "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    want = (f"error: {tmp_path / 'labels' / 'train' / 'x.txt'}: line 1: 3 coordinates, an odd count; a line is a "
+            f"class id then x y pairs (4 numbers for a box cx cy w h, 6 or more for a polygon).") \
+        if case == "odd_count" else f"error: --classes: applies to labelme folders only; {path} names its classes"
+    assert len(said) == 1 and said[0].startswith(want)
+    assert not (out / "checkpoint.pth").exists()
+
+
+# --- one tiny run per format ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["labelme", "yolo"])
+def test_a_tiny_run_per_format(fmt, scenes, one_thread):
+    # labelme: --classes through the command line picks the order; YOLO: the YAML's names
+    where = ["--data-path", scenes["yolo"]] if fmt == "yolo" else \
+        ["--data-path", scenes["labelme"][0], "--test-data-path", scenes["labelme"][1], "--classes",
+         "sign,pedestrian,ball"]
+    result = run_main(*where, "--weights", "none", "--output-dir", "", "--min-size", str(TINY["min_size"]),
+                      "--max-size", str(TINY["max_size"]), "--epochs", "1", "--train-size", "4", "-j", "0",
+                      "-b", "2", "--print-freq", "50", "--aspect-ratio-group-factor", "0")
+    names = COCO_NAMES if fmt == "yolo" else ["sign", "pedestrian", "ball"]
+    bbox = list(result["bbox"].values())
+    assert len(bbox) == 12 and all(isinstance(v, float) and math.isfinite(v) for v in bbox)
+    assert len(result["segm"]) == 12  # masks: Mask R-CNN
+    assert list(result["per_class"]) == names
+    assert all(-1 <= v <= 1 for row in result["per_class"].values() for v in row.values())
