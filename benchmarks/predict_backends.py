@@ -17,10 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def cpu_name(cpuinfo="/proc/cpuinfo"):
+def cpu_name():
+    from argument_checks import read_cpuinfo
+
     try:
-        with open(cpuinfo) as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+        return read_cpuinfo()[0] or "?"
     except OSError:
         return "?"
 

@@ -254,3 +254,21 @@ def test_the_documented_snippet_runs_as_written(mask_export, workdir, tmp_path):
         assert run.returncode == 0, (path, run.stderr)
         lines = run.stdout.strip().splitlines()
         assert len(lines) == expected and all(line.startswith("pedestrian: ") for line in lines), (path, lines)
+
+
+def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, tmp_path):
+    """benchmarks/predict_backends.py on the tiny export: one row per backend, the CPU named, and
+    ONNX Runtime agreeing with float32 PyTorch on every image with detections."""
+    ckpt, onnx_path, _ = mask_export
+    _, data = workdir
+    script = os.path.join(ROOT_DIR, "benchmarks", "predict_backends.py")
+    run = subprocess.run([sys.executable, script, "--weights", str(ckpt), "--onnx", onnx_path, "--images",
+                          os.path.join(data, "PNGImages"), "--out", str(tmp_path / "bench")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "bf16 instructions" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert "fp32" in rows and "onnx" in rows
+    agreed, total = (int(v) for v in rows["onnx"].split("MB")[1].split()[0].split("/"))
+    assert total > 0 and agreed == total, rows["onnx"]
