@@ -245,13 +245,14 @@ def prepare_data(root, make_synthetic=None):
         return
     if os.path.isfile(os.path.normpath(root)):  # normpath: "photo.png/" names the file too
         raise DatasetError(f"{root}: a file, not a dataset. Pass a Penn-Fudan folder (PNGImages/, PedMasks/) or "
-                           f"a COCO instances file (.json).")
+                           f"your own data: a COCO instances file (.json), a labelme folder or a YOLO data.yaml.")
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
             if _holds_other_files(root):  # only into a new or empty folder: never among the user's own files
                 raise DatasetError(f"{root}: a folder with other files and no PNGImages/, so --demo will not "
                                    f"write its synthetic images there. For your own data pass its COCO file "
-                                   f"(--data-path FILE.json); for the demo, a new or empty --data-path.")
+                                   f"(--data-path FILE.json), labelme folder or YOLO data.yaml; for the demo, a "
+                                   f"new or empty --data-path.")
             make_synthetic(root)
         elif os.path.basename(os.path.normpath(root)) == "PennFudanPed":
             download_pennfudan(root)

@@ -1,7 +1,7 @@
 """The offline demo (``--demo``): synthetic pedestrians, a small Mask R-CNN, a from-scratch recipe.
 
 The tutorial fine-tunes COCO weights; offline there are none, and from random init its
-ResNet-50 model learns far too slowly on a CPU (README.md, "The offline demo"). The demo
+ResNet-50 model learns far too slowly on a CPU (docs/demo.md). The demo
 keeps Mask R-CNN and the tutorial's loops, and changes the model size, the image size and the
 optimiser. Flags typed on the command line still win over the recipe.
 """
@@ -17,7 +17,7 @@ import utils
 
 # The offline demo: synthetic pedestrians, random init (nothing to download). The tutorial's
 # SGD lr 0.005 diverges from random init, and its ResNet-50 model learns too slowly on a CPU;
-# these values are the README's measured recipe ("The offline demo"). Typed flags still win.
+# these values are the measured recipe of docs/demo.md. Typed flags still win.
 DEMO_RECIPE = dict(
     data_path="data/SyntheticPed", model="maskrcnn_resnet18", weights="none", opt="adamw", lr=6e-4,
     weight_decay=1e-4, clip_grad_norm=5.0, lr_scheduler="cosineannealinglr", epochs=7, batch_size=2,
@@ -36,7 +36,7 @@ DEMO_MODEL_KWARGS = dict(
 # ratios (0.5, 1, 2; height/width) miss the ~2.5:1 pedestrian shape.
 DEMO_ANCHORS = dict(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((1.0, 2.0, 3.0),) * 5)
 # The small model under --demo: without ResNet's last stage it trains faster and as well on 128-px
-# images, and 4 mask-head convolutions give finer masks (README.md, "The offline demo"). Its
+# images, and 4 mask-head convolutions give finer masks (docs/demo.md). Its
 # anchors are DEMO_ANCHORS' first four (one pyramid level fewer).
 DEMO_SMALL_MODEL = dict(resnet_stages=3, mask_head_convs=4)
 
@@ -88,8 +88,8 @@ def apply_demo_recipe(args, parser):
         args.amp = pick_device(args.device).type == "cpu" and cpu_has_bf16()
     if utils.is_main_process() and not (getattr(args, "predict", None) or getattr(args, "test_only", False)):
         precision = "bfloat16 autocast" if getattr(args, "amp", False) else "float32"
-        print(f"Demo: synthetic data in {args.data_path}, --model {args.model}, --weights {args.weights}, "
-              f"{args.opt} lr {args.lr}, {args.epochs} epochs, {precision} (README.md, 'The offline demo')")
+        print(f"Demo: data in {args.data_path}, --model {args.model}, --weights {args.weights}, "
+              f"{args.opt} lr {args.lr}, {args.epochs} epochs, {precision} (docs/demo.md)")
     return args
 
 

@@ -1,7 +1,7 @@
 """This project's speed-ups for torchvision's detection models, and the code that undoes them.
 
     import speedups
-    speedups.speed_up_model(model)        # same detections, less time (README.md, "Speed")
+    speedups.speed_up_model(model)        # same detections, less time (docs/speed.md)
     speedups.as_reference_model(model)    # back to stock torchvision (for comparisons)
 
 Each change keeps the results (equal masks and detections; the same function up to float
@@ -364,7 +364,7 @@ def use_channels_last(device, choice="auto"):
     """Whether to train/evaluate in channels_last memory format.
 
     ``choice``: "on", "off" or "auto" (on for CPU, where oneDNN's convolutions are faster in
-    NHWC -- see README.md, "Speed" -- and off elsewhere).
+    NHWC -- see docs/speed.md -- and off elsewhere).
     """
     if choice not in ("auto", "on", "off"):
         raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")

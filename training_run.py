@@ -27,7 +27,7 @@ def make_optimizer(model, opt, lr, momentum, weight_decay):
     """SGD (the tutorial's) or AdamW over the parameters that train.
 
     AdamW runs fused (one kernel over all parameters) on the CPU and CUDA: the same update,
-    rounded differently, and faster than one call per parameter per operation (README.md, "Speed").
+    rounded differently, and faster than one call per parameter per operation (docs/speed.md).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if opt == "adamw":

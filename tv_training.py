@@ -384,7 +384,7 @@ def get_args_parser(add_help=True):
                    help="a COCO file (or labelme folder) to test on (same categories); None: hold out --test-size "
                         "images of --data-path (a YOLO data.yaml tests on its val split)")
     p.add_argument("--image-dir", default=None,
-                   help="where a COCO file's images are; None: looked for beside the file (see README)")
+                   help="where a COCO file's images are; None: looked for beside the file (docs/own-data.md)")
     p.add_argument("--classes", default=None, type=labelme_yolo.class_list, metavar="A,B,C",
                    help="a labelme folder's classes in this order, other labels left out; None: every label, sorted "
                         "(docs/own-data.md)")
@@ -433,7 +433,7 @@ def get_args_parser(add_help=True):
     p.add_argument("--eval-bf16", action="store_true",
                    help="evaluation, --test-only and --predict on the CPU with the backbone in bfloat16 (heads in "
                         "float32): faster on CPUs with bf16 instructions, COCO numbers within 0.005 of float32 on "
-                        "the checkpoints measured (README.md, 'Speed'); training keeps --amp's setting")
+                        "the checkpoints measured (docs/speed.md); training keeps --amp's setting")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="channels_last memory format (auto: on for CPU, where it is faster)")
     p.add_argument("--seed", default=0, type=checks.seed_value, help="seed for the split, initial weights and shuffling")

@@ -5,7 +5,7 @@ first run generates the demo's synthetic data (as a newcomer's first run does, s
 is the one to compare with the demo's target); the later runs reuse the data. The report names
 the machine (CPU model, bf16/AMX flags, cores, torch), gives one row per run (wall time, peak
 RSS, final bbox/segm AP and AP50) and the mean over the seeds of each precision, against the
-demo's targets (README.md, "The offline demo"):
+demo's targets (docs/demo.md):
 
     python benchmarks/demo_timing.py                           # seeds 0 and 1, the demo's precision
     python benchmarks/demo_timing.py --precisions auto fp32    # and float32 (--no-amp)
@@ -28,7 +28,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRECISION_FLAGS = {"auto": [], "fp32": ["--no-amp"], "bf16": ["--amp"]}
-# README.md, "The offline demo": mean over seeds 0 and 1, and the first run's wall time
+# docs/demo.md: mean over seeds 0 and 1, and the first run's wall time
 TARGET_AP = dict(bbox=0.55, segm=0.40)
 TARGET_WALL = "≤ 4 min on the AMD EPYC, ≤ 6 min on the Intel Xeon with AMX (2 cores)"
 # what a measurement leaves in --out (all that --overwrite removes)

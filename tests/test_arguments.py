@@ -328,8 +328,8 @@ def test_demo_never_writes_into_a_folder_of_other_files(data, tmp_path, capsys):
     code, out, err = cli(tiny_argv(str(own), str(tmp_path / "o")), capsys)
     assert code == 1 and "Traceback" not in err
     assert err.strip() == (f"error: {own}: a folder with other files and no PNGImages/, so --demo will not write its "
-                           f"synthetic images there. For your own data pass its COCO file (--data-path FILE.json); "
-                           f"for the demo, a new or empty --data-path.")
+                           f"synthetic images there. For your own data pass its COCO file (--data-path FILE.json), "
+                           f"labelme folder or YOLO data.yaml; for the demo, a new or empty --data-path.")
     assert os.listdir(own) == ["photo.jpg"]
     import dataset_formats
 
