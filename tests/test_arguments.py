@@ -1,6 +1,6 @@
 """Bad command lines end in one clear line before any work, and --predict loses no output.
 
-Each row of the README's "Bad arguments" table: the exit status, no traceback, and the words.
+Each row of the "Bad arguments" table in docs/bad-input.md: the exit status, no traceback, and the words.
 """
 
 import json

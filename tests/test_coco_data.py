@@ -368,7 +368,7 @@ def test_synthetic_coco_is_deterministic_and_has_every_kind_of_annotation(tmp_pa
 def coco_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     # Every side either 64 or 80-96 px: torchvision's poolers infer their scales from the first batch,
-    # and a side of 65-67 px padded to 96 rounds the stride-4 level's scale to 1/2 (README.md, "Known limits").
+    # and a side of 65-67 px padded to 96 rounds the stride-4 level's scale to 1/2 (docs/own-data.md, "Known limits").
     train, val = synthetic_data.make_synthetic_coco(str(root / "shapes"), num_train=12, num_val=4, seed=0,
                                                     height_range=(64, 64), width_range=(80, 96))
     out = str(root / "run")

@@ -1,5 +1,5 @@
 """benchmarks/demo_timing.py: fresh --demo runs seed by seed, their wall time and final scores, and the
-means the README's demo table is made of (here a tiny one-epoch demo on tiny images)."""
+means the demo tables of docs/demo.md is made of (here a tiny one-epoch demo on tiny images)."""
 
 import json
 import os

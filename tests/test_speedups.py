@@ -422,7 +422,7 @@ def test_use_channels_last():
 def test_omp_wait_policy_is_left_to_the_runtime():
     """Neither ``python tv_training.py`` nor ``import tv_training`` sets OMP_WAIT_POLICY: the
     runtime's default (spin briefly, then sleep) was as fast as PASSIVE at 800 px and faster on
-    the demo's small steps (README.md, "Speed"); an explicit value is kept."""
+    the demo's small steps (docs/speed.md); an explicit value is kept."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     blocked = "import os, runpy, sys; sys.modules['torch'] = None  # stops at `import torch`: the order matters\n"
     as_program = blocked + ("try:\n    runpy.run_path('tv_training.py', run_name='__main__')\nexcept ImportError:\n"
