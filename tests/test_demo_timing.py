@@ -31,7 +31,7 @@ def test_a_run_is_timed_and_scored_from_its_own_output(tmp_path, monkeypatch):
     # --demo, the seed and fp32 (--no-amp) reached it too
     run_args = torch.load(out / "fp32_seed1" / "checkpoint.pth", weights_only=True)["args"]
     assert (run_args["demo"], run_args["seed"], run_args["amp"]) == (True, 1, False)
-    assert "Demo: synthetic data" in (out / "fp32_seed1.log").read_text()
+    assert "Demo: data in" in (out / "fp32_seed1.log").read_text()
 
     text = (out / "report.txt").read_text()
     assert text.startswith("Machine: ") and "cores; bf16 flags:" in text
