@@ -546,14 +546,14 @@ def device_name(device):
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
     import platform
 
+    from argument_checks import read_cpuinfo
+
+    try:
+        name = read_cpuinfo()[0] or ""
+    except OSError:
+        name = ""
     return f"{name or platform.processor() or 'CPU'}, {os.cpu_count()} cores"
 
 
