@@ -463,19 +463,22 @@ def image_places(file_name, json_path, image_dir=None):
             os.path.join(here, "images", file_name), os.path.join(os.path.dirname(here), "images", file_name)]
 
 
-class _Warnings:
-    """One summary line per kind of problem: the count and the first five annotation ids."""
+class KindLines:
+    """One summary line per kind of problem: ``word: source: count <what><kind> (<label>first places)``.
+    The defaults are the COCO reader's warnings (the first five annotation ids); the labelme and
+    YOLO readers name places as file and shape or line."""
 
-    def __init__(self, path):
-        self.path, self.kinds = path, {}
+    def __init__(self, source, word="warning", what="annotation(s) ", label="ids ", shown=5):
+        self.source, self.word, self.what, self.label, self.shown, self.kinds = source, word, what, label, shown, {}
 
-    def add(self, kind, ann_id):
-        self.kinds.setdefault(kind, []).append(ann_id)
+    def add(self, kind, where):
+        self.kinds.setdefault(kind, []).append(where)
 
     def print(self):
-        for kind, ids in self.kinds.items():
-            more = ", ..." if len(ids) > 5 else ""
-            print(f"warning: {self.path}: {len(ids)} annotation(s) {kind} (ids {', '.join(map(str, ids[:5]))}{more})")
+        for kind, places in self.kinds.items():
+            more = ", ..." if len(places) > self.shown else ""
+            print(f"{self.word}: {self.source}: {len(places)} {self.what}{kind} "
+                  f"({self.label}{', '.join(map(str, places[:self.shown]))}{more})")
 
 
 def _clean_annotation(ann, width, height, warnings):
@@ -538,7 +541,7 @@ def load_coco_images(path, image_dir=None, data=None):
     by_image = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    warnings, entries = _Warnings(path), []
+    warnings, entries = KindLines(path), []
     for im in data["images"]:
         places = [im["path"]] if "path" in im else image_places(im["file_name"], path, image_dir)
         found = next((p for p in places if os.path.isfile(p)), None)

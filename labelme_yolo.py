@@ -111,21 +111,6 @@ def _annotation(ann_id, image_id, category_id, parts, height, width):
                 iscrowd=0, area=float(mask.sum()))
 
 
-class _Kinds:
-    """One line per kind of note: the count and the first three places (file, shape or line)."""
-
-    def __init__(self, source, word):
-        self.source, self.word, self.kinds = source, word, {}
-
-    def add(self, kind, where):
-        self.kinds.setdefault(kind, []).append(where)
-
-    def print(self):
-        for kind, places in self.kinds.items():
-            more = ", ..." if len(places) > 3 else ""
-            print(f"{self.word}: {self.source}: {len(places)} {kind} ({', '.join(places[:3])}{more})")
-
-
 # ---------------------------------------------------------------------------------------
 # labelme: one JSON per image, beside it
 # ---------------------------------------------------------------------------------------
@@ -255,7 +240,9 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
         raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
                            f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
-    notes, warnings = _Kinds(folder, "note"), _Kinds(folder, "warning")
+    from dataset_formats import KindLines  # here: dataset_formats imports this module
+
+    notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
     for path in others:
         notes.add("JSON file(s) without labelme \"shapes\" not read", os.path.relpath(path, folder))
     images, objects, used = [], [], set()
@@ -463,7 +450,9 @@ def _yolo_objects(txt, names, width, height, warnings):
 def read_yolo_split(yaml_path, key, entries, names, root):
     """One split of a YOLO dataset as a COCO instances dict (images also have ``path``); file
     names and the places in notes are relative to the dataset's ``root``."""
-    notes, warnings = _Kinds(yaml_path, "note"), _Kinds(yaml_path, "warning")
+    from dataset_formats import KindLines  # here: dataset_formats imports this module
+
+    notes, warnings = KindLines(yaml_path, "note", "", "", 3), KindLines(yaml_path, "warning", "", "", 3)
     images, annotations, negatives, boxes_in_masks = [], [], [], []
     found = _split_images(entries, yaml_path, key, notes)
     any_polygon = False
