@@ -7,6 +7,8 @@ Two jobs:
   ``coco_eval.CocoEvaluator`` can score a model on it;
 * read the real COCO 2017 dataset into the same target format
   (``get_coco`` / ``CocoDetection`` / ``ConvertCocoPolysToMask``).
+
+Like engine.py and coco_eval.py it needs utils.py beside it (``unwrap_subset``).
 """
 
 import os
@@ -17,6 +19,8 @@ import torch.utils.data
 import torchvision
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
+
+import utils
 
 # An image of the keypoint split is kept for training only if its annotations
 # together have at least this many visible keypoints.
@@ -112,11 +116,7 @@ def get_coco_api_from_dataset(dataset):
     ``convert_to_coco_api`` -- on the dataset as given, so a ``Subset`` yields only
     its own images, with the image ids its targets report.
     """
-    inner = dataset
-    for _ in range(10):
-        if not isinstance(inner, torch.utils.data.Subset):
-            break
-        inner = inner.dataset
+    inner, _ = utils.unwrap_subset(dataset)
     if isinstance(inner, torchvision.datasets.CocoDetection):
         return inner.coco
     return convert_to_coco_api(dataset)

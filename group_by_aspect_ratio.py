@@ -18,6 +18,8 @@ batches, which may then mix neighbouring groups, and the very last batch may be 
 The number of batches is ``ceil(len(sampler) / batch_size)`` whatever the grouping, so
 every process of a distributed run (``DistributedSampler``: same count on every rank)
 runs the same number of steps.
+
+It needs utils.py beside it (``unwrap_subset``), which the loader above uses anyway.
 """
 
 import bisect
@@ -27,6 +29,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 from torch.utils.data.sampler import BatchSampler, Sampler
+
+import utils
 
 
 class GroupedBatchSampler(BatchSampler):
@@ -66,16 +70,6 @@ class GroupedBatchSampler(BatchSampler):
         return math.ceil(len(self.sampler) / self.batch_size)
 
 
-def _unwrap(dataset, indices=None):
-    """(innermost dataset, its indices) seen through any nesting of ``Subset``."""
-    if indices is None:
-        indices = range(len(dataset))
-    while isinstance(dataset, torch.utils.data.Subset):
-        indices = [dataset.indices[i] for i in indices]
-        dataset = dataset.dataset
-    return dataset, list(indices)
-
-
 def _aspect_ratios_by_decoding(dataset):
     """Slow path for datasets without ``get_height_and_width``: load every item once."""
     print(f"Computing aspect ratios of {len(dataset)} images by loading them "
@@ -98,7 +92,7 @@ def compute_aspect_ratios(dataset, indices=None):
     the PNG header) so that no image is decoded; ``Subset`` wrappers are seen through.
     A dataset without that method is loaded item by item instead.
     """
-    base, base_indices = _unwrap(dataset, indices)
+    base, base_indices = utils.unwrap_subset(dataset, indices)
     if hasattr(base, "get_height_and_width"):
         ratios = []
         for i in base_indices:

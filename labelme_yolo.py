@@ -1,7 +1,7 @@
 """Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
 
 Each reader turns its files into the in-memory COCO instances dict (images, annotations,
-categories) that ``dataset_formats.load_coco_images`` loads for a COCO file, so training,
+categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
 evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
 checks that need the user's own file happen here, so every error names the labelme JSON (and
 its shape) or the YOLO label file (and its line), never the dict built from them.
@@ -16,6 +16,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from coco_data import KindLines, load_coco_images
 from errors import DatasetError
 
 # What PIL reads of the image formats Ultralytics accepts (its IMG_FORMATS less dng/pfm/heic).
@@ -240,8 +241,6 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
         raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
                            f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
-    from dataset_formats import KindLines  # here: dataset_formats imports this module
-
     notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
     for path in others:
         notes.add("JSON file(s) without labelme \"shapes\" not read", os.path.relpath(path, folder))
@@ -450,8 +449,6 @@ def _yolo_objects(txt, names, width, height, warnings):
 def read_yolo_split(yaml_path, key, entries, names, root):
     """One split of a YOLO dataset as a COCO instances dict (images also have ``path``); file
     names and the places in notes are relative to the dataset's ``root``."""
-    from dataset_formats import KindLines  # here: dataset_formats imports this module
-
     notes, warnings = KindLines(yaml_path, "note", "", "", 3), KindLines(yaml_path, "warning", "", "", 3)
     images, annotations, negatives, boxes_in_masks = [], [], [], []
     found = _split_images(entries, yaml_path, key, notes)
@@ -501,8 +498,6 @@ def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=
     set (a YOLO val/test split, or ``test_data_path``: another labelme folder), or None for the
     seeded hold-out of ``--test-size`` images.
     """
-    from dataset_formats import load_coco_images
-
     if image_dir:
         raise DatasetError(f"--image-dir {image_dir}: applies to COCO files only; {data_path} says where its images "
                            f"are (labelme: imagePath beside each JSON; YOLO: the YAML's train/val folders).")

@@ -20,8 +20,8 @@ import os
 import torch
 import torchvision
 
-from dataset_formats import PENNFUDAN_CLASSES
 from errors import TutorialError
+from pennfudan_data import PENNFUDAN_CLASSES
 
 # What weights="DEFAULT" downloads for each model of tv_training.MODELS, and whether the
 # pretrained model has a layout of its own (frozen BatchNorm, 3 trainable ResNet stages).

@@ -1,7 +1,7 @@
 """What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
 
-Every file is written whole or not at all (temporary file, then rename), so a run killed while
-writing keeps the previous version.
+Every file is written whole or not at all (``utils.atomic_write``: temporary file, then rename),
+so a run killed while writing keeps the previous version.
 """
 
 import json
@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from dataset_formats import PENNFUDAN_CLASSES, pair_images_and_masks, read_instance_mask, read_rgb, to_rgb
 from errors import TutorialError
+from pennfudan_data import PENNFUDAN_CLASSES, pair_images_and_masks, read_instance_mask, read_rgb, to_rgb
+from utils import atomic_write, unwrap_subset
 
 COCO_STAT_NAMES = [
     "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -60,26 +61,13 @@ def evaluation_summary(coco_evaluator, classes):
     return summary
 
 
-def _write_then_rename(path, write):
-    """``write(tmp)``, then rename ``tmp`` over ``path``: ``path`` is whole or as it was before,
-    and an error or Ctrl-C while writing leaves no temporary file behind."""
-    tmp = path + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json_atomic(obj, path):
     """``json.dump`` to a temporary file, then rename over ``path``."""
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
 
-    _write_then_rename(path, write)
+    atomic_write(path, write)
 
 
 def write_text_atomic(text, path):
@@ -88,11 +76,11 @@ def write_text_atomic(text, path):
         with open(tmp, "w") as f:
             f.write(text)
 
-    _write_then_rename(path, write)
+    atomic_write(path, write)
 
 
 def _save_figure(fig, path):
-    _write_then_rename(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
 def plot_curves(records, path):
@@ -180,14 +168,15 @@ def save_png(chw_uint8, path):
     """Save a (3, H, W) uint8 tensor as a PNG, via a temporary file renamed over ``path``."""
     image = Image.fromarray(chw_uint8.permute(1, 2, 0).cpu().numpy())
     # compress_level 1: a 12-megapixel overlay in a fraction of a second instead of seconds
-    _write_then_rename(path, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
 
 
 def save_preview(dataset_root, path, dataset=None):
     """The tutorial's first figure: one image and its instance mask side by side.
 
-    A Penn-Fudan folder shows its first image and mask file; otherwise the first image of
-    ``dataset`` (a ``CocoFormatDataset``) with its instances numbered 1..N (crowd regions left out).
+    ``dataset`` is ``load_datasets``' ``preview``: None for a Penn-Fudan folder, which shows its
+    first image and mask file; otherwise a ``CocoFormatDataset``, whose first image is shown with
+    its instances numbered 1..N (crowd regions left out).
     """
     import matplotlib
 
@@ -200,7 +189,7 @@ def save_preview(dataset_root, path, dataset=None):
         image, instances = read_rgb(img_path), read_instance_mask(mask_path)
         titles = os.path.basename(img_path), os.path.basename(mask_path) + " (value k = k-th pedestrian)"
     else:
-        from dataset_formats import CocoFormatDataset
+        from coco_data import CocoFormatDataset
 
         entry = dataset.entries[0]
         image, target = CocoFormatDataset([entry], dataset.classes, None, dataset.with_masks)[0]
@@ -229,10 +218,9 @@ def to_cpu(prediction):
 def save_prediction_figures(model, dataset_test, device, out_dir, score_threshold, count=4, classes=None):
     """Overlays for a few test images; FudanPed00046 (the tutorial's figure) first when present."""
     os.makedirs(out_dir, exist_ok=True)
-    base = dataset_test.dataset if isinstance(dataset_test, torch.utils.data.Subset) else dataset_test
+    base, base_indices = unwrap_subset(dataset_test)
     order = list(range(len(dataset_test)))
-    names = [base.imgs[dataset_test.indices[i]] if isinstance(dataset_test, torch.utils.data.Subset)
-             else base.imgs[i] for i in order]
+    names = [base.imgs[j] for j in base_indices]
     if "FudanPed00046.png" in names:
         order.insert(0, order.pop(names.index("FudanPed00046.png")))
     model.eval()

@@ -413,20 +413,13 @@ def plot_errors(breakdown, path):
 # Gallery
 # ---------------------------------------------------------------------------------------
 
-def _unwrap(dataset):
-    """(the dataset under one ``Subset``, the indices into it)."""
-    import torch
-
-    if isinstance(dataset, torch.utils.data.Subset) and not isinstance(dataset.dataset, torch.utils.data.Subset):
-        return dataset.dataset, list(dataset.indices)
-    return dataset, list(range(len(dataset)))
-
-
 def image_index(dataset):
     """``{image_id: index}`` for ``dataset`` (a Subset or not), without decoding images where
     the dataset says its ids: a ``CocoFormatDataset`` (``entries``) or a Penn-Fudan folder
     dataset (``pairs``: its image id is its index); otherwise by reading every target."""
-    base, indices = _unwrap(dataset)
+    from utils import unwrap_subset
+
+    base, indices = unwrap_subset(dataset)
     if hasattr(base, "entries"):
         return {base.entries[j]["image_id"]: i for i, j in enumerate(indices)}
     if hasattr(base, "pairs"):
@@ -437,11 +430,13 @@ def image_index(dataset):
 def picture(dataset, i):
     """Image ``i`` of ``dataset`` as (3, H, W), without its masks where the dataset allows (half
     the gallery's time otherwise): the test transform only converts, it does not move pixels."""
-    base, indices = _unwrap(dataset)
+    from utils import unwrap_subset
+
+    base, indices = unwrap_subset(dataset)
     if hasattr(base, "entries") and hasattr(base, "with_masks"):  # CocoFormatDataset
         return type(base)([base.entries[indices[i]]], base.classes, None, False)[0][0]
     if hasattr(base, "pairs"):  # the Penn-Fudan folder dataset
-        from dataset_formats import read_rgb
+        from pennfudan_data import read_rgb
 
         return read_rgb(base.pairs[indices[i]][0])
     return dataset[i][0]

@@ -174,7 +174,7 @@ def make_synthetic_pennfudan(root, num_images=170, seed=0, height_range=REAL_HEI
     must not hold a PNGImages/ or PedMasks/ folder already.
     Widths are clipped to at least 0.45x the height so a figure always fits.
     """
-    from dataset_formats import dataset_folder_being_written
+    from pennfudan_data import dataset_folder_being_written
 
     rng = np.random.default_rng(seed)
     # written beside root and moved into place when complete: an interrupted run leaves nothing
@@ -300,7 +300,7 @@ def make_synthetic_coco(root, num_train=40, num_val=12, seed=0, height_range=(96
     Deterministic from the seed. Returns the two JSON paths."""
     import json
 
-    from dataset_formats import dataset_folder_being_written
+    from pennfudan_data import dataset_folder_being_written
 
     rng = np.random.default_rng(seed)
     with dataset_folder_being_written(root, existing=("train.json", "val.json")) as tmp:
@@ -408,7 +408,7 @@ def make_synthetic_labelme(root, num_train=40, num_val=12, seed=0, height_range=
     import json
     import shutil
 
-    from dataset_formats import dataset_folder_being_written
+    from pennfudan_data import dataset_folder_being_written
 
     names = {c["id"]: c["name"] for c in COCO_CATEGORIES}
     with _coco_scenes(num_train, num_val, seed, height_range, width_range) as scenes, \
@@ -457,7 +457,7 @@ def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96
     are left out. Returns the YAML's path."""
     import shutil
 
-    from dataset_formats import dataset_folder_being_written
+    from pennfudan_data import dataset_folder_being_written
 
     parents = {c.get("supercategory") for c in COCO_CATEGORIES}
     categories = [c for c in COCO_CATEGORIES if c["name"] not in parents]  # Roboflow's unused parent: not a class

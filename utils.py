@@ -8,6 +8,11 @@ metric loggers. Differences from the reference, kept behind the same names:
 * ``save_on_master`` writes atomically (temporary file + rename): a run killed while
   saving leaves the previous file intact;
 * ``init_distributed_mode`` picks NCCL on CUDA and gloo otherwise.
+
+Two additions, here because every set of copied helpers has this file: ``atomic_write``
+(any file written whole or not at all; ``atomic_save`` and this project's outputs use it) and
+``unwrap_subset`` (the dataset under ``Subset`` splits; coco_utils.py and
+group_by_aspect_ratio.py use it).
 """
 
 import builtins
@@ -147,6 +152,21 @@ def collate_fn(batch):
     return tuple(zip(*batch))
 
 
+def unwrap_subset(dataset, indices=None):
+    """``(base, base_indices)``: the dataset under any nesting of ``torch.utils.data.Subset`` and,
+    for each item of ``dataset`` (or each of ``indices`` into it), its index in ``base``.
+
+    A split made with ``Subset`` hides what the dataset knows without decoding (its COCO
+    object, image sizes, file names); this reaches it and keeps the items' order.
+    """
+    if indices is None:
+        indices = range(len(dataset))
+    while isinstance(dataset, torch.utils.data.Subset):
+        indices = [dataset.indices[i] for i in indices]
+        dataset = dataset.dataset
+    return dataset, list(indices)
+
+
 def mkdir(path):
     try:
         os.makedirs(path)
@@ -190,23 +210,38 @@ def _collective_device():
     return torch.device("cpu")
 
 
-def atomic_save(obj, path, **kwargs):
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+def atomic_write(path, write):
+    """``write(tmp)`` writes the file, then ``tmp`` is renamed over ``path``.
 
-    A rename within one file system is atomic, so ``path`` always holds either the old
-    complete file or the new complete file, whenever the process is killed.
+    ``tmp`` is ``.tmp-<pid>-<name>`` in ``path``'s folder: a rename within one file system is
+    atomic, so ``path`` always holds either the old complete file or the new complete file,
+    whenever the process is killed. On any exception (Ctrl-C included) the temporary file is
+    removed and ``path`` is left as it was; a process killed outright leaves its ``.tmp-<pid>-``
+    file, which the pid names (a second Ctrl-C during training removes it).
     """
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{os.path.basename(path)}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f, **kwargs)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj, path, **kwargs):
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path`` (``atomic_write``).
+
+    The data reaches the disk (fsync) before the rename: a power cut right after it must not
+    leave an empty checkpoint in place of the previous one.
+    """
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
 
 
 def save_on_master(obj, f, **kwargs):

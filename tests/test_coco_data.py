@@ -11,17 +11,15 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
+import coco_data
 import dataset_formats
+import pennfudan_data
 import synthetic_data
 import training_run
 import tv_training
 from coco_eval import CocoEvaluator
-from conftest import make_data
+from conftest import check_per_class, make_data, run_main
 from errors import DatasetError, TutorialError
-
-
-def run_main(*argv):
-    return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
 
 
 def write_coco(folder, images, annotations, categories, name="train.json", sizes=None):
@@ -61,9 +59,9 @@ def simple_coco(folder, **changes):
 
 def test_labels_ids_names_crowd_and_masks(tmp_path, capsys):
     path = simple_coco(str(tmp_path))
-    entries, classes, has_masks = dataset_formats.load_coco_images(path)
+    entries, classes, has_masks = coco_data.load_coco_images(path)
     assert classes == [dict(id=0, name="cat"), dict(id=5, name="dog")] and has_masks  # category 0 -> label 1
-    ds = dataset_formats.CocoFormatDataset(entries, classes, None)
+    ds = coco_data.CocoFormatDataset(entries, classes, None)
     image, target = ds[0]
     assert target["image_id"] == 11 and target["labels"].tolist() == [1, 2]
     assert target["boxes"].tolist() == [[2.0, 3.0, 12.0, 11.0], [20.0, 5.0, 30.0, 15.0]]
@@ -71,7 +69,7 @@ def test_labels_ids_names_crowd_and_masks(tmp_path, capsys):
     assert int(target["masks"][1][5:15, 20:30].sum()) == 100  # the RLE decoded in place
     image, target = ds[1]  # only a crowd region: no training target, kept in the ground truth
     assert target["labels"].numel() == 0
-    gt = dataset_formats.coco_ground_truth(entries, classes)
+    gt = coco_data.coco_ground_truth(entries, classes)
     assert [a["iscrowd"] for a in gt.loadAnns(gt.getAnnIds(imgIds=[12]))] == [1]
     assert sorted(gt.getCatIds()) == [1, 2] and sorted(gt.getImgIds()) == [11, 12]
 
@@ -82,7 +80,7 @@ def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, c
     data = json.load(open(train))
     data["categories"].append(dict(id=9, name="bicycle", supercategory="shapes"))
     json.dump(data, open(train, "w"))
-    _, classes, _ = dataset_formats.load_coco_images(train)
+    _, classes, _ = coco_data.load_coco_images(train)
     assert [c["name"] for c in classes] == ["pedestrian", "ball", "sign", "bicycle"]
     out = capsys.readouterr().out
     assert 'category 0 "shapes" has no annotations and is the supercategory of others: left out' in out
@@ -98,7 +96,7 @@ def test_images_are_found_where_exports_put_them(layout, tmp_path):
     if layout != "stem":
         shutil.copytree(src, targets[layout], dirs_exist_ok=True)
         shutil.rmtree(src)
-    entries, _, _ = dataset_formats.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
+    entries, _, _ = coco_data.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
     assert os.path.dirname(entries[0]["path"]) == str(targets[layout])
 
 
@@ -106,10 +104,10 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     path = simple_coco(str(tmp_path))
     os.remove(tmp_path / "train" / "b.png")
     with pytest.raises(DatasetError) as info:
-        dataset_formats.load_coco_images(path)
+        coco_data.load_coco_images(path)
     message = str(info.value)
     assert "image b.png (id 12) not found; looked in" in message and "--image-dir" in message
-    for place in dataset_formats.image_places("b.png", path):
+    for place in coco_data.image_places("b.png", path):
         assert place in message
 
 
@@ -194,7 +192,7 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
     if change not in ("invalid_json",):
         json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
-        dataset_formats.load_coco_images(path)
+        coco_data.load_coco_images(path)
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
@@ -205,16 +203,16 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
                    + [dict(ann, id=20, bbox=[5, 5, 0, 4], segmentation=[[5, 5, 6, 5, 6, 9]]),  # zero width
                       dict(ann, id=21, bbox=[1, 1, 8, 8], segmentation=[[1, 1, 9, 1, 9, 9, 1, 9], [2, 2, 3, 3]])])
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
-    entries, classes, _ = dataset_formats.load_coco_images(path)
+    entries, classes, _ = coco_data.load_coco_images(path)
     out = capsys.readouterr().out
     assert f"warning: {path}: 7 annotation(s) with a box reaching outside the image, clipped (ids 1, 2, 3, 4, 5, ...)" in out
     assert "7 annotation(s) with an empty segmentation (its box is used as its mask) (ids 1, 2, 3, 4, 5, ...)" in out
     assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 20)" in out
     assert "1 annotation(s) with polygon parts of fewer than 3 points, dropped (ids 21)" in out
-    _, target = dataset_formats.CocoFormatDataset(entries, classes, None)[0]
+    _, target = coco_data.CocoFormatDataset(entries, classes, None)[0]
     assert len(target["boxes"]) == 8 and target["boxes"][0].tolist() == [30.0, 20.0, 40.0, 30.0]
     assert int(target["masks"][0].sum()) == 100  # the clipped box as its mask
-    gt = dataset_formats.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
+    gt = coco_data.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
     assert len(gt.getAnnIds()) == 8
 
 
@@ -223,7 +221,7 @@ def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
     data = json.load(open(path))
     data["annotations"][0]["bbox"] = [float("nan"), 1, 5, 5]  # json writes NaN, and Python's json reads it back
     json.dump(data, open(path, "w"))
-    entries, _, _ = dataset_formats.load_coco_images(path)
+    entries, _, _ = coco_data.load_coco_images(path)
     out = capsys.readouterr().out
     assert "1 annotation(s) with a box that is not finite (NaN or infinity), dropped (ids 1)" in out
     assert "clipped" not in out and [a["id"] for e in entries for a in e["anns"]] == [2, 3]
@@ -236,19 +234,19 @@ def test_what_exporters_write_for_whole_numbers_is_read(tmp_path):
     data["images"][0].update(id=11.0, width=40.0, height="30")
     data["annotations"][0]["image_id"] = 11.0
     json.dump(data, open(path, "w"))
-    entries, _, _ = dataset_formats.load_coco_images(path)
+    entries, _, _ = coco_data.load_coco_images(path)
     assert (entries[0]["width"], entries[0]["height"]) == (40, 30) and len(entries[0]["anns"]) == 2
 
 
 def test_categories_sharing_a_name_keep_one_result_each(tmp_path, capsys):
     path = simple_coco(str(tmp_path), categories=[dict(id=5, name="dog"), dict(id=0, name="dog")])
-    _, classes, _ = dataset_formats.load_coco_images(path)
+    _, classes, _ = coco_data.load_coco_images(path)
     assert [c["name"] for c in classes] == ["dog (id 0)", "dog (id 5)"]
     assert 'category 0 shares the name "dog" with another: called "dog (id 0)" here' in capsys.readouterr().out
     path = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="dog"),
                                                          dict(id=7, name="dog (id 0)")])
     with pytest.raises(DatasetError, match="categories share names even as"):
-        dataset_formats.load_coco_images(path)
+        coco_data.load_coco_images(path)
 
 
 def test_16_bit_images_keep_their_picture(tmp_path):
@@ -260,14 +258,14 @@ def test_16_bit_images_keep_their_picture(tmp_path):
     Image.fromarray(ramp).save(path)
     assert Image.open(path).mode.startswith("I")
     expected = torch.from_numpy((ramp >> 8).astype(np.uint8)).expand(3, -1, -1)
-    assert torch.equal(dataset_formats.read_rgb(path), expected)
+    assert torch.equal(pennfudan_data.read_rgb(path), expected)
     assert torch.equal(outputs.read_photo(path), expected)
     images = [dict(id=1, file_name="deep.png", width=40, height=30)]
     coco = str(tmp_path / "deep.json")
     json.dump(dict(images=images, annotations=[dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 9, 9])],
                    categories=[dict(id=1, name="thing")]), open(coco, "w"))
-    entries, classes, _ = dataset_formats.load_coco_images(coco, image_dir=str(tmp_path))
-    image, _ = dataset_formats.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
+    entries, classes, _ = coco_data.load_coco_images(coco, image_dir=str(tmp_path))
+    image, _ = coco_data.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
     assert torch.equal(image, expected)
 
 
@@ -308,30 +306,45 @@ def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
                                     segmentation=dict(size=[h, w], counts=rle["counts"].decode())))
     path = os.path.join(root, "annotations.json")
     json.dump(dict(images=images, annotations=annotations, categories=[dict(id=1, name="pedestrian")]), open(path, "w"))
-    entries, classes, _ = dataset_formats.load_coco_images(path)
-    coco = dataset_formats.CocoFormatDataset(entries, classes, None)
+    entries, classes, _ = coco_data.load_coco_images(path)
+    coco = coco_data.CocoFormatDataset(entries, classes, None)
     for idx in range(len(pf)):
         (_, want), (_, got) = pf[idx], coco[idx]
         for key in ("boxes", "masks", "labels", "iscrowd"):
             assert torch.equal(got[key].as_subclass(torch.Tensor), want[key].as_subclass(torch.Tensor)), key
 
 
-def test_the_files_own_annotations_are_the_ground_truth(tmp_path):
-    """Predictions equal to the training targets score AP 1 against the file's own annotations."""
-    path = simple_coco(str(tmp_path))
-    entries, classes, _ = dataset_formats.load_coco_images(path)
-    gt = dataset_formats.coco_ground_truth(entries, classes)
-    evaluator = CocoEvaluator(gt, ["bbox", "segm"])
-    for image, target in dataset_formats.CocoFormatDataset(entries, classes, None):
-        n = len(target["labels"])
-        evaluator.update({target["image_id"]: dict(boxes=target["boxes"].as_subclass(torch.Tensor),
-                                                   labels=target["labels"], scores=torch.ones(n),
-                                                   masks=target["masks"].float()[:, None])})
+def targets_as_predictions(path, labels=(1, 2)):
+    """simple_coco's training targets of ``labels`` as predictions (score 1), scored against the
+    file's own annotations; returns (the evaluator, the classes)."""
+    entries, classes, _ = coco_data.load_coco_images(path)
+    evaluator = CocoEvaluator(coco_data.coco_ground_truth(entries, classes), ["bbox", "segm"])
+    for image, target in coco_data.CocoFormatDataset(entries, classes, None):
+        keep = torch.isin(target["labels"], torch.tensor(labels))
+        evaluator.update({target["image_id"]: dict(boxes=target["boxes"].as_subclass(torch.Tensor)[keep],
+                                                   labels=target["labels"][keep], scores=torch.ones(int(keep.sum())),
+                                                   masks=target["masks"].float()[keep][:, None])})
     evaluator.synchronize_between_processes()
     evaluator.accumulate()
     evaluator.summarize()
+    return evaluator, classes
+
+
+def test_the_files_own_annotations_are_the_ground_truth(tmp_path):
+    """Predictions equal to the training targets score AP 1 against the file's own annotations."""
+    evaluator, _ = targets_as_predictions(simple_coco(str(tmp_path)))
     assert evaluator.coco_eval["bbox"].stats[0] == pytest.approx(1.0)
     assert evaluator.coco_eval["segm"].stats[0] == pytest.approx(1.0)
+
+
+def test_per_class_ap_is_each_classs_own_and_averages_to_cocos_ap(tmp_path):
+    """Every cat found, no dog: the table says cat 1 and dog 0 by name, and COCO's AP is their mean."""
+    import outputs
+
+    evaluator, classes = targets_as_predictions(simple_coco(str(tmp_path)), labels=[1])  # label 1: "cat" (id 0)
+    one, none = dict(bbox=1.0, bbox50=1.0, segm=1.0), dict(bbox=0.0, bbox50=0.0, segm=0.0)
+    assert outputs.per_class_ap(evaluator, classes) == dict(cat=pytest.approx(one), dog=pytest.approx(none))
+    assert evaluator.coco_eval["bbox"].stats[0] == pytest.approx(0.5)
 
 
 def test_best_checkpoint_keeps_the_earlier_epoch_on_a_tie(tmp_path):
@@ -381,8 +394,8 @@ def coco_run(tmp_path_factory):
 def test_per_class_table_and_best_checkpoint(coco_run, capsys):
     result, out, _, _ = coco_run
     assert list(result["per_class"]) == ["pedestrian", "ball", "sign"]
-    for row in result["per_class"].values():
-        assert set(row) == {"bbox", "bbox50", "segm"} and all(-1 <= v <= 1 for v in row.values())
+    assert all(set(row) == {"bbox", "bbox50", "segm"} for row in result["per_class"].values())
+    check_per_class(result)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert [set(r["per_class"]) for r in metrics] == [{"pedestrian", "ball", "sign"}] * 2
     best = torch.load(os.path.join(out, "best.pth"), weights_only=True)

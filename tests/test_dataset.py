@@ -13,9 +13,9 @@ from torchvision.ops import masks_to_boxes
 
 import tv_training
 from synthetic_data import make_synthetic_pennfudan
-import dataset_formats
+import pennfudan_data
 from conftest import ROOT_DIR, build
-from dataset_formats import check_dataset
+from pennfudan_data import check_dataset
 from errors import DatasetError
 from tv_training import PennFudanDataset, get_transform
 
@@ -270,7 +270,7 @@ def test_offline_download_message(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as info:
         tv_training.main(args)
     message = str(info.value)
-    assert dataset_formats.DATA_URL in message
+    assert pennfudan_data.DATA_URL in message
     assert os.path.join(str(tmp_path / "data"), "PennFudanPed.zip") in message
     assert "--demo" in message
     assert not os.path.exists(os.path.join(str(tmp_path / "data"), "PennFudanPed.zip"))
@@ -288,13 +288,13 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
                 zf.write(os.path.join(src, sub, name), f"PennFudanPed/{sub}/{name}")
 
     def fake_download(url, root, filename):
-        assert url == dataset_formats.DATA_URL
+        assert url == pennfudan_data.DATA_URL
         with open(zip_src, "rb") as f, open(os.path.join(root, filename), "wb") as out:
             out.write(f.read())
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download)
     target = str(tmp_path / "data" / "PennFudanPed")
-    dataset_formats.download_pennfudan(target)
+    pennfudan_data.download_pennfudan(target)
     assert sorted(os.listdir(os.path.join(target, "PNGImages"))) == ["SynthPed00001.png", "SynthPed00002.png"]
     assert len(PennFudanDataset(target, None)) == 2
 
@@ -303,4 +303,4 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
     data = open(zip_src, "rb").read()
     (bad_dir / "PennFudanPed.zip").write_bytes(data[:100] + bytes(len(data) - 100))
     with pytest.raises(DatasetError, match=r"PennFudanPed\.zip: corrupt or unexpected archive"):
-        dataset_formats.download_pennfudan(str(bad_dir / "PennFudanPed"))
+        pennfudan_data.download_pennfudan(str(bad_dir / "PennFudanPed"))

@@ -135,6 +135,17 @@ def test_create_aspect_ratio_groups_sees_through_subsets_without_decoding():
     assert set(base.asked) == {0, 3, 6}
 
 
+def test_unwrap_subset_maps_items_to_the_base_dataset():
+    """utils.unwrap_subset, which this module, coco_utils.py, outputs.py and report.py share."""
+    import utils
+
+    base = SizesOnly(SIZES)
+    outer = torch.utils.data.Subset(torch.utils.data.Subset(base, [6, 5, 4, 3, 2, 1, 0]), [0, 3, 6])
+    assert utils.unwrap_subset(outer) == (base, [6, 3, 0])
+    assert utils.unwrap_subset(outer, [2, 0]) == (base, [0, 6])  # indices into the outer Subset
+    assert utils.unwrap_subset(base) == (base, list(range(len(SIZES))))  # no Subset: the dataset itself
+
+
 def test_create_aspect_ratio_groups_falls_back_to_loading():
     class Plain(torch.utils.data.Dataset):
         def __len__(self):

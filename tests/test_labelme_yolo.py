@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+import coco_data
 import dataset_formats
 import labelme_yolo
 import synthetic_data
 import tv_training
-from conftest import TINY
+from conftest import TINY, check_per_class, run_main
 from errors import DatasetError
 from test_arguments import cli
-from test_coco_data import run_main
 
 # The routes rasterise the same outlines differently (pycocotools polygons, labelme mask shapes,
 # YOLO outlines traced on pixel corners): measured lowest mask IoU 1.000 (labelme) and 0.973 (YOLO).
@@ -42,7 +42,7 @@ def scenes(tmp_path_factory):
 
 def named_targets(entries, classes, has_masks=True):
     """Per image: [(class name, box, mask or None)] of the training targets (crowd regions are none)."""
-    ds = dataset_formats.CocoFormatDataset(entries, classes, None, with_masks=has_masks)
+    ds = coco_data.CocoFormatDataset(entries, classes, None, with_masks=has_masks)
     out = []
     for k in range(len(ds)):
         _, t = ds[k]
@@ -64,8 +64,8 @@ def one_line(info):
 
 def test_the_three_formats_give_the_same_targets(scenes, capsys):
     coco_train, coco_val = scenes["coco"]
-    want = {"train": named_targets(*dataset_formats.load_coco_images(coco_train)[:2]),
-            "val": named_targets(*dataset_formats.load_coco_images(coco_val)[:2])}
+    want = {"train": named_targets(*coco_data.load_coco_images(coco_train)[:2]),
+            "val": named_targets(*coco_data.load_coco_images(coco_val)[:2])}
     assert used_names(want["train"]) == set(COCO_NAMES)  # every class has objects in these scenes
     (labelme, labelme_val) = labelme_yolo.load_own_format(*scenes["labelme"])
     (yolo, yolo_val) = labelme_yolo.load_own_format(scenes["yolo"])
@@ -124,7 +124,7 @@ def test_labelme_shapes_groups_images_and_skipped_kinds(tmp_path, capsys):
     }
     for name, doc in docs.items():
         (folder / name).write_text(json.dumps(dict(version="5.5.0", flags={}, **doc)))
-    entries, classes, has_masks = dataset_formats.load_coco_images(
+    entries, classes, has_masks = coco_data.load_coco_images(
         str(folder), data=labelme_yolo.read_labelme_folder(str(folder)))
     lines = capsys.readouterr().out.splitlines()
     for kind, places in (("line", "a.json shape 4"), ("point", "a.json shape 5, a.json shape 6"),
@@ -155,7 +155,7 @@ def test_classes_fix_the_order_and_leave_others_out(scenes, capsys):
     data = labelme_yolo.read_labelme_folder(train_folder, ["sign", "pedestrian", "unicorn"])
     said = [line for line in capsys.readouterr().out.splitlines() if '"ball"' in line]
     assert len(said) == 1 and said[0].startswith("note: ") and 'labelled "ball" left out (not in --classes)' in said[0]
-    entries, classes, _ = dataset_formats.load_coco_images(train_folder, data=data)
+    entries, classes, _ = coco_data.load_coco_images(train_folder, data=data)
     assert [c["name"] for c in classes] == ["sign", "pedestrian", "unicorn"]  # unicorn: no object, AP -1
     assert used_names(named_targets(entries, classes)) == {"sign", "pedestrian"}
 
@@ -308,4 +308,4 @@ def test_a_tiny_run_per_format(fmt, scenes, one_thread):
     assert len(bbox) == 12 and all(isinstance(v, float) and math.isfinite(v) for v in bbox)
     assert len(result["segm"]) == 12  # masks: Mask R-CNN
     assert list(result["per_class"]) == names
-    assert all(-1 <= v <= 1 for row in result["per_class"].values() for v in row.values())
+    check_per_class(result)

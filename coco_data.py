@@ -1,0 +1,357 @@
+"""The COCO reader: instances files (your own data: CVAT, labelme2coco, Roboflow exports) read,
+checked and served as a dataset.
+
+``read_coco_file`` checks the JSON, ``coco_classes`` maps its categories to labels 1..K,
+``load_coco_images`` finds and checks every image (``image_places``) and cleans the annotations
+(one warning line per kind, ``KindLines``), ``CocoFormatDataset`` serves the result as
+``PennFudanDataset`` serves a folder, and ``coco_ground_truth`` is what COCO evaluation scores
+against. labelme_yolo.py builds the same COCO dict from labelme folders and YOLO data.yaml
+files and hands it to ``load_coco_images``. Images are converted to RGB as the Penn-Fudan
+reader does (``pennfudan_data.to_rgb``).
+"""
+
+import contextlib
+import io
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from errors import DatasetError
+from pennfudan_data import to_rgb
+
+REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
+                   "annotations": ("id", "image_id", "category_id", "bbox"),
+                   "categories": ("id", "name")}
+
+
+def read_coco_file(path):
+    """A COCO instances file, checked: JSON, the three lists, their required fields, unique ids,
+    annotations that point at existing images and categories. Errors name the file and the fix."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read it ({e.strerror or e}).") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; a COCO file is JSON. Export it again.") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}). "
+                           f"Fix the file or export it again.") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: the top level is a {type(data).__name__}, not a COCO instances file (an object "
+                           f"with images, annotations and categories). Per-image JSON (labelme) must be converted, "
+                           f"e.g. with labelme2coco.")
+    for key, fields in REQUIRED_FIELDS.items():
+        if not isinstance(data.get(key), list):
+            raise DatasetError(f"{path}: no \"{key}\" list; a COCO instances file has images, annotations and "
+                               f"categories.")
+        seen = set()
+        for i, item in enumerate(data[key]):
+            missing = [f for f in fields if not isinstance(item, dict) or f not in item]
+            if missing:
+                raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {key[:-1]} needs "
+                                   f"{', '.join(fields)}).")
+            if not _is_id(item["id"]):
+                raise DatasetError(f"{path}: {key[:-1]} {item['id']!r}: \"id\" is {item['id']!r}; expected an integer "
+                                   f"(or a string). Fix it or export the file again.")
+            if item["id"] in seen:
+                raise DatasetError(f"{path}: {key[:-1]} id {item['id']} appears twice (pycocotools would silently "
+                                   f"keep one); give every {key[:-1]} its own id.")
+            seen.add(item["id"])
+    _check_values(data, path)
+    image_ids, category_ids = {im["id"] for im in data["images"]}, {c["id"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        if ann["image_id"] not in image_ids:
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to image_id {ann['image_id']}, which is not "
+                               f"in \"images\".")
+        if ann["category_id"] not in category_ids:
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to category_id {ann['category_id']}, which "
+                               f"is not in \"categories\".")
+    return data
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value):
+    """``value`` as an int when it is a whole number (exporters write 640, 640.0 or "640"), else None."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_id(value):
+    """A usable id: an integer (also written as 3.0, as numpy-based exporters do) or a string."""
+    return isinstance(value, str) or _whole(value) is not None
+
+
+def _check_values(data, path):
+    """The values of the fields read here have the types the COCO format gives them; the first
+    that does not is an error naming the item, the field and what it should be."""
+    def fail(what, key, value, expected):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise DatasetError(f"{path}: {what}: \"{key}\" is {shown}; expected {expected}. Fix it or export the file "
+                           f"again.")
+
+    sizes = {}
+    for im in data["images"]:
+        what = f"image {im['id']}"
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            fail(what, "file_name", im["file_name"], "the image's file name")
+        for key in ("width", "height"):
+            if _whole(im[key]) is None or _whole(im[key]) < 1:
+                fail(what, key, im[key], "a whole number of pixels >= 1")
+        sizes[im["id"]] = [_whole(im["height"]), _whole(im["width"])]
+    for ann in data["annotations"]:
+        what = f"annotation {ann['id']}"
+        for key in ("image_id", "category_id"):
+            if not _is_id(ann[key]):
+                fail(what, key, ann[key], "an integer (or a string) id")
+        box = ann["bbox"]
+        if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+            fail(what, "bbox", box, "[x, y, width, height], 4 numbers")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            fail(what, "iscrowd", ann["iscrowd"], "0 or 1")
+        if "area" in ann and not _is_number(ann["area"]):
+            fail(what, "area", ann["area"], "a number")
+        seg = ann.get("segmentation")
+        if seg is None or (isinstance(seg, list) and all(isinstance(p, list) and all(_is_number(v) for v in p)
+                                                          for p in seg)):
+            continue
+        if not isinstance(seg, dict):
+            fail(what, "segmentation", seg, "polygons [[x1, y1, x2, y2, ...], ...] or an RLE {\"size\", \"counts\"}")
+        if not isinstance(seg.get("counts"), (str, list)):
+            fail(what, "segmentation", seg, "an RLE with \"counts\" (a string or a list of run lengths)")
+        if seg.get("size") != sizes.get(ann["image_id"], seg.get("size")):
+            fail(what, "segmentation", seg, f"an RLE whose \"size\" is its image's [height, width], "
+                                            f"{sizes[ann['image_id']]}")
+
+
+def coco_classes(data, path):
+    """The classes to train, from ``categories``: ``[{"id": file id, "name": ...}]``, label k + 1 for
+    entry k, so no category id (0 included) becomes the background. A category without
+    annotations that is only the supercategory of others (Roboflow adds one) is left out."""
+    used = {ann["category_id"] for ann in data["annotations"]}
+    parents = {c.get("supercategory") for c in data["categories"] if c["id"] in used}
+    classes = []
+    categories = data["categories"]
+    if all(isinstance(c["id"], int) for c in categories):
+        categories = sorted(categories, key=lambda c: c["id"])
+    for c in categories:
+        if c["id"] not in used and c["name"] in parents:
+            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations and is the supercategory "
+                  f"of others: left out")
+            continue
+        if c["id"] not in used:
+            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations: kept, its AP will be -1")
+        classes.append(dict(id=c["id"], name=str(c["name"])))
+    if not classes:
+        raise DatasetError(f"{path}: no category to train on.")
+    names = [c["name"] for c in classes]
+    for c in classes:  # per-class results are keyed by name: one name per class
+        if names.count(c["name"]) > 1:
+            print(f"note: {path}: category {c['id']} shares the name \"{c['name']}\" with another: called "
+                  f"\"{c['name']} (id {c['id']})\" here")
+            c["name"] = f"{c['name']} (id {c['id']})"
+    if len({c["name"] for c in classes}) < len(classes):  # a renamed one met a category already named so
+        raise DatasetError(f"{path}: categories share names even as \"name (id N)\" "
+                           f"({[c['name'] for c in classes]}); give each category its own name.")
+    return classes
+
+
+def image_places(file_name, json_path, image_dir=None):
+    """Where an image of a COCO file may be: ``image_dir`` only, if given; else ``file_name``
+    relative to the JSON's folder, a folder named like the JSON (train.json -> train/),
+    images/ beside the JSON, and images/ in its parent (CVAT: annotations/ beside images/)."""
+    if image_dir:
+        return [os.path.join(image_dir, file_name)]
+    here = os.path.dirname(os.path.abspath(json_path))
+    stem = os.path.splitext(os.path.basename(json_path))[0]
+    return [os.path.join(here, file_name), os.path.join(here, stem, file_name),
+            os.path.join(here, "images", file_name), os.path.join(os.path.dirname(here), "images", file_name)]
+
+
+class KindLines:
+    """One summary line per kind of problem: ``word: source: count <what><kind> (<label>first places)``.
+    The defaults are the COCO reader's warnings (the first five annotation ids); the labelme and
+    YOLO readers name places as file and shape or line."""
+
+    def __init__(self, source, word="warning", what="annotation(s) ", label="ids ", shown=5):
+        self.source, self.word, self.what, self.label, self.shown, self.kinds = source, word, what, label, shown, {}
+
+    def add(self, kind, where):
+        self.kinds.setdefault(kind, []).append(where)
+
+    def print(self):
+        for kind, places in self.kinds.items():
+            more = ", ..." if len(places) > self.shown else ""
+            print(f"{self.word}: {self.source}: {len(places)} {self.what}{kind} "
+                  f"({self.label}{', '.join(map(str, places[:self.shown]))}{more})")
+
+
+def _clean_annotation(ann, width, height, warnings):
+    """``ann`` with its box clipped to the image and usable polygons, or None (no area left)."""
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    if not all(np.isfinite([x, y, w, h])):
+        warnings.add("with a box that is not finite (NaN or infinity), dropped", ann["id"])
+        return None
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+    if w <= 0 or h <= 0 or x1 - x0 <= 0 or y1 - y0 <= 0:
+        warnings.add("with a box of zero or negative size inside the image, dropped", ann["id"])
+        return None
+    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+        warnings.add("with a box reaching outside the image, clipped", ann["id"])
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        parts = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+        if len(parts) < len(seg):
+            warnings.add("with polygon parts of fewer than 3 points, dropped", ann["id"])
+        if not seg:
+            warnings.add("with an empty segmentation (its box is used as its mask)", ann["id"])
+        seg = parts or None
+    return dict(id=ann["id"], category_id=ann["category_id"], box=[x0, y0, x1, y1], segmentation=seg,
+                iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", w * h)))
+
+
+def annotation_mask(ann, height, width):
+    """An (H, W) uint8 mask from polygons, compressed or uncompressed RLE; the box without one."""
+    from pycocotools import mask as coco_mask
+
+    seg = ann["segmentation"]
+    if seg is None:
+        mask = np.zeros((height, width), np.uint8)
+        x0, y0, x1, y1 = ann["box"]
+        mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = 1
+        return mask
+    if isinstance(seg, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(seg, height, width))
+    elif isinstance(seg.get("counts"), list):
+        rle = coco_mask.frPyObjects(seg, height, width)
+    else:
+        rle = dict(seg, counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"])
+    return coco_mask.decode(rle)
+
+
+def load_coco_images(path, image_dir=None, data=None):
+    """Read and check a COCO file and its images. Returns ``(entries, classes, has_masks)``.
+
+    ``data``: the COCO dict already built from ``path`` (a labelme folder or a YOLO data.yaml,
+    labelme_yolo.py), its images with the ``path`` found for each.
+
+    ``entries``: one dict per image (path, image_id, width, height, its cleaned annotations,
+    whether its EXIF orientation must be applied), in the file's order. Missing or unreadable
+    images and sizes that differ from the JSON are errors; problems of single annotations are
+    warnings (one line per kind) and are fixed or dropped.
+    """
+    data = read_coco_file(path) if data is None else data
+    classes = coco_classes(data, path)
+    labels = {c["id"]: k + 1 for k, c in enumerate(classes)}
+    by_image = {}
+    for ann in data["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    warnings, entries = KindLines(path), []
+    for im in data["images"]:
+        places = [im["path"]] if "path" in im else image_places(im["file_name"], path, image_dir)
+        found = next((p for p in places if os.path.isfile(p)), None)
+        if found is None:
+            raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
+                               f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+        try:  # decoded once, so a truncated file stops the run here and not epochs into it
+            with Image.open(found) as pil:
+                size, orientation = pil.size, pil.getexif().get(0x0112, 1)
+                pil.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: 1/8 scale, every byte read
+                to_rgb(pil)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
+                               f"remove it from {path}.") from None
+        width, height = _whole(im["width"]), _whole(im["height"])
+        rotate = False
+        if size != (width, height):
+            rotate = size == (height, width) and orientation in (5, 6, 7, 8)
+            if not rotate:
+                swapped = " (width and height swapped: the image is rotated by its EXIF orientation?)" \
+                    if size == (height, width) else ""
+                raise DatasetError(f"{found}: {size[0]}x{size[1]} pixels, but {path} says {width}x{height}"
+                                   f"{swapped}. Export the annotations again from these images.")
+        anns = [a for a in (_clean_annotation(a, width, height, warnings) for a in by_image.get(im["id"], []))
+                if a is not None and a["category_id"] in labels]
+        for a in anns:
+            a["label"] = labels[a["category_id"]]
+        entries.append(dict(path=found, image_id=im["id"], width=width, height=height, anns=anns, exif=rotate,
+                            file_name=im["file_name"]))
+    warnings.print()
+    has_masks = any(a.get("segmentation") for a in data["annotations"])
+    return entries, classes, has_masks
+
+
+class CocoFormatDataset(torch.utils.data.Dataset):
+    """Images of a COCO instances file, as ``PennFudanDataset`` returns them: ``(image, target)``
+    with tv_tensors; ``labels`` 1..K (``classes``), ``image_id`` the file's own id. Crowd regions
+    are left out of the targets (COCO evaluation keeps them, ``coco_ground_truth``)."""
+
+    def __init__(self, entries, classes, transforms, with_masks=True):
+        self.entries, self.classes, self.transforms, self.with_masks = entries, classes, transforms, with_masks
+        self.imgs = [os.path.basename(e["path"]) for e in entries]
+
+    def __getitem__(self, idx):
+        from PIL import ImageOps
+        from torchvision import tv_tensors
+
+        e = self.entries[idx]
+        with Image.open(e["path"]) as pil:
+            pil = ImageOps.exif_transpose(pil) if e["exif"] else pil
+            img = tv_tensors.Image(F.pil_to_tensor(to_rgb(pil)))
+        anns = [a for a in e["anns"] if not a["iscrowd"]]
+        boxes = torch.tensor([a["box"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(e["height"], e["width"])),
+            "labels": torch.tensor([a["label"] for a in anns], dtype=torch.int64),
+            "image_id": e["image_id"],
+            "area": (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 2] - boxes[:, 0]),
+            "iscrowd": torch.zeros((len(anns),), dtype=torch.int64),
+        }
+        if self.with_masks:
+            masks = np.stack([annotation_mask(a, e["height"], e["width"]) for a in anns]) if anns else \
+                np.zeros((0, e["height"], e["width"]), np.uint8)
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
+        if self.transforms is not None:
+            img, target = self.transforms(img, target)
+        return img, target
+
+    def get_height_and_width(self, idx):
+        return self.entries[idx]["height"], self.entries[idx]["width"]
+
+    def __len__(self):
+        return len(self.entries)
+
+
+def coco_ground_truth(entries, classes):
+    """The COCO ground truth of ``entries``: their own annotations (crowd regions included), with
+    category ids relabelled 1..K one to one (AP unchanged) and the file's image ids."""
+    from pycocotools.coco import COCO
+
+    images, annotations = [], []
+    for e in entries:
+        images.append(dict(id=e["image_id"], file_name=e["file_name"], width=e["width"], height=e["height"]))
+        for a in e["anns"]:
+            x0, y0, x1, y1 = a["box"]
+            seg = a["segmentation"] if a["segmentation"] is not None else [[x0, y0, x1, y0, x1, y1, x0, y1]]
+            # numbered 1..N: pycocotools reads id 0 as "no match", and labelme/YOLO annotations are
+            # named by file and shape (for the warnings), not by a number
+            annotations.append(dict(id=len(annotations) + 1, image_id=e["image_id"], category_id=a["label"],
+                                    bbox=[x0, y0, x1 - x0, y1 - y0], area=a["area"], iscrowd=a["iscrowd"],
+                                    segmentation=seg))
+    coco = COCO()
+    coco.dataset = dict(images=images, annotations=annotations,
+                        categories=[dict(id=k + 1, name=c["name"]) for k, c in enumerate(classes)])
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
