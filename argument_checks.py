@@ -12,7 +12,10 @@ import tempfile
 
 import torch
 
-from errors import TutorialError
+from errors import DatasetError, TutorialError
+from labelme_yolo import is_labelme_folder
+from outputs import check_earlier_predictions
+from training_run import pick_device
 
 
 def _number(kind, low=None, high=None, low_open=False):
@@ -179,8 +182,6 @@ def check_output_outside_data(output_dir, data_path):
     subfolders are never read)."""
     if str(data_path).lower().endswith((".json", ".yaml", ".yml")):
         return  # a COCO file or a YOLO data.yaml lists its images: other files beside them are never read
-    from labelme_yolo import is_labelme_folder
-
     out, folder = os.path.realpath(output_dir), os.path.realpath(data_path)
     if is_labelme_folder(data_path) and os.path.commonpath([out, folder]) == folder:
         raise TutorialError(f"--output-dir {output_dir}: inside the labelme folder {data_path}, whose subfolders are "
@@ -194,15 +195,6 @@ def check_output_outside_data(output_dir, data_path):
                                 f"a folder outside {data_path}/{sub}.")
 
 
-# Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
-# data it sees. Typed with another value, they would not continue the same run.
-RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
-          "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
-          "aspect_ratio_group_factor")
-# Taken from the checkpoint unless typed: where its data was, and how far it was to go.
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
-
-
 def flag(key, value=None):
     """The option as typed: ``--lr 0.1``; a switch alone (``--amp``), or negated (``--no-amp``)."""
     name = "--" + key.replace("_", "-")
@@ -211,30 +203,22 @@ def flag(key, value=None):
     return name if value is None else f"{name} {value}"
 
 
-def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
-    """Set ``args`` to the checkpoint's recipe; a typed flag that differs is an error naming both.
+def contradicts_checkpoint(key, typed, trained, path):
+    """A flag typed with another value than the checkpoint to resume was trained with: an error naming both."""
+    typed_flag = flag(key, typed)
+    raise TutorialError(f"{typed_flag} contradicts {path}, which was trained with {flag(key, trained)}. "
+                        f"Drop {typed_flag.split()[0]} to continue that run, or start a new one with another "
+                        f"--output-dir.")
 
-    Prints one line naming what was taken from the checkpoint (where it differs from the flags'
-    values). Checkpoints written before a setting existed keep the flag's value.
-    """
-    trained = checkpoint.get("args", {})
-    typed = set(getattr(args, "explicit", ()))
-    taken = []
-    for key in keys + defaulted:
-        if key not in trained or trained[key] == getattr(args, key):
-            continue
-        if key in typed:
-            if key in defaulted:
-                continue
-            typed_flag = flag(key, getattr(args, key))
-            raise TutorialError(f"{typed_flag} contradicts {path}, which was trained with {flag(key, trained[key])}. "
-                                f"Drop {typed_flag.split()[0]} to continue that run, or start a new one with another "
-                                f"--output-dir.")
-        setattr(args, key, trained[key])
-        taken.append(flag(key, trained[key]))
-    if taken:
-        print(f"From {path}: {', '.join(taken)}")
-    return args
+
+def check_resumable(path, checkpoint):
+    """A checkpoint to ``--resume`` holds the training state, not only the model's weights."""
+    missing = [k for k in ("optimizer", "lr_scheduler", "epoch") if k not in checkpoint]
+    if missing:
+        ours = os.path.join(os.path.dirname(path) or ".", "checkpoint.pth")
+        raise TutorialError(f"--resume {path}: holds the model's weights but not the training state "
+                            f"({missing[0]}), so a run cannot continue from it ({ours} can). To train these "
+                            f"weights further as a new run: --weights {path} with another --output-dir.")
 
 
 def check_model_flag(args, spec, path):
@@ -244,41 +228,23 @@ def check_model_flag(args, spec, path):
                             f"Drop --model: the checkpoint says which model it is.")
 
 
-def check_run(args, load_checkpoint, is_main_process=True):
-    """Everything about a run that can be checked before any data is read or generated.
+def check_run(args, checkpoint, weights_file, load_checkpoint, training, is_main_process=True):
+    """Everything about a run's settled flags that can be checked before any data is read or generated.
 
-    The device exists; the output folder can be written, is not inside the dataset's folders and
-    holds no other run (unless ``--overwrite``: main clears that run's files later); the weights
-    file is a checkpoint (loaded with ``load_checkpoint``; one to resume holds the training state);
-    a resumed run takes its recipe from its checkpoint; ``--model`` agrees with a checkpoint given
-    to ``--test-only``/``--predict``; evaluating random weights is said out loud. Returns the
-    checkpoint, or None.
+    The output folder can be written, is not inside the dataset's folders and holds no other run
+    (unless ``--overwrite``: main clears that run's files later; ``load_checkpoint`` reads the
+    earlier run's checkpoint to describe it); ``--predict`` has a checkpoint and a folder to
+    write to; ``--model`` agrees with a checkpoint given to ``--test-only``/``--predict``.
+    Evaluating random weights, and flags that do nothing here, are warned about.
     """
-    check_device(args.device)
-    weights_file = args.resume or (args.weights if str(args.weights) not in ("DEFAULT", "none", "None") else None)
-    checkpoint = load_checkpoint(weights_file) if weights_file else None
     if args.predict and checkpoint is None:
         raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
-    training = not (args.test_only or args.predict or args.check_forward)
-    if args.resume and training:
-        missing = [k for k in ("optimizer", "lr_scheduler", "epoch") if k not in checkpoint]
-        if missing:
-            ours = os.path.join(os.path.dirname(args.resume) or ".", "checkpoint.pth")
-            raise TutorialError(f"--resume {args.resume}: holds the model's weights but not the training state "
-                                f"({missing[0]}), so a run cannot continue from it ({ours} can). To train these "
-                                f"weights further as a new run: --weights {args.resume} with another --output-dir.")
-        take_recipe(args, checkpoint, args.resume)
-        if "output_dir" not in getattr(args, "explicit", ()):  # continue in the folder the run is in now
-            args.output_dir = os.path.dirname(args.resume) or "."
-            print(f"Continuing in --output-dir {args.output_dir}")
     if args.output_dir and is_main_process:
         check_output_outside_data(args.output_dir, args.data_path)
         check_output_dir(args.output_dir)
         if training:  # --overwrite removes the earlier run only once the data has passed its checks too
             protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint)
     if args.predict and is_main_process:
-        from outputs import check_earlier_predictions
-
         predict_dir = os.path.join(args.output_dir or ".", "predict")
         check_output_dir(predict_dir)
         check_earlier_predictions(predict_dir, args.overwrite)
@@ -287,8 +253,6 @@ def check_run(args, load_checkpoint, is_main_process=True):
     if args.test_only and checkpoint is None:
         print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
-    from training_run import pick_device
-
     on_gpu = pick_device(args.device).type == "cuda"
     if args.amp and training and not on_gpu and not cpu_has_bf16():
         print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
@@ -303,7 +267,13 @@ def check_run(args, load_checkpoint, is_main_process=True):
         print(f"warning: --test-size {args.test_size} is ignored: the test images are those of --test-data-path.")
     elif training and args.test_size == 0:
         print("--test-size 0: training on every image; no evaluation, so no COCO numbers or test figures.")
-    return checkpoint
+
+
+def check_batch_fits(data_path, num_train, batch_size):
+    """At least one whole batch of training images (the training loader drops an incomplete one)."""
+    if num_train < batch_size:
+        raise DatasetError(f"{data_path}: {num_train} training image(s) is fewer than one batch (-b {batch_size}); "
+                            f"lower --batch-size or --test-size.")
 
 
 MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
@@ -311,19 +281,18 @@ MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
 
 def check_model_for_data(args, has_masks, classes, checkpoint=None):
     """The model fits the data: a checkpoint's classes are the data's; box-only data (no annotation
-    has a segmentation) trains the tutorial's Faster R-CNN, unless a mask model was asked for."""
+    has a segmentation) cannot train a mask model that was asked for. Returns "box-only" where the
+    tutorial's Faster R-CNN should take the place of the default Mask R-CNN (run_settings does it)."""
     if checkpoint is not None and "model_spec" in checkpoint and checkpoint["model_spec"].get("classes"):
         trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
         if trained != [c["name"] for c in classes]:
             raise TutorialError(f"{args.resume or args.weights} was trained on the classes {trained}, but "
                                 f"{args.data_path} has {[c['name'] for c in classes]}; evaluate or continue it on "
                                 f"data with the same categories.")
-        return
+        return None
     if has_masks or args.model not in MASK_MODELS:
-        return
+        return None
     if "model" in getattr(args, "explicit", ()) or args.demo:
         raise TutorialError(f"{args.data_path}: no annotation has a segmentation, so there is no mask to train "
                             f"--model {args.model} on; use --model fasterrcnn (boxes only).")
-    print(f"{args.data_path}: no annotation has a segmentation: training the tutorial's box-only Faster R-CNN "
-          f"(--model fasterrcnn) instead of Mask R-CNN")
-    args.model = "fasterrcnn"
+    return "box-only"

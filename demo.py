@@ -6,8 +6,6 @@ keeps Mask R-CNN and the tutorial's loops, and changes the model size, the image
 optimiser. Flags typed on the command line still win over the recipe.
 """
 
-import argparse
-
 import torchvision
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -35,9 +33,9 @@ DEMO_MODEL_KWARGS = dict(
 # default sizes (32-512 px) exceed most pedestrians in a 128-px image, and the default aspect
 # ratios (0.5, 1, 2; height/width) miss the ~2.5:1 pedestrian shape.
 DEMO_ANCHORS = dict(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((1.0, 2.0, 3.0),) * 5)
-# The small model under --demo: without ResNet's last stage it trains faster and as well on 128-px
-# images, and 4 mask-head convolutions give finer masks (docs/demo.md). Its
-# anchors are DEMO_ANCHORS' first four (one pyramid level fewer).
+# The small model (--model maskrcnn_resnet18, with or without --demo): without ResNet's last stage it
+# trains faster and as well on 128-px images, and 4 mask-head convolutions give finer masks
+# (docs/demo.md). Under --demo its anchors are DEMO_ANCHORS' first four (one pyramid level fewer).
 DEMO_SMALL_MODEL = dict(resnet_stages=3, mask_head_convs=4)
 
 
@@ -49,27 +47,10 @@ def make_demo_data(root, seed=0):
     make_synthetic_pennfudan(root, seed=seed, **DEMO_DATA)
 
 
-class ExplicitArgumentParser(argparse.ArgumentParser):
-    """Records which options were typed (``args.explicit``), so --demo changes only the others."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        saved = {a: a.default for a in self._actions}
-        try:  # parse once more with every default suppressed: only typed options remain
-            for action in self._actions:
-                action.default = argparse.SUPPRESS
-            typed, _ = super().parse_known_args(args, None)
-        finally:
-            for action, default in saved.items():
-                action.default = default
-        namespace.explicit = sorted(vars(typed))
-        return namespace, extras
-
-
 def apply_demo_recipe(args, parser):
     """Under --demo, every flag not typed on the command line takes the demo's value.
 
-    Typed flags are ``args.explicit`` (from ``ExplicitArgumentParser``); without it, a flag
+    Typed flags are ``args.explicit`` (from ``run_settings.ExplicitArgumentParser``); without it, a flag
     that differs from ``parser``'s default counts as typed. ``--amp`` (bfloat16) is the demo's
     where it trains on a CPU with bfloat16 instructions (``--no-amp`` turns it off).
     """
@@ -113,9 +94,10 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, resnet_stages=4, mask
 
     ResNet-18 + FPN with 128 channels (instead of ResNet-50 + FPN with 256), a 256-wide box
     head (instead of 1024) and 2 mask-head convolutions (instead of 4): 14M parameters against
-    44M. The demo sets ``resnet_stages=3`` (no last ResNet stage: at 128 px it sees 4x5 pixels,
+    44M. tv_training.build_model sets ``resnet_stages=3`` (no last ResNet stage: at 128 px it sees 4x5 pixels,
     and its weights, 60% of the model's, cost optimizer time for little) and ``mask_head_convs=4``
-    (torchvision's count: finer masks for the pedestrians' thin limbs): 5.8M parameters.
+    (torchvision's count: finer masks for the pedestrians' thin limbs): 5.8M parameters
+    (``DEMO_SMALL_MODEL``; the defaults here rebuild checkpoints written before it).
     ``weights``: None (random init) or "DEFAULT" (ImageNet ResNet-18 backbone, downloaded).
     BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
     """

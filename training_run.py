@@ -23,6 +23,14 @@ def pick_device(name, gpu=None):
     return device
 
 
+def loader_workers(requested):
+    """Data-loading workers: ``requested``, capped at the CPU cores (more only compete with the model)."""
+    workers = min(requested, os.cpu_count() or 1)
+    if workers < requested:
+        print(f"Using {workers} data-loading workers (-j {requested} capped at the {os.cpu_count()} CPU cores)")
+    return workers
+
+
 def make_optimizer(model, opt, lr, momentum, weight_decay):
     """SGD (the tutorial's) or AdamW over the parameters that train.
 
@@ -56,14 +64,20 @@ def make_lr_scheduler(optimizer, name, epochs, step_size, gamma):
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
 
 
+def _plain(settings):
+    """The run's settings as a plain dict (weights_only=True loads it), from a dict or a Namespace."""
+    return dict(settings if isinstance(settings, dict) else vars(settings))
+
+
 def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, args, records, model_spec):
-    """Everything a resumed run needs, written atomically (rank 0 only)."""
+    """Everything a resumed run needs, written atomically (rank 0 only). ``args``: the run's
+    settings (a dict or argparse.Namespace), whose recipe a resumed run takes."""
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
         "epoch": epoch,
-        "args": dict(vars(args)),  # a plain dict: weights_only=True loads it
+        "args": _plain(args),
         "model_spec": model_spec,
         "records": records,
     }
@@ -88,7 +102,7 @@ def save_if_best(path, records, metric, model, model_spec, args):
     values = [best_metric_value(r, metric) for r in records]
     if values[-1] is None or any(v is not None and v >= values[-1] for v in values[:-1]):
         return False
-    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=dict(vars(args)),
+    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=_plain(args),
                               epoch=records[-1]["epoch"], metric=metric, value=values[-1]), path)
     name = f"{metric[:-2]} AP50" if metric.endswith("50") else f"{metric} AP"
     print(f"New best {name} {values[-1]:.4f} at epoch {records[-1]['epoch']}: saved {path}")
@@ -113,6 +127,20 @@ def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
         scaler.load_state_dict(checkpoint["scaler"])
     start_epoch = checkpoint["epoch"] + 1
     return start_epoch, [r for r in checkpoint.get("records", []) if r["epoch"] < start_epoch]
+
+
+def resume(checkpoint, path, epochs, optimizer, lr_scheduler, scaler):
+    """``--resume path``: the training state of ``checkpoint`` restored (``restore_training_state``);
+    returns (next epoch, records so far), ``(0, [])`` without a checkpoint. A run that already
+    reached ``epochs`` says so (the caller then trains nothing)."""
+    if checkpoint is None:
+        return 0, []
+    start_epoch, records = restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
+    if start_epoch >= epochs:
+        print(f"{path}: finished at epoch {start_epoch - 1}; raise --epochs to continue")
+    else:
+        print(f"Resumed from {path}: continuing at epoch {start_epoch}")
+    return start_epoch, records
 
 
 def is_out_of_memory(error):
@@ -201,7 +229,7 @@ class StopAtSafePoint:
         kept = ""
         if self.output_dir:
             for name in os.listdir(self.output_dir):
-                if name.startswith(f".tmp-{os.getpid()}-"):  # utils.atomic_save's half-written file
+                if name.startswith(f".tmp-{os.getpid()}-"):  # a half-written file of utils.atomic_write
                     os.remove(os.path.join(self.output_dir, name))
             ckpt = os.path.join(self.output_dir, "checkpoint.pth")
             kept = f"; the last complete epoch is in {ckpt} (--resume {ckpt})" if os.path.exists(ckpt) else ""

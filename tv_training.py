@@ -14,9 +14,11 @@ scores it with COCO bbox/segm mAP, using the reference helpers in this folder
     torchrun --nproc_per_node=2 tv_training.py       # several processes (gloo on CPU, NCCL on GPU)
 
 The sections follow the tutorial; what it does not have lives in modules named for it:
-dataset_formats.py (checks, download, loaders), model_weights.py (offline weights,
+pennfudan_data.py (Penn-Fudan files: checks, download), coco_data.py (COCO files),
+dataset_formats.py (the reader a --data-path needs; loaders), model_weights.py (offline weights,
 checkpoints' models), speedups.py, demo.py, outputs.py (metrics, figures, --predict),
-training_run.py (optimizer, checkpoints, resume), report.py (output/report/: where the model fails).
+training_run.py (optimizer, checkpoints, resume), report.py (output/report/: where the model fails),
+run_settings.py (the flags, the demo's recipe and a checkpoint's, settled once before main's work).
 """
 
 import argparse
@@ -29,6 +31,7 @@ import time
 import torch
 import torchvision
 from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
 from torchvision import tv_tensors
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
@@ -42,14 +45,14 @@ import model_weights
 import onnx_export
 import outputs
 import report
+import run_settings
 import speedups
 import training_run
 import utils
-from coco_utils import get_coco_api_from_dataset
-from dataset_formats import (instance_masks_and_boxes, load_datasets, make_loaders, pair_images_and_masks,
-                             prepare_data, read_instance_mask, read_rgb)
+from dataset_formats import load_datasets, make_loaders, prepare_data
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from errors import DatasetError, TrainingInterrupted, TutorialError
+from errors import TrainingInterrupted, TutorialError
+from pennfudan_data import instance_masks_and_boxes, pair_images_and_masks, read_instance_mask, read_rgb
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
     """The tutorial's dataset: returns ``(image, target)`` with tv_tensors for the v2 transforms.
 
     Images and masks are paired by name, not by sorted position, and decoded with PIL
-    (dataset_formats.py, which this class needs beside it).
+    (pennfudan_data.py, which this class needs beside it).
     """
 
     def __init__(self, root, transforms):
@@ -203,167 +206,136 @@ def check_forward(model, data_loader, device):
 # Putting everything together
 # ---------------------------------------------------------------------------------------
 
-def build_model(args, classes, device, checkpoint=None):
+def build_model(model_name, weights, classes, device, checkpoint=None, min_size=800, max_size=1333,
+                demo_settings=False, channels_last="auto"):
     """The model to train or evaluate, on ``device``, with this project's speed-ups (all models).
 
-    From a checkpoint it is rebuilt as the checkpoint describes (its classes too); otherwise
-    ``--model`` with ``--weights`` for ``classes`` (and the demo's settings under ``--demo``).
-    Returns ``(model, model_spec)``.
+    From a ``checkpoint`` it is rebuilt as the checkpoint describes (its classes too); otherwise
+    ``model_name`` (a key of ``MODELS``) with ``weights`` ("DEFAULT", "none") for ``classes`` (and
+    the demo's model settings with ``demo_settings``). Returns ``(model, model_spec)``.
     """
-    kwargs, anchors = demo.model_settings(args.model) if args.demo else ({}, None)
-    kwargs = dict(min_size=args.min_size, max_size=args.max_size, **kwargs)
-    if checkpoint is not None:  # a plain state dict is taken as --model with these settings
-        spec, weights = model_weights.checkpoint_spec(checkpoint, args.model, kwargs, anchors, classes), \
+    kwargs, anchors = demo.model_settings(model_name) if demo_settings else ({}, None)
+    if model_name == "maskrcnn_resnet18":  # one network, with or without the demo's other settings
+        kwargs = dict(demo.DEMO_SMALL_MODEL, **kwargs)
+    kwargs = dict(min_size=min_size, max_size=max_size, **kwargs)
+    if checkpoint is not None:  # a plain state dict is taken as model_name with these settings
+        spec, state = model_weights.checkpoint_spec(checkpoint, model_name, kwargs, anchors, classes), \
             checkpoint["model"]
     else:
         # the background plus one class per category
-        spec = model_weights.model_spec(args.model, len(classes) + 1, args.weights, kwargs, anchors, classes)
-        weights = None if str(args.weights).lower() == "none" else args.weights
-    model = model_weights.build_model(MODELS, spec, weights)
-    return model_weights.prepare_for_device(model, device, args.channels_last), spec
+        spec = model_weights.model_spec(model_name, len(classes) + 1, weights, kwargs, anchors, classes)
+        state = None if str(weights).lower() == "none" else weights
+    model = model_weights.build_model(MODELS, spec, state)
+    return model_weights.prepare_for_device(model, device, channels_last), spec
 
 
-def write_report(args, output_dir, coco_evaluator, dataset_test, classes, summary, records, device, spec,
-                 curves_png=None, trained_with=None):
-    """``output_dir/report/`` from the last evaluation (report.py): where the model fails.
-    ``trained_with``: a checkpoint's ``args`` (--test-only), whose recipe made the model."""
-    recipe = {k: (trained_with or vars(args)).get(k) for k in checks.RECIPE if k not in ("model", "demo")}
-    info = report.run_info(args.data_path, args.test_data_path, classes, spec["model"], recipe, device,
-                           records, args.resume or (args.weights if args.test_only else None), len(dataset_test))
-    return report.write_report(output_dir, coco_evaluator, dataset_test, classes, info, summary,
-                               args.score_threshold, records=records, curves_png=curves_png)
+def predict(weights, checkpoint, paths, output_dir="", score_threshold=0.5, overwrite=False, device_name="auto",
+            eval_bf16=False, typed_model=None, model_name="maskrcnn", **model_kwargs):
+    """``--predict``: the trained model of ``weights`` on the images in ``paths`` (files or
+    folders), a PNG and a JSON each plus results.json in ``output_dir/predict``
+    (outputs.predict). A checkpoint (``checkpoint``, its contents) runs in PyTorch on
+    ``device_name``; an .onnx file in ONNX Runtime (onnx_export.py). ``model_name`` and
+    ``model_kwargs`` (build_model's) describe a plain state dict. Under torchrun, rank 0 alone
+    predicts and writes the files."""
+    if onnx_export.is_onnx_model(weights):
+        return onnx_export.predict_command(weights, paths, output_dir, score_threshold, overwrite, typed_model,
+                                           device_name, eval_bf16)
+    if not utils.is_main_process():
+        return {"predictions": []}
+    device = training_run.pick_device(device_name)
+    model, spec = build_model(model_name, weights, None, device, checkpoint, **model_kwargs)
+    with speedups.bfloat16_backbone(model, eval_bf16):  # no effect off the CPU
+        return outputs.predict(model, paths, device, os.path.join(output_dir or ".", "predict"), score_threshold,
+                               spec["classes"], overwrite=overwrite)
 
 
-def main(args):
-    """Run the tutorial; returns a dict with the final metrics (``bbox``/``segm``: 12 named COCO numbers)."""
-    utils.init_distributed_mode(args)
-    if args.demo:
-        demo.apply_demo_recipe(args, get_args_parser(add_help=False))
-    if args.export:  # the checkpoint as ONNX, checked against PyTorch (onnx_export.py)
-        return onnx_export.export_command(args, build_model, PennFudanDataset, get_transform)
-    if args.predict and onnx_export.is_onnx_model(args.weights):  # --predict through ONNX Runtime
-        return onnx_export.predict_command(args)
-    # flags, device and output folder checked, weights loaded (--resume or --weights FILE)
-    checkpoint = checks.check_run(args, model_weights.load_weights_file, utils.is_main_process())
-    # --device auto: CUDA when present, otherwise the CPU
-    device = training_run.pick_device(args.device, args.gpu)
-    torch.manual_seed(args.seed)
-    output_dir = args.output_dir if utils.is_main_process() else ""
+def evaluate_only(model, data_loader_test, coco_gt, device, classes, output_dir="", eval_bf16=False, report_info=None,
+                  score_threshold=0.5):
+    """``--test-only``: the COCO tables and the per-class AP of ``model`` on the test set; the
+    report (report.py, from ``report_info``: report.run_info's arguments) in ``output_dir``."""
+    if coco_gt is None:
+        raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
+    model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
+    with speedups.bfloat16_backbone(model_without_ddp, eval_bf16):
+        coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
+    summary = outputs.evaluation_summary(coco_evaluator, classes)
+    if output_dir and report_info is not None:  # from the detections just made: the model is not run again
+        report.write_report(output_dir, coco_evaluator, data_loader_test.dataset, classes, report.run_info(**report_info),
+                            summary, score_threshold, records=report_info.get("records"))
+    return summary
 
-    if args.predict:
-        if not utils.is_main_process():
-            return {"predictions": []}  # under torchrun, one process predicts and writes the files
-        model, spec = build_model(args, None, device, checkpoint)
-        with speedups.bfloat16_backbone(model, args.eval_bf16):  # no effect off the CPU
-            return outputs.predict(model, args.predict, device, os.path.join(args.output_dir or ".", "predict"),
-                                   args.score_threshold, spec["classes"], overwrite=args.overwrite)
 
-    # the data: a Penn-Fudan folder or a COCO file (.json) with get_transform,
-    # with a seeded hold-out of --test-size images, unless --test-data-path names a test file
-    prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
-    data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
-                         args.test_data_path, args.image_dir, check=utils.is_main_process(), class_names=args.classes)
-    dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
-    checks.check_model_for_data(args, data["has_masks"], classes, checkpoint)
-    if len(dataset) < args.batch_size:
-        raise DatasetError(f"{args.data_path}: {len(dataset)} training image(s) is fewer than one batch "
-                           f"(-b {args.batch_size}); lower --batch-size or --test-size.")
-    # the two loaders (workers beyond the cores only compete with the model)
-    workers = min(args.workers, os.cpu_count() or 1)
-    if workers < args.workers:
-        print(f"Using {workers} data-loading workers (-j {args.workers} capped at the {os.cpu_count()} CPU cores)")
-    data_loader, data_loader_test, train_sampler, shuffle_gen = make_loaders(
-        dataset, dataset_test, args.batch_size, workers, args.distributed, args.seed,
-        args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
-
-    # the model from its builder above, moved to the device
-    model, spec = build_model(args, classes, device, checkpoint)
-    model_without_ddp = model
-    if args.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if args.gpu is not None else None)
-        model_without_ddp = model.module
-
-    # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives)
-    optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
-    lr_scheduler = training_run.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
-                                                  args.lr_gamma)
-    scaler = training_run.make_grad_scaler(device, args.amp)
-    start_epoch, records = 0, []
-    if args.resume and not args.test_only:
-        start_epoch, records = training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
-        if start_epoch >= args.epochs:
-            print(f"{args.resume}: finished at epoch {start_epoch - 1}; raise --epochs to continue")
-            return dict(records[-1] if records else {}, records=records)
-        print(f"Resumed from {args.resume}: continuing at epoch {start_epoch}")
-
-    # the COCO ground truth of the test set is built once, not at every evaluation (none: --test-size 0)
-    coco_gt = data["coco_gt"] or (get_coco_api_from_dataset(dataset_test) if len(dataset_test) else None)
-    if args.check_forward:
-        output, _ = check_forward(model_without_ddp, data_loader, device)
-        return {"losses": {k: v.item() for k, v in output.items()}}
-    speedups.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
-    bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp, args.eval_bf16)  # --eval-bf16
-    if args.test_only:
-        if coco_gt is None:
-            raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
-        with bf16_evaluation():
-            coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
-        summary = outputs.evaluation_summary(coco_evaluator, classes)
-        if output_dir:  # from the detections just made: the model is not run again
-            saved = checkpoint if isinstance(checkpoint, dict) else {}
-            write_report(args, output_dir, coco_evaluator, dataset_test, classes, summary, saved.get("records"),
-                         device, spec, trained_with=saved.get("args") if isinstance(saved.get("args"), dict) else None)
-        return summary
-
-    if args.overwrite and output_dir:  # only now: a typo in the data path must not cost the earlier run
-        checks.clear_earlier_run(output_dir, args.resume)
+def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, epochs, coco_gt=None, classes=None,
+          start_epoch=0, records=None, scaler=None, print_freq=10, clip_grad_norm=None, seed=0, train_sampler=None,
+          shuffle_gen=None, eval_bf16=False, output_dir="", run_args=None, spec=None, best_metric="auto",
+          score_threshold=0.5, preview=None, report_info=None, replace_earlier_run=False, resumed_from=None):
+    """The tutorial's loop: ``epochs`` of ``train_one_epoch``, the lr step, COCO evaluation
+    (``coco_gt``: the test set's ground truth; None: none) and, in ``output_dir``, the
+    checkpoint (with ``run_args``, the settings a resume takes), best.pth, metrics and figures
+    after each epoch, then the final figures and the report. ``records``: the epochs so far (a
+    resumed run's); ``preview``: (data root, dataset or None) for preview.png; ``report_info``:
+    report.run_info's arguments but the records; ``replace_earlier_run`` (--overwrite): an
+    earlier run's files in ``output_dir`` are removed first, unless it is the run continued from
+    ``resumed_from``. Ctrl-C stops after the current iteration and raises
+    ``TrainingInterrupted``; returns the last epoch's metrics and ``records``."""
+    if start_epoch >= epochs:  # a finished run, resumed: nothing to train
+        return dict(records[-1] if records else {}, records=list(records or []))
+    if replace_earlier_run and output_dir:  # only now: a typo in the data path must not cost the earlier run
+        checks.clear_earlier_run(output_dir, resumed_from)
+    model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
+    records = list(records or [])
+    bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp, eval_bf16)  # --eval-bf16
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
-            if output_dir:  # inside: a Ctrl-C while it is drawn stops before the first step, figure whole
-                outputs.save_preview(args.data_path, os.path.join(output_dir, "preview.png"),
-                                     dataset if hasattr(dataset, "entries") else None)
+            if output_dir and preview is not None:  # inside: a Ctrl-C while it is drawn stops before the first step
+                outputs.save_preview(preview[0], os.path.join(output_dir, "preview.png"), preview[1])
             print("Start training")
             start_time = time.time()
             data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
-            for epoch in range(start_epoch, args.epochs):
+            coco_evaluator = None
+            for epoch in range(start_epoch, epochs):
                 # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
                 # resumed run repeats the uninterrupted one exactly. Under torchrun each rank
                 # draws its own flips (rank 0 keeps the single-process stream).
-                torch.manual_seed(args.seed + epoch + 1_000_003 * utils.get_rank())
-                shuffle_gen.manual_seed(args.seed + epoch)
-                if args.distributed:
+                torch.manual_seed(seed + epoch + 1_000_003 * utils.get_rank())
+                if shuffle_gen is not None:
+                    shuffle_gen.manual_seed(seed + epoch)
+                if isinstance(train_sampler, torch.utils.data.DistributedSampler):  # under torchrun
                     train_sampler.set_epoch(epoch)
                 epoch_start, iteration_losses = time.time(), []
-                # one pass over the training data; a log line every --print-freq iterations
-                metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
-                                                print_freq=args.print_freq, scaler=scaler,
-                                                loss_history=iteration_losses, clip_grad_norm=args.clip_grad_norm)
+                # one pass over the training data; a log line every print_freq iterations
+                metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq=print_freq,
+                                                scaler=scaler, loss_history=iteration_losses,
+                                                clip_grad_norm=clip_grad_norm)
                 lr = optimizer.param_groups[0]["lr"]
                 # the schedule advances once per epoch
                 lr_scheduler.step()
                 train_time = time.time() - epoch_start
                 # COCO bbox/segm scores on the held-out images
                 with bf16_evaluation():
-                    coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) if coco_gt is not None else None
+                    coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) \
+                        if coco_gt is not None else None
                 records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
                                                     iteration_losses, coco_evaluator, classes))
                 if output_dir:
                     training_run.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
-                                                 epoch, args, records, spec)
-                    training_run.save_if_best(os.path.join(output_dir, "best.pth"), records, args.best_metric,
-                                              model_without_ddp, spec, args)
+                                                 epoch, run_args, records, spec)
+                    training_run.save_if_best(os.path.join(output_dir, "best.pth"), records, best_metric,
+                                              model_without_ddp, spec, run_args)
                     outputs.save_epoch_outputs(output_dir, records)
                 stop.check()
             print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
             print("That's it!")
             if output_dir:
+                dataset_test = data_loader_test.dataset
                 with bf16_evaluation():
-                    outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir,
-                                               args.score_threshold, classes)
-                if coco_evaluator is not None:
-                    write_report(args, output_dir, coco_evaluator, dataset_test, classes, records[-1], records, device,
-                                 spec, os.path.join(output_dir, "curves.png"))
+                    outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, score_threshold,
+                                               classes)
+                if coco_evaluator is not None and report_info is not None:
+                    report.write_report(output_dir, coco_evaluator, dataset_test, classes,
+                                        report.run_info(**report_info, records=records), records[-1], score_threshold,
+                                        records=records, curves_png=os.path.join(output_dir, "curves.png"))
             stop.check()
     except KeyboardInterrupt:
         raise training_run.interrupted(records, ckpt_path) from None
@@ -373,9 +345,61 @@ def main(args):
     return dict(records[-1] if records else {}, records=records)
 
 
+def main(args):
+    """Run the tutorial; returns a dict with the final metrics (``bbox``/``segm``: 12 named COCO numbers)."""
+    # the settings, once: the flags, then --demo's recipe, then a checkpoint's (run_settings.py)
+    args, checkpoint = run_settings.settle(args, get_args_parser(add_help=False), model_weights.load_weights_file)
+    model_kwargs = dict(min_size=args.min_size, max_size=args.max_size, demo_settings=args.demo,
+                        channels_last=args.channels_last)
+    typed_model = args.model if "model" in getattr(args, "explicit", ()) else None
+    if args.export:  # the checkpoint as ONNX, checked against PyTorch (onnx_export.py)
+        return onnx_export.export_command(args.weights, args.export, build_model, PennFudanDataset, get_transform,
+                                          args.predict, args.score_threshold, args.overwrite, typed_model, args.model,
+                                          **model_kwargs)
+    if args.predict:  # a trained model (checkpoint or .onnx) on your images: a PNG and a JSON each
+        return predict(args.weights, checkpoint, args.predict, args.output_dir, args.score_threshold, args.overwrite,
+                       args.device, args.eval_bf16, typed_model, args.model, **model_kwargs)
+    device = training_run.pick_device(args.device, args.gpu)  # --device auto: CUDA when present, else the CPU
+    torch.manual_seed(args.seed)
+
+    # the data: Penn-Fudan (downloaded), the demo's (generated) or your own, with get_transform
+    prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
+    data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
+                         args.test_data_path, args.image_dir, check=utils.is_main_process(), class_names=args.classes)
+    dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
+    args = run_settings.settle_for_data(args, data, checkpoint)  # box-only data: Faster R-CNN
+    data_loader, data_loader_test, train_sampler, shuffle_gen = make_loaders(
+        dataset, dataset_test, args.batch_size, training_run.loader_workers(args.workers), args.distributed, args.seed,
+        args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
+
+    # the model from its builder above, moved to the device (wrapped in DDP under torchrun)
+    model_without_ddp, spec = build_model(args.model, args.weights, classes, device, checkpoint, **model_kwargs)
+    model = DistributedDataParallel(model_without_ddp, [args.gpu] if args.gpu is not None else None) \
+        if args.distributed else model_without_ddp
+    if args.check_forward:
+        return {"losses": {k: v.item() for k, v in check_forward(model_without_ddp, data_loader, device)[0].items()}}
+    speedups.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
+    report_info = run_settings.report_info(args, checkpoint, classes, spec["model"], device, len(dataset_test))
+    if args.test_only:
+        return evaluate_only(model, data_loader_test, data["coco_gt"], device, classes, args.output_dir, args.eval_bf16,
+                             report_info, args.score_threshold)
+
+    # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives); --resume restores them
+    optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
+    lr_scheduler = training_run.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
+                                                  args.lr_gamma)
+    scaler = training_run.make_grad_scaler(device, args.amp)
+    start_epoch, records = training_run.resume(checkpoint, args.resume, args.epochs, optimizer, lr_scheduler, scaler)
+    return train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, args.epochs, data["coco_gt"],
+                 classes, start_epoch, records, scaler, args.print_freq, args.clip_grad_norm, args.seed, train_sampler,
+                 shuffle_gen, args.eval_bf16, args.output_dir, dict(vars(args)), spec, args.best_metric,
+                 args.score_threshold, (args.data_path, data["preview"]), report_info,
+                 replace_earlier_run=args.overwrite, resumed_from=args.resume)
+
+
 def get_args_parser(add_help=True):
     """torchvision train.py's flag names, the tutorial's values as defaults."""
-    p = demo.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
+    p = run_settings.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/PennFudanPed",
                    help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing); or your own data: a "

@@ -17,12 +17,9 @@ import torch
 from PIL import Image
 
 import tv_training
-from conftest import ROOT_DIR, make_data
+from conftest import ROOT_DIR, make_data, run_main, tiny_argv
 
-
-def tiny_argv(data, out, *extra):
-    return ["--demo", "--data-path", data, "--output-dir", out, "--min-size", "64", "--max-size", "96",
-            "--epochs", "1", "-b", "2", "-j", "0", "--test-size", "2", "--print-freq", "1", *extra]
+DATA_SEED = 4  # the images of the conftest ``data`` fixture
 
 
 def cli(argv, capsys):
@@ -40,15 +37,10 @@ def cli(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("args") / "SynthPed", num_images=6, seed=4)
-
-
-@pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     """A finished one-epoch demo run: its output folder."""
     out = str(tmp_path_factory.mktemp("trained") / "run")
-    tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out)))
+    run_main(*tiny_argv(data, out))
     return out
 
 
@@ -117,7 +109,7 @@ def test_output_dir_that_cannot_be_made(data, tmp_path, capsys):
 
 def test_test_size_0_trains_on_everything_without_evaluation(data, tmp_path, capsys):
     out = str(tmp_path / "all")
-    result = tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out, "--test-size", "0")))
+    result = run_main(*tiny_argv(data, out, "--test-size", "0"))
     printed = capsys.readouterr().out
     assert printed.count("--test-size 0: training on every image") == 1
     (record,) = result["records"]
@@ -155,7 +147,7 @@ def test_resume_takes_the_checkpoints_recipe(trained, data, tmp_path, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")
     out = str(tmp_path / "continued")
     argv = ["--resume", ckpt, "--output-dir", out, "--epochs", "2", "-j", "0", "--print-freq", "1"]
-    result = tv_training.main(tv_training.get_args_parser().parse_args(argv))
+    result = run_main(*argv)
     printed = capsys.readouterr().out
     line = next(x for x in printed.splitlines() if x.startswith(f"From {ckpt}: "))
     for taken in ("--model maskrcnn_resnet18", "--demo", "--opt adamw", "--min-size 64", f"--data-path {data}"):
@@ -166,9 +158,9 @@ def test_resume_takes_the_checkpoints_recipe(trained, data, tmp_path, capsys):
 def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --output-dir, "output", would be here
     out = str(tmp_path / "runs" / "a")
-    tv_training.main(tv_training.get_args_parser().parse_args(tiny_argv(data, out)))
+    run_main(*tiny_argv(data, out))
     ckpt = os.path.join(out, "checkpoint.pth")
-    tv_training.main(tv_training.get_args_parser().parse_args(["--resume", ckpt, "--epochs", "2", "-j", "0"]))
+    run_main("--resume", ckpt, "--epochs", "2", "-j", "0")
     assert f"--output-dir {out}" in capsys.readouterr().out
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
 
@@ -298,13 +290,14 @@ def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
 def test_bfloat16_flags_warn_on_a_cpu_without_bf16_instructions(has_bf16, monkeypatch, capsys):
     import argument_checks
     import model_weights
+    import run_settings
 
     monkeypatch.setattr(argument_checks, "cpu_has_bf16", lambda: has_bf16)
     parser = tv_training.get_args_parser()
     for argv, warning in ((["--amp"], "warning: --amp on a CPU without bfloat16 instructions"),
                           (["--eval-bf16", "--test-only"], "warning: --eval-bf16 on a CPU without bfloat16")):
         args = parser.parse_args(["--device", "cpu", "--output-dir", "", "--weights", "none", *argv])
-        argument_checks.check_run(args, model_weights.load_weights_file, True)
+        argument_checks.check_run(args, None, None, model_weights.load_weights_file, run_settings.is_training(args))
         printed = capsys.readouterr().out
         assert (warning in printed) is not has_bf16, printed
 

@@ -15,30 +15,18 @@ import demo
 import outputs
 import training_run
 import tv_training
-from conftest import LOSS_TERMS, ROOT_DIR, make_data
+from conftest import LOSS_TERMS, ROOT_DIR, run_main, tiny_argv
 
-
-def tiny_argv(data, out, *extra):
-    # --demo: random init and the demo's small RPN/RoI settings; explicit flags win over its values
-    return ["--demo", "--data-path", data, "--output-dir", out, "--weights", "none", "--min-size", "64",
-            "--max-size", "96", "--epochs", "2", "-b", "2", "-j", "0", "--test-size", "2", "--print-freq", "1",
-            "--lr", "3e-4", *extra]
-
-
-def run_main(*argv):
-    return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("ped") / "SynthPed", num_images=6, seed=3)
+# the runs here: --demo (random init and the demo's small RPN/RoI settings) for two epochs at a
+# lower learning rate; the explicit flags win over the demo's values
+RECIPE = dict(epochs=2, weights="none", lr="3e-4")
 
 
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory):
     """One uninterrupted 2-epoch run, shared by the tests below."""
     out = str(tmp_path_factory.mktemp("full"))
-    return run_main(*tiny_argv(data, out)), out
+    return run_main(*tiny_argv(data, out, **RECIPE)), out
 
 
 def test_parser_defaults_are_the_tutorials():
@@ -88,14 +76,14 @@ def test_demo_trains_in_bfloat16_on_a_cpu_that_has_it(has_bf16, monkeypatch):
 def test_main_with_the_tutorials_model(data, tmp_path):
     """The tutorial's ResNet-50 Mask R-CNN through main(): train, evaluate, checkpoint, reload."""
     out = str(tmp_path / "r50")
-    result = run_main(*tiny_argv(data, out, "--model", "maskrcnn", "--epochs", "1"))
+    result = run_main(*tiny_argv(data, out, "--model", "maskrcnn", "--epochs", "1", **RECIPE))
     (record,) = result["records"]
     assert set(record["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in record["train"].values())
     assert list(result["segm"]) == outputs.COCO_STAT_NAMES
     ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
     assert ckpt["args"]["model"] == "maskrcnn"
     assert any(k.startswith("backbone.body.layer4.2.") for k in ckpt["model"])  # ResNet-50: 3 blocks in layer4
-    again = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth")))
+    again = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), **RECIPE))
     assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
 
 
@@ -127,7 +115,7 @@ def test_main_end_to_end(full_run, capsys):
 
 
 def test_printed_output_follows_the_tutorial(data, tmp_path, capsys):
-    run_main(*tiny_argv(data, "", "--epochs", "1"))
+    run_main(*tiny_argv(data, "", "--epochs", "1", **RECIPE))
     text = capsys.readouterr().out
     assert "Epoch: [0]  [0/2]  eta: " in text and "Epoch: [0] Total time: " in text
     assert "Test:  [0/2]" in text and "Averaged stats: model_time: " in text
@@ -147,12 +135,12 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp
 
     monkeypatch.setattr(tv_training, "train_one_epoch", interrupted_at_epoch_1)
     with pytest.raises(tv_training.TrainingInterrupted, match=r"interrupted: epoch 0 is the last complete one, saved in") as info:
-        run_main(*tiny_argv(data, out))
+        run_main(*tiny_argv(data, out, **RECIPE))
     assert info.value.checkpoint == os.path.join(out, "checkpoint.pth")
     assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["epoch"] == 0
     monkeypatch.setattr(tv_training, "train_one_epoch", real_train)
 
-    resumed = run_main(*tiny_argv(data, out, "--resume", os.path.join(out, "checkpoint.pth")))
+    resumed = run_main(*tiny_argv(data, out, "--resume", os.path.join(out, "checkpoint.pth"), **RECIPE))
     assert [r["epoch"] for r in resumed["records"]] == [0, 1]
     for got, want in zip(resumed["records"], expected["records"]):
         assert got["iteration_losses"] == pytest.approx(want["iteration_losses"], rel=1e-5)
@@ -164,7 +152,7 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp
 @pytest.mark.parametrize("flag", ["--resume", "--weights"])
 def test_test_only_reproduces_the_last_evaluation(full_run, data, flag, capsys):
     expected, out = full_run
-    got = run_main(*tiny_argv(data, "", "--test-only", flag, os.path.join(out, "checkpoint.pth")))
+    got = run_main(*tiny_argv(data, "", "--test-only", flag, os.path.join(out, "checkpoint.pth"), **RECIPE))
     assert "IoU metric: bbox" in capsys.readouterr().out
     for iou in ("bbox", "segm"):
         assert got[iou] == pytest.approx(expected[iou], abs=1e-6)
@@ -183,11 +171,12 @@ def test_eval_bf16_evaluates_with_the_bfloat16_backbone(full_run, data, monkeypa
         return plain(model, enabled)
 
     monkeypatch.setattr(speedups, "bfloat16_backbone", recording)
-    got = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--eval-bf16"))
+    got = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--eval-bf16",
+                              **RECIPE))
     assert seen == [True]
     for iou in ("bbox", "segm"):
         assert got[iou]["AP50"] == pytest.approx(expected[iou]["AP50"], abs=0.05)
-    run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth")))
+    run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), **RECIPE))
     assert seen == [True, False]
 
 
@@ -236,7 +225,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(full_run, data
 
     monkeypatch.setattr(roi_heads, "fastrcnn_loss", nan_classifier_loss)
     with pytest.raises(tv_training.TutorialError) as info:
-        run_main(*tiny_argv(data, str(run_dir), "--resume", str(run_dir / "checkpoint.pth")))
+        run_main(*tiny_argv(data, str(run_dir), "--resume", str(run_dir / "checkpoint.pth"), **RECIPE))
     message = str(info.value)
     assert "loss_classifier=nan" in message and "epoch 1, iteration 0/2" in message
     assert f"the last good checkpoint is {run_dir / 'checkpoint.pth'}" in message
@@ -244,7 +233,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(full_run, data
 
 
 def test_check_forward(data, capsys):
-    res = run_main(*tiny_argv(data, "", "--check-forward"))
+    res = run_main(*tiny_argv(data, "", "--check-forward", **RECIPE))
     assert set(res["losses"]) == LOSS_TERMS - {"loss"}
     assert all(np.isfinite(v) for v in res["losses"].values())
     assert "'boxes'" in capsys.readouterr().out
@@ -294,7 +283,8 @@ def test_resume_command_replaces_an_earlier_resume():
 def test_nothing_runs_at_import():
     """Importing any module prints nothing, starts no thread and leaves the environment alone."""
     modules = ("tv_training, engine, utils, coco_utils, coco_eval, transforms, dataset_formats, model_weights, "
-               "speedups, demo, outputs, training_run, errors, group_by_aspect_ratio, synthetic_data")
+               "speedups, demo, outputs, training_run, errors, group_by_aspect_ratio, synthetic_data, "
+               "pennfudan_data, coco_data, run_settings, argument_checks, report, onnx_export, labelme_yolo")
     code = (f"import os, threading; before = dict(os.environ); import {modules}; "
             "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
             "assert threading.active_count() == 1, threading.enumerate()")
