@@ -21,6 +21,7 @@ import time
 
 import torch
 
+import utils
 from errors import DatasetError, TutorialError
 
 OPSET = 17  # what torchvision documents for its detection models; onnxruntime >= 1.20 runs it
@@ -380,11 +381,8 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
     test = data["test"]
     if len(test) == 0:
         raise TutorialError(f"{data_path}: the checkpoint's run held out no test image (--test-size 0); {hint}")
-    base = test.dataset if isinstance(test, torch.utils.data.Subset) else test
-    names = []
-    for i in range(min(count, len(test))):
-        j = test.indices[i] if isinstance(test, torch.utils.data.Subset) else i
-        names.append(base.imgs[j] if hasattr(base, "imgs") else f"test image {i}")
+    base, where = utils.unwrap_subset(test, range(min(count, len(test))))
+    names = [base.imgs[j] if hasattr(base, "imgs") else f"test image {i}" for i, j in enumerate(where)]
     return [(name, test[i][0]) for i, name in enumerate(names)]
 
 
@@ -449,45 +447,80 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
 # The two commands (tv_training.main calls these)
 # --------------------------------------------------------------------------------------------
 
-def export_command(args, build_model, pennfudan_dataset, get_transform):
-    """``--export FILE.onnx --weights CHECKPOINT [--predict IMAGES]``."""
-    import argument_checks as checks
-    import model_weights
+def _check_typed_model(typed_model, model_name, path):
+    """``--model`` as typed (None: not typed) against the model ``path`` holds: one line naming both."""
+    import argparse
 
+    import argument_checks as checks
+
+    if typed_model is not None:  # argument_checks' check reads the typed option names, as the command line has them
+        checks.check_model_flag(argparse.Namespace(explicit=["model"], model=typed_model), dict(model=model_name), path)
+
+
+def export_command(weights, export_path, build_model, pennfudan_dataset, get_transform, images=None,
+                   score_threshold=0.5, overwrite=False, typed_model=None, model_name="maskrcnn", min_size=800,
+                   max_size=1333, demo_settings=False, channels_last="auto"):
+    """``--export FILE.onnx --weights CHECKPOINT [--predict IMAGES]``: ``weights`` (a checkpoint)
+    exported to ``export_path`` once ONNX Runtime agrees with PyTorch on ``images`` (files or
+    folders; None: the checkpoint's test images) at ``score_threshold``.
+
+    ``build_model``, ``pennfudan_dataset`` and ``get_transform`` are tv_training's (passed in: it
+    imports this module). ``model_name``, ``min_size``, ``max_size``, ``demo_settings`` and
+    ``channels_last`` go to ``build_model`` (the first three matter only for a plain state dict: a
+    checkpoint names its own model). ``typed_model``: ``--model`` if the user typed it, else None.
+    Under torchrun only rank 0 exports; the others return ``{"export": None}`` at once, as two
+    processes writing the same temporary file and renaming it would race.
+    """
+    import model_weights
+    import utils
+
+    if not utils.is_main_process():
+        return dict(export=None)
     require("onnx", "--export")
     require("onnxruntime", "--export (its check runs the file)")
-    if is_onnx_model(args.weights) or str(args.weights) in ("DEFAULT", "none", "None"):
+    if is_onnx_model(weights) or str(weights) in ("DEFAULT", "none", "None"):
         raise TutorialError(f"--export needs trained weights to export: --weights CHECKPOINT (e.g. "
-                            f"output/checkpoint.pth), not {args.weights}.")
-    checkpoint = model_weights.load_weights_file(args.weights)
+                            f"output/checkpoint.pth), not {weights}.")
+    checkpoint = model_weights.load_weights_file(weights)
     if "model_spec" in checkpoint:
-        checks.check_model_flag(args, checkpoint["model_spec"], args.weights)
-    check_export_path(args.export, args.overwrite)  # before the slow part
-    images = verification_images(args.predict, checkpoint, pennfudan_dataset, get_transform)
-    model, spec = build_model(args, None, torch.device("cpu"), checkpoint)
-    info = export_and_verify(model, spec, args.export, images, args.score_threshold, args.overwrite)
-    return dict(export=args.export, sidecar=sidecar_path(args.export), verified=info["verified"])
+        _check_typed_model(typed_model, checkpoint["model_spec"]["model"], weights)
+    check_export_path(export_path, overwrite)  # before the slow part
+    checked_on = verification_images(images, checkpoint, pennfudan_dataset, get_transform)
+    model, spec = build_model(model_name, weights, None, torch.device("cpu"), checkpoint, min_size, max_size,
+                              demo_settings, channels_last)
+    info = export_and_verify(model, spec, export_path, checked_on, score_threshold, overwrite)
+    return dict(export=export_path, sidecar=sidecar_path(export_path), verified=info["verified"])
 
 
-def predict_command(args):
-    """``--predict IMAGES --weights FILE.onnx``: outputs.predict through ONNX Runtime (CPU)."""
+def predict_command(weights, images, output_dir=None, score_threshold=0.5, overwrite=False, typed_model=None,
+                    device="auto", eval_bf16=False):
+    """``--predict IMAGES --weights FILE.onnx``: outputs.predict of ``images`` (files or folders)
+    through ONNX Runtime (CPU) into ``output_dir/predict`` (None: ``./predict``).
+
+    ``typed_model``: ``--model`` if the user typed it, else None. ``device`` and ``eval_bf16`` (the
+    PyTorch options) only get a line saying they do not apply. Under torchrun only rank 0 predicts;
+    the others return ``{"predictions": []}`` at once, as the eager ``--predict`` does.
+    """
     import argument_checks as checks
     import outputs
+    import utils
 
-    predict_dir = os.path.join(args.output_dir or ".", "predict")
-    checks.check_output_dir(predict_dir)
-    outputs.check_earlier_predictions(predict_dir, args.overwrite)
-    predictor = OnnxPredictor(args.weights, mask_min_score=args.score_threshold)
-    classes, model_name = read_classes(args.weights, predictor.metadata)
+    if not utils.is_main_process():
+        return {"predictions": []}
+    predictor = OnnxPredictor(weights, mask_min_score=score_threshold)
+    classes, model_name = read_classes(weights, predictor.metadata)
     if model_name:
-        checks.check_model_flag(args, dict(model=model_name), args.weights)
+        _check_typed_model(typed_model, model_name, weights)
+    predict_dir = os.path.join(output_dir or ".", "predict")  # checked (and made) once the model is known good
+    checks.check_output_dir(predict_dir)
+    outputs.check_earlier_predictions(predict_dir, overwrite)
     if classes is None:
-        print(f"warning: {args.weights}: neither {sidecar_path(args.weights)} nor the file names the classes; "
+        print(f"warning: {weights}: neither {sidecar_path(weights)} nor the file names the classes; "
               f"labels are printed as numbers.")
         classes = [dict(id=k, name=str(k)) for k in range(1, 100)]
-    if args.device not in ("auto", "cpu"):
-        print(f"--device {args.device}: an .onnx model runs on the CPU here (ONNX Runtime's CPU provider).")
-    if args.eval_bf16:
+    if device not in ("auto", "cpu"):
+        print(f"--device {device}: an .onnx model runs on the CPU here (ONNX Runtime's CPU provider).")
+    if eval_bf16:
         print("--eval-bf16 applies to PyTorch models; the .onnx model runs in float32.")
-    return outputs.predict(predictor, args.predict, torch.device("cpu"), predict_dir, args.score_threshold, classes,
-                           overwrite=args.overwrite)
+    return outputs.predict(predictor, images, torch.device("cpu"), predict_dir, score_threshold, classes,
+                           overwrite=overwrite)

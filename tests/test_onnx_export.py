@@ -256,6 +256,7 @@ def test_the_documented_snippet_runs_as_written(mask_export, workdir, tmp_path):
         assert len(lines) == expected and all(line.startswith("pedestrian: ") for line in lines), (path, lines)
 
 
+@pytest.mark.slow
 def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, tmp_path):
     """benchmarks/predict_backends.py on the tiny export: one row per backend, the CPU named, and
     ONNX Runtime agreeing with float32 PyTorch on every image with detections."""
@@ -268,7 +269,74 @@ def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, 
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "bf16 instructions" in lines[0]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    assert lines[1].startswith("5 images, score threshold 0.5")
+    rows = {line.split()[0]: line.split("MB")[1].split() for line in lines[3:]}
     assert "fp32" in rows and "onnx" in rows
-    agreed, total = (int(v) for v in rows["onnx"].split("MB")[1].split()[0].split("/"))
+    # the ONNX Runtime row is a deployment's process: numpy, Pillow and onnxruntime, no torch
+    assert rows["fp32"][0] == "yes" and rows["onnx"][0] == "no", lines
+    agreed, total = (int(v) for v in rows["onnx"][1].split("/"))
     assert total > 0 and agreed == total, rows["onnx"]
+
+
+def test_the_benchmarks_rle_is_cocos(workdir):
+    """The ONNX child's masks (numpy-only RLE) read back through pycocotools as the same pixels."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    sys.path.insert(0, os.path.join(ROOT_DIR, "benchmarks"))
+    try:
+        import predict_backends
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    for mask in [rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((4, 3), bool)]:
+        rle = predict_backends.uncompressed_rle(mask)
+        back = mask_util.decode(mask_util.frPyObjects(rle, *rle["size"]))
+        assert (back.astype(bool) == mask).all()
+
+
+def test_commands_take_explicit_parameters(mask_export, workdir, tmp_path, capsys):
+    """export_command and predict_command called as functions (no command-line Namespace)."""
+    ckpt, onnx_path, _ = mask_export
+    _, data = workdir
+    with pytest.raises(onnx_export.TutorialError, match="--model fasterrcnn contradicts"):
+        onnx_export.export_command(ckpt, str(tmp_path / "m.onnx"), tv_training.build_model,
+                                   tv_training.PennFudanDataset, tv_training.get_transform, typed_model="fasterrcnn")
+    with pytest.raises(onnx_export.TutorialError, match="--model fasterrcnn contradicts"):
+        onnx_export.predict_command(onnx_path, [first_image(data)], str(tmp_path), typed_model="fasterrcnn")
+    assert not os.listdir(tmp_path)
+    # the same --model typed is no contradiction; written where asked
+    result = onnx_export.predict_command(onnx_path, [first_image(data)], str(tmp_path), 0.5,
+                                         typed_model="maskrcnn_resnet18", device="cuda", eval_bf16=True)
+    out = capsys.readouterr().out
+    assert len(result["predictions"]) == 1 and os.path.isfile(tmp_path / "predict" / "results.json")
+    assert "runs on the CPU here" in out and "--eval-bf16 applies to PyTorch models" in out
+    # typed on the command line: the same check
+    assert run_cli("--predict", first_image(data), "--weights", onnx_path, "--model", "mobilenet", "--output-dir",
+                   tmp_path / "cli")[0] == 1
+    assert "--model mobilenet contradicts" in error_line(capsys)
+
+
+def test_under_torchrun_only_rank_0_exports_or_predicts(mask_export, workdir, tmp_path, monkeypatch, capsys):
+    """Another rank's --export and ONNX --predict return at once and write nothing (two processes
+    would write the same files)."""
+    import time
+
+    import utils
+
+    ckpt, onnx_path, _ = mask_export
+    _, data = workdir
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a rank other than 0 loaded a model")
+
+    monkeypatch.setattr(utils, "is_main_process", lambda: False)
+    monkeypatch.setattr(onnx_export.OnnxPredictor, "__init__", must_not_run)
+    monkeypatch.setattr(onnx_export, "export_onnx", must_not_run)
+    start = time.perf_counter()
+    code, result = run_cli("--export", tmp_path / "new" / "m.onnx", "--weights", ckpt)
+    assert code == 0 and result == dict(export=None)
+    code, result = run_cli("--predict", data, "--weights", onnx_path, "--output-dir", tmp_path / "out")
+    assert code == 0 and result == dict(predictions=[])
+    assert time.perf_counter() - start < 5  # no model was built, no image read
+    assert not os.listdir(tmp_path)
