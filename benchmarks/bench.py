@@ -95,7 +95,8 @@ def prepare(args, out_dir):
 
     import model_weights
     import tv_training
-    from dataset_formats import pair_images_and_masks, split_indices
+    from dataset_formats import split_indices
+    from pennfudan_data import pair_images_and_masks
     from synthetic_data import make_synthetic_pennfudan
 
     if not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
@@ -127,6 +128,14 @@ def prepare(args, out_dir):
     return train_idx, test_idx, init_path
 
 
+def model_kwargs(text):
+    """--model-kwargs: a JSON object."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def get_args_parser():
     """The flags (``bench.py -h``); --quick's sizes are set in ``main``."""
     p = argparse.ArgumentParser(description="Reference vs ours, side by side (see the module docstring).",
@@ -145,7 +154,8 @@ def get_args_parser():
     p.add_argument("--batch-size", default=2, type=int)
     p.add_argument("--min-size", default=800, type=int, help="(a) and (b) model input size")
     p.add_argument("--max-size", default=1333, type=int)
-    p.add_argument("--warmup", default=1, type=int, help="(a) untimed steps first")
+    p.add_argument("--warmup", default=1, type=int,
+                   help="(a) and (f): untimed steps first; 0 also skips the untimed first batch of (b) and (c)")
     p.add_argument("--steps", default=5, type=int,
                    help="(a) timed steps per configuration, each on a different batch")
     p.add_argument("--step-lr", default=0.005 / 1000, type=float,
@@ -170,6 +180,9 @@ def get_args_parser():
     p.add_argument("--compile-dynamic", action="store_true",
                    help="(d) torch.compile(dynamic=True): symbolic shapes from the first compile (default: off, "
                         "PyTorch's automatic dynamic shapes, which recompile once a shape changes)")
+    p.add_argument("--model-kwargs", default={}, type=model_kwargs, metavar="JSON",
+                   help="(a)-(d) keyword arguments for torchvision's MaskRCNN, e.g. smaller RPN/RoI counts for a smoke "
+                        "run: '{\"box_batch_size_per_image\": 64}' ({}: torchvision's settings)")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"], help="ours: memory format")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the FLOP count of (a)")
     p.add_argument("--profile", action="store_true",

@@ -7,6 +7,7 @@ text printed and saved; ``write_results`` writes bench.json and bench.txt; ``kee
 moves an earlier run's files to ``--out``/earlier/<its time>/ first.
 """
 
+import json
 import os
 import platform
 import statistics
@@ -174,6 +175,8 @@ def report(args, info, results, configs):
         f"bf16 CPU flags: {', '.join(info['bf16_flags']) or 'none'}")
     add(f"Load average at start {info['loadavg_start'][0]:.2f}, at end {info['loadavg_end'][0]:.2f} "
         f"(other processes share the cores: compare the ratios, measured side by side)")
+    if args.model_kwargs:  # (a)-(d) on a model other than torchvision's stock one
+        add(f"Mask R-CNN settings of (a)-(d): {json.dumps(args.model_kwargs)} (--model-kwargs)")
     add("")
     if any(phase in results for phase in PHASES):  # (a)-(c); (d) has its own section below
         header = f"{'phase':44s}" + "".join(f"{c:>16s}" for c in configs) + "".join(f"{'ref/' + c:>16s}" for c in others)

@@ -1,5 +1,8 @@
-"""Shared fixtures and constants (tests import the constants with ``from conftest import ...``)."""
+"""Shared fixtures, constants and helpers (tests import the constants and helpers with
+``from conftest import ...``)."""
 
+import contextlib
+import io
 import os
 
 import pytest
@@ -32,6 +35,48 @@ def make_data(root, num_images=4, seed=0, height_range=(64, 80), width_range=(48
 
     return make_synthetic_pennfudan(str(root), num_images=num_images, seed=seed, height_range=height_range,
                                     width_range=width_range)
+
+
+def tiny_argv(data, out, *extra, epochs=1, weights=None, lr=None):
+    """The command line of a tiny ``--demo`` run on ``data`` (64-96 px, batches of 2, no loader
+    workers, 2 test images, a log line per iteration); ``extra`` comes last, so its flags win.
+    ``weights`` and ``lr`` add --weights and --lr."""
+    argv = ["--demo", "--data-path", data, "--output-dir", out]
+    if weights is not None:
+        argv += ["--weights", weights]
+    argv += ["--min-size", "64", "--max-size", "96", "--epochs", str(epochs), "-b", "2", "-j", "0", "--test-size", "2",
+             "--print-freq", "1"]
+    if lr is not None:
+        argv += ["--lr", lr]
+    return argv + list(extra)
+
+
+def run_main(*argv, quiet=False):
+    """``tv_training.main`` on a command line, in this process (``quiet``: what it prints is dropped)."""
+    import tv_training
+
+    args = tv_training.get_args_parser().parse_args(list(argv))
+    if not quiet:
+        return tv_training.main(args)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tv_training.main(args)
+
+
+def check_per_class(result):
+    """A run's per-class AP table against its COCO numbers: COCO's AP (and AP50) is the mean of the
+    classes' values over the classes with ground truth (-1: none), so the table must average to it."""
+    for key, iou, stat in (("bbox", "bbox", "AP"), ("bbox50", "bbox", "AP50"), ("segm", "segm", "AP")):
+        if iou in result:
+            values = [row[key] for row in result["per_class"].values() if row[key] != -1]
+            assert values and sum(values) / len(values) == pytest.approx(result[iou][stat], abs=1e-9), (key, result)
+
+
+@pytest.fixture(scope="module")
+def data(request, tmp_path_factory):
+    """Six tiny synthetic images for a module's runs, made once per module; the seed is the
+    module's ``DATA_SEED`` (default 3)."""
+    seed = getattr(request.module, "DATA_SEED", 3)
+    return make_data(tmp_path_factory.mktemp("data") / "SynthPed", num_images=6, seed=seed)
 
 
 @pytest.fixture(scope="module")

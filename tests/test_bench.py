@@ -14,6 +14,7 @@ import torch
 from pycocotools import mask as coco_mask
 
 from conftest import ROOT_DIR as ROOT
+from conftest import TINY
 
 # the bench_* modules import each other by name, as bench.py (a script, its folder on sys.path) does
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -26,12 +27,16 @@ def as_rle(rle):
     return dict(rle, counts=rle["counts"].encode("ascii"))
 
 
+@pytest.mark.slow  # ~1 min: five processes, every phase (pytest.ini)
 def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     out = tmp_path / "bench"
+    # the least that exercises every phase: one batch, one test image, no warm-up, one worker per
+    # configuration, and the tests' small RPN/RoI counts (the same code runs, on fewer boxes)
+    roi_counts = {k: v for k, v in TINY.items() if not k.endswith("_size")}
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--device", "cpu",
-           "--data-path", str(tmp_path / "data"), "--num-images", "6", "--out", str(out),
+           "--data-path", str(tmp_path / "data"), "--num-images", "3", "--out", str(out),
            "--min-size", "128", "--max-size", "213", "--warmup", "0", "--steps", "1",
-           "--eval-images", "2", "--eval-repeats", "1",
+           "--eval-images", "1", "--eval-repeats", "1", "--model-kwargs", json.dumps(roi_counts),
            "--epoch-train", "2", "--epoch-test", "1", "--epoch-min-size", "128", "--epoch-max-size", "213",
            "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1", "--demo-steps", "1",
            "--demo-data-path", str(tmp_path / "demo_data"), "--reuse-workers"]
@@ -79,7 +84,8 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     assert min(ious) > 0.999, ious
     text = (out / "bench.txt").read_text()
     for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "of which training", "of which evaluation", "Peak RSS", "GFLOP/s", "COCO AP",
-                     "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step"):
+                     "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step",
+                     "Mask R-CNN settings of (a)-(d): " + json.dumps(roi_counts)):
         assert expected in text
 
 

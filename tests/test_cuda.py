@@ -6,9 +6,7 @@ Marked ``cuda`` and skipped where ``torch.cuda.is_available()`` is False (CI). O
 runs the same tests on the CPU, to check the tests themselves on a machine without a GPU.
 """
 
-import contextlib
 import copy
-import io
 import os
 import subprocess
 import sys
@@ -22,7 +20,7 @@ import model_weights
 import speedups
 import tv_training
 import utils
-from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, make_data
+from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, run_main, tiny_argv
 
 DEVICE = os.environ.get("CUDA_TESTS_DEVICE", "cuda")
 ON_CUDA = DEVICE.startswith("cuda")
@@ -43,9 +41,7 @@ def exact_float32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_data(tmp_path_factory.mktemp("cuda") / "SynthPed", num_images=6, seed=5)
+DATA_SEED = 5  # the images of the conftest ``data`` fixture
 
 
 def loaders(data):
@@ -113,22 +109,12 @@ def test_mask_pasting_and_rles_equal_torchvision():
         assert rle["counts"] == coco_mask.encode(np.asfortranarray(full))["counts"].decode("ascii")
 
 
-def run_main(*argv):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return tv_training.main(tv_training.get_args_parser().parse_args(list(argv)))
-
-
-def tiny_argv(data, out, *extra):
-    return ["--demo", "--data-path", data, "--output-dir", out, "--min-size", "64", "--max-size", "96", "-b", "2",
-            "-j", "0", "--test-size", "2", "--print-freq", "1", *extra]
-
-
 @pytest.mark.parametrize("first, second", [(DEVICE, "cpu"), ("cpu", DEVICE)], ids=["cuda-to-cpu", "cpu-to-cuda"])
 def test_a_checkpoint_resumes_on_the_other_device(first, second, data, tmp_path):
     out = str(tmp_path / "run")
-    run_main(*tiny_argv(data, out, "--epochs", "1", "--device", first, "--amp"))
+    run_main(*tiny_argv(data, out, "--device", first, "--amp"), quiet=True)
     ckpt = os.path.join(out, "checkpoint.pth")
-    resumed = run_main(*tiny_argv(data, out, "--epochs", "2", "--device", second, "--resume", ckpt))
+    resumed = run_main(*tiny_argv(data, out, "--device", second, "--resume", ckpt, epochs=2), quiet=True)
     assert [r["epoch"] for r in resumed["records"]] == [0, 1] and np.isfinite(resumed["records"][1]["train"]["loss"])
     state = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert all(v.device.type == "cpu" for v in state["model"].values())
@@ -136,9 +122,9 @@ def test_a_checkpoint_resumes_on_the_other_device(first, second, data, tmp_path)
 
 def test_predict_on_cuda(data, tmp_path):
     out = str(tmp_path / "run")
-    run_main(*tiny_argv(data, out, "--epochs", "1", "--device", DEVICE))
+    run_main(*tiny_argv(data, out, "--device", DEVICE), quiet=True)
     result = run_main("--predict", os.path.join(data, "PNGImages"), "--weights", os.path.join(out, "checkpoint.pth"),
-                      "--device", DEVICE, "--output-dir", str(tmp_path / "p"), "--score-threshold", "0")
+                      "--device", DEVICE, "--output-dir", str(tmp_path / "p"), "--score-threshold", "0", quiet=True)
     assert len(result["predictions"]) == 6 and not result["failed"]
     names = {f"SynthPed{i:05d}.png.{ext}" for i in range(1, 7) for ext in ("png", "json")}
     assert set(os.listdir(tmp_path / "p" / "predict")) == names | {"results.json", "images.json"}
@@ -148,7 +134,7 @@ def test_predict_on_cuda(data, tmp_path):
 def test_torchrun_one_process_with_nccl(data, tmp_path):
     out = str(tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", os.path.join(ROOT_DIR, "tv_training.py"),
-           *tiny_argv(data, out, "--epochs", "1", "--device", DEVICE)]
+           *tiny_argv(data, out, "--device", DEVICE)]
     proc = subprocess.run(cmd, cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend nccl" in proc.stdout and "IoU metric: segm" in proc.stdout and "max mem: " in proc.stdout

@@ -5,7 +5,6 @@ file: run as a script, it is the per-rank worker (see ``_worker`` at the bottom)
 calls ``tv_training.cli`` and writes what each rank saw to ``RESULT_DIR/rank{N}.json``.
 """
 
-import builtins
 import json
 import os
 import socket
@@ -25,7 +24,7 @@ if ROOT not in sys.path:  # the worker runs outside pytest, without pytest.ini's
 import utils  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
-# init_distributed_mode / setup_for_distributed, without starting processes
+# init_distributed_mode, without starting processes
 # ---------------------------------------------------------------------------------------
 
 LAUNCH_VARS = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
@@ -49,14 +48,16 @@ def _args(device="cpu"):
     return tv_training.get_args_parser().parse_args(["--device", device])
 
 
-def test_plain_python_is_not_distributed(clean_launch_env):
+def test_plain_python_is_not_distributed(clean_launch_env, capsys):
     args = _args()
     utils.init_distributed_mode(args)
     assert args.distributed is False and args.gpu is None
-    assert clean_launch_env == []
+    assert clean_launch_env == [] and not utils.dist.is_initialized()
+    assert capsys.readouterr().out == "Not using distributed mode\n"
 
 
 def test_one_task_slurm_job_is_not_distributed(clean_launch_env, monkeypatch):
+    """`python train.py` inside a one-task SLURM allocation: SLURM_PROCID is set, but no srun group."""
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_NTASKS", "1")
     args = _args()
@@ -98,17 +99,7 @@ def test_multi_node_srun_needs_master_addr(clean_launch_env, monkeypatch):
     assert args.rank == 3 and os.environ["MASTER_ADDR"] == "node01"
 
 
-def test_setup_for_distributed_silences_other_ranks(capsys, monkeypatch):
-    original = builtins.print
-    monkeypatch.setattr(builtins, "print", original)  # restored after the test
-    utils.setup_for_distributed(False)
-    print("hidden")
-    print("shown", force=True)
-    assert capsys.readouterr().out == "shown\n"
-    builtins.print = original
-    utils.setup_for_distributed(True)
-    print("master")
-    assert capsys.readouterr().out.endswith("master\n")
+# (setup_for_distributed is tested in tests/test_utils.py)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,6 +165,7 @@ def torchrun_runs(tmp_path_factory):
     return dict(train=train, two=two, one=one, out=out, data=data)
 
 
+@pytest.mark.slow  # torchrun_runs: three launches (pytest.ini)
 def test_torchrun_training_on_cpu(torchrun_runs):
     train = torchrun_runs["train"]
     r0, r1 = train["records"]
@@ -197,6 +189,7 @@ def test_torchrun_training_on_cpu(torchrun_runs):
     assert "destroy_process_group" not in train["stderr"] and "NOT been destroyed" not in train["stderr"]
 
 
+@pytest.mark.slow  # torchrun_runs: three launches (pytest.ini)
 def test_two_process_evaluation_equals_one_process(torchrun_runs):
     two, one = torchrun_runs["two"]["records"], torchrun_runs["one"]["records"]
     assert (two[0]["world_size"], one[0]["world_size"]) == (2, 1)
@@ -211,6 +204,7 @@ def test_two_process_evaluation_equals_one_process(torchrun_runs):
     assert torchrun_runs["train"]["records"][0]["metrics"] == single
 
 
+@pytest.mark.slow  # torchrun_runs: three launches (pytest.ini)
 def test_each_test_image_is_scored_exactly_once(torchrun_runs):
     from dataset_formats import split_indices
 

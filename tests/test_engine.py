@@ -573,7 +573,8 @@ def test_2019_client_trains_and_evaluates(tiny_model, data_root, capsys):
     for iou_type in ("bbox", "segm"):
         stats = evaluator.coco_eval[iou_type].stats
         assert len(stats) == 12
-        assert all(-1.0 <= s <= 1.0 for s in stats)
+        # AP and AR100 over all areas: -1 would mean the test images' objects never reached COCOeval
+        assert stats[0] >= 0 and stats[8] >= 0, stats
     assert sorted(evaluator.img_ids) == [2, 3]  # the tensor image ids became COCO ids
     out = capsys.readouterr().out
     assert "Epoch: [0]  [0/1]" in out and "IoU metric: segm" in out

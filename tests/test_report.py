@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 import report
 import synthetic_data
-from test_training import run_main, tiny_argv
+from conftest import run_main, tiny_argv
 
 A, B = [10, 10, 50, 90], [60, 10, 100, 90]  # two objects, side by side (xyxy)
 
@@ -172,12 +172,9 @@ def check_report(folder, classes):
 
 
 @pytest.fixture(scope="module")
-def run(one_thread, tmp_path_factory):
-    from conftest import make_data
-
-    data = make_data(tmp_path_factory.mktemp("ped") / "SynthPed", num_images=6, seed=3)
+def run(one_thread, data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run"))
-    result = run_main(*tiny_argv(data, out, "--epochs", "1", "--test-size", "3", "--score-threshold", "0.05"))
+    result = run_main(*tiny_argv(data, out, "--test-size", "3", "--score-threshold", "0.05", weights="none", lr="3e-4"))
     return data, out, result
 
 

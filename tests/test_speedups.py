@@ -7,9 +7,6 @@ Tiny images and proposal counts keep this file to a few seconds.
 import contextlib
 import copy
 import io
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -30,7 +27,6 @@ import utils
 from benchmarks import bench_phases
 from coco_utils import get_coco_api_from_dataset
 
-from conftest import ROOT_DIR as ROOT
 from conftest import TINY, build
 
 
@@ -418,23 +414,3 @@ def test_use_channels_last():
     with pytest.raises(ValueError):
         speedups.use_channels_last("cpu", "yes")
 
-
-def test_omp_wait_policy_is_left_to_the_runtime():
-    """Neither ``python tv_training.py`` nor ``import tv_training`` sets OMP_WAIT_POLICY: the
-    runtime's default (spin briefly, then sleep) was as fast as PASSIVE at 800 px and faster on
-    the demo's small steps (docs/speed.md); an explicit value is kept."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    blocked = "import os, runpy, sys; sys.modules['torch'] = None  # stops at `import torch`: the order matters\n"
-    as_program = blocked + ("try:\n    runpy.run_path('tv_training.py', run_name='__main__')\nexcept ImportError:\n"
-                            "    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))")
-    imported = blocked + "try:\n    import tv_training\nexcept ImportError:\n    pass\nprint(os.environ.get('OMP_WAIT_POLICY'))"
-
-    def policy(code, **extra):
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, **extra), capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
-
-    assert policy(as_program) == "None"
-    assert policy(as_program, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
-    assert policy(imported) == "None"
