@@ -108,7 +108,7 @@ def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, 
 
 
 def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_size, seed,
-                  test_data_path=None, image_dir=None, check=True, class_names=None):
+                  test_data_path=None, image_dir=None, check=True, class_names=None, ground_truth=True):
     """The train and test datasets of a run: a Penn-Fudan folder, a COCO file (``.json``), a labelme
     folder or a YOLO data.yaml.
 
@@ -118,7 +118,8 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
     ``outputs.save_preview`` draws its first image from, beside the data path (None: the
     Penn-Fudan folder's first image and mask files; else the training ``CocoFormatDataset``).
     ``pennfudan_dataset`` is the tutorial's class (it lives in tv_training.py); ``check`` decodes
-    every Penn-Fudan pair first.
+    every Penn-Fudan pair first; without ``ground_truth`` a Penn-Fudan test set's COCO ground
+    truth (which reads every test image) is not built (``coco_gt`` None).
     """
     own_format = is_yolo_file(data_path) or reads_as_labelme(data_path)
     if class_names and not own_format:
@@ -134,7 +135,8 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
         test = torch.utils.data.Subset(test, test_idx)
         # built once here, not at every evaluation as the reference's evaluate() would
         return dict(train=torch.utils.data.Subset(train, train_idx), test=test, classes=PENNFUDAN_CLASSES,
-                    has_masks=True, coco_gt=get_coco_api_from_dataset(test) if len(test) else None, preview=None)
+                    has_masks=True, coco_gt=get_coco_api_from_dataset(test) if ground_truth and len(test) else None,
+                    preview=None)
     if own_format:  # a labelme folder or a YOLO data.yaml, read into the same entries
         (entries, classes, has_masks), test = load_own_format(data_path, test_data_path, class_names, image_dir)
     else:

@@ -375,7 +375,7 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
     try:
         data = load_datasets(data_path, pennfudan_dataset, get_transform, trained.get("test_size", 50),
                              trained.get("train_size"), trained.get("seed", 0), trained.get("test_data_path"),
-                             trained.get("image_dir"), check=False)
+                             trained.get("image_dir"), check=False, ground_truth=False)
     except DatasetError as e:
         raise TutorialError(f"{e} (To check the export on other images: --predict IMAGES.)") from None
     test = data["test"]

@@ -16,6 +16,7 @@ import os
 
 import argument_checks as checks
 import demo
+import onnx_export
 import utils
 
 # Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
@@ -90,7 +91,7 @@ def settle(args, defaults, load_checkpoint):
     utils.init_distributed_mode(run)
     if run.demo:
         demo.apply_demo_recipe(run, defaults)
-    if run.export or (run.predict and str(run.weights).lower().endswith(".onnx")):
+    if run.export or (run.predict and onnx_export.is_onnx_model(run.weights)):
         return run, None
     checks.check_device(run.device)
     path = weights_file(run)

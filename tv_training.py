@@ -278,12 +278,12 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     earlier run's files in ``output_dir`` are removed first, unless it is the run continued from
     ``resumed_from``. Ctrl-C stops after the current iteration and raises
     ``TrainingInterrupted``; returns the last epoch's metrics and ``records``."""
+    records = list(records or [])
     if start_epoch >= epochs:  # a finished run, resumed: nothing to train
-        return dict(records[-1] if records else {}, records=list(records or []))
+        return dict(records[-1] if records else {}, records=records)
     if replace_earlier_run and output_dir:  # only now: a typo in the data path must not cost the earlier run
         checks.clear_earlier_run(output_dir, resumed_from)
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    records = list(records or [])
     bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp, eval_bf16)  # --eval-bf16
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
