@@ -18,6 +18,7 @@ group_by_aspect_ratio.py use it).
 import builtins
 import datetime
 import errno
+import gc
 import os
 import time
 from collections import defaultdict, deque
@@ -311,8 +312,16 @@ def init_distributed_mode(args):
 
 
 def cleanup_distributed():
-    """Destroy the process group set up by ``init_distributed_mode`` (no-op for a single process)."""
+    """Destroy the process group set up by ``init_distributed_mode`` (no-op for a single process).
+
+    Every rank first frees what is only held in reference cycles (a DDP wrapper kept alive by a
+    caught exception's frames, say), so that the wrapper's reducer goes while its process group
+    and the interpreter are still alive rather than at interpreter exit (where gloo can abort the
+    process); the barrier then lets no rank tear down its connections while another still works.
+    """
     if is_dist_avail_and_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

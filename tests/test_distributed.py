@@ -5,6 +5,7 @@ file: run as a script, it is the per-rank worker (see ``_worker`` at the bottom)
 calls ``tv_training.cli`` and writes what each rank saw to ``RESULT_DIR/rank{N}.json``.
 """
 
+import gc
 import json
 import os
 import socket
@@ -185,8 +186,9 @@ def test_torchrun_training_on_cpu(torchrun_runs):
     assert os.listdir(os.path.join(out, "predictions"))
     with open(os.path.join(out, "metrics.json")) as f:
         assert len(json.load(f)) == 1
-    # the process group was torn down: no leftover-group warning at exit
+    # the process group was torn down, after the DDP wrappers were freed: no leftover-group warning at exit
     assert "destroy_process_group" not in train["stderr"] and "NOT been destroyed" not in train["stderr"]
+    assert (r0["ddp_left"], r1["ddp_left"]) == (0, 0)
 
 
 @pytest.mark.slow  # torchrun_runs: three launches (pytest.ini)
@@ -258,6 +260,8 @@ def _worker(result_dir, argv):
                           [[float(v) for v in row] for row in x["dtMatches"]]]
                          for x in e.evalImgs if x is not None] for iou, e in ev.coco_eval.items()},
         process_group_left=utils.is_dist_avail_and_initialized(),
+        # DDP wrappers still alive once cli() returned (their reducers would go at interpreter exit)
+        ddp_left=sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects()),
     )
     assert not record["process_group_left"], "cli() should destroy the process group"
     rank = int(os.environ.get("RANK", 0))
