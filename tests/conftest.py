@@ -21,6 +21,25 @@ BOX_LOSSES = MASK_LOSSES - {"loss_mask"}
 LOSS_TERMS = MASK_LOSSES | {"loss"}
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (pytest.ini's ``-n auto``) the workers share the machine's cores: each
+    worker's torch, and the processes its tests start (OMP_NUM_THREADS, unless already set), get
+    their share of intra-op threads, since threads that outnumber the cores spin against each
+    other and the suite runs slower than with one worker."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = max(1, len(os.sched_getaffinity(0)) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(share))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules holding slow tests first (stable otherwise): handed out first under xdist, their
+    long runs overlap the many short tests instead of ending the suite on one worker."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+
+
 def build(name="maskrcnn", weights=None, num_classes=2, **kwargs):
     """A stock model of tv_training.MODELS, offline: weights None (random init) or "layout"."""
     import model_weights
