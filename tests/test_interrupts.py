@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -122,22 +123,37 @@ def test_second_ctrl_c_stops_at_once(data, tmp_path):
     # second on torch 2.11 (what is checked is the handler, not one op's length).
     argv = tiny_argv(data, out, "--min-size", "480", "--max-size", "800", "--no-amp", epochs=EPOCHS)
     proc = start(argv, one_stream=True)
-    # The first iteration's log line is printed as it ends; the next batch is fetched right after
-    # (a few small images, in this process), so a press on reading the line lands inside the second
-    # iteration, whatever the machine's load: a press before a batch is fetched would stop the run
-    # at once, leaving nothing for the second press to test.
-    head = []
-    for line in proc.stdout:
-        head.append(line)
-        if ITERATION.match(line):
-            break
-    assert ITERATION.match(head[-1] if head else ""), "".join(head)[-2000:]
-    proc.send_signal(signal.SIGINT)
-    time.sleep(training_run.StopAtSafePoint.SAME_PRESS_S + 0.1)  # a second press, not an echo of the first
-    proc.send_signal(signal.SIGINT)
-    rest, _, t_ended = finish(proc)
-    log = "".join(head) + rest
-    assert t_ended is not None and proc.returncode == 130 and "Traceback" not in log, log[-2000:]
+    # The first iteration's log line is printed as it ends, and names its length. The first press
+    # comes a fifth of that length later: well inside the second iteration (about as long), and
+    # after its batch was fetched even if the machine's load held this process up for a while (a
+    # press before a batch is fetched stops the run at once, leaving nothing for the second press).
+    # The second press waits for the first one's message: Python runs a signal's handler between
+    # ops, and two presses inside one long op would reach it as one.
+    watchdog = threading.Timer(120, proc.kill)  # a hang, not a slow machine
+    watchdog.start()
+    lines = []
+
+    def read_until(found):
+        for line in proc.stdout:
+            lines.append(line)
+            if found(line):
+                return line
+        raise AssertionError("".join(lines)[-2000:])
+
+    try:
+        first = ITERATION.match(read_until(ITERATION.match))
+        time.sleep(float(first.group(1)) / 5)
+        proc.send_signal(signal.SIGINT)
+        read_until(lambda line: PRESSED in line)
+        time.sleep(training_run.StopAtSafePoint.SAME_PRESS_S + 0.1)  # a second press, not an echo of the first
+        proc.send_signal(signal.SIGINT)
+        lines.append(proc.stdout.read())
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        proc.kill()  # (nothing left to end once it exited)
+    log = "".join(lines)
+    assert proc.returncode == 130 and "Traceback" not in log, log[-2000:]  # (-9: still running after 120 s)
     assert log.strip().splitlines()[-1] == "Ctrl-C again: stopped at once"  # no epoch complete: no checkpoint
     # inside the iteration the first press waited for: it never logged its line (lines are
     # written as they are printed)
