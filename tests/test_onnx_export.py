@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -159,6 +160,32 @@ def test_compare_predictions_tolerates_only_rounding():
     assert not onnx_export.compare_predictions(dropped, dict(base, scores=torch.tensor([0.9, 0.7])), 0.5)["ok"]
     assert not onnx_export.compare_predictions(base, dict(base, scores=base["scores"] - 0.01), 0.5)["ok"]
     assert not onnx_export.compare_predictions(base, dict(base, boxes=base["boxes"] + 2), 0.5)["ok"]
+
+
+def test_compare_predictions_on_slivers_and_few_pixel_masks():
+    """Rounding on a box under a pixel wide, or one pixel of a 3-pixel mask, is not a disagreement;
+    a box or mask that is really off still is."""
+    from pycocotools import mask as mask_util
+
+    def rle(pixels, size=(20, 20)):
+        m = np.zeros(size, np.uint8, order="F")
+        for y, x in pixels:
+            m[y, x] = 1
+        r = mask_util.encode(m)
+        return dict(size=list(r["size"]), counts=r["counts"].decode())
+
+    sliver = dict(boxes=torch.tensor([[10.0, 5.0, 10.5, 9.0]]), labels=torch.tensor([1]), scores=torch.tensor([0.9]),
+                  masks_rle=[rle([(5, 10), (6, 10), (7, 10)])])
+    rounded = dict(sliver, boxes=sliver["boxes"] + torch.tensor([0.0, 0.0, 0.02, 0.0]),  # box IoU 0.96
+                   masks_rle=[rle([(5, 10), (6, 10)])])  # one pixel of three: mask IoU 0.67
+    result = onnx_export.compare_predictions(sliver, rounded, 0.5)
+    assert result["box_iou"] < onnx_export.BOX_IOU_MIN and result["mask_iou"] < onnx_export.MASK_IOU_MIN
+    assert result["box_px"] == pytest.approx(0.02, abs=1e-6) and result["mask_px"] == 1 and result["ok"]
+    # a sliver shifted by a pixel, a mask that moved: disagreements
+    assert not onnx_export.compare_predictions(sliver, dict(sliver, boxes=sliver["boxes"] + 0.3), 0.5)["ok"]
+    moved = dict(sliver, masks_rle=[rle([(12, 3), (13, 3), (14, 3)])])
+    assert onnx_export.compare_predictions(sliver, moved, 0.5)["mask_px"] == 6
+    assert not onnx_export.compare_predictions(sliver, moved, 0.5)["ok"]
 
 
 def test_bad_inputs_are_one_line_each_and_keep_files(mask_export, workdir, capsys):
