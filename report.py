@@ -87,14 +87,16 @@ def match_image(image, iou_threshold=0.5, score_threshold=0.5):
     an object of its own class when it overlaps one enough, otherwise the one it overlaps most.
 
     Returns ``(pairs, missed, false, ignored)``: ``(det, gt)`` index pairs; unmatched objects
-    (crowd regions excepted); unmatched detections not on a crowd region; detections on one."""
+    (crowd regions excepted); the other unmatched detections, except those on a crowd region of
+    their own class (COCO ignores those, and only those); detections on one."""
     keep = np.nonzero(image["det_scores"] >= score_threshold)[0]
     keep = keep[np.argsort(-image["det_scores"][keep], kind="stable")]
     real = np.nonzero(~image["gt_crowd"])[0]
     crowd = np.nonzero(image["gt_crowd"])[0]
     iou = box_iou(image["det_boxes"][keep], image["gt_boxes"][real])
-    on_crowd = (box_iou(image["det_boxes"][keep], image["gt_boxes"][crowd], np.ones(len(crowd), bool))
-                >= iou_threshold).any(axis=1) if len(crowd) else np.zeros(len(keep), bool)
+    same_class = image["det_labels"][keep][:, None] == image["gt_labels"][crowd][None, :]
+    on_crowd = ((box_iou(image["det_boxes"][keep], image["gt_boxes"][crowd], np.ones(len(crowd), bool))
+                 >= iou_threshold) & same_class).any(axis=1) if len(crowd) else np.zeros(len(keep), bool)
     taken, pairs, false, ignored = np.zeros(len(real), bool), [], [], []
     for i, d in enumerate(keep):
         overlaps = np.where(taken, -1.0, iou[i]) if len(real) else np.zeros(0)

@@ -104,6 +104,12 @@ def test_a_crowd_region_is_neither_missed_nor_false():
     assert matrix.tolist() == [[1, 0], [0, 0]] and per_image[0] == dict(missed=0, false=0, confused=0)
     errors = report.error_breakdown([image], 1)
     assert errors["ap"] == pytest.approx(1.0) and sum(errors["counts"].values()) == 0
+    # a detection of another class on that crowd region is a false detection, as COCO scores it
+    # (a crowd region is ignored for its own class only), in the matrix and in the breakdown alike
+    image = scene([(A, 1)], [(A, 1, 0.9), ([20, 120, 60, 160], 2, 0.8)], crowd=[(crowd, 1)])
+    matrix, per_image = report.confusion_matrix([image], 2)
+    assert matrix.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 0]] and per_image[0] == dict(missed=0, false=1, confused=0)
+    assert report.error_breakdown([image], 2)["counts"]["bkg"] == 1
 
 
 def test_the_score_threshold_decides_what_the_matrix_counts():
