@@ -286,9 +286,11 @@ def check_model_for_data(args, has_masks, classes, checkpoint=None):
     if checkpoint is not None and "model_spec" in checkpoint and checkpoint["model_spec"].get("classes"):
         trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
         if trained != [c["name"] for c in classes]:
+            fix = "evaluate or continue it on data with the same categories"
+            if sorted(trained) == sorted(c["name"] for c in classes):  # a labelme folder's labels come sorted
+                fix = f"the same classes in another order: for a labelme folder pass --classes {','.join(trained)}"
             raise TutorialError(f"{args.resume or args.weights} was trained on the classes {trained}, but "
-                                f"{args.data_path} has {[c['name'] for c in classes]}; evaluate or continue it on "
-                                f"data with the same categories.")
+                                f"{args.data_path} has {[c['name'] for c in classes]}; {fix}.")
         return None
     if has_masks or args.model not in MASK_MODELS:
         return None

@@ -24,8 +24,9 @@ import utils
 RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
-# Taken from the checkpoint unless typed: where its data was, and how far it was to go.
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "epochs")
+# Taken from the checkpoint unless typed: where its data was, how it was read (a labelme folder's
+# class order), and how far it was to go.
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs")
 
 
 class ExplicitArgumentParser(argparse.ArgumentParser):

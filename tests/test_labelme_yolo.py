@@ -295,13 +295,14 @@ def test_the_command_line_says_one_line_and_trains_nothing(case, tmp_path, capsy
 # --- one tiny run per format ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["labelme", "yolo"])
-def test_a_tiny_run_per_format(fmt, scenes, one_thread):
+def test_a_tiny_run_per_format_then_test_only_and_resume(fmt, scenes, one_thread, tmp_path, capsys):
     # labelme: --classes through the command line picks the order; YOLO: the YAML's names
     where = ["--data-path", scenes["yolo"]] if fmt == "yolo" else \
         ["--data-path", scenes["labelme"][0], "--test-data-path", scenes["labelme"][1], "--classes",
          "sign,pedestrian,ball"]
+    out = str(tmp_path / "run")
     # the demo's small Mask R-CNN: the formats are what is tested, and it takes a fifth of the time
-    result = run_main(*where, "--model", "maskrcnn_resnet18", "--weights", "none", "--output-dir", "",
+    result = run_main(*where, "--model", "maskrcnn_resnet18", "--weights", "none", "--output-dir", out,
                       "--min-size", str(TINY["min_size"]),
                       "--max-size", str(TINY["max_size"]), "--epochs", "1", "--train-size", "4", "-j", "0",
                       "-b", "2", "--print-freq", "50", "--aspect-ratio-group-factor", "0")
@@ -311,3 +312,14 @@ def test_a_tiny_run_per_format(fmt, scenes, one_thread):
     assert len(result["segm"]) == 12  # masks: Mask R-CNN
     assert list(result["per_class"]) == names
     check_per_class(result)
+    ckpt = os.path.join(out, "checkpoint.pth")
+    # --test-only on the same data scores the checkpoint as the run's last evaluation did ...
+    again = run_main("--test-only", "--weights", ckpt, *where, "--output-dir", "", "-j", "0")
+    assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6) and list(again["per_class"]) == names
+    # ... and --resume alone continues the run: the checkpoint knows its data, format and class order
+    resumed = run_main("--resume", ckpt, "--epochs", "2", "-j", "0")
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1] and list(resumed["per_class"]) == names
+    if fmt == "labelme":  # without --classes a folder's labels come sorted: the one line says what to pass
+        code, _, err = cli(["--test-only", "--weights", ckpt, "--data-path", scenes["labelme"][0], "--test-data-path",
+                            scenes["labelme"][1], "--output-dir", ""], capsys)
+        assert code == 1 and err.strip().endswith("another order: for a labelme folder pass --classes sign,pedestrian,ball.")
