@@ -314,14 +314,14 @@ def init_distributed_mode(args):
 def cleanup_distributed():
     """Destroy the process group set up by ``init_distributed_mode`` (no-op for a single process).
 
-    Every rank first frees what is only held in reference cycles (a DDP wrapper kept alive by a
+    Each rank first frees what is only held in reference cycles (a DDP wrapper kept alive by a
     caught exception's frames, say), so that the wrapper's reducer goes while its process group
     and the interpreter are still alive rather than at interpreter exit (where gloo can abort the
-    process); the barrier then lets no rank tear down its connections while another still works.
+    process). No barrier: under --predict or --export the other ranks end at once while rank 0
+    works on, for longer than a collective's timeout on a big folder.
     """
     if is_dist_avail_and_initialized():
         gc.collect()
-        dist.barrier()
         dist.destroy_process_group()
 
 
