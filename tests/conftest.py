@@ -33,13 +33,6 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def pytest_collection_modifyitems(config, items):
-    """The modules holding slow tests first (stable otherwise): handed out first under xdist, their
-    long runs overlap the many short tests instead of ending the suite on one worker."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
-
-
 def build(name="maskrcnn", weights=None, num_classes=2, **kwargs):
     """A stock model of tv_training.MODELS, offline: weights None (random init) or "layout"."""
     import model_weights
