@@ -200,6 +200,8 @@ def flag(key, value=None):
     name = "--" + key.replace("_", "-")
     if isinstance(value, bool):
         return name if value else "--no-" + name[2:]
+    if isinstance(value, (list, tuple)):  # --classes a,b,c
+        value = ",".join(map(str, value))
     return name if value is None else f"{name} {value}"
 
 

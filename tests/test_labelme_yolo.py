@@ -317,8 +317,11 @@ def test_a_tiny_run_per_format_then_test_only_and_resume(fmt, scenes, one_thread
     again = run_main("--test-only", "--weights", ckpt, *where, "--output-dir", "", "-j", "0")
     assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6) and list(again["per_class"]) == names
     # ... and --resume alone continues the run: the checkpoint knows its data, format and class order
+    capsys.readouterr()
     resumed = run_main("--resume", ckpt, "--epochs", "2", "-j", "0")
     assert [r["epoch"] for r in resumed["records"]] == [0, 1] and list(resumed["per_class"]) == names
+    if fmt == "labelme":  # the line naming what came from the checkpoint shows the flag as typed
+        assert "--classes sign,pedestrian,ball" in capsys.readouterr().out
     if fmt == "labelme":  # without --classes a folder's labels come sorted: the one line says what to pass
         code, _, err = cli(["--test-only", "--weights", ckpt, "--data-path", scenes["labelme"][0], "--test-data-path",
                             scenes["labelme"][1], "--output-dir", ""], capsys)
