@@ -9,8 +9,11 @@
 # 2. benchmarks/bench.py on the GPU: the tutorial's training step at 800/1333 px, batch 2
 #    (pretrained layout, synthetic data, nothing downloaded), reference / ours / ours + --amp,
 #    evaluation per image, peak GPU memory, and a profiler table of one training step;
-# 3. python tv_training.py --demo on the GPU: wall time and final bbox/segm AP.
+# 3. python tv_training.py --demo on the GPU: wall time and final bbox/segm AP;
+# 4. the whole suite on this machine's CPU (the GPU hidden), i.e. under the torch and torchvision
+#    the GPU machine has, which are not the pinned pair.
 #
+# PARTS=1,3,4 runs only those parts (default: all four).
 # No package registry is needed: if pycocotools is missing it is installed from the wheels in
 # $WHEELS (default .whl/; a CPU machine fetches it with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl pycocotools).
@@ -26,6 +29,8 @@ else
     BENCH_SIZES=""; DEMO_SIZES=""; STEPS=10; EVAL_IMAGES=10
 fi
 OUT=${OUT_DIR:-output/gpu_check}
+PARTS=",${PARTS:-1,2,3,4},"
+part() { [[ "$PARTS" == *",$1,"* ]]; }
 WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -40,17 +45,30 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 start=$(date +%s)
-echo "== 1/3 CUDA tests"
-CUDA_TESTS_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" | tail -5
-echo "== 2/3 benchmark: the tutorial's step and evaluation"
-timeout 150 $PY benchmarks/bench.py --device "$DEVICE" --configs reference,ours,ours_amp --phases step,eval \
-    $BENCH_SIZES --warmup 3 --steps $STEPS --eval-images $EVAL_IMAGES --eval-repeats 2 --no-flops --profile \
-    --num-images 40 --data-path "$OUT/BenchPed" --out "$OUT/bench" > "$OUT/bench.log" 2>&1 || tail -20 "$OUT/bench.log"
-echo "== 3/3 --demo on the GPU"
-demo_start=$(date +%s%N)
-timeout 150 $PY tv_training.py --demo --device "$DEVICE" --data-path "$OUT/SyntheticPed" --output-dir "$OUT/demo" \
-    --overwrite $DEMO_SIZES > "$OUT/demo.log" 2>&1 || tail -20 "$OUT/demo.log"
-demo_ms=$(( ($(date +%s%N) - demo_start) / 1000000 ))  # bash arithmetic: the image may lack bc
+if part 1; then
+    echo "== 1/4 CUDA tests"
+    CUDA_TESTS_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 \
+        | tee "$OUT/cuda_tests.log" | tail -5
+fi
+if part 2; then
+    echo "== 2/4 benchmark: the tutorial's step and evaluation"
+    timeout 150 $PY benchmarks/bench.py --device "$DEVICE" --configs reference,ours,ours_amp --phases step,eval \
+        $BENCH_SIZES --warmup 3 --steps $STEPS --eval-images $EVAL_IMAGES --eval-repeats 2 --no-flops --profile \
+        --num-images 40 --data-path "$OUT/BenchPed" --out "$OUT/bench" > "$OUT/bench.log" 2>&1 || tail -20 "$OUT/bench.log"
+fi
+demo_ms=0
+if part 3; then
+    echo "== 3/4 --demo on the GPU"
+    demo_start=$(date +%s%N)
+    timeout 150 $PY tv_training.py --demo --device "$DEVICE" --data-path "$OUT/SyntheticPed" --output-dir "$OUT/demo" \
+        --overwrite $DEMO_SIZES > "$OUT/demo.log" 2>&1 || tail -20 "$OUT/demo.log"
+    demo_ms=$(( ($(date +%s%N) - demo_start) / 1000000 ))  # bash arithmetic: the image may lack bc
+fi
+if part 4; then
+    echo "== 4/4 the suite on the CPU under this machine's torch (the GPU hidden)"
+    CUDA_VISIBLE_DEVICES= timeout 240 $PY -m pytest -q -m "not cuda" -p no:cacheprovider > "$OUT/cpu_suite.log" 2>&1
+    grep -E "^(FAILED|ERROR)" "$OUT/cpu_suite.log" | head -20
+fi
 
 OUT="$OUT" EVAL_IMAGES=$EVAL_IMAGES DEMO_MS="$demo_ms" TOTAL_SECONDS=$(( $(date +%s) - start )) $PY - <<'PYEOF'
 import json, os, statistics, subprocess
@@ -68,8 +86,16 @@ except OSError:
 print(f"GPU: {smi or (torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (a check run on the CPU)')}")
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
       f"torchvision {torchvision.__version__}")
-tests = open(os.path.join(out, "cuda_tests.log")).read().strip().splitlines()
-print(f"CUDA tests: {tests[-1] if tests else 'no output'}")
+def last_line(name):
+    try:
+        lines = open(os.path.join(out, name)).read().strip().splitlines()
+    except OSError:
+        return "not run"
+    return lines[-1] if lines else "no output"
+
+
+print(f"CUDA tests: {last_line('cuda_tests.log')}")
+print(f"the suite on the CPU (GPU hidden): {last_line('cpu_suite.log')}")
 try:
     bench = json.load(open(os.path.join(out, "bench", "bench.json")))["results"]
     n_eval = int(os.environ["EVAL_IMAGES"])

@@ -74,6 +74,22 @@ def run_main(*argv, quiet=False):
         return tv_training.main(args)
 
 
+def predicted_detections(output_dir):
+    """``--predict``'s results.json in ``output_dir``/predict, per image id: boxes (x1, y1, x2, y2),
+    scores, labels and masks_rle, as ``onnx_export.compare_predictions`` takes them."""
+    import json
+
+    with open(os.path.join(output_dir, "predict", "results.json")) as f:
+        results = json.load(f)
+    by_image = {}
+    for d in results:
+        by_image.setdefault(d["image_id"], []).append(d)
+    return {image_id: dict(
+        boxes=torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in ds)]).reshape(-1, 4),
+        scores=torch.tensor([d["score"] for d in ds]), labels=torch.tensor([d["category_id"] for d in ds]),
+        masks_rle=[d["segmentation"] for d in ds]) for image_id, ds in by_image.items()}
+
+
 def check_per_class(result):
     """A run's per-class AP table against its COCO numbers: COCO's AP (and AP50) is the mean of the
     classes' values over the classes with ground truth (-1: none), so the table must average to it."""

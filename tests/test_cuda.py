@@ -1,5 +1,6 @@
 """The CUDA path: training and evaluation of every model (fp32 and --amp), the speed-ups against
-stock torchvision, checkpoints between CUDA and the CPU, --predict, torchrun with NCCL.
+stock torchvision, checkpoints between CUDA and the CPU, --predict, the report, --export of a
+CUDA-trained checkpoint checked against --predict on CUDA, torchrun with NCCL.
 
 Marked ``cuda`` and skipped where ``torch.cuda.is_available()`` is False (CI). On a GPU machine:
 ``python -m pytest -m cuda`` (``benchmarks/gpu_check.sh`` runs it). ``CUDA_TESTS_DEVICE=cpu``
@@ -7,6 +8,7 @@ runs the same tests on the CPU, to check the tests themselves on a machine witho
 """
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import model_weights
 import speedups
 import tv_training
 import utils
-from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, run_main, tiny_argv
+from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, predicted_detections, run_main, tiny_argv
 
 DEVICE = os.environ.get("CUDA_TESTS_DEVICE", "cuda")
 ON_CUDA = DEVICE.startswith("cuda")
@@ -128,6 +130,35 @@ def test_predict_on_cuda(data, tmp_path):
     assert len(result["predictions"]) == 6 and not result["failed"]
     names = {f"SynthPed{i:05d}.png.{ext}" for i in range(1, 7) for ext in ("png", "json")}
     assert set(os.listdir(tmp_path / "p" / "predict")) == names | {"results.json", "images.json"}
+
+
+def test_after_a_cuda_run_the_report_and_an_export_that_onnx_runtime_agrees_with(data, tmp_path):
+    """What follows training on a GPU: the run's report, --export (which runs on the CPU) of the
+    CUDA-written checkpoint, and --predict through ONNX Runtime against --predict on CUDA."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import onnx_export
+
+    out = str(tmp_path / "run")
+    result = run_main(*tiny_argv(data, out, "--device", DEVICE, "--test-size", "3", "--score-threshold", "0.05",
+                                 weights="none", lr="3e-4"), quiet=True)
+    with open(os.path.join(out, "report", "report.json")) as f:
+        report = json.load(f)
+    assert report["metrics"]["bbox"] == pytest.approx(result["bbox"]) and len(report["gallery"]) == 3
+    assert os.path.isfile(os.path.join(out, "report", "report.html"))
+
+    ckpt, onnx_path = os.path.join(out, "checkpoint.pth"), str(tmp_path / "model.onnx")
+    exported = run_main("--export", onnx_path, "--weights", ckpt, "--device", DEVICE, quiet=True)
+    assert exported["verified"]["images"] == 3 and os.path.isfile(onnx_export.sidecar_path(onnx_path))
+    images = os.path.join(data, "PNGImages")
+    for weights, folder in ((ckpt, "cuda"), (onnx_path, "ort")):
+        run_main("--predict", images, "--weights", weights, "--device", DEVICE, "--score-threshold", "0.05",
+                 "--output-dir", str(tmp_path / folder), quiet=True)
+    on_cuda, ort = predicted_detections(tmp_path / "cuda"), predicted_detections(tmp_path / "ort")
+    assert on_cuda and set(on_cuda) == set(ort)
+    for image_id in on_cuda:
+        agreement = onnx_export.compare_predictions(on_cuda[image_id], ort[image_id], 0.05)
+        assert agreement["ok"], (image_id, agreement)
 
 
 @pytest.mark.skipif(not ON_CUDA, reason="NCCL needs CUDA")
