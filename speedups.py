@@ -15,7 +15,8 @@ rounding) and is applied to one model instance, never to torchvision's classes:
   (``F.embedding_bag``), forward and backward several times faster than torchvision's one-core
   kernel, the same values and gradients up to float rounding;
 * one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers;
-* ``use_channels_last`` picks the memory format (channels_last on CPU).
+* ``use_channels_last`` picks the memory format (channels_last on CPUs with AVX-512; on AVX2 CPUs for
+  inference only), ``inference_speedups`` switches to the inference one for an evaluation.
 
 Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
 under bfloat16 autocast during evaluation, the heads in float32.
@@ -360,17 +361,38 @@ def bfloat16_backbone(model, enabled=True):
             del backbone.forward
 
 
-def use_channels_last(device, choice="auto"):
-    """Whether to train/evaluate in channels_last memory format.
+def use_channels_last(device, choice="auto", training=True):
+    """Whether to train (``training``) or evaluate/predict in channels_last memory format.
 
-    ``choice``: "on", "off" or "auto" (on for CPU, where oneDNN's convolutions are faster in
-    NHWC -- see docs/speed.md -- and off elsewhere).
+    ``choice``: "on", "off" or "auto": on a CPU whose kernels use AVX-512, channels_last, where
+    oneDNN's convolutions are faster in NHWC; on CPUs with AVX2 at most, NCHW to train (the
+    tutorial's 800-px training step was slower in NHWC: its backward convolutions) and
+    channels_last to evaluate (its forward ones are faster); off on other devices (docs/speed.md).
     """
     if choice not in ("auto", "on", "off"):
         raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")
     if choice == "auto":
-        return torch.device(device).type == "cpu"
+        return torch.device(device).type == "cpu" and (
+            not training or torch.backends.cpu.get_cpu_capability() == "AVX512")
     return choice == "on"
+
+
+@contextlib.contextmanager
+def inference_speedups(model, device, eval_bf16=False, channels_last="auto"):
+    """Within the block, ``model`` (not DDP-wrapped) evaluates as fast as this CPU allows: in the
+    memory format ``use_channels_last`` picks for inference where it differs from training's (the
+    model goes back to its training layout on leaving, also on an exception; the optimizer's
+    parameters stay the same objects), and with the bfloat16 backbone under ``eval_bf16``."""
+    train_cl = use_channels_last(device, channels_last)
+    switch = use_channels_last(device, channels_last, training=False) != train_cl
+    if switch:
+        model.to(memory_format=torch.contiguous_format if train_cl else torch.channels_last)
+    try:
+        with bfloat16_backbone(model, eval_bf16):
+            yield model
+    finally:
+        if switch:
+            model.to(memory_format=torch.channels_last if train_cl else torch.contiguous_format)
 
 
 def as_reference_model(model):

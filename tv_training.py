@@ -244,19 +244,20 @@ def predict(weights, checkpoint, paths, output_dir="", score_threshold=0.5, over
         return {"predictions": []}
     device = training_run.pick_device(device_name)
     model, spec = build_model(model_name, weights, None, device, checkpoint, **model_kwargs)
-    with speedups.bfloat16_backbone(model, eval_bf16):  # no effect off the CPU
+    with speedups.inference_speedups(model, device, eval_bf16, model_kwargs.get("channels_last", "auto")):
         return outputs.predict(model, paths, device, os.path.join(output_dir or ".", "predict"), score_threshold,
                                spec["classes"], overwrite=overwrite)
 
 
 def evaluate_only(model, data_loader_test, coco_gt, device, classes, output_dir="", eval_bf16=False, report_info=None,
-                  score_threshold=0.5):
+                  score_threshold=0.5, channels_last="auto"):
     """``--test-only``: the COCO tables and the per-class AP of ``model`` on the test set; the
-    report (report.py, from ``report_info``: report.run_info's arguments) in ``output_dir``."""
+    report (report.py, from ``report_info``: report.run_info's arguments) in ``output_dir``.
+    ``eval_bf16`` and ``channels_last``: speedups.inference_speedups'."""
     if coco_gt is None:
         raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    with speedups.bfloat16_backbone(model_without_ddp, eval_bf16):
+    with speedups.inference_speedups(model_without_ddp, device, eval_bf16, channels_last):
         coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
     summary = outputs.evaluation_summary(coco_evaluator, classes)
     if output_dir and report_info is not None:  # from the detections just made: the model is not run again
@@ -268,7 +269,8 @@ def evaluate_only(model, data_loader_test, coco_gt, device, classes, output_dir=
 def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, epochs, coco_gt=None, classes=None,
           start_epoch=0, records=None, scaler=None, print_freq=10, clip_grad_norm=None, seed=0, train_sampler=None,
           shuffle_gen=None, eval_bf16=False, output_dir="", run_args=None, spec=None, best_metric="auto",
-          score_threshold=0.5, preview=None, report_info=None, replace_earlier_run=False, resumed_from=None):
+          score_threshold=0.5, preview=None, report_info=None, replace_earlier_run=False, resumed_from=None,
+          channels_last="auto"):
     """The tutorial's loop: ``epochs`` of ``train_one_epoch``, the lr step, COCO evaluation
     (``coco_gt``: the test set's ground truth; None: none) and, in ``output_dir``, the
     checkpoint (with ``run_args``, the settings a resume takes), best.pth, metrics and figures
@@ -276,7 +278,8 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     resumed run's); ``preview``: (data root, dataset or None) for preview.png; ``report_info``:
     report.run_info's arguments but the records; ``replace_earlier_run`` (--overwrite): an
     earlier run's files in ``output_dir`` are removed first, unless it is the run continued from
-    ``resumed_from``. Ctrl-C stops after the current iteration and raises
+    ``resumed_from``; ``eval_bf16`` and ``channels_last``: the evaluations' speedups.inference_speedups.
+    Ctrl-C stops after the current iteration and raises
     ``TrainingInterrupted``; returns the last epoch's metrics and ``records``."""
     records = list(records or [])
     if start_epoch >= epochs:  # a finished run, resumed: nothing to train
@@ -284,7 +287,8 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     if replace_earlier_run and output_dir:  # only now: a typo in the data path must not cost the earlier run
         checks.clear_earlier_run(output_dir, resumed_from)
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    bf16_evaluation = functools.partial(speedups.bfloat16_backbone, model_without_ddp, eval_bf16)  # --eval-bf16
+    # --eval-bf16, and the memory format that evaluates fastest on this CPU
+    fast_evaluation = functools.partial(speedups.inference_speedups, model_without_ddp, device, eval_bf16, channels_last)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
@@ -313,7 +317,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                 lr_scheduler.step()
                 train_time = time.time() - epoch_start
                 # COCO bbox/segm scores on the held-out images
-                with bf16_evaluation():
+                with fast_evaluation():
                     coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) \
                         if coco_gt is not None else None
                 records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
@@ -329,7 +333,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
             print("That's it!")
             if output_dir:
                 dataset_test = data_loader_test.dataset
-                with bf16_evaluation():
+                with fast_evaluation():
                     outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, score_threshold,
                                                classes)
                 if coco_evaluator is not None and report_info is not None:
@@ -382,7 +386,7 @@ def main(args):
     report_info = run_settings.report_info(args, checkpoint, classes, spec["model"], device, len(dataset_test))
     if args.test_only:
         return evaluate_only(model, data_loader_test, data["coco_gt"], device, classes, args.output_dir, args.eval_bf16,
-                             report_info, args.score_threshold)
+                             report_info, args.score_threshold, args.channels_last)
 
     # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives); --resume restores them
     optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
@@ -394,7 +398,7 @@ def main(args):
                  classes, start_epoch, records, scaler, args.print_freq, args.clip_grad_norm, args.seed, train_sampler,
                  shuffle_gen, args.eval_bf16, args.output_dir, dict(vars(args)), spec, args.best_metric,
                  args.score_threshold, (args.data_path, data["preview"]), report_info,
-                 replace_earlier_run=args.overwrite, resumed_from=args.resume)
+                 replace_earlier_run=args.overwrite, resumed_from=args.resume, channels_last=args.channels_last)
 
 
 def get_args_parser(add_help=True):
@@ -459,7 +463,8 @@ def get_args_parser(add_help=True):
                         "float32): faster on CPUs with bf16 instructions, COCO numbers within 0.005 of float32 on "
                         "the checkpoints measured (docs/speed.md); training keeps --amp's setting")
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                   help="channels_last memory format (auto: on for CPU, where it is faster)")
+                   help="channels_last memory format (default auto: on CPUs with AVX-512 always, on AVX2 CPUs to "
+                        "evaluate and predict only, NCHW on GPUs: what measured faster, docs/speed.md)")
     p.add_argument("--seed", default=0, type=checks.seed_value, help="seed for the split, initial weights and shuffling")
     p.add_argument("--test-size", default=50, type=checks.non_negative_int,
                    help="images held out for testing (the last 50 of the split); 0 trains on all, no evaluation")

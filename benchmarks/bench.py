@@ -24,7 +24,7 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
 ours       this project's defaults (tv_training.py / speedups.py): folded frozen BatchNorm, RoI pooling
-           as a weighted gather, fast mask pasting, channels_last on CPU, workers capped at the
+           as a weighted gather, fast mask pasting, channels_last on AVX-512 CPUs, workers capped at the
            core count and persistent, ground truth built once, evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
            CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
@@ -32,6 +32,14 @@ ours_malloc
            ours + glibc malloc told to serve big blocks from its heap and never trim it, so freed
            pages stay resident for later tensors (fewer page faults, more fragmentation); a
            measured candidate, not a project default (``--configs``).
+ours_thp   ours + glibc malloc asked to back its memory with transparent huge pages
+           (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in the worker's environment): a page fault per
+           2 MiB instead of per 4 KiB where the kernel's THP mode is "madvise"; a measured candidate,
+           not a project default (an environment variable glibc reads only at start-up).
+ours_nchw, ours_nhwc
+           ours with the memory format forced (``--channels-last off`` / ``on``), to see which
+           layout is faster on this CPU in one run (``--channels-last auto`` picks by the CPU's
+           instruction set).
 
 (d) ``--phases compile`` (not in the default run) answers "does torch.compile pay?": ours against
 ours with ``torch.compile`` on the model's backbone (ResNet + FPN, nearly all of a step's FLOPs),
@@ -85,7 +93,7 @@ from bench_photo import photo_worker, run_photo_phase  # noqa: E402
 from bench_report import PHASES, agreement, keep_earlier_run, machine_info, report, write_results  # noqa: E402
 from bench_workers import WorkerProcess, close_all, run_compile_phase, run_phase, worker_main  # noqa: E402
 
-CONFIGS = ("reference", "ours", "ours_amp", "ours_malloc")
+CONFIGS = ("reference", "ours", "ours_amp", "ours_malloc", "ours_thp", "ours_nchw", "ours_nhwc")
 
 
 def prepare(args, out_dir):
@@ -145,7 +153,7 @@ def get_args_parser():
                    help="comma-separated subset of step,eval,epoch,photo,demo,compile (compile: (d), photo: (e), "
                         "demo: (f) in the docstring)")
     p.add_argument("--configs", default="reference,ours",
-                   help="reference first, then any of ours,ours_amp,ours_malloc (see the docstring)")
+                   help="reference first, then any of " + ",".join(CONFIGS[1:]) + " (see the docstring)")
     p.add_argument("--data-path", default=os.path.join(ROOT, "data", "BenchPed"),
                    help="Penn-Fudan-style folder; synthetic images are generated there if it is missing")
     p.add_argument("--num-images", default=40, type=int, help="synthetic images to generate")

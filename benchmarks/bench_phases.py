@@ -12,7 +12,9 @@ answers the parent's commands with ``cmd_<name>`` methods, each returning a JSON
 
 A configuration is "reference" (torchvision's references/detection and the tutorial, reproduced:
 ``reference_evaluate``, the tutorial's DataLoaders, stock modules) or one of "ours", "ours_amp",
-"ours_malloc" (this project's defaults; ``ours_amp`` adds autocast). The worker process that
+"ours_malloc", "ours_thp", "ours_nchw", "ours_nhwc" (this project's defaults; ``ours_amp`` adds
+autocast; ``ours_malloc`` and ``ours_thp`` change only glibc malloc; the last two force the memory
+format). The worker process that
 drives a ``Worker`` over stdin/stdout is in bench_workers.py; (e), the photo, in bench_photo.py.
 Torch and the project are imported inside the functions: the worker process sets up glibc malloc
 (``ours_malloc``) before torch is loaded.
@@ -49,6 +51,8 @@ class Worker:
         self.omp_wait_policy = omp_wait_policy  # what the OpenMP runtime started with (for the report)
         self.reference = config == "reference"
         self.amp = config == "ours_amp"
+        # ours_nchw / ours_nhwc: ours with the memory format forced, to compare both in one run
+        self.channels_last = dict(ours_nchw="off", ours_nhwc="on").get(config, spec["channels_last"])
         self.device = torch.device(spec["device"])
         self.pool_train, self.pool_test = spec["train_indices"], spec["test_indices"]
         self._peak = None
@@ -83,7 +87,7 @@ class Worker:
             return model.to(self.device)
         import speedups
 
-        model = model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
+        model = model_weights.prepare_for_device(model, self.device, self.channels_last)
         return speedups.compact_masks(model)  # evaluation as tv_training.main does it: masks as RLE
 
     def datasets(self, train_indices, test_indices):
@@ -122,9 +126,12 @@ class Worker:
         """The reference's evaluate (one thread, ground truth rebuilt) or ours."""
         import engine
 
+        import speedups
+
         if self.reference:
             return reference_evaluate(model, loader, self.device)
-        return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)  # fp32, also for ours_amp (as --amp)
+        with speedups.inference_speedups(model, self.device, channels_last=self.channels_last):  # as tv_training.train
+            return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)  # fp32, also for ours_amp (as --amp)
 
     def _train_step(self, images, targets):
         """One iteration of train_one_epoch: forward, loss.item(), backward, optimizer step."""
@@ -289,7 +296,7 @@ class Worker:
         torch.manual_seed(self.spec["seed"])
         model = model_weights.build_model(tv_training.MODELS, spec, None)
         self.model = model.to(self.device) if self.reference else \
-            model_weights.prepare_for_device(model, self.device, self.spec["channels_last"])
+            model_weights.prepare_for_device(model, self.device, self.channels_last)
         self.model.train()
         if self.reference:  # torchvision's train.py: one AdamW call per parameter per operation
             params = [p for p in self.model.parameters() if p.requires_grad]

@@ -97,7 +97,9 @@ def photo_worker(config, photo, weights, out_dir, device):
     if config == "reference":
         n = reference_predict(model, photo, device, out_dir)
     else:
-        with contextlib.redirect_stdout(sys.stderr):
+        import speedups
+
+        with contextlib.redirect_stdout(sys.stderr), speedups.inference_speedups(model, device):  # as --predict
             n = len(outputs.predict(model, [photo], device, out_dir, 0.0)["predictions"][0]["detections"])
     if device.type == "cuda":
         torch.cuda.synchronize()

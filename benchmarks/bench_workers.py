@@ -81,13 +81,21 @@ def worker_main(config, spec_path):
         proto.write(json.dumps(reply) + "\n")
 
 
+def worker_env(config):
+    """The environment a configuration's worker process starts with."""
+    env = dict(os.environ)
+    if config == "reference":
+        env.pop("OMP_WAIT_POLICY", None)  # the stock OpenMP behaviour
+    if config == "ours_thp":  # glibc reads its tunables at start-up only
+        env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1"]))
+    return env
+
+
 class WorkerProcess:
     """The parent's handle on one worker process: ``call`` sends a command and returns its result."""
 
     def __init__(self, config, spec_path, log_path):
-        env = dict(os.environ)
-        if config == "reference":
-            env.pop("OMP_WAIT_POLICY", None)  # the stock OpenMP behaviour
+        env = worker_env(config)
         self.config = config
         self.log = open(log_path, "a")
         self.proc = subprocess.Popen([sys.executable, BENCH_SCRIPT, "--worker", config, spec_path],

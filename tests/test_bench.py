@@ -23,6 +23,9 @@ import bench_report  # noqa: E402
 import bench_workers  # noqa: E402
 
 
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
 def as_rle(rle):
     return dict(rle, counts=rle["counts"].encode("ascii"))
 
@@ -148,6 +151,29 @@ def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
         assert out.returncode == 0, out.stderr
         below_heap_end[mode] = out.stdout.strip()
     assert below_heap_end == {"stock": "False", "keep": "True"}
+
+
+@pytest.mark.skipif("[never]" in (open(THP).read() if os.path.exists(THP) else "[never]"),
+                    reason="the kernel has transparent huge pages off")
+def test_bench_ours_thp_backs_big_blocks_with_huge_pages():
+    # A 64 MiB block, written once: with the ours_thp worker's environment glibc asks the kernel for
+    # transparent huge pages (AnonHugePages in smaps), without it (THP mode "madvise") none.
+    code = ("import ctypes\n"
+            "libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p\n"
+            "size = 64 << 20; p = libc.malloc(size); ctypes.memset(p, 1, size)\n"
+            "rollup = open('/proc/self/smaps_rollup').read().split('AnonHugePages:')[1]\n"
+            "print(int(rollup.split()[0]) // 1024)")
+    huge_mib = {}
+    for config in ("ours", "ours_thp"):
+        env = bench_workers.worker_env(config)
+        if config == "ours":
+            env.pop("GLIBC_TUNABLES", None)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        huge_mib[config] = int(out.stdout)
+    assert huge_mib["ours_thp"] >= 32
+    if "[madvise]" in open(THP).read():
+        assert huge_mib["ours"] == 0
 
 
 def test_bench_paired_ratio_pairs_repeats_batch_by_batch():

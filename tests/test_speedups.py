@@ -19,6 +19,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import Bottleneck
 
 import engine
+import model_weights
 import outputs
 import speedups
 import synthetic_data
@@ -407,10 +408,46 @@ def test_bfloat16_backbone_rounds_the_backbone_only_and_only_inside_the_block():
     assert "forward" not in vars(model.backbone)
 
 
-def test_use_channels_last():
-    assert speedups.use_channels_last("cpu") is True
+@pytest.mark.parametrize("capability, on_cpu", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
+def test_use_channels_last(capability, on_cpu, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert speedups.use_channels_last("cpu") is on_cpu
     assert speedups.use_channels_last(torch.device("cuda")) is False
     assert speedups.use_channels_last("cuda", "on") is True and speedups.use_channels_last("cpu", "off") is False
     with pytest.raises(ValueError):
         speedups.use_channels_last("cpu", "yes")
+    # inference: channels_last on any CPU unless told otherwise
+    assert speedups.use_channels_last("cpu", training=False) is True
+    assert speedups.use_channels_last("cpu", "off", training=False) is False
+    assert speedups.use_channels_last("cuda", training=False) is False
+
+
+def is_channels_last(model):
+    return model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("capability, choice, training_layout, inference_layout", [
+    ("AVX2", "auto", False, True), ("AVX512", "auto", True, True), ("AVX2", "off", False, False),
+    ("AVX2", "on", True, True)])
+def test_inference_speedups_switch_the_layout_for_the_block_only(capability, choice, training_layout,
+                                                                 inference_layout, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    torch.manual_seed(0)
+    model = model_weights.prepare_for_device(build("maskrcnn_resnet18", None, **TINY), "cpu", choice)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    params = list(model.parameters())
+    before = copy.deepcopy(model.state_dict())
+    assert is_channels_last(model) is training_layout
+    with speedups.inference_speedups(model, "cpu", channels_last=choice):
+        assert is_channels_last(model) is inference_layout
+        model.eval()
+        with torch.inference_mode():
+            model([torch.rand(3, 64, 80)])
+    assert is_channels_last(model) is training_layout
+    with pytest.raises(KeyboardInterrupt), speedups.inference_speedups(model, "cpu", channels_last=choice):
+        raise KeyboardInterrupt  # Ctrl-C during an evaluation: the training layout all the same
+    assert is_channels_last(model) is training_layout
+    # the same parameter objects (the optimizer's) with the same values
+    assert all(a is b for a, b in zip(params, model.parameters())) and optimizer.param_groups[0]["params"] == params
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 

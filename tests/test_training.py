@@ -180,6 +180,36 @@ def test_eval_bf16_evaluates_with_the_bfloat16_backbone(full_run, data, monkeypa
     assert seen == [True, False]
 
 
+def test_on_an_avx2_cpu_training_is_nchw_and_evaluation_channels_last(data, tmp_path, monkeypatch):
+    """--channels-last auto on a CPU without AVX-512: each epoch trains in NCHW and evaluates in
+    channels_last (what measured faster there: docs/speed.md), and the checkpoint is the same
+    either way."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    seen = []
+
+    def layout(model):
+        model = getattr(model, "module", model)
+        return "channels_last" if model.backbone.body.conv1.weight.is_contiguous(
+            memory_format=torch.channels_last) else "nchw"
+
+    def recording(name, function):
+        def wrapper(model, *args, **kwargs):
+            seen.append((name, layout(model)))
+            return function(model, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(tv_training, "train_one_epoch", recording("train", tv_training.train_one_epoch))
+    monkeypatch.setattr(tv_training, "evaluate", recording("evaluate", tv_training.evaluate))
+    out = str(tmp_path / "run")
+    run_main(*tiny_argv(data, out, epochs=2), quiet=True)
+    assert seen == [("train", "nchw"), ("evaluate", "channels_last")] * 2
+    state = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["model"]
+    assert state["backbone.body.conv1.weight"].is_contiguous()
+    seen.clear()
+    run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth")), quiet=True)
+    assert seen == [("evaluate", "channels_last")]
+
+
 def test_predict_writes_overlays_and_detections(full_run, data, tmp_path):
     _, out = full_run
     images = os.path.join(data, "PNGImages")
