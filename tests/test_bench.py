@@ -137,14 +137,14 @@ def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back()
 def test_bench_keep_freed_memory_serves_big_blocks_from_the_heap():
     # glibc's default: a 64 MiB block is a fresh mmap far above the heap's end (sbrk(0)); after
     # keep_freed_memory it comes from the heap, below its end, where freed pages stay resident.
+    # (glibc's own malloc, as PyTorch's CPU allocator calls it; no torch import: a second each)
     code = ("import ctypes, sys\n"
             "sys.path.insert(0, 'benchmarks')\n"
             "import bench_workers\n"
             "if sys.argv[1] == 'keep':\n    bench_workers.keep_freed_memory()\n"
-            "import torch\n"
-            "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = ctypes.c_void_p\n"
-            "a = torch.ones(16 << 20)\n"
-            "print(a.data_ptr() < libc.sbrk(0))")
+            "libc = ctypes.CDLL('libc.so.6'); libc.sbrk.restype = libc.malloc.restype = ctypes.c_void_p\n"
+            "p = libc.malloc(64 << 20)\n"
+            "print(p < libc.sbrk(0))")
     below_heap_end = {}
     for mode in ("stock", "keep"):
         out = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=60)
