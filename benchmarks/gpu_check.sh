@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: one command for a machine with a CUDA GPU, about 4 minutes on one H100 (each part stops at 150 s).
+# The GPU check: one command for a machine with a CUDA GPU, about 4 minutes for parts 1-3 on one H100 (each part
+# stops at 150 s; part 4, the suite, at 240 s).
 #
 #   bash benchmarks/gpu_check.sh            # writes output/gpu_check/, prints one summary at the end
 #
