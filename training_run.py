@@ -131,9 +131,10 @@ def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
 
 def resume(checkpoint, path, epochs, optimizer, lr_scheduler, scaler):
     """``--resume path``: the training state of ``checkpoint`` restored (``restore_training_state``);
-    returns (next epoch, records so far), ``(0, [])`` without a checkpoint. A run that already
-    reached ``epochs`` says so (the caller then trains nothing)."""
-    if checkpoint is None:
+    returns (next epoch, records so far). ``(0, [])`` without ``path``: a checkpoint given as
+    ``--weights`` starts a new run from its model weights (epoch 0, a new optimizer and schedule).
+    A run that already reached ``epochs`` says so (the caller then trains nothing)."""
+    if checkpoint is None or not path:
         return 0, []
     start_epoch, records = restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
     if start_epoch >= epochs:

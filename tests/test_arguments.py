@@ -422,6 +422,24 @@ def test_a_plain_state_dict_is_built_as_the_model_asked_for(data, tmp_path, caps
     assert err.strip().endswith("Pass the --model the weights were trained as (with --demo for the demo's model).")
 
 
+def test_weights_from_a_checkpoint_or_a_state_dict_start_a_new_run(data, tmp_path, capsys):
+    """--weights FILE on a training run takes the model weights only: epoch 0, a new optimizer and
+    the flags' schedule; --resume is what continues a run."""
+    first = str(tmp_path / "first")
+    run_main(*tiny_argv(data, first, epochs=1), quiet=True)
+    ckpt = os.path.join(first, "checkpoint.pth")
+    plain = str(tmp_path / "plain.pth")
+    torch.save(torch.load(ckpt, weights_only=True)["model"], plain)
+    for weights in (ckpt, plain):
+        out = str(tmp_path / ("from_" + os.path.basename(weights)))
+        code, log, err = cli([*tiny_argv(data, out, epochs=2, weights=weights), "--model", "maskrcnn_resnet18"], capsys)
+        assert code == 0, err
+        assert "Resumed" not in log and "Epoch: [0]" in log and "Epoch: [1]" in log
+        saved = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+        assert [r["epoch"] for r in saved["records"]] == [0, 1]
+        assert saved["args"]["weights"] == weights
+
+
 def test_out_of_memory_is_one_line(monkeypatch, capsys):
     def too_big(args):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
