@@ -288,7 +288,8 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
         checks.clear_earlier_run(output_dir, resumed_from)
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
     # --eval-bf16, and the memory format that evaluates fastest on this CPU
-    fast_evaluation = functools.partial(speedups.inference_speedups, model_without_ddp, device, eval_bf16, channels_last)
+    fast_evaluation = functools.partial(speedups.inference_speedups, model_without_ddp, device, eval_bf16,
+                                        channels_last)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
