@@ -104,7 +104,11 @@ def test_the_five_helpers_work_copied_alone(tmp_path):
     for name in HELPERS:
         shutil.copy(os.path.join(ROOT_DIR, name), work / name)
     (work / "tutorial.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # The project's root must not be importable there; other PYTHONPATH entries (a site folder the
+    # environment relies on, such as where pycocotools was installed) stay.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                        if p and os.path.realpath(p) != os.path.realpath(ROOT_DIR))
     proc = subprocess.run([sys.executable, "tutorial.py", data], cwd=work, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
