@@ -10,9 +10,9 @@ torchvision's evaluation (one thread, COCO ground truth rebuilt per evaluation),
     python benchmarks/tutorial_reference.py --data-path data/PennFudanPed --weights layout.pth --lr 1e-4
     python tv_training.py                   --data-path data/PennFudanPed --weights layout.pth --lr 1e-4
 
-Only a state dict (``--weights FILE``) or the COCO weights (the default, downloaded) start it; a
-Penn-Fudan-style folder is the data. It prints the tutorial's log lines and COCO tables, then the
-wall time of the whole run and the final bbox/segm AP.
+A state dict or checkpoint (``--weights FILE``), random init (``none``) or the COCO weights (the
+default, downloaded) start it; a Penn-Fudan-style folder is the data. It prints the tutorial's log
+lines and COCO tables, then the wall time of the whole run and the final bbox/segm AP.
 """
 
 import argparse
@@ -31,7 +31,8 @@ def get_args_parser():
     parser.add_argument("--data-path", default=os.path.join(ROOT, "data", "PennFudanPed"),
                         help="Penn-Fudan-style folder (PNGImages/, PedMasks/)")
     parser.add_argument("--weights", default="DEFAULT",
-                        help="DEFAULT (COCO weights, downloaded) or a state dict file of the tutorial's model")
+                        help="DEFAULT (COCO weights, downloaded), none (random init), or a state dict or "
+                             "checkpoint of the tutorial's model")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (the tutorial's 2)")
     parser.add_argument("--lr", type=float, default=0.005, help="SGD learning rate (the tutorial's 0.005)")
     parser.add_argument("--test-size", type=int, default=50, help="test images (the tutorial's last 50)")
@@ -56,19 +57,21 @@ def main(args):
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     start = time.time()
     # The model (and its weights file) first: a foreign file fails before any data is read.
-    sizes = dict(min_size=args.min_size, max_size=args.max_size)
-    if args.weights == "DEFAULT":
-        model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "DEFAULT",
-                                             **sizes)
-    else:
-        model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout",
-                                             **sizes)
+    random_init = args.weights.lower() == "none"
+    state = None
+    if args.weights != "DEFAULT" and not random_init:
+        state = model_weights.load_weights_file(args.weights)["model"]  # its errors name the file and the fix
+    layout = "layout" if state is not None else None if random_init else "DEFAULT"
+    model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, layout,
+                                         min_size=args.min_size, max_size=args.max_size)
+    if state is not None:
         try:
-            state = torch.load(args.weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state.get("model", state))
-        except (OSError, RuntimeError, AttributeError, KeyError) as e:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # the first line names only the class: show the first mismatch
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             raise TutorialError(f"{args.weights} is not a state dict of the tutorial's Mask R-CNN with 2 classes "
-                                f"({str(e).splitlines()[0][:120]}); pass such a file or DEFAULT") from None
+                                f"({lines[min(1, len(lines) - 1)][:200]}); pass such a file, DEFAULT or none"
+                                ) from None
     model.to(device)
     dataset = tv_training.PennFudanDataset(args.data_path, tv_training.get_transform(train=True))
     dataset_test = tv_training.PennFudanDataset(args.data_path, tv_training.get_transform(train=False))
