@@ -44,6 +44,53 @@ def final_scores(output_dir):
                 **{f"{iou}_{k}": last[iou][k] for iou in ("bbox", "segm") for k in ("AP", "AP50")})
 
 
+def timed_process(cmd, log_path, env=None):
+    """Run ``cmd`` from the project root with its output in ``log_path``; returns its wall seconds,
+    peak RSS in MiB (the process and the workers it waited for, as ``/usr/bin/time`` counts it) and
+    exit status."""
+    with open(log_path, "w") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except KeyboardInterrupt:  # the run got the same Ctrl-C: let it stop cleanly
+            proc.wait()
+            raise
+        wall = time.perf_counter() - t
+    return wall, round(usage.ru_maxrss / 1024), os.waitstatus_to_exitcode(status)
+
+
+def empty_out_folder(out, own_files, overwrite):
+    """Make ``out`` an empty folder, removing an earlier measurement (the names ``own_files``
+    matches) only with ``overwrite``; exits with one line for a file, foreign files or an earlier
+    measurement kept."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        sys.exit(f"--out {out}: is a file; give a folder")
+    if os.path.isdir(out) and os.listdir(out):
+        foreign = [n for n in os.listdir(out) if not own_files.match(n)]
+        if foreign:
+            sys.exit(f"{out}: holds files this script did not write ({', '.join(sorted(foreign)[:3])}); "
+                     "pass another --out")
+        if not overwrite:
+            sys.exit(f"{out}: holds an earlier measurement; pass --overwrite to replace it, or another --out")
+        for name in os.listdir(out):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    os.makedirs(out, exist_ok=True)
+
+
+def describe_machine():
+    """CPU model, cores and bf16/AMX flags; torch and Python versions (after ``ROOT`` and this folder
+    are on ``sys.path``)."""
+    import torch
+
+    import bench_report
+
+    info = bench_report.machine_info()
+    cpu = f"{info['cpu']}, {info['cores']} cores; bf16 flags: {' '.join(info.get('bf16_flags', [])) or 'none'}"
+    return dict(cpu=cpu, torch=torch.__version__, python=info["python"])
+
+
 def run_demo(name, seed, precision, threads, data_path, extra, out_dir):
     """One ``tv_training.py --demo`` process; returns its row (wall, peak RSS, final scores)."""
     run_dir = os.path.join(out_dir, name)
@@ -53,18 +100,9 @@ def run_demo(name, seed, precision, threads, data_path, extra, out_dir):
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     generates = not os.path.isdir(data_path)
-    with open(run_dir + ".log", "w") as log:
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except KeyboardInterrupt:  # the run got the same Ctrl-C: let it stop cleanly
-            proc.wait()
-            raise
-        wall = time.perf_counter() - t
+    wall, peak_rss_mib, returncode = timed_process(cmd, run_dir + ".log", env)
     row = dict(name=name, seed=seed, precision=precision, threads=threads, generated_data=generates,
-               wall_seconds=round(wall, 1), peak_rss_mib=round(usage.ru_maxrss / 1024),
-               returncode=os.waitstatus_to_exitcode(status), log=run_dir + ".log")
+               wall_seconds=round(wall, 1), peak_rss_mib=peak_rss_mib, returncode=returncode, log=run_dir + ".log")
     if row["returncode"] == 0:
         row.update(final_scores(run_dir), trained_in=trained_in(row["log"]))
     return row
@@ -158,29 +196,12 @@ def main(argv=None):
     for flag, values in (("--seeds", args.seeds), ("--precisions", args.precisions), ("--threads", args.threads)):
         if values and len(set(values)) != len(values):
             sys.exit(f"{flag}: {' '.join(map(str, values))} names a value twice; give each once")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        sys.exit(f"--out {args.out}: is a file; give a folder")
-    if os.path.isdir(args.out) and os.listdir(args.out):
-        foreign = [n for n in os.listdir(args.out) if not OWN_FILES.match(n)]
-        if foreign:
-            sys.exit(f"{args.out}: holds files this script did not write ({', '.join(sorted(foreign)[:3])}); "
-                     "pass another --out")
-        if not args.overwrite:
-            sys.exit(f"{args.out}: holds an earlier measurement; pass --overwrite to replace it, or another --out")
-        for name in os.listdir(args.out):
-            path = os.path.join(args.out, name)
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    os.makedirs(args.out, exist_ok=True)
+    empty_out_folder(args.out, OWN_FILES, args.overwrite)
     data_path = os.path.abspath(args.data_path or os.path.join(args.out, "data"))
     sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench_report.py beside this file
-    import torch
-
-    import bench_report
     import outputs
 
-    info = bench_report.machine_info()
-    cpu = f"{info['cpu']}, {info['cores']} cores; bf16 flags: {' '.join(info.get('bf16_flags', [])) or 'none'}"
-    machine = dict(cpu=cpu, torch=torch.__version__, python=info["python"])
+    machine = describe_machine()
     print(f"Machine: {machine['cpu']}; torch {machine['torch']}", flush=True)
     settings = [(p, t) for p in args.precisions for t in (args.threads or [None])]
     rows, failed, interrupted = [], None, False
