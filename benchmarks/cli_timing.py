@@ -27,6 +27,7 @@ and each run's log and output folder to ``--out``. Ctrl-C stops after reporting 
 import argparse
 import os
 import re
+import shutil
 import signal
 import sys
 
@@ -247,8 +248,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish writing what was measured
         interrupted = True
-    if setup is None:  # stopped while making the data or weights: no measurement to report
-        print("Ctrl-C: stopped before the first run; nothing was measured", file=sys.stderr)
+    if setup is None:  # stopped while making the data or weights: remove them, so the folder is as it was
+        for name in ("data", "layout.pth"):
+            path = os.path.join(args.out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+        print(f"Ctrl-C: stopped before the first run; nothing was measured or kept in {args.out}", file=sys.stderr)
         sys.exit(130)
     add_ratios(rows)
     text = report(machine, setup, rows)

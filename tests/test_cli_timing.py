@@ -123,3 +123,34 @@ def test_a_folder_with_other_files_is_left_alone(tmp_path):
     with pytest.raises(SystemExit, match=r"files this script did not write \(notes.txt\)"):
         cli_timing.main(["--overwrite", "--out", str(mine)])
     assert os.listdir(mine) == ["notes.txt"]
+
+
+def test_ctrl_c_in_the_setup_keeps_nothing_and_in_a_run_reports_the_finished_ones(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "timing"
+
+    def interrupted_setup(args):  # as make_synthetic_pennfudan and atomic_save leave it: whole files only
+        (out / "data" / "PennFudanPed").mkdir(parents=True)
+        (out / "layout.pth").write_bytes(b"weights")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_timing, "prepare", interrupted_setup)
+    with pytest.raises(SystemExit) as e:
+        cli_timing.main(["--configs", "reference", "fp32", "--out", str(out)])
+    assert e.value.code == 130 and "stopped before the first run" in capsys.readouterr().err
+    assert os.listdir(out) == []  # the same command can run again without --overwrite
+
+    monkeypatch.setattr(cli_timing, "prepare", lambda args: dict(describe="given", common=["--epochs", "1"]))
+    finished = dict(name="reference", returncode=0, wall_seconds=10.0, peak_rss_mib=100, step_seconds=[2.0],
+                    eval_seconds_per_image=[1.0], epoch_losses=[1.5], bbox_AP=0.1, segm_AP=0.2, log="reference.log")
+
+    def run_config(name, common, out_dir):
+        if name == "fp32":
+            raise KeyboardInterrupt  # the run got the same Ctrl-C and stopped
+        return dict(finished)
+
+    monkeypatch.setattr(cli_timing, "run_config", run_config)
+    with pytest.raises(SystemExit) as e:
+        cli_timing.main(["--configs", "reference", "fp32", "amp", "--out", str(out)])
+    assert e.value.code == 130 and "stopped after 1 finished run(s)" in capsys.readouterr().err
+    assert [r["name"] for r in json.loads((out / "results.json").read_text())["runs"]] == ["reference"]
+    assert "reference: wall 0:10.0, peak RSS 100 MiB" in (out / "report.txt").read_text()
