@@ -220,12 +220,11 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     check_args(args)
     sys.path[:0] = [p for p in (ROOT, HERE) if p not in sys.path]  # the project, and demo_timing.py beside this
-    from demo_timing import describe_machine, empty_out_folder
+    from demo_timing import describe_machine, empty_out_folder, write_report
 
     empty_out_folder(args.out, OWN_FILES, args.overwrite)
     import torch
 
-    import outputs
     from argument_checks import cpu_has_bf16
 
     on_cuda = torch.cuda.is_available()
@@ -259,15 +258,7 @@ def main(argv=None):
         sys.exit(130)
     add_ratios(rows)
     text = report(machine, setup, rows)
-    outputs.write_json_atomic(dict(machine=machine, setup=setup, runs=rows), os.path.join(args.out, "results.json"))
-    outputs.write_text_atomic(text + "\n", os.path.join(args.out, "report.txt"))
-    print(text)
-    if failed:
-        sys.exit(failed)
-    if interrupted:
-        print(f"Ctrl-C: stopped after {len(rows)} finished run(s), reported above and in {args.out}", file=sys.stderr)
-        sys.exit(130)
-    return dict(machine=machine, setup=setup, runs=rows)
+    return write_report(args.out, dict(machine=machine, setup=setup, runs=rows), text, failed, interrupted)
 
 
 if __name__ == "__main__":

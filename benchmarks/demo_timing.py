@@ -91,6 +91,23 @@ def describe_machine():
     return dict(cpu=cpu, torch=torch.__version__, python=info["python"])
 
 
+def write_report(out, results, text, failed, interrupted):
+    """Write ``results.json`` and ``report.txt`` to ``out`` and print the report; then exit with the
+    failed run's message, or 130 after a Ctrl-C, or return ``results``."""
+    import outputs
+
+    outputs.write_json_atomic(results, os.path.join(out, "results.json"))
+    outputs.write_text_atomic(text + "\n", os.path.join(out, "report.txt"))
+    print(text)
+    if failed:
+        sys.exit(failed)
+    if interrupted:
+        print(f"Ctrl-C: stopped after {len(results['runs'])} finished run(s), reported above and in {out}",
+              file=sys.stderr)
+        sys.exit(130)
+    return results
+
+
 def run_demo(name, seed, precision, threads, data_path, extra, out_dir):
     """One ``tv_training.py --demo`` process; returns its row (wall, peak RSS, final scores)."""
     run_dir = os.path.join(out_dir, name)
@@ -199,7 +216,6 @@ def main(argv=None):
     empty_out_folder(args.out, OWN_FILES, args.overwrite)
     data_path = os.path.abspath(args.data_path or os.path.join(args.out, "data"))
     sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench_report.py beside this file
-    import outputs
 
     machine = describe_machine()
     print(f"Machine: {machine['cpu']}; torch {machine['torch']}", flush=True)
@@ -212,16 +228,8 @@ def main(argv=None):
         interrupted = True
     means = summarize(rows)
     text = report(machine, rows, means, args.extra)
-    outputs.write_json_atomic(dict(machine=machine, extra=args.extra, runs=rows, means=means),
-                              os.path.join(args.out, "results.json"))
-    outputs.write_text_atomic(text + "\n", os.path.join(args.out, "report.txt"))
-    print(text)
-    if failed:
-        sys.exit(failed)
-    if interrupted:
-        print(f"Ctrl-C: stopped after {len(rows)} finished run(s), reported above and in {args.out}", file=sys.stderr)
-        sys.exit(130)
-    return dict(machine=machine, runs=rows, means=means)
+    results = dict(machine=machine, extra=args.extra, runs=rows, means=means)
+    return write_report(args.out, results, text, failed, interrupted)
 
 
 if __name__ == "__main__":
