@@ -262,4 +262,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before the first run started (importing torch, checking --out): nothing to report
+        print("Ctrl-C: stopped before the first run; nothing was measured", file=sys.stderr)
+        sys.exit(130)
