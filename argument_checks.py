@@ -13,7 +13,7 @@ import tempfile
 import torch
 
 from errors import DatasetError, TutorialError
-from labelme_yolo import is_labelme_folder
+from labelme_yolo import is_labelme_folder, is_yolo_file, read_yolo_yaml
 from outputs import check_earlier_predictions
 from training_run import pick_device
 
@@ -177,12 +177,29 @@ def clear_earlier_run(output_dir, resume=None):
 
 
 def check_output_outside_data(output_dir, data_path):
-    """The outputs must not land among a Penn-Fudan dataset's files: a PNG written into
-    PNGImages/ or PedMasks/ would be taken for an image or a mask by every later run (their
-    subfolders are never read)."""
-    if str(data_path).lower().endswith((".json", ".yaml", ".yml")):
-        return  # a COCO file or a YOLO data.yaml lists its images: other files beside them are never read
+    """The outputs must not land among a dataset's files: a PNG written into Penn-Fudan's PNGImages/
+    or PedMasks/ would be taken for an image or a mask by every later run (their subfolders are
+    never read); labelme folders and YOLO split folders are read with their subfolders."""
     out, folder = os.path.realpath(output_dir), os.path.realpath(data_path)
+    if is_yolo_file(data_path):  # its split folders are searched for images, subfolders too
+        import contextlib
+        import io
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # its notes are printed when the data is read
+                splits = read_yolo_yaml(data_path)[1]
+        except DatasetError:
+            return  # said in one line when the data is read
+        for key, entries in splits.items():
+            for entry in entries:
+                place = os.path.realpath(entry)
+                if os.path.isdir(entry) and os.path.commonpath([out, place]) == place:
+                    raise TutorialError(f"--output-dir {output_dir}: inside {entry}, the {key} images of {data_path}, "
+                                        f"whose subfolders are read too (the figures would be taken for images). "
+                                        f"Pick a folder outside it.")
+        return
+    if str(data_path).lower().endswith(".json"):
+        return  # a COCO file lists its images: other files beside them are never read
     if is_labelme_folder(data_path) and os.path.commonpath([out, folder]) == folder:
         raise TutorialError(f"--output-dir {output_dir}: inside the labelme folder {data_path}, whose subfolders are "
                             f"read too (the figures would be taken for unannotated images). Pick a folder outside it.")
@@ -278,6 +295,15 @@ def check_batch_fits(data_path, num_train, batch_size):
                             f"lower --batch-size or --test-size.")
 
 
+def check_objects_to_learn(data_path, train_set):
+    """Training images that hold no object at all: every image a negative, so nothing to learn and
+    no score to expect (a filter, a label folder or a category list that missed)."""
+    entries = getattr(train_set, "entries", None)  # CocoFormatDataset; Penn-Fudan's are checked by check_dataset
+    if entries and not any(not a["iscrowd"] for e in entries for a in e["anns"]):
+        raise DatasetError(f"{data_path}: none of its {len(entries)} training image(s) holds an object, so there is "
+                           f"nothing to learn. Check the annotations (and --classes or --train-size).")
+
+
 MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
 
 
@@ -288,9 +314,13 @@ def check_model_for_data(args, has_masks, classes, checkpoint=None):
     if checkpoint is not None and "model_spec" in checkpoint and checkpoint["model_spec"].get("classes"):
         trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
         if trained != [c["name"] for c in classes]:
-            fix = "evaluate or continue it on data with the same categories"
-            if sorted(trained) == sorted(c["name"] for c in classes):  # a labelme folder's labels come sorted
-                fix = f"the same classes in another order: for a labelme folder pass --classes {','.join(trained)}"
+            fix, have = "evaluate or continue it on data with the same categories", [c["name"] for c in classes]
+            if is_labelme_folder(args.data_path) and set(have) <= set(trained):  # labels come sorted, found ones only
+                fix = (f"the same classes in another order" if sorted(have) == sorted(trained) else
+                       f"a folder without some of its classes") + f": pass --classes {','.join(trained)}"
+            elif sorted(have) == sorted(trained):
+                fix = f"the same classes in another order: list them in the order {trained} in " + \
+                    ("the YAML's names" if is_yolo_file(args.data_path) else "the file's categories")
             raise TutorialError(f"{args.resume or args.weights} was trained on the classes {trained}, but "
                                 f"{args.data_path} has {[c['name'] for c in classes]}; {fix}.")
         return None

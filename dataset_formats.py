@@ -66,7 +66,8 @@ def prepare_data(root, make_synthetic=None):
 def split_indices(n, test_size, train_size, seed):
     """Seeded random split (the tutorial's unseeded randperm makes runs unrepeatable)."""
     if test_size >= n:
-        raise DatasetError(f"--test-size {test_size} leaves no training image out of {n}; use a smaller value.")
+        raise DatasetError(f"--test-size {test_size} leaves no training image out of {n}; use a smaller value (to "
+                           f"score every image of a COCO file or labelme folder, pass it as --test-data-path).")
     indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     train, test = indices[:-test_size] if test_size > 0 else indices, indices[-test_size:] if test_size > 0 else []
     if train_size is not None:
@@ -149,6 +150,13 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
                                f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "
                                f"train and test files must have the same categories.")
         train_entries = entries[:train_size] if train_size else entries
+        where = test_data_path or f"{data_path}'s test split"
+        if has_masks and not test_masks and any(e["anns"] for e in test_entries):
+            print(f"warning: {where}: boxes only, while the training data has masks: segm AP would score the "
+                  f"predicted masks against the boxes as rectangles. Give the test set polygons too, or train "
+                  f"boxes only (--model fasterrcnn).")
+        elif test_masks and not has_masks:
+            print(f"note: {where}: its masks are not used (the training data has boxes only: a box-only model).")
     else:
         train_idx, test_idx = split_indices(len(entries), test_size, train_size, seed)
         train_entries, test_entries = [entries[i] for i in train_idx], [entries[i] for i in test_idx]

@@ -25,6 +25,9 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".
 NO_AREA_SHAPES = ("line", "linestrip", "point", "points")
 # a box may touch 0 or 1 written with float noise (1.0000001): still inside the image
 EPS = 1e-6
+# exporters' rounding puts points a little outside the image (1.004, -0.002): clipped with a warning;
+# beyond this the file is not normalised (pixel coordinates), an error
+SLIGHTLY_OUTSIDE = 0.01
 
 
 def is_yolo_file(path):
@@ -156,7 +159,13 @@ def _labelme_image(json_path, doc):
             return found
     if isinstance(doc.get("imageData"), str) and doc["imageData"]:
         return _embedded_image(json_path, doc["imageData"])
-    looked = f"; looked for {' and '.join(dict.fromkeys(places))}" if places else " (no imagePath)"
+    stem = os.path.splitext(json_path)[0]  # no imagePath, or a wrong one: an image of the JSON's own name
+    beside = [stem + ext for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)]
+    found = next((p for p in beside if os.path.isfile(p)), None)
+    if found:
+        return found
+    places.append(stem + ".*")
+    looked = f"; looked for {' and '.join(dict.fromkeys(places))}"
     raise DatasetError(f"{json_path}: its image is missing{looked}, and the JSON holds no imageData. Put the image "
                        f"there or fix imagePath.")
 
@@ -196,7 +205,7 @@ def _labelme_mask(json_path, index, shape, height, width):
 def _shape_part(json_path, index, shape, height, width):
     """One labelme shape as a flat polygon [x1, y1, ...] or a mask; None for a type without area."""
     kind = shape.get("shape_type") or "polygon"  # labelme 3 wrote no shape_type: polygons
-    if kind == "polygon":
+    if kind in ("polygon", "rotation"):  # "rotation": X-AnyLabeling's rotated box, its 4 corners
         return [v for p in _points(json_path, index, shape, 3) for v in p]
     if kind == "rectangle":  # two opposite corners, in any order (4 corners from some other tools)
         pts = _points(json_path, index, shape, 2)
@@ -237,7 +246,9 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
                            f"and a COCO file ({coco_files[0]}): pass the COCO file itself as --data-path, or move it "
                            f"out of the folder to train on the labelme files.")
     if not docs:
+        yamls = sorted(f for f in os.listdir(folder) if is_yolo_file(f))
         found = f" (its JSON files are a COCO file, {coco_files[0]}: pass that file as --data-path)" if coco_files \
+            else f" (for a YOLO dataset pass its {os.path.join(folder, yamls[0])})" if yamls \
             else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
         raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
                            f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
@@ -269,7 +280,13 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
         for obj in groups.values():
             objects.append((image_id, obj, height, width))
             used.add(obj["label"])
-    paired = {os.path.realpath(im["path"]) for im in images}
+    paired = {}
+    for im, (path, _) in zip(images, docs):
+        if not im["path"].startswith(_EMBEDDED.get("dir", "\0")):  # one image, two JSONs: which labels hold?
+            first = paired.setdefault(os.path.realpath(im["path"]), path)
+            if first != path:
+                raise DatasetError(f"{path}: annotates {im['path']}, as {first} does; the image would be in the data "
+                                   f"twice, with different labels. Delete one JSON or point its imagePath elsewhere.")
     for here, dirs, names in os.walk(folder):  # images labelme saved no JSON for: not annotated, so not used
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
@@ -277,6 +294,17 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.realpath(full) not in paired:
                 notes.add("image(s) without a labelme JSON not used (save an empty one in labelme to train on it as "
                           "a negative)", os.path.relpath(full, folder))
+    if class_names is not None and used and not used & set(class_names):
+        raise DatasetError(f"{folder}: none of its labels ({', '.join(sorted(used))}) is one of the classes "
+                           f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
+                           f"spelling{' of --classes' if why == 'not in --classes' else ''}, or the folder.")
+    twins = {}
+    for label in used:  # "cat" and "Cat " are two classes: almost always a slip in labelme
+        twins.setdefault(label.strip().casefold(), []).append(label)
+    for group in sorted(g for g in twins.values() if len(g) > 1):
+        for label in sorted(group):
+            warnings.add("labels that differ only in case or spaces, each a class of its own (rename them in labelme "
+                         "to merge them)", repr(label))
     labels = sorted(used) if class_names is None else list(class_names)
     category = {name: k + 1 for k, name in enumerate(labels)}
     annotations, dropped = [], {}
@@ -320,8 +348,12 @@ def read_yolo_yaml(path):
                            f"names: [cat, dog].")
     if not all(isinstance(k, int) and k >= 0 for k in names):
         raise DatasetError(f"{path}: \"names\" keys {sorted(map(str, names))} are not class ids 0, 1, ...")
+    if "kpt_shape" in doc:  # pose labels: box + keypoints per line, which would read as a polygon
+        raise DatasetError(f"{path}: a pose dataset (kpt_shape {doc['kpt_shape']}); keypoints are not supported "
+                           f"here. Train on box or polygon (segmentation) labels.")
     if "nc" in doc and doc["nc"] != len(names):
-        raise DatasetError(f"{path}: nc is {doc['nc']} but \"names\" has {len(names)} classes. Make them agree.")
+        raise DatasetError(f"{path}: nc is {doc['nc']!r} but \"names\" has {len(names)} classes. Make them agree "
+                           f"(nc a whole number).")
     if len({str(n) for n in names.values()}) < len(names):
         raise DatasetError(f"{path}: \"names\" repeats a name ({list(names.values())}); give each class its own.")
     here = os.path.dirname(os.path.abspath(path))
@@ -348,11 +380,15 @@ def read_yolo_yaml(path):
             if item.startswith("../"):  # Roboflow writes ../train/images beside the YAML; Ultralytics tries both
                 places.append(os.path.normpath(os.path.join(root, item[3:])))
             found = next((p for p in places if os.path.exists(p)), None)
+            if found is None and key == "test":  # Roboflow writes test: even for exports without one
+                print(f"note: {path}: test {item!r} not found ({' and '.join(places)}): not used")
+                continue
             if found is None:
                 raise DatasetError(f"{path}: {key} {item!r} not found; looked for {' and '.join(places)}. Fix "
                                    f"\"{key}\" (relative to {root}).")
             entries.append(found)
-        splits[key] = entries
+        if entries:
+            splits[key] = entries
     return {int(k): str(v) for k, v in names.items()}, splits, os.path.normpath(root)
 
 
@@ -397,11 +433,18 @@ def label_path(image_path):
     return os.path.splitext(path)[0] + ".txt"
 
 
+def _label_file(image_path):
+    """The label file of an image: the YOLO rule, else the ``.txt`` beside the image (Darknet's
+    layout, or a folder named images above the dataset). None when neither exists."""
+    beside = os.path.splitext(image_path)[0] + ".txt"
+    return next((p for p in (label_path(image_path), beside) if os.path.isfile(p)), None)
+
+
 def _yolo_objects(txt, names, width, height, warnings):
     """``[(line number, class id, flat polygon or None, box)]`` of one label file, checked."""
     objects, seen = [], set()
     try:
-        with open(txt, encoding="utf-8") as f:
+        with open(txt, encoding="utf-8-sig") as f:  # -sig: Windows editors start with a byte-order mark
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{txt}: cannot read this label file ({e}). Fix or remove it.") from None
@@ -416,8 +459,10 @@ def _yolo_objects(txt, names, width, height, warnings):
             raise DatasetError(f"{where}: {line.strip()[:60]!r} is not numbers (class id, then x y pairs).") from None
         cls = values[0]
         if not cls.is_integer() or int(cls) not in names:
+            ids = f"{min(names)}..{max(names)}" if len(names) == max(names) - min(names) + 1 else \
+                ", ".join(map(str, sorted(names)))
             raise DatasetError(f"{where}: class id {fields[0]} is not one of the YAML's names (ids "
-                               f"{min(names)}..{max(names)}). Fix the line or add the class to names.")
+                               f"{ids}). Fix the line or add the class to names.")
         coords = values[1:]
         if len(coords) % 2:
             raise DatasetError(f"{where}: {len(coords)} coordinates, an odd count; a line is a class id then x y "
@@ -425,7 +470,10 @@ def _yolo_objects(txt, names, width, height, warnings):
         if len(coords) < 6 and len(coords) != 4:
             raise DatasetError(f"{where}: a polygon of {len(coords) // 2} point(s); it needs 3 or more (or 4 numbers "
                                f"for a box). Fix or delete the line.")
-        bad = next((v for v in coords if not (-EPS <= v <= 1 + EPS)), None)
+        bad = next((v for v in coords if not (-SLIGHTLY_OUTSIDE <= v <= 1 + SLIGHTLY_OUTSIDE)), None)
+        if bad is None and any(not (-EPS <= v <= 1 + EPS) for v in coords):
+            warnings.add("line(s) with a coordinate slightly outside 0..1, clipped to the image",
+                         f"{os.path.basename(txt)} line {n}")
         if bad is not None:
             raise DatasetError(f"{where}: coordinate {bad:g} outside 0..1; YOLO labels are normalised by the image "
                                f"size ({width}x{height}). Divide x by the width and y by the height.")
@@ -453,19 +501,30 @@ def read_yolo_split(yaml_path, key, entries, names, root):
     images, annotations, negatives, boxes_in_masks = [], [], [], []
     found = _split_images(entries, yaml_path, key, notes)
     any_polygon = False
-    pending = []
+    pending, owner = [], {}
     for image_id, path in enumerate(found, 1):
         width, height = _image_size(path, yaml_path)
         images.append(dict(id=image_id, file_name=os.path.relpath(path, root), width=width, height=height,
                            path=path))
-        txt = label_path(path)
-        objects = _yolo_objects(txt, names, width, height, warnings) if os.path.isfile(txt) else []
+        txt = _label_file(path)
+        if txt is not None:  # x.jpg and x.png beside each other would both take x.txt
+            first = owner.setdefault(os.path.realpath(txt), path)
+            if first != path:
+                raise DatasetError(f"{yaml_path}: {first} and {path} share the label file {txt} (labels are paired "
+                                   f"by file name without its extension). Rename or remove one of the images.")
+        objects = _yolo_objects(txt, names, width, height, warnings) if txt is not None else []
         if not objects:
             negatives.append(os.path.relpath(path, root))
         for n, cls, flat, box in objects:
             any_polygon |= flat is not None
             pending.append((f"{os.path.relpath(txt, root)} line {n}", image_id, cls, flat, box,
                             height, width))
+    if not owner:  # not one label file: the labels are somewhere else, not every image a negative
+        first = found[0]
+        looked = " and ".join(dict.fromkeys([label_path(first), os.path.splitext(first)[0] + ".txt"]))
+        raise DatasetError(f"{yaml_path}: none of the {len(found)} image(s) in {key} has a label file; for "
+                           f"{first} looked for {looked} (the last images/ folder of the path becomes labels/). "
+                           f"Put the .txt files there.")
     for ann_id, image_id, cls, flat, box, height, width in pending:
         if flat is not None:
             area = _polygon_area([flat], height, width)

@@ -114,6 +114,8 @@ def settle_for_data(run, data, checkpoint=None):
     annotation has a segmentation) trains the tutorial's Faster R-CNN, unless a mask model was
     asked for (an error then, as are a checkpoint trained on other classes and fewer training
     images than one batch). Returns ``run``, with ``model`` changed where it falls back."""
+    if is_training(run):
+        checks.check_objects_to_learn(run.data_path, data["train"])
     box_only = checks.check_model_for_data(run, data["has_masks"], data["classes"], checkpoint) == "box-only"
     checks.check_batch_fits(run.data_path, len(data["train"]), run.batch_size)
     if box_only:

@@ -264,6 +264,12 @@ def test_yolo_box_only_data_has_no_masks(tmp_path, capsys):
     ("0 0.5 0.5 0.2 0.2\n", "train: [images/train\nnames: [a]\n", "data.yaml: invalid YAML at line"),
     ("0 0.5 0.5 0.2 0.2\n", "train: images/nowhere\nnames: [a]\n", "data.yaml: train 'images/nowhere' not found"),
     ("0 0.5 0.5 0.2 0.2\n", "train: labels/train\nnames: [a]\n", "data.yaml: no images in train"),
+    ("1 0.5 0.5 0.2 0.2\n", "train: images/train\nnames: {0: a, 2: b}\n", "x.txt: line 1: class id 1 is not one "
+                                                                           "of the YAML's names (ids 0, 2)"),
+    ("0 0.5 0.5 0.2 0.2\n", "train: images/train\nnames: [a, b]\nnc: '2'\n", "data.yaml: nc is '2' but"),
+    ("0 0.5 0.5 0.2 0.2 0.3 0.3 0.4 0.4 0.5 0.5\n", "train: images/train\nnames: [a]\nkpt_shape: [3, 2]\n",
+     "data.yaml: a pose dataset (kpt_shape [3, 2]); keypoints are not supported"),
+    ("0 0.5 0.5 1.02 0.2\n", None, "x.txt: line 1: coordinate 1.02 outside 0..1"),
 ])
 def test_bad_yolo_data_is_one_line_naming_the_file(label, yaml_text, words, tmp_path):
     path = yolo_dataset(tmp_path, label, yaml_text)
@@ -274,20 +280,140 @@ def test_bad_yolo_data_is_one_line_naming_the_file(label, yaml_text, words, tmp_
     assert named in str(info.value)
 
 
+def test_yolo_labels_beside_the_images_a_byte_order_mark_and_points_a_little_outside(tmp_path, capsys):
+    # no labels/ folder: the .txt beside each image (Darknet's layout; also where a folder named
+    # images above the dataset sends the YOLO rule outside it)
+    root = tmp_path / "images" / "flat"
+    (root / "train").mkdir(parents=True)
+    Image.new("RGB", (40, 20)).save(root / "train" / "x.png")
+    (root / "train" / "x.txt").write_bytes("\ufeff0 0.5 0.5 0.5 0.5\n1 0.2 0.2 1.004 0.2 1.004 0.9\n".encode())
+    (root / "data.yaml").write_text("train: train\nnames: [cat, dog]\n")
+    (entries, classes, _), _ = labelme_yolo.load_own_format(str(root / "data.yaml"))
+    out = capsys.readouterr().out
+    assert "1 line(s) with a coordinate slightly outside 0..1, clipped to the image (x.txt line 2)" in out
+    (cat, dog), = named_targets(entries, classes)
+    assert cat[0] == "cat" and cat[1].tolist() == [10, 5, 30, 15]
+    assert dog[0] == "dog" and dog[1].tolist() == [8, 4, 40, 18]  # x 1.004 clipped to the image's edge
+
+
+def test_a_yolo_split_without_any_label_file_is_an_error_naming_where_it_looked(tmp_path):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n")
+    os.remove(tmp_path / "labels" / "train" / "x.txt")
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.load_own_format(path)
+    want = (f"{path}: none of the 1 image(s) in train has a label file; for {tmp_path / 'images' / 'train' / 'x.png'} "
+            f"looked for {tmp_path / 'labels' / 'train' / 'x.txt'} and {tmp_path / 'images' / 'train' / 'x.txt'}")
+    assert str(info.value).startswith(want) and one_line(info)
+
+
+def test_two_yolo_images_sharing_a_label_file_is_an_error(tmp_path):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n")
+    Image.new("RGB", (40, 20), (9, 9, 9)).save(tmp_path / "images" / "train" / "x.jpg")
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.load_own_format(path)
+    images = tmp_path / "images" / "train"
+    assert f"{images / 'x.jpg'} and {images / 'x.png'} share the label file" in str(info.value) and one_line(info)
+
+
+def test_a_missing_yolo_test_split_is_left_out_when_val_is_there(tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n",
+                        "train: images/train\nval: images/train\ntest: ../test/images\nnames: [cat, dog]\n")
+    (train, _, _), (val, _, _) = labelme_yolo.load_own_format(path)
+    assert len(train) == len(val) == 1
+    assert f"note: {path}: test '../test/images' not found" in capsys.readouterr().out
+
+
+def test_yolo_test_split_with_boxes_only_under_polygon_training_is_warned_about(tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "0 0.1 0.1 0.4 0.1 0.4 0.9\n",
+                        "train: images/train\nval: images/val\nnames: [cat, dog]\n")
+    (tmp_path / "images" / "val").mkdir()
+    (tmp_path / "labels" / "val").mkdir()
+    Image.new("RGB", (40, 20)).save(tmp_path / "images" / "val" / "v.png")
+    (tmp_path / "labels" / "val" / "v.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    data = dataset_formats.load_datasets(path, None, tv_training.get_transform, 1, None, 0)
+    assert data["has_masks"]
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert said == [f"warning: {path}'s test split: boxes only, while the training data has masks: segm AP would "
+                    f"score the predicted masks against the boxes as rectangles. Give the test set polygons too, or "
+                    f"train boxes only (--model fasterrcnn)."]
+
+
+def labelme_folder(folder, docs):
+    """``{json name: (image name, [(label, points)])}`` as labelme files, with 40x30 images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (image, shapes) in docs.items():
+        if image and not (folder / image).exists():
+            Image.new("RGB", (40, 30), (len(image), 5, 5)).save(folder / image)
+        doc = dict(imagePath=image, imageData=None, shapes=[dict(label=label, shape_type="polygon", points=points)
+                                                              for label, points in shapes])
+        if image is None:
+            del doc["imagePath"]
+        (folder / name).write_text(json.dumps(doc))
+    return str(folder)
+
+
+TRIANGLE = [[1, 1], [9, 1], [9, 9]]
+
+
+def test_labelme_classes_or_a_test_folder_matching_no_label_is_an_error(tmp_path):
+    train = labelme_folder(tmp_path / "train", {"a.json": ("a.png", [("cat", TRIANGLE), ("dog", TRIANGLE)])})
+    test = labelme_folder(tmp_path / "test", {"b.json": ("b.png", [("Cat", TRIANGLE)])})
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.load_own_format(train, class_names=["cats", "dogs"])
+    assert str(info.value).startswith(f"{train}: none of its labels (cat, dog) is one of the classes cats, dogs "
+                                      f"(not in --classes)") and "spelling of --classes" in str(info.value)
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.load_own_format(train, test)
+    assert str(info.value).startswith(f"{test}: none of its labels (Cat) is one of the classes cat, dog (not a "
+                                      f"label of {train})") and one_line(info)
+
+
+def test_labelme_twins_rotation_shapes_and_images_found_by_the_json_name(tmp_path, capsys):
+    folder = tmp_path / "shots"
+    labelme_folder(folder, {"a.json": ("a.png", [("cat", TRIANGLE), ("Cat ", TRIANGLE)]),
+                            "b.json": (None, [("cat", [[2, 2], [12, 4], [10, 12], [0, 10]])])})
+    Image.new("RGB", (40, 30)).save(folder / "b.jpg")  # no imagePath: the image named as the JSON
+    doc = json.loads((folder / "b.json").read_text())
+    doc["shapes"][0]["shape_type"] = "rotation"  # X-AnyLabeling's rotated box: its four corners
+    (folder / "b.json").write_text(json.dumps(doc))
+    data = labelme_yolo.read_labelme_folder(str(folder))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert said == [f"warning: {folder}: 2 labels that differ only in case or spaces, each a class of its own (rename "
+                    f"them in labelme to merge them) ('Cat ', 'cat')"]
+    assert [im["path"] for im in data["images"]] == [str(folder / "a.png"), str(folder / "b.jpg")]
+    assert [c["name"] for c in data["categories"]] == ["Cat ", "cat"]
+    rotated = data["annotations"][-1]
+    assert rotated["bbox"] == [0, 2, 12, 10] and rotated["area"] > 80
+
+
+def test_two_labelme_files_for_one_image_is_an_error(tmp_path):
+    folder = labelme_folder(tmp_path / "shots", {"a.json": ("a.png", [("cat", TRIANGLE)]),
+                                                 "a_copy.json": ("a.png", [("dog", TRIANGLE)])})
+    with pytest.raises(DatasetError) as info:
+        labelme_yolo.read_labelme_folder(folder)
+    assert str(info.value).startswith(f"{tmp_path / 'shots' / 'a_copy.json'}: annotates {tmp_path / 'shots' / 'a.png'}"
+                                      f", as {tmp_path / 'shots' / 'a.json'} does") and one_line(info)
+
+
 # --- the command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["odd_count", "classes_on_yolo"])
+@pytest.mark.parametrize("case", ["odd_count", "classes_on_yolo", "no_object", "output_among_images"])
 def test_the_command_line_says_one_line_and_trains_nothing(case, tmp_path, capsys):
-    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2\n" if case == "odd_count" else "0 0.5 0.5 0.2 0.2\n")
-    out = tmp_path / "run"
+    label = {"odd_count": "0 0.5 0.5 0.2\n", "no_object": "\n"}.get(case, "0 0.5 0.5 0.2 0.2\n")
+    path = yolo_dataset(tmp_path, label, extra_image=True)
+    out = tmp_path / "images" / "train" / "run" if case == "output_among_images" else tmp_path / "run"
     extra = ["--classes", "cat"] if case == "classes_on_yolo" else []
-    code, _, err = cli(["--data-path", path, "--weights", "none", "--output-dir", str(out), "-j", "0", *extra],
-                       capsys)
+    code, _, err = cli(["--data-path", path, "--weights", "none", "--output-dir", str(out), "-j", "0", "--test-size",
+                        "0", "-b", "1", *extra], capsys)
     assert code == 1 and "Traceback" not in err
     said = [line for line in err.splitlines() if line.startswith("error:")]
-    want = (f"error: {tmp_path / 'labels' / 'train' / 'x.txt'}: line 1: 3 coordinates, an odd count; a line is a "
-            f"class id then x y pairs (4 numbers for a box cx cy w h, 6 or more for a polygon).") \
-        if case == "odd_count" else f"error: --classes: applies to labelme folders only; {path} names its classes"
+    want = {"odd_count": f"error: {tmp_path / 'labels' / 'train' / 'x.txt'}: line 1: 3 coordinates, an odd count; a "
+                         f"line is a class id then x y pairs (4 numbers for a box cx cy w h, 6 or more for a polygon).",
+            "classes_on_yolo": f"error: --classes: applies to labelme folders only; {path} names its classes",
+            "no_object": f"error: {path}: none of its 2 training image(s) holds an object, so there is nothing to "
+                         f"learn.",
+            "output_among_images": f"error: --output-dir {out}: inside {tmp_path / 'images' / 'train'}, the train "
+                                   f"images of {path}"}[case]
     assert len(said) == 1 and said[0].startswith(want)
     assert not (out / "checkpoint.pth").exists()
 
@@ -325,4 +451,4 @@ def test_a_tiny_run_per_format_then_test_only_and_resume(fmt, scenes, one_thread
     if fmt == "labelme":  # without --classes a folder's labels come sorted: the one line says what to pass
         code, _, err = cli(["--test-only", "--weights", ckpt, "--data-path", scenes["labelme"][0], "--test-data-path",
                             scenes["labelme"][1], "--output-dir", ""], capsys)
-        assert code == 1 and err.strip().endswith("another order: for a labelme folder pass --classes sign,pedestrian,ball.")
+        assert code == 1 and err.strip().endswith("another order: pass --classes sign,pedestrian,ball.")
