@@ -80,7 +80,14 @@ def write_text_atomic(text, path):
 
 
 def _save_figure(fig, path):
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    """Laid out and written; a class name in a script the font lacks (CJK) shows as boxes there
+    without a warning per glyph (the HTML report and JSON files keep the name)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
 def plot_curves(records, path):
@@ -113,7 +120,6 @@ def plot_curves(records, path):
         ax_ap.legend()
     else:
         ax_ap.text(0.5, 0.5, "no test set (--test-size 0)", ha="center", va="center", transform=ax_ap.transAxes)
-    fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -204,7 +210,6 @@ def save_preview(dataset_root, path, dataset=None):
     b.set_title(titles[1])
     for ax in (a, b):
         ax.axis("off")
-    fig.tight_layout()
     _save_figure(fig, path)
     plt.close(fig)
 

@@ -342,7 +342,12 @@ def _pyplot():
 
 
 def _save(fig, path):
-    fig.savefig(path, dpi=80, format="png")
+    import warnings
+
+    with warnings.catch_warnings():  # a class name the font cannot draw (CJK): boxes, not a warning per glyph
+        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80, format="png")
     _pyplot().close(fig)
 
 
@@ -365,7 +370,6 @@ def plot_pr(curves_by_type, path):
         ax.grid(alpha=0.3)
         if per_class:
             ax.legend(fontsize=8, loc="lower left", title="class (AP)", title_fontsize=8)
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -388,7 +392,6 @@ def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("true (background: false detection)")
     fig.suptitle(f"Confusion matrix, boxes: IoU >= {iou_threshold:g}, score >= {score_threshold:g}", fontsize=10)
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -407,7 +410,6 @@ def plot_errors(breakdown, path):
     ap = breakdown["ap"]
     ax.set_xlabel(f"AP50 gained if fixed (bbox AP50 now {ap:.3f})" if ap is not None else "AP50 gained if fixed")
     ax.set_title("Error breakdown (after TIDE): kind (how many)", fontsize=10)
-    fig.tight_layout()
     _save(fig, path)
 
 

@@ -118,6 +118,15 @@ def test_the_score_threshold_decides_what_the_matrix_counts():
     assert report.confusion_matrix([image], 1, score_threshold=0.2)[0].tolist() == [[1, 0], [0, 0]]
 
 
+def test_a_class_name_the_font_cannot_draw_makes_no_warning_per_glyph(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report.plot_confusion(np.array([[2, 1], [0, 0]]), ["猫"], 0.5, 0.5, str(tmp_path / "confusion.png"))
+    assert [str(w.message) for w in caught] == [] and os.path.getsize(tmp_path / "confusion.png") > 1000
+
+
 def test_ap_as_is_equals_pycocotools_ap50_per_class(capsys):
     rng = np.random.default_rng(0)
     images, annotations, results = [], [], []
