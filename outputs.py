@@ -251,6 +251,12 @@ def list_images(paths):
     for p in paths:
         if os.path.isdir(p):
             candidates = sorted(os.path.join(p, f) for f in os.listdir(p) if os.path.isfile(os.path.join(p, f)))
+            subfolders = sorted(f for f in os.listdir(p) if os.path.isdir(os.path.join(p, f)) and f[0] != ".")
+            if subfolders:  # said, so that images one level down are not missed in silence
+                more = ", ..." if len(subfolders) > 3 else ""
+                skipped.append((os.path.join(p, ""), f"{len(subfolders)} subfolder(s) not searched: "
+                                                     f"{', '.join(subfolders[:3])}{more}; name them to predict on "
+                                                     f"their images"))
         elif os.path.isfile(p):
             candidates = [p]
         else:

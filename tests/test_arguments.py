@@ -221,6 +221,8 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     src.convert("L").save(folder / "gray.jpg")
     src.save(folder / "street.webp")
     (folder / "notes.txt").write_text("not an image")
+    (folder / "raw").mkdir()  # a subfolder: not searched, and said
+    src.save(folder / "raw" / "deeper.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     out = tmp_path / "out"
     code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
@@ -231,6 +233,8 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
     assert written == ["gray.jpg.json", "gray.jpg.png", "gray.png.json", "gray.png.png", "images.json",
                        "results.json", "street.webp.json", "street.webp.png"]
     assert f"{folder / 'notes.txt'}: skipped (not an image PIL can read)" in printed
+    assert f"{folder}{os.sep}: skipped (1 subfolder(s) not searched: raw; name them to predict on their images)" \
+        in printed
     assert f"error: {folder / 'broken.png'}: cannot decode this image" in printed and "mask" not in printed
     assert f"-> {out / 'predict' / 'gray.jpg.png'}, {out / 'predict' / 'gray.jpg.json'}" in printed
 
