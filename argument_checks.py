@@ -51,6 +51,14 @@ group_factor = _number(int, -1)  # -1: off
 seed_value = _number(int, 0, 2**32 - 1)  # the usual seed range; torch takes more, but seed + epoch must still fit
 
 
+def path_text(text):
+    """An argparse ``type`` for a file or folder: an empty one (``--export "$OUT"`` with OUT unset)
+    would read as the flag left out, and a run would start that was not asked for."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a file or folder")
+    return text
+
+
 def device_name(text):
     """An argparse ``type`` for --device: auto, cpu, cuda or cuda:N (any torch device string)."""
     if text == "auto":
@@ -171,9 +179,18 @@ def protect_earlier_run(output_dir, resume, overwrite, load_checkpoint):
 
 
 def clear_earlier_run(output_dir, resume=None):
-    """``--overwrite``: remove the earlier run's files (``earlier_run_files``) just before training."""
-    for path in earlier_run_files(output_dir, resume):
+    """``--overwrite``: remove the earlier run's files (``earlier_run_files``) and its figures of
+    the test images just before training; its report joins the earlier ones (report/earlier/)."""
+    files = earlier_run_files(output_dir, resume)
+    for path in files:
         os.remove(path)
+    if files:  # else a run without a test set (--test-size 0) would leave the replaced run's as its own
+        import shutil
+
+        from report import archive_report
+
+        shutil.rmtree(os.path.join(output_dir, "predictions"), ignore_errors=True)
+        archive_report(output_dir)
 
 
 def check_output_outside_data(output_dir, data_path):

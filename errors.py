@@ -15,3 +15,4 @@ class TrainingInterrupted(TutorialError):
     def __init__(self, message, checkpoint=None):
         super().__init__(message)
         self.checkpoint = checkpoint
+        self.finished = None  # the checkpoint of a run interrupted after its last epoch

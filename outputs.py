@@ -371,8 +371,10 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
         try:
             pred = to_cpu(model([image])[0])
         except RuntimeError as e:  # e.g. a 3000x1 strip, resized to a width of 0: this image only
-            message = (f"{path}: {photo.shape[-1]}x{photo.shape[-2]} pixels: the model cannot take it "
-                       f"({str(e).splitlines()[0][:120]})")
+            from training_run import is_out_of_memory
+
+            why = "out of memory" if is_out_of_memory(e) else "the model cannot take it"
+            message = f"{path}: {photo.shape[-1]}x{photo.shape[-2]} pixels: {why} ({str(e).splitlines()[0][:120]})"
             print(f"error: {message}")
             failed.append(message)
             continue
@@ -402,8 +404,16 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
         coco_results += [dict(image_id=image_id, category_id=d["category_id"], bbox=d["bbox"], score=d["score"],
                               **({"segmentation": d["mask_rle"]} if "mask_rle" in d else {})) for d in detections]
         json_path, png_path = os.path.join(out_dir, stem + ".json"), os.path.join(out_dir, stem + ".png")
-        write_json_atomic(record, json_path)
-        save_png(draw_predictions(photo, pred, score_threshold, classes), png_path)
+        written = False
+        try:  # both files or neither: a Ctrl-C between them must not leave one alone
+            save_png(draw_predictions(photo, pred, score_threshold, classes), png_path)
+            write_json_atomic(record, json_path)
+            written = True
+        finally:
+            if not written:
+                for done in (png_path, json_path):
+                    if os.path.exists(done):
+                        os.remove(done)
         print(f"{path}: {len(detections)} detection(s) -> {png_path}, {json_path}")
         results.append(record)
     if coco_images:
@@ -414,6 +424,26 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
         print(f"COCO results of all images: {os.path.join(out_dir, 'results.json')} "
               f"(with {os.path.join(out_dir, 'images.json')})")
     return dict(predictions=results, skipped=skipped, failed=failed)
+
+
+class NoInterrupt:
+    """Ctrl-C ignored for a few renames that must happen together (main thread only): a press there
+    is dropped, the files are then whole and consistent, and the run ends right after."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 def epoch_record(epoch, lr, train_time, epoch_time, metric_logger, iteration_losses, coco_evaluator, classes=None):

@@ -18,15 +18,17 @@ import html
 import json
 import os
 import shutil
-import signal
-import threading
 import time
 
 import numpy as np
 
+from errors import TutorialError
+from outputs import NoInterrupt
+
 NAME, PARTIAL, EARLIER = "report", "report.partial", "earlier"
 GALLERY_SIZE = 50  # images shown, worst first (the tutorial's and the demo's whole test set)
 GALLERY_LONG_SIDE = 384  # a 128-px image upscaled 3x: class names and boxes readable
+GALLERY_MAX_SIDE = 640  # a phone photo scaled down: two panels fit the page, and its JPEG is ~100 KB, not 18 MB
 COLOURS = dict(truth=(0, 160, 60), missed=(255, 140, 0), correct=(30, 90, 230), wrong=(220, 20, 60))
 
 
@@ -270,27 +272,28 @@ def error_breakdown(images, num_classes, fg_iou=0.5, bg_iou=0.1, max_dets=100):
         gt_class.update({(n, j): int(c) for j, c in enumerate(real)})
 
     def mean_ap(fix=None):
-        per_class = {c: ([], []) for c in range(1, num_classes + 1)}
-        best = {}  # object -> (score, class) of its single true positive after the fix
-        for c, s, kind, key in dets:
+        # (position in dets, score, true positive) per class: at equal scores the detections keep
+        # COCO's order (image by image, then by score), as its accumulate() sorts them stably
+        per_class = {c: [] for c in range(1, num_classes + 1)}
+        best = {}  # object -> (score, class, position) of its single true positive after the fix
+        for i, (c, s, kind, key) in enumerate(dets):
             if kind == "tp" or (kind == fix and fix in ("cls", "loc")):
                 c = gt_class[key] if kind == "cls" else c
                 if key not in best or s > best[key][0]:  # one true positive per object: the
-                    best[key] = (s, c)  # highest-scoring; the oracle drops the other
+                    best[key] = (s, c, i)  # highest-scoring; the oracle drops the other
                 continue
             if kind == fix or kind == "ignored":
                 continue  # dropped by the oracle
             if c in per_class:
-                per_class[c][0].append(s)
-                per_class[c][1].append(False)
-        for key, (s, c) in best.items():
+                per_class[c].append((i, s, False))
+        for key, (s, c, i) in best.items():
             if c in per_class:
-                per_class[c][0].append(s)
-                per_class[c][1].append(True)
+                per_class[c].append((i, s, True))
         aps = []
-        for c, (scores, tps) in per_class.items():
+        for c, found in per_class.items():
+            found.sort()
             gt = num_gt[c] - (missed_by_class.get(c, 0) if fix == "miss" else 0)
-            ap = average_precision(scores, tps, gt)
+            ap = average_precision([s for _, s, _ in found], [t for _, _, t in found], gt)
             if ap is not None:
                 aps.append(ap)
         return float(np.mean(aps)) if aps else None
@@ -351,6 +354,11 @@ def _save(fig, path):
     _pyplot().close(fig)
 
 
+def _short(name, most=24):
+    """A class name as a figure shows it: a long one cut, so it cannot cover the other panel."""
+    return name if len(name) <= most else name[:most - 1] + "\u2026"
+
+
 def plot_pr(curves_by_type, path):
     """``{iou type: pr_curves(...)}`` as one figure: a row per type, a panel per IoU threshold,
     a line per class (legend: its AP at that IoU). One figure: each costs ~0.3 s to save."""
@@ -359,9 +367,10 @@ def plot_pr(curves_by_type, path):
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     panels = [(ax, iou_type, t, per_class) for row, (iou_type, curves) in zip(axes, curves_by_type.items())
               for ax, (t, per_class) in zip(row, curves.items())]
+    colours = plt.get_cmap("tab20").colors  # 20 before a colour repeats (the default cycle: 10)
     for ax, iou_type, t, per_class in panels:
-        for name, (r, p) in per_class.items():
-            ax.plot(r, p, lw=1.4, label=f"{name} ({p.mean():.3f})")
+        for k, (name, (r, p)) in enumerate(per_class.items()):
+            ax.plot(r, p, lw=1.4, color=colours[k % len(colours)], label=f"{_short(name)} ({p.mean():.3f})")
         ax.set_title(f"{iou_type}: precision-recall at IoU {t:g}")
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
@@ -376,7 +385,7 @@ def plot_pr(curves_by_type, path):
 def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
     """Counts and row-normalised fractions side by side."""
     plt = _pyplot()
-    labels = list(names) + ["background"]
+    labels = [_short(n) for n in names] + ["background"]
     size = 2.2 + 0.45 * len(labels)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     for ax, values, title, fmt in ((axes[0], matrix, "counts", "d"),
@@ -461,11 +470,13 @@ def draw_panel(image_hwc, boxes, texts, colours, scale, title):
 
     im = Image.fromarray(image_hwc)
     im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
-    bar = 22
-    panel = Image.new("RGB", (im.width, im.height + bar), (255, 255, 255))
+    bar, font = 22, _font(13)
+    title_width = round(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 8
+    # a narrow image (30 px) still shows its whole title
+    panel = Image.new("RGB", (max(im.width, title_width), im.height + bar), (255, 255, 255))
     panel.paste(im, (0, bar))
     draw = ImageDraw.Draw(panel)
-    font, width = _font(13), max(2, round(scale))
+    width = max(2, round(scale))
     draw.text((4, 3), title, fill=(0, 0, 0), font=font)
     for box, text, colour in zip(boxes, texts, colours):
         x0, y0, x1, y1 = (float(v) * scale for v in box)
@@ -478,13 +489,16 @@ def draw_panel(image_hwc, boxes, texts, colours, scale, title):
     return panel
 
 
-def gallery_figure(image_hwc, image, names, iou_threshold, score_threshold, long_side=GALLERY_LONG_SIDE):
+def gallery_figure(image_hwc, image, names, iou_threshold, score_threshold, long_side=GALLERY_LONG_SIDE,
+                   max_side=GALLERY_MAX_SIDE):
     """Ground truth (left: green found, orange missed) beside the predictions scoring at least
-    ``score_threshold`` (right: blue right class, red false detection or wrong class), as one PIL image."""
+    ``score_threshold`` (right: blue right class, red false detection or wrong class), as one PIL
+    image; each panel's long side scaled into ``long_side``..``max_side``."""
     from PIL import Image
 
     pairs, missed, false, ignored = match_image(image, iou_threshold, score_threshold)
-    scale = max(1.0, long_side / max(image_hwc.shape[:2]))
+    side = max(image_hwc.shape[:2])
+    scale = long_side / side if side < long_side else max_side / side if side > max_side else 1.0
     name = (lambda c: names[c - 1] if 1 <= c <= len(names) else str(c))
     missed_set = set(missed)
     gt = [j for j in range(len(image["gt_labels"]))]
@@ -587,7 +601,8 @@ def _img(src, alt):
 
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1150px;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
+overflow-wrap:anywhere}
 th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}h2{margin-top:1.6em}
 .g{display:inline-block;margin:6px;vertical-align:top;font-size:13px}.note{color:#555;font-size:14px}"""
 
@@ -685,18 +700,40 @@ def _build(folder, coco_evaluator, dataset_test, classes, info_rows, summary, sc
     return data
 
 
-class _NoInterrupt:
-    """Ctrl-C ignored for the few renames that put the report in place (main thread only): a press
-    there is dropped, the report is then whole, and the run ends right after."""
+def remove_partial(output_dir):
+    """Remove a ``report.partial/`` left by a stopped process, but an ``earlier/`` in it (taken from
+    report/ by the renames that were cut short: the earlier reports are never deleted)."""
+    partial = os.path.join(output_dir, PARTIAL)
+    if not os.path.isdir(partial):
+        return
+    for entry in os.listdir(partial):
+        if entry != EARLIER:
+            path = os.path.join(partial, entry)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    if not os.listdir(partial):
+        os.rmdir(partial)
 
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+def _free_name(folder, stamp):
+    target, n = os.path.join(folder, stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(folder, f"{stamp}-{n}")
+    return target
+
+
+def archive_report(output_dir):
+    """``--overwrite``: the earlier run's report moves to ``report/earlier/<its time>/``, so the
+    report/ left in place is never the replaced run's."""
+    final = os.path.join(output_dir, NAME)
+    if not os.path.isfile(os.path.join(final, "report.html")):
+        return
+    with NoInterrupt():
+        target = _free_name(os.path.join(final, EARLIER), _stamp(final))
+        os.makedirs(target)
+        for entry in os.listdir(final):
+            if entry != EARLIER:
+                os.replace(os.path.join(final, entry), os.path.join(target, entry))
 
 
 def _stamp(folder):
@@ -716,11 +753,11 @@ def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, s
     given to copy; neither: no curves."""
     started = time.time()
     final, partial = os.path.join(output_dir, NAME), os.path.join(output_dir, PARTIAL)
-    if os.path.isdir(partial):  # left by a killed process; an earlier/ in it came from report/
-        for entry in os.listdir(partial):
-            if entry != EARLIER:
-                path = os.path.join(partial, entry)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    for path in (final, partial):  # checked before the work, so the message comes at once
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise TutorialError(f"{path}: a file, where the report's folder goes; the report was not written. Move "
+                                f"or remove it (then --test-only writes the report).")
+    remove_partial(output_dir)
     os.makedirs(partial, exist_ok=True)
     try:
         _build(partial, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold,
@@ -729,19 +766,29 @@ def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, s
         if not os.path.isdir(os.path.join(partial, EARLIER)):
             shutil.rmtree(partial, ignore_errors=True)
         raise
-    with _NoInterrupt():
-        if os.path.isdir(final):
-            archive = os.path.join(partial, EARLIER)
-            if os.path.isdir(os.path.join(final, EARLIER)) and not os.path.isdir(archive):
-                os.replace(os.path.join(final, EARLIER), archive)
-            os.makedirs(archive, exist_ok=True)
-            stamp, n = _stamp(final), 1
-            target = os.path.join(archive, stamp)
-            while os.path.exists(target):
-                n += 1
-                target = os.path.join(archive, f"{stamp}-{n}")
-            os.replace(final, target)
-        os.replace(partial, final)
+    with NoInterrupt():
+        moved = []  # (from, to) of each rename, undone in reverse if a later one fails
+        try:
+            if os.path.isdir(final):
+                archive = os.path.join(partial, EARLIER)
+                if os.path.isdir(os.path.join(final, EARLIER)) and not os.path.isdir(archive):
+                    os.replace(os.path.join(final, EARLIER), archive)
+                    moved.append((os.path.join(final, EARLIER), archive))
+                os.makedirs(archive, exist_ok=True)
+                target = _free_name(archive, _stamp(final))
+                os.replace(final, target)
+                moved.append((final, target))
+            os.replace(partial, final)
+        except OSError as e:  # report/ made by another user, or read-only: the earlier report stays as it was
+            for source, target in reversed(moved):
+                try:
+                    os.replace(target, source)
+                except OSError:
+                    break
+            remove_partial(output_dir)
+            raise TutorialError(f"{final}: cannot put the new report in place ({e.strerror or e}); the report was not "
+                                f"written, and an earlier one there is as it was. Make {final} writable or remove it "
+                                f"(then --test-only writes the report).") from None
     path = os.path.join(final, "report.html")
     print(f"Saved the evaluation report to {path} ({time.time() - started:.1f} s)")
     return path

@@ -151,11 +151,31 @@ def is_out_of_memory(error):
     return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
-def interrupted(records, checkpoint_path):
-    """The ``TrainingInterrupted`` for a run stopped by Ctrl-C after ``records`` (its complete epochs)."""
+def interrupted(records, checkpoint_path, finished=False):
+    """The ``TrainingInterrupted`` for a run stopped by Ctrl-C after ``records`` (its complete epochs);
+    ``finished``: every epoch was done, the press came while the final figures or report were made."""
     kept = checkpoint_path if checkpoint_path and os.path.exists(checkpoint_path) else None
+    if finished:  # the checkpoint is complete: a resume would train nothing (cli says how to redo the report)
+        error = TrainingInterrupted(f"interrupted after the last epoch: training is complete"
+                                    f"{f' (saved in {kept})' if kept else ''}, but the final figures or the report "
+                                    f"may be missing")
+        error.finished = kept
+        return error
     done = f"epoch {records[-1]['epoch']} is the last complete one" if records else "no epoch completed"
     return TrainingInterrupted(f"interrupted: {done}" + (f", saved in {kept}" if kept else ""), checkpoint=kept)
+
+
+def report_command(argv, checkpoint):
+    """The command line that evaluates ``checkpoint`` as the run ``argv`` did, writing its report."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--resume", "--weights", "--epochs"):
+            skip = True
+        elif not arg.startswith(("--resume=", "--weights=", "--epochs=")) and arg != "--overwrite":
+            kept.append(arg)
+    return " ".join(shlex.quote(a) for a in ["python", "tv_training.py", *kept, "--test-only", "--weights", checkpoint])
 
 
 def resume_command(argv, checkpoint):
@@ -232,6 +252,9 @@ class StopAtSafePoint:
             for name in os.listdir(self.output_dir):
                 if name.startswith(f".tmp-{os.getpid()}-"):  # a half-written file of utils.atomic_write
                     os.remove(os.path.join(self.output_dir, name))
+            from report import remove_partial  # imported already by then: no import work in the handler
+
+            remove_partial(self.output_dir)  # a report being drawn: the earlier one in report/ stays
             ckpt = os.path.join(self.output_dir, "checkpoint.pth")
             kept = f"; the last complete epoch is in {ckpt} (--resume {ckpt})" if os.path.exists(ckpt) else ""
         if utils.is_main_process():

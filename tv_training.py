@@ -291,6 +291,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     fast_evaluation = functools.partial(speedups.inference_speedups, model_without_ddp, device, eval_bf16,
                                         channels_last)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
+    trained = False
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
         with training_run.StopAtSafePoint(output_dir) as stop:
             if output_dir and preview is not None:  # inside: a Ctrl-C while it is drawn stops before the first step
@@ -332,6 +333,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                 stop.check()
             print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
             print("That's it!")
+            trained = True
             if output_dir:
                 dataset_test = data_loader_test.dataset
                 with fast_evaluation():
@@ -343,7 +345,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                                         records=records, curves_png=os.path.join(output_dir, "curves.png"))
             stop.check()
     except KeyboardInterrupt:
-        raise training_run.interrupted(records, ckpt_path) from None
+        raise training_run.interrupted(records, ckpt_path, finished=trained) from None
     except NonFiniteLossError as e:
         kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
         raise TutorialError(f"{e}{kept}") from None
@@ -406,13 +408,13 @@ def get_args_parser(add_help=True):
     """torchvision train.py's flag names, the tutorial's values as defaults."""
     p = run_settings.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-path", default="data/PennFudanPed",
+    p.add_argument("--data-path", default="data/PennFudanPed", type=checks.path_text,
                    help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing); or your own data: a "
                         "COCO instances file (.json), a folder of labelme JSONs, a YOLO data.yaml")
-    p.add_argument("--test-data-path", default=None,
+    p.add_argument("--test-data-path", default=None, type=checks.path_text,
                    help="a COCO file (or labelme folder) to test on (same categories); None: hold out --test-size "
                         "images of --data-path (a YOLO data.yaml tests on its val split)")
-    p.add_argument("--image-dir", default=None,
+    p.add_argument("--image-dir", default=None, type=checks.path_text,
                    help="where a COCO file's images are; None: looked for beside the file (docs/own-data.md)")
     p.add_argument("--classes", default=None, type=labelme_yolo.class_list, metavar="A,B,C",
                    help="a labelme folder's classes in this order, other labels left out; None: every label, sorted "
@@ -420,7 +422,7 @@ def get_args_parser(add_help=True):
     p.add_argument("--model", default="maskrcnn", choices=sorted(MODELS),
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
                         "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
-    p.add_argument("--weights", default="DEFAULT",
+    p.add_argument("--weights", default="DEFAULT", type=checks.path_text,
                    help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
                         "maskrcnn_resnet18), none (random init) or a checkpoint file")
     p.add_argument("--device", default="auto", type=checks.device_name,
@@ -445,7 +447,8 @@ def get_args_parser(add_help=True):
     p.add_argument("--output-dir", default="output",
                    help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing; --predict then "
                         "writes to ./predict)")
-    p.add_argument("--resume", default=None, help="checkpoint to continue training from; None starts afresh")
+    p.add_argument("--resume", default=None, type=checks.path_text,
+                   help="checkpoint to continue training from; None starts afresh")
     p.add_argument("--best-metric", default="auto", choices=["auto", "bbox", "bbox50", "segm", "segm50"],
                    help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
                         "mask models, bbox otherwise")
@@ -479,9 +482,9 @@ def get_args_parser(add_help=True):
                    help="the tutorial's 'testing forward()' check: one training batch and inference, then exit")
     p.add_argument("--demo", action="store_true",
                    help="offline demo: synthetic data, random init and a from-scratch recipe (demo.DEMO_RECIPE)")
-    p.add_argument("--predict", nargs="+", default=None, metavar="PATH",
+    p.add_argument("--predict", nargs="+", default=None, type=checks.path_text, metavar="PATH",
                    help="images or folders to run a trained model (--weights FILE) on; writes PNG + JSON")
-    p.add_argument("--export", default=None, metavar="FILE.onnx",
+    p.add_argument("--export", default=None, type=checks.path_text, metavar="FILE.onnx",
                    help="write the model of --weights CHECKPOINT as ONNX to FILE.onnx (FILE.json beside it: classes, "
                         "input and outputs), once ONNX Runtime matches PyTorch on up to 8 of the checkpoint's test "
                         "images (or --predict's); None: no export (docs/export.md)")
@@ -507,7 +510,8 @@ def cli(argv=None):
         result = main(args)
     except TrainingInterrupted as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late press must not cut the message
-        hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else ""
+        hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else \
+            f"; to write the report again: {training_run.report_command(argv, e.finished)}" if e.finished else ""
         print(f"\n{e}{hint}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:  # outside training: --predict, --test-only, or before training started

@@ -65,6 +65,11 @@ def trained(data, tmp_path_factory):
     (["--min-size", "900", "--max-size", "800"], "argument --max-size: 800 is below --min-size 900"),
     (["--device", "gpu0"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"),
     (["--aspect-ratio-group-factor", "-2"], "argument --aspect-ratio-group-factor: expected an integer >= -1"),
+    # an unset shell variable ("$OUT") would otherwise read as the flag left out: a training run
+    (["--export", ""], "argument --export: an empty path (an unset shell variable?)"),
+    (["--resume", " "], "argument --resume: an empty path"),
+    (["--weights", ""], "argument --weights: an empty path"),
+    (["--predict", "photos", ""], "argument --predict: an empty path"),
 ])
 def test_bad_flag_values_are_usage_errors_before_any_work(argv, words, tmp_path, capsys):
     data_path = str(tmp_path / "never_made")

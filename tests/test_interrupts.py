@@ -179,9 +179,13 @@ def test_handler_counts_presses_and_is_restored(monkeypatch, tmp_path):
             with pytest.raises(KeyboardInterrupt):
                 stop.check()
             half_written.write_bytes(b"partial")
+            (tmp_path / "report.partial" / "earlier" / "20261204-101010").mkdir(parents=True)
+            (tmp_path / "report.partial" / "pr.png").write_bytes(b"half a report")
             stop._first -= stop.SAME_PRESS_S  # later: a real second press ends the process
             stop._on_sigint(signal.SIGINT, None)
             assert exits == [130] and not half_written.exists()
+            # the report being drawn goes; earlier reports the renames had taken from report/ stay
+            assert os.listdir(tmp_path / "report.partial") == ["earlier"]
         assert signal.getsignal(signal.SIGINT) is callers_handler
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -118,17 +118,42 @@ def test_the_score_threshold_decides_what_the_matrix_counts():
     assert report.confusion_matrix([image], 1, score_threshold=0.2)[0].tolist() == [[1, 0], [0, 0]]
 
 
+@pytest.mark.parametrize("height, width, panel_size", [
+    (96, 128, (384, 288)),  # a demo image: upscaled to a long side of 384
+    (3000, 4000, (640, 480)),  # a phone photo: scaled down to 640, not an 8000-px JPEG
+    (500, 600, (600, 500)),  # in between: as it is
+])
+def test_gallery_panels_are_scaled_into_a_readable_range(height, width, panel_size):
+    gt, det = [10, 10, 50, 40], [12, 10, 50, 44]
+    image = scene([(gt, 1)], [(det, 1, 0.9)])
+    figure = report.gallery_figure(np.zeros((height, width, 3), np.uint8), image, ["cat"], 0.5, 0.5)
+    bar, gap = 22, 8
+    assert figure.size == (2 * panel_size[0] + gap, panel_size[1] + bar)
+
+
+def test_a_narrow_gallery_image_keeps_its_titles_whole():
+    image = scene([([2, 10, 20, 300], 1)], [])
+    figure = report.gallery_figure(np.zeros((900, 30, 3), np.uint8), image, ["cat"], 0.5, 0.5)
+    assert figure.width > 2 * 150  # each panel as wide as "ground truth: 1 (1 missed)", not 13 px
+
+
 def test_a_class_name_the_font_cannot_draw_makes_no_warning_per_glyph(tmp_path):
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report.plot_confusion(np.array([[2, 1], [0, 0]]), ["猫"], 0.5, 0.5, str(tmp_path / "confusion.png"))
+        report.plot_confusion(np.array([[2, 1, 0], [0, 1, 0], [0, 0, 0]]), ["猫", "x" * 120], 0.5, 0.5,
+                              str(tmp_path / "confusion.png"))  # and a long name: cut, no layout warning
     assert [str(w.message) for w in caught] == [] and os.path.getsize(tmp_path / "confusion.png") > 1000
 
 
-def test_ap_as_is_equals_pycocotools_ap50_per_class(capsys):
+@pytest.mark.parametrize("tied", [False, True])  # tied: a saturated model, most scores exactly 1.0
+def test_ap_as_is_equals_pycocotools_ap50_per_class(tied, capsys):
     rng = np.random.default_rng(0)
+
+    def score():
+        return float(rng.choice([0.5, 1.0, 1.0])) if tied else float(rng.random())
+
     images, annotations, results = [], [], []
     for image_id in range(1, 9):
         images.append(dict(id=image_id, width=200, height=200))
@@ -141,9 +166,9 @@ def test_ap_as_is_equals_pycocotools_ap50_per_class(capsys):
                 jitter = rng.normal(0, 6, 4)
                 results.append(dict(image_id=image_id, category_id=int(rng.integers(1, 3)),
                                     bbox=[x + jitter[0], y + jitter[1], max(2.0, w + jitter[2]),
-                                          max(2.0, h + jitter[3])], score=float(rng.random())))
+                                          max(2.0, h + jitter[3])], score=score()))
         results.append(dict(image_id=image_id, category_id=1, bbox=list(map(float, rng.uniform(0, 150, 4))),
-                            score=float(rng.random())))
+                            score=score()))
     gt = COCO()
     gt.dataset = dict(images=images, annotations=annotations, categories=[dict(id=1), dict(id=2)])
     gt.createIndex()
@@ -244,6 +269,85 @@ def test_test_only_keeps_the_earlier_report_and_an_empty_output_dir_writes_nothi
     monkeypatch.chdir(tmp_path)
     run_main(*argv, "--output-dir", "")
     assert set(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("case", ["rename_refused", "a_file_named_report"])
+def test_a_report_that_cannot_be_put_in_place_is_one_line_and_keeps_the_earlier(case, run, tmp_path, monkeypatch,
+                                                                                capsys):
+    from test_arguments import cli
+
+    data, out, _ = run
+    target = tmp_path / "out"
+    target.mkdir()
+    if case == "rename_refused":  # report/ made by another user: nothing may be moved out of it
+        shutil.copytree(os.path.join(out, "report"), target / "report")
+        (target / "report" / "earlier" / "20261204-101010").mkdir(parents=True)
+        before = {p: open(p, "rb").read() for p in map(str, (target / "report").rglob("*")) if os.path.isfile(p)}
+        replace = os.replace
+
+        def refuse_inside_report(source, dest):
+            if str(source) == str(target / "report") or str(source).startswith(str(target / "report") + os.sep):
+                raise PermissionError(1, "Operation not permitted")
+            replace(source, dest)
+
+        monkeypatch.setattr(os, "replace", refuse_inside_report)
+    else:
+        (target / "report").write_text("my notes")
+    code, _, err = cli(["--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--data-path", data, "-j",
+                        "0", "--test-size", "3", "--output-dir", str(target)], capsys)
+    said = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(said) == 1 and "Traceback" not in err
+    if case == "rename_refused":
+        assert said[0].startswith(f"error: {target / 'report'}: cannot put the new report in place (Operation not "
+                                  f"permitted); the report was not written, and an earlier one there is as it was.")
+        after = {p: open(p, "rb").read() for p in map(str, (target / "report").rglob("*")) if os.path.isfile(p)}
+        assert after == before and (target / "report" / "earlier" / "20261204-101010").is_dir()
+    else:
+        assert said[0].startswith(f"error: {target / 'report'}: a file, where the report's folder goes")
+        assert (target / "report").read_text() == "my notes"
+    assert sorted(os.listdir(target)) == ["report"]  # no report.partial left
+
+
+def test_ctrl_c_while_the_report_is_drawn_says_training_is_complete_and_how_to_redraw_it(run, tmp_path,
+                                                                                       monkeypatch, capsys):
+    from test_arguments import cli
+
+    data, out, _ = run
+    target = tmp_path / "run"
+    monkeypatch.setattr(report, "write_gallery", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    code, _, err = cli(tiny_argv(data, str(target), "--test-size", "3", weights="none"), capsys)
+    ckpt = target / "checkpoint.pth"
+    said, _, command = err.strip().partition("; to write the report again: ")
+    assert code == 130 and said == (f"interrupted after the last epoch: training is complete (saved in {ckpt}), but "
+                                    f"the final figures or the report may be missing")
+    assert not (target / "report").exists() and not (target / report.PARTIAL).exists()
+    monkeypatch.undo()
+    import shlex
+
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "tv_training.py"] and argv[-3:] == ["--test-only", "--weights", str(ckpt)]
+    code, _, _ = cli(argv[2:], capsys)  # the command it gives
+    assert code == 0
+    check_report(str(target / "report"), ["pedestrian"])
+
+
+def test_overwrite_moves_the_replaced_runs_report_to_earlier(tmp_path):
+    import argument_checks
+
+    (tmp_path / "checkpoint.pth").write_bytes(b"weights")
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "a.png").write_bytes(b"figure")
+    folder = tmp_path / "report"
+    (folder / "earlier" / "20260101-000000").mkdir(parents=True)
+    (folder / "gallery").mkdir()
+    (folder / "gallery" / "001-image1.jpg").write_bytes(b"jpeg")
+    (folder / "report.html").write_text("the replaced run's")
+    argument_checks.clear_earlier_run(str(tmp_path))
+    assert os.listdir(tmp_path) == ["report"] and os.listdir(folder) == ["earlier"]
+    moved = [e for e in os.listdir(folder / "earlier") if e != "20260101-000000"]
+    assert len(moved) == 1 and (folder / "earlier" / moved[0] / "report.html").read_text() == "the replaced run's"
+    assert (folder / "earlier" / moved[0] / "gallery" / "001-image1.jpg").read_bytes() == b"jpeg"
 
 
 def test_coco_data_with_three_classes(one_thread, tmp_path):
