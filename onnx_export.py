@@ -75,6 +75,9 @@ def check_export_path(path, overwrite):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise TutorialError(f"--export {path}: a folder; pass a file name, e.g. {os.path.join(path, 'model.onnx')}.")
+    if os.path.isdir(sidecar_path(path)):
+        raise TutorialError(f"--export {path}: {sidecar_path(path)}, where its classes go, is a folder; pick "
+                            f"another file name.")
     existing = [p for p in (path, sidecar_path(path)) if os.path.exists(p)]
     if existing and not overwrite:
         raise TutorialError(f"--export {path}: {' and '.join(existing)} already exist(s). Keep it with another "
@@ -208,9 +211,10 @@ class OnnxPredictor:
             raise TutorialError(f"--weights {path}: not a readable ONNX model ({first}). Export it again with "
                                 f"--export {path} --weights CHECKPOINT --overwrite.") from None
         inputs, names = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
-        if len(inputs) != 1 or len(inputs[0].shape) != 3 or not {"boxes", "labels", "scores"} <= set(names):
+        if len(inputs) != 1 or len(inputs[0].shape) != 3 or inputs[0].type != "tensor(float)" or \
+                not {"boxes", "labels", "scores"} <= set(names):
             raise TutorialError(f"--weights {path}: an ONNX model, but not a detector exported by --export (inputs "
-                                f"{[i.name for i in inputs]}, outputs {names}).")
+                                f"{[(i.name, i.type) for i in inputs]}, outputs {names}).")
         self.input_name, self.output_names = inputs[0].name, names
         self.mask_min_score = mask_min_score
         self.metadata = self.session.get_modelmeta().custom_metadata_map
@@ -222,7 +226,12 @@ class OnnxPredictor:
         results = []
         for image in images:
             array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-            values = dict(zip(self.output_names, self.session.run(None, {self.input_name: array})))
+            try:
+                values = dict(zip(self.output_names, self.session.run(None, {self.input_name: array})))
+            except Exception as e:  # onnxruntime's own classes (Fail, InvalidArgument): as PyTorch's, per image
+                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                memory = "out of memory: " if "allocate memory" in str(e) else ""
+                raise RuntimeError(f"{memory}ONNX Runtime: {text[-200:]}") from None
             pred = {k: torch.from_numpy(v) for k, v in values.items()}
             if "masks" in pred and self.mask_min_score is not None:
                 pred["masks_rle"] = masks_as_rles(pred.pop("masks"), pred["scores"] >= self.mask_min_score)
@@ -248,21 +257,34 @@ def masks_as_rles(masks, keep):
 def read_classes(onnx_path, metadata=None):
     """The classes of an exported model: from its .json, else from the ONNX file's metadata.
     Returns ``(classes, model name)``; raises ``TutorialError`` for a damaged .json."""
-    side = sidecar_path(onnx_path)
-    info = None
-    if os.path.isfile(side):
+    def parsed(text, where, fix):
         try:
-            with open(side) as f:
-                info = json.load(f)
+            info = json.loads(text)
             info["classes"] = [dict(id=int(c["id"]), name=str(c["name"])) for c in info["classes"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise TutorialError(f"{side}: not the JSON --export writes beside {onnx_path} ({type(e).__name__}: "
-                                f"{str(e)[:80]}). Export again with --overwrite, or delete it to use the classes "
-                                f"stored in the .onnx.") from None
-    elif metadata and "detector" in metadata:
-        info = json.loads(metadata["detector"])
-    if not info:
-        return None, None
+            if not info["classes"]:
+                raise ValueError("no classes")
+            return info
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise TutorialError(f"{where}: not what --export writes ({type(e).__name__}: {str(e)[:80]}). "
+                                f"{fix}") from None
+
+    side = sidecar_path(onnx_path)
+    stored = parsed(metadata["detector"], f"{onnx_path} (its \"detector\" metadata)",
+                    f"Export it again with --overwrite.") if metadata and "detector" in metadata else None
+    if not os.path.isfile(side):
+        return (stored["classes"], stored.get("model")) if stored else (None, None)
+    try:
+        with open(side, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TutorialError(f"{side}: cannot read it ({e}). Delete it to use the classes stored in the .onnx.") \
+            from None
+    info = parsed(text, side, "Export again with --overwrite, or delete it to use the classes stored in the .onnx.")
+    if stored and (info["classes"] != stored["classes"] or info.get("model") != stored.get("model")):
+        raise TutorialError(f"{side}: names the classes {[c['name'] for c in info['classes']]} ({info.get('model')}), "
+                            f"but {onnx_path} was exported with {[c['name'] for c in stored['classes']]} "
+                            f"({stored.get('model')}): it belongs to another export. Delete it (the .onnx's own are "
+                            f"then used) or export again with --overwrite.")
     return info["classes"], info.get("model")
 
 
@@ -350,12 +372,17 @@ def verify(model, predictor, images, score_threshold):
     predictor.mask_min_score = low
     results = []
     for name, image in images:
-        start = time.perf_counter()
-        reference = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in model([image])[0].items()}
-        eager_s = time.perf_counter() - start
-        start = time.perf_counter()
-        other = predictor([image])[0]
-        onnx_s = time.perf_counter() - start
+        try:
+            start = time.perf_counter()
+            reference = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in model([image])[0].items()}
+            eager_s = time.perf_counter() - start
+            start = time.perf_counter()
+            other = predictor([image])[0]
+            onnx_s = time.perf_counter() - start
+        except RuntimeError as e:  # e.g. a 300x1 strip, resized to a height of 0
+            raise TutorialError(f"{name}: {image.shape[-1]}x{image.shape[-2]} pixels: the model cannot take it "
+                                f"({str(e).splitlines()[0][:120]}); check the export on other images (--predict "
+                                f"IMAGES).") from None
         result = dict(compare_predictions(reference, other, score_threshold), image=name, eager_s=eager_s,
                       onnx_s=onnx_s)
         print(_line(name, result, score_threshold))
@@ -372,7 +399,17 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
         files, _ = outputs.list_images(paths)
         if len(files) > count:
             print(f"Verifying on the first {count} of {len(files)} images")
-        return [(f, outputs.read_photo(f).float() / 255.0) for f in files[:count]]
+        images = []
+        for f in files:
+            if len(images) == count:
+                break
+            try:
+                images.append((f, outputs.read_photo(f).float() / 255.0))
+            except TutorialError as e:  # as --predict does: that file only
+                print(f"note: {e}; not used for the check")
+        if not images:
+            raise TutorialError(f"no image in {' '.join(paths)} could be read to check the export on.")
+        return images
     trained = checkpoint.get("args") or {}
     hint = "pass images to check the export on with --predict IMAGES."
     if not trained.get("data_path"):
@@ -415,7 +452,7 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
     import speedups
 
     check_export_path(path, overwrite)
-    tmp = _temporary(path)
+    tmp, tmp_json = _temporary(path), _temporary(sidecar_path(path))
     try:
         start = time.perf_counter()
         speedups.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
@@ -427,6 +464,17 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
         model_weights.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
         predictor = OnnxPredictor(tmp)
         results = verify(model, predictor, images, score_threshold)
+        floor = float(getattr(getattr(model, "roi_heads", None), "score_thresh", 0.05))
+        if not any(sum(r["counts"]) for r in results) and score_threshold > floor:
+            # nothing scored that high: the check would have compared nothing, so compare what the
+            # model outputs at all (the .onnx file gives every detection down to this floor)
+            print(f"No detection scores >= {score_threshold} on these images; checking again at the model's lowest "
+                  f"score, {floor:g}:")
+            score_threshold = floor
+            results = verify(model, predictor, images, score_threshold)
+        if not any(sum(r["counts"]) for r in results):
+            print(f"warning: the model detects nothing on these {len(results)} image(s), so the check compared no "
+                  f"detection; pass images with objects (--predict IMAGES) to compare real detections.")
         bad = [r for r in results if not r["ok"]]
         if bad:
             raise TutorialError(
@@ -443,11 +491,14 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
                                 min_mask_iou=min((r["mask_iou"] for r in results if r["mask_iou"] is not None),
                                                  default=None))
         del predictor  # the session holds the temporary file open on some systems
-        outputs.write_json_atomic(info, sidecar_path(path))
-        os.replace(tmp, path)
+        outputs.write_json_atomic(info, tmp_json)
+        with outputs.NoInterrupt():  # the pair together: an earlier model.onnx never beside a new model.json
+            os.replace(tmp, path)
+            os.replace(tmp_json, sidecar_path(path))
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for left in (tmp, tmp_json):
+            if os.path.exists(left):
+                os.remove(left)
         raise
     eager = sum(r["eager_s"] for r in results) / len(results)
     fast = sum(r["onnx_s"] for r in results) / len(results)

@@ -228,6 +228,75 @@ def test_ctrl_c_during_export_leaves_the_earlier_file(mask_export, workdir, monk
     assert not [n for n in os.listdir(os.path.dirname(onnx_path)) if n.endswith(".tmp")]
 
 
+def test_an_image_the_model_cannot_take_fails_alone_through_onnx(mask_export, workdir, tmp_path, capsys):
+    from PIL import Image
+
+    _, onnx_path, _ = mask_export
+    root, data = workdir
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(first_image(data), folder / "a.png")
+    Image.new("RGB", (300, 1)).save(folder / "strip.png")  # resized to a height of 0
+    out = tmp_path / "out"
+    assert run_cli("--predict", folder, "--weights", onnx_path, "--output-dir", out)[0] == 1
+    printed, err = capsys.readouterr()
+    assert f"error: {folder / 'strip.png'}: 300x1 pixels: the model cannot take it (ONNX Runtime: " in printed
+    assert err.strip() == "error: 1 of 2 image(s) could not be read or predicted (listed above)"
+    assert sorted(os.listdir(out / "predict")) == ["a.png.json", "a.png.png", "images.json", "results.json"]
+    # --export checked on it: one line, nothing written
+    assert run_cli("--export", tmp_path / "x.onnx", "--weights", mask_export[0], "--predict", folder / "strip.png")[0] == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {folder / 'strip.png'}: 300x1 pixels: the model cannot take it (")
+    assert not os.path.exists(tmp_path / "x.onnx") and not os.path.exists(tmp_path / "x.json")
+
+
+def test_a_sidecar_or_metadata_that_does_not_belong_is_one_line(mask_export, tmp_path, capsys):
+    import onnx
+
+    _, onnx_path, _ = mask_export
+    copy = tmp_path / "model.onnx"
+    shutil.copy(onnx_path, copy)
+    with open(onnx_export.sidecar_path(onnx_path)) as f:
+        info = json.load(f)
+    info["classes"] = [dict(id=1, name="car"), dict(id=2, name="bus")]  # another export's
+    (tmp_path / "model.json").write_text(json.dumps(info))
+    assert run_cli("--predict", tmp_path / "x.png", "--weights", copy, "--output-dir", tmp_path / "out")[0] == 1
+    assert error_line(capsys).startswith(f"error: {tmp_path / 'model.json'}: names the classes ['car', 'bus'] (")
+    os.remove(tmp_path / "model.json")
+    model = onnx.load(str(copy))
+    for entry in model.metadata_props:
+        if entry.key == "detector":
+            entry.value = "{broken"
+    onnx.save(model, str(copy))
+    assert run_cli("--predict", tmp_path / "x.png", "--weights", copy, "--output-dir", tmp_path / "out")[0] == 1
+    assert error_line(capsys).startswith(f"error: {copy} (its \"detector\" metadata): not what --export writes "
+                                         f"(JSONDecodeError")
+    # a sidecar name taken by a folder: said before the slow part
+    (tmp_path / "other.json").mkdir()
+    assert run_cli("--export", tmp_path / "other.onnx", "--weights", mask_export[0], "--overwrite")[0] == 1
+    assert error_line(capsys) == (f"error: --export {tmp_path / 'other.onnx'}: {tmp_path / 'other.json'}, where its "
+                                  f"classes go, is a folder; pick another file name.")
+
+
+def test_a_check_that_would_compare_nothing_compares_every_detection(mask_export, workdir, tmp_path, capsys):
+    from PIL import Image
+
+    ckpt, _, _ = mask_export
+    root, data = workdir
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(first_image(data), folder / "a.png")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # cannot be decoded: left out, said
+    code, result = run_cli("--export", tmp_path / "m.onnx", "--weights", ckpt, "--predict", folder,
+                           "--score-threshold", "1")
+    out = capsys.readouterr().out
+    assert code == 0 and f"note: {folder / 'b.png'}: cannot decode this image" in out
+    assert "No detection scores >= 1.0 on these images; checking again at the model's lowest score, 0.05:" in out
+    assert result["verified"]["images"] == 1 and result["verified"]["score_threshold"] == pytest.approx(0.05)
+    assert result["verified"]["min_box_iou"] is not None  # detections were compared
+    assert Image.open(folder / "a.png")  # the user's files are untouched
+
+
 def test_missing_onnxruntime_names_the_package(mask_export, workdir, monkeypatch, capsys):
     _, onnx_path, _ = mask_export
     root, data = workdir
