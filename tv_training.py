@@ -28,6 +28,10 @@ import signal
 import sys
 import time
 
+if __name__ == "__main__":  # run as a script: Ctrl-C while torch loads (seconds) ends in one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: (os.write(2, b"\ninterrupted while starting: nothing was done\n"),
+                                             os._exit(130)))
+
 import torch
 import torchvision
 from PIL import Image
@@ -551,4 +555,5 @@ def cli(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is the run's own again
     cli()

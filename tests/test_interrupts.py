@@ -161,6 +161,15 @@ def test_second_ctrl_c_stops_at_once(data, tmp_path):
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
 
+def test_ctrl_c_while_torch_is_loading_is_one_line(tmp_path):
+    proc = start(["--demo", "--data-path", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")])
+    time.sleep(0.3)  # python is starting or importing torch (seconds on 2 cores)
+    proc.send_signal(signal.SIGINT)
+    out, err, _ = finish(proc)
+    assert proc.returncode == 130 and err.strip() == "interrupted while starting: nothing was done", err[-2000:]
+    assert not os.path.exists(tmp_path / "data") and not os.path.exists(tmp_path / "out")
+
+
 def test_handler_counts_presses_and_is_restored(monkeypatch, tmp_path):
     def callers_handler(signum, frame):
         pass
