@@ -140,7 +140,9 @@ def coco_classes(data, path):
     entry k, so no category id (0 included) becomes the background. A category without
     annotations that is only the supercategory of others (Roboflow adds one) is left out."""
     used = {ann["category_id"] for ann in data["annotations"]}
-    parents = {c.get("supercategory") for c in data["categories"] if c["id"] in used}
+    # the supercategories of other categories (not of themselves, as COCO's "person"): also in a
+    # file without annotations (a test split with no objects keeps the training file's classes)
+    parents = {c.get("supercategory") for c in data["categories"] if c.get("supercategory") != c["name"]}
     classes = []
     categories = data["categories"]
     if all(isinstance(c["id"], int) for c in categories):

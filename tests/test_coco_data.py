@@ -85,6 +85,9 @@ def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, c
     out = capsys.readouterr().out
     assert 'category 0 "shapes" has no annotations and is the supercategory of others: left out' in out
     assert 'category 9 "bicycle" has no annotations: kept, its AP will be -1' in out
+    data["annotations"] = []  # a split without objects: the same classes as the file with them
+    json.dump(data, open(train, "w"))
+    assert coco_data.load_coco_images(train)[1] == classes
 
 
 @pytest.mark.parametrize("layout", ["beside", "stem", "images", "parent_images", "image_dir"])
