@@ -230,8 +230,9 @@ class OnnxPredictor:
                 values = dict(zip(self.output_names, self.session.run(None, {self.input_name: array})))
             except Exception as e:  # onnxruntime's own classes (Fail, InvalidArgument): as PyTorch's, per image
                 text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                text = text.split("Status Message:")[-1].strip()  # the cause, after the node's long name
                 memory = "out of memory: " if "allocate memory" in str(e) else ""
-                raise RuntimeError(f"{memory}ONNX Runtime: {text[-200:]}") from None
+                raise RuntimeError(f"{memory}ONNX Runtime: {text[:200]}") from None
             pred = {k: torch.from_numpy(v) for k, v in values.items()}
             if "masks" in pred and self.mask_min_score is not None:
                 pred["masks_rle"] = masks_as_rles(pred.pop("masks"), pred["scores"] >= self.mask_min_score)
