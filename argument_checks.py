@@ -275,6 +275,10 @@ def check_run(args, checkpoint, weights_file, load_checkpoint, training, is_main
     """
     if args.predict and checkpoint is None:
         raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
+    if not args.predict:  # before Penn-Fudan is downloaded for a --test-data-path that would go unread
+        from dataset_formats import check_test_data_path
+
+        check_test_data_path(args.data_path, args.test_data_path)
     if args.output_dir and is_main_process:
         check_output_outside_data(args.output_dir, args.data_path)
         check_output_dir(args.output_dir)

@@ -33,7 +33,7 @@ def read_coco_file(path):
     """A COCO instances file, checked: JSON, the three lists, their required fields, unique ids,
     annotations that point at existing images and categories. Errors name the file and the fix."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark some Windows tools write
             data = json.load(f)
     except OSError as e:
         raise DatasetError(f"{path}: cannot read it ({e.strerror or e}).") from None
@@ -67,10 +67,10 @@ def read_coco_file(path):
     image_ids, category_ids = {im["id"] for im in data["images"]}, {c["id"] for c in data["categories"]}
     for ann in data["annotations"]:
         if ann["image_id"] not in image_ids:
-            raise DatasetError(f"{path}: annotation {ann['id']} refers to image_id {ann['image_id']}, which is not "
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to image_id {ann['image_id']!r}, which is not "
                                f"in \"images\".")
         if ann["category_id"] not in category_ids:
-            raise DatasetError(f"{path}: annotation {ann['id']} refers to category_id {ann['category_id']}, which "
+            raise DatasetError(f"{path}: annotation {ann['id']} refers to category_id {ann['category_id']!r}, which "
                                f"is not in \"categories\".")
     return data
 
@@ -172,13 +172,23 @@ def coco_classes(data, path):
 def image_places(file_name, json_path, image_dir=None):
     """Where an image of a COCO file may be: ``image_dir`` only, if given; else ``file_name``
     relative to the JSON's folder, a folder named like the JSON (train.json -> train/),
-    images/ beside the JSON, and images/ in its parent (CVAT: annotations/ beside images/)."""
+    images/ beside the JSON, images/ in its parent (CVAT: annotations/ beside images/), and the
+    split's folder in its parent (COCO: annotations/instances_val2017.json, val2017/). A
+    ``file_name`` with Windows separators is read with /, and an absolute one or a URL (another
+    machine's) is also looked for by its last part."""
+    file_name = file_name.replace("\\", "/")  # written on Windows
+    names = [file_name]
+    if os.path.isabs(file_name) or "://" in file_name:  # another machine's path, a URL: its name here
+        names.append(os.path.basename(file_name))
     if image_dir:
-        return [os.path.join(image_dir, file_name)]
+        return list(dict.fromkeys(os.path.join(image_dir, n) for n in names))
     here = os.path.dirname(os.path.abspath(json_path))
+    parent = os.path.dirname(here)
     stem = os.path.splitext(os.path.basename(json_path))[0]
-    return [os.path.join(here, file_name), os.path.join(here, stem, file_name),
-            os.path.join(here, "images", file_name), os.path.join(os.path.dirname(here), "images", file_name)]
+    split = stem[len("instances_"):] if stem.startswith("instances_") else stem  # COCO: val2017/ beside annotations/
+    folders = [here, os.path.join(here, stem), os.path.join(here, "images"), os.path.join(parent, "images"),
+               os.path.join(parent, split)]
+    return list(dict.fromkeys(os.path.join(folder, n) for n in names for folder in folders))
 
 
 class KindLines:
@@ -213,14 +223,52 @@ def _clean_annotation(ann, width, height, warnings):
         warnings.add("with a box reaching outside the image, clipped", ann["id"])
     seg = ann.get("segmentation")
     if isinstance(seg, list):
-        parts = [p for p in seg if isinstance(p, list) and len(p) >= 6]
-        if len(parts) < len(seg):
+        finite = [p for p in seg if all(math.isfinite(v) for v in p)]
+        if len(finite) < len(seg):  # pycocotools would allocate without bound on a NaN point
+            warnings.add("with polygon points that are not finite (NaN or infinity), those parts dropped", ann["id"])
+        parts = [p for p in finite if isinstance(p, list) and len(p) >= 6]
+        if len(parts) < len(finite):
             warnings.add("with polygon parts of fewer than 3 points, dropped", ann["id"])
         if not seg:
             warnings.add("with an empty segmentation (its box is used as its mask)", ann["id"])
         seg = parts or None
+    elif isinstance(seg, dict) and not _rle_covers(seg["counts"], height * width):
+        # pycocotools would fail in the middle of training, or read memory past the end as mask
+        warnings.add("with an RLE whose run lengths do not add up to its image (height x width), dropped", ann["id"])
+        return None
     return dict(id=ann["id"], category_id=ann["category_id"], box=[x0, y0, x1, y1], segmentation=seg,
                 iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", w * h)))
+
+
+def _rle_counts(text):
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString): 5 bits per
+    character from '0', a continuation bit, a sign bit, each count after the second a difference
+    to the count two before. Raises ValueError for a character outside the alphabet or a cut end."""
+    counts, p = [], 0
+    while p < len(text):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(text):
+                raise ValueError("the string ends inside a count")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"{text[p]!r} is not an RLE character")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        counts.append(x + counts[-2] if len(counts) > 2 else x)
+    return counts
+
+
+def _rle_covers(counts, pixels):
+    """Whether RLE ``counts`` (a compressed string or a list) are run lengths over exactly ``pixels``."""
+    try:
+        runs = _rle_counts(counts) if isinstance(counts, str) else counts
+    except ValueError:
+        return False
+    return all(isinstance(n, int) and n >= 0 for n in runs) and sum(runs) == pixels
 
 
 def annotation_mask(ann, height, width):
@@ -253,19 +301,28 @@ def load_coco_images(path, image_dir=None, data=None):
     images and sizes that differ from the JSON are errors; problems of single annotations are
     warnings (one line per kind) and are fixed or dropped.
     """
+    built = data is not None  # a labelme or YOLO reader's: its images carry the "path" it found
     data = read_coco_file(path) if data is None else data
     classes = coco_classes(data, path)
     labels = {c["id"]: k + 1 for k, c in enumerate(classes)}
     by_image = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    warnings, entries = KindLines(path), []
+    warnings, entries, first_id = KindLines(path), [], {}
+    has_masks = any(a.get("segmentation") for a in data["annotations"])
+    # (the YOLO reader says this of its box lines itself)
+    no_mask = set() if built or not has_masks else \
+        {a["id"] for a in data["annotations"] if a.get("segmentation") is None}
     for im in data["images"]:
-        places = [im["path"]] if "path" in im else image_places(im["file_name"], path, image_dir)
+        places = [im["path"]] if built else image_places(im["file_name"], path, image_dir)
         found = next((p for p in places if os.path.isfile(p)), None)
         if found is None:
             raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
                                f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+        other = first_id.setdefault(os.path.realpath(found), im["id"])
+        if other != im["id"]:  # one picture, two ids: its objects would be split between them
+            raise DatasetError(f"{path}: images {other!r} and {im['id']!r} are both {os.path.normpath(found)}; list "
+                               f"each image once (merge their annotations) or export the file again.")
         try:  # decoded once, so a truncated file stops the run here and not epochs into it
             with Image.open(found) as pil:
                 size, orientation = pil.size, pil.getexif().get(0x0112, 1)
@@ -275,9 +332,11 @@ def load_coco_images(path, image_dir=None, data=None):
             raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
                                f"remove it from {path}.") from None
         width, height = _whole(im["width"]), _whole(im["height"])
-        rotate = False
+        # turned upright as annotation tools and --predict show it, where the file's size allows:
+        # a quarter turn only when the JSON has the turned size
+        upright = (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+        rotate = orientation in (2, 3, 4, 5, 6, 7, 8) and upright == (width, height)
         if size != (width, height):
-            rotate = size == (height, width) and orientation in (5, 6, 7, 8)
             if not rotate:
                 swapped = " (width and height swapped: the image is rotated by its EXIF orientation?)" \
                     if size == (height, width) else ""
@@ -287,10 +346,12 @@ def load_coco_images(path, image_dir=None, data=None):
                 if a is not None and a["category_id"] in labels]
         for a in anns:
             a["label"] = labels[a["category_id"]]
+            if a["id"] in no_mask and not a["iscrowd"]:
+                warnings.add("without a segmentation among annotations with one: its box is used as its mask",
+                             a["id"])
         entries.append(dict(path=found, image_id=im["id"], width=width, height=height, anns=anns, exif=rotate,
                             file_name=im["file_name"]))
     warnings.print()
-    has_masks = any(a.get("segmentation") for a in data["annotations"])
     return entries, classes, has_masks
 
 

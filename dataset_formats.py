@@ -63,6 +63,16 @@ def prepare_data(root, make_synthetic=None):
         torch.distributed.barrier()  # the other ranks wait until rank 0 has written the data
 
 
+def check_test_data_path(data_path, test_data_path):
+    """``--test-data-path`` goes with a COCO file or a labelme folder; a Penn-Fudan folder is tested
+    on its hold-out, and another file given with it would go unread."""
+    if test_data_path and not str(data_path).lower().endswith(".json") and not is_yolo_file(data_path) \
+            and not reads_as_labelme(data_path):
+        raise DatasetError(f"--test-data-path {test_data_path}: applies to a COCO file or labelme folder as "
+                           f"--data-path; {data_path} is a Penn-Fudan folder, tested on its --test-size hold-out. "
+                           f"Pass the COCO file the model was trained on as --data-path.")
+
+
 def split_indices(n, test_size, train_size, seed):
     """Seeded random split (the tutorial's unseeded randperm makes runs unrepeatable)."""
     if test_size >= n:
@@ -126,6 +136,7 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
     if class_names and not own_format:
         raise DatasetError(f"--classes: applies to labelme folders only; {data_path} names its classes itself.")
     if not str(data_path).lower().endswith(".json") and not own_format:
+        check_test_data_path(data_path, test_data_path)
         if check:
             summary = check_dataset(data_path)
             print(f"Dataset {data_path}: {summary['images']} images, {summary['instances']} instances, "

@@ -90,17 +90,63 @@ def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, c
     assert coco_data.load_coco_images(train)[1] == classes
 
 
-@pytest.mark.parametrize("layout", ["beside", "stem", "images", "parent_images", "image_dir"])
+@pytest.mark.parametrize("layout", ["beside", "stem", "images", "parent_images", "image_dir", "coco_split"])
 def test_images_are_found_where_exports_put_them(layout, tmp_path):
-    path = simple_coco(str(tmp_path / "export"))
-    src = tmp_path / "export" / "train"
+    name = "instances_val2017.json" if layout == "coco_split" else "train.json"
+    images = [dict(id=11, file_name="a.png", width=40, height=30)]
+    path = write_coco(str(tmp_path / "export"), images, [], [dict(id=1, name="cat")], name=name)
+    src = tmp_path / "export" / os.path.splitext(name)[0]
     targets = dict(beside=tmp_path / "export", stem=src, images=tmp_path / "export" / "images",
-                   parent_images=tmp_path / "images", image_dir=tmp_path / "elsewhere")
+                   parent_images=tmp_path / "images", image_dir=tmp_path / "elsewhere",
+                   coco_split=tmp_path / "val2017")  # annotations/instances_val2017.json beside val2017/
     if layout != "stem":
         shutil.copytree(src, targets[layout], dirs_exist_ok=True)
         shutil.rmtree(src)
     entries, _, _ = coco_data.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
     assert os.path.dirname(entries[0]["path"]) == str(targets[layout])
+
+
+@pytest.mark.parametrize("file_name", ["sub\\a.png", "/home/someone/data/sub/a.png", "http://host:8080/data/sub/a.png"])
+def test_windows_names_other_machines_paths_and_urls_find_the_image(file_name, tmp_path):
+    folder = tmp_path / "export"
+    (folder / "train" / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(folder / "train" / "sub" / "a.png")
+    path = folder / "train.json"
+    # a "path" an exporter wrote (D:\\...) is not where this machine's images are: not used
+    path.write_text(json.dumps(dict(images=[dict(id=1, file_name=file_name, width=40, height=30,
+                                                 path="D:\\labeling\\a.png")],
+                                    annotations=[], categories=[dict(id=1, name="cat")])))
+    image_dir = None if file_name.startswith("sub") else str(folder / "train" / "sub")
+    entries, _, _ = coco_data.load_coco_images(str(path), image_dir)
+    assert entries[0]["path"] == str(folder / "train" / "sub" / "a.png")
+
+
+def test_one_picture_under_two_ids_is_an_error(tmp_path):
+    images = [dict(id=1, file_name="a.png", width=40, height=30), dict(id=2, file_name="./a.png", width=40, height=30)]
+    path = write_coco(str(tmp_path), images[:1], [], [dict(id=1, name="cat")])
+    data = json.load(open(path))
+    data["images"] = images
+    json.dump(data, open(path, "w"))
+    with pytest.raises(DatasetError) as info:
+        coco_data.load_coco_images(path)
+    assert str(info.value).startswith(f"{path}: images 1 and 2 are both {tmp_path / 'train' / 'a.png'}")
+
+
+def test_an_exif_rotated_image_is_turned_upright_as_tools_show_it(tmp_path):
+    photo = Image.new("RGB", (40, 30), (0, 0, 0))
+    photo.paste((255, 255, 255), (0, 0, 10, 10))  # the stored pixels: white in the top-left corner
+    exif = photo.getexif()
+    exif[0x0112] = 3  # upside down: viewers show the white corner bottom-right
+    (tmp_path / "train").mkdir()
+    photo.save(tmp_path / "train" / "a.jpg", exif=exif, quality=95)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(dict(images=[dict(id=1, file_name="a.jpg", width=40, height=30)],
+                                    annotations=[dict(id=1, image_id=1, category_id=1, bbox=[30, 20, 10, 10])],
+                                    categories=[dict(id=1, name="corner")])))
+    entries, classes, _ = coco_data.load_coco_images(str(path))
+    image, target = coco_data.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
+    assert image[:, 20:, 30:].float().mean() > 200 and image[:, :10, :10].float().mean() < 50
+    assert target["boxes"].tolist() == [[30, 20, 40, 30]]  # the box on the white corner, as annotated
 
 
 def test_a_missing_image_names_every_place_looked(tmp_path):
@@ -219,6 +265,39 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
     assert len(gt.getAnnIds()) == 8
 
 
+def test_broken_polygons_and_rles_are_dropped_with_one_warning_per_kind(tmp_path, capsys):
+    images = [dict(id=1, file_name="a.png", width=40, height=30)]
+    ann = dict(image_id=1, category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)
+    square = [2, 2, 12, 2, 12, 12, 2, 12]
+    annotations = [dict(ann, id=1, segmentation=[square, [float("nan"), 2, 5, 2, 5, 5]]),  # one part NaN
+                   dict(ann, id=2, segmentation=dict(size=[30, 40], counts="garbage~~")),  # not an RLE string
+                   dict(ann, id=3, segmentation=dict(size=[30, 40], counts=[10, 5, 3])),  # runs short of 30 x 40
+                   dict(ann, id=4, segmentation=dict(size=[30, 40], counts=[1000, 300])),  # runs past it
+                   dict(ann, id=5, segmentation=[square]),
+                   dict(ann, id=6)]  # no segmentation among annotations with one
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
+    entries, classes, _ = coco_data.load_coco_images(path)
+    out = capsys.readouterr().out
+    assert "1 annotation(s) with polygon points that are not finite (NaN or infinity), those parts dropped (ids 1)" in out
+    assert ("3 annotation(s) with an RLE whose run lengths do not add up to its image (height x width), dropped "
+            "(ids 2, 3, 4)") in out
+    assert "1 annotation(s) without a segmentation among annotations with one: its box is used as its mask (ids 6)" in out
+    _, target = coco_data.CocoFormatDataset(entries, classes, None)[0]
+    assert [int(m.sum()) for m in target["masks"]] == [100, 100, 100]
+
+
+def test_rle_strings_read_back_as_pycocotools_wrote_them():
+    rng = np.random.default_rng(0)
+    for shape in [(30, 40), (1, 1), (64, 3), (200, 300)]:
+        mask = np.asfortranarray((rng.random(shape) > rng.random()).astype(np.uint8))
+        counts = coco_data._rle_counts(coco_mask.encode(mask)["counts"].decode())
+        flat = mask.flatten(order="F")
+        edges = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+        want = runs if flat[0] == 0 else [0] + runs  # COCO starts with a run of zeros
+        assert counts == want and sum(counts) == flat.size
+
+
 def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
     path = simple_coco(str(tmp_path))
     data = json.load(open(path))
@@ -291,6 +370,23 @@ def test_train_and_test_files_must_share_categories(tmp_path, capsys):
     test = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="horse")])
     with pytest.raises(DatasetError, match="its categories differ"):
         dataset_formats.load_datasets(train, None, tv_training.get_transform, 1, None, 0, test_data_path=test)
+
+
+def test_a_test_file_with_a_pennfudan_folder_is_an_error_not_ignored(tmp_path, capsys):
+    from test_arguments import cli
+
+    path = simple_coco(str(tmp_path))
+    # without --data-path (the default, data/PennFudanPed): said before anything is downloaded
+    code, _, err = cli(["--test-only", "--weights", "none", "--test-data-path", path,
+                        "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 1 and err.strip() == (f"error: --test-data-path {path}: applies to a COCO file or labelme folder as "
+                                         f"--data-path; data/PennFudanPed is a Penn-Fudan folder, tested on its "
+                                         f"--test-size hold-out. Pass the COCO file the model was trained on as "
+                                         f"--data-path.")
+    folder = make_data(str(tmp_path / "SynthPed"), num_images=3)
+    with pytest.raises(DatasetError, match="applies to a COCO file or labelme folder"):
+        dataset_formats.load_datasets(folder, tv_training.PennFudanDataset, tv_training.get_transform, 1, None, 0,
+                                      test_data_path=path)
 
 
 def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
