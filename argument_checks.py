@@ -242,7 +242,8 @@ def flag(key, value=None):
 def contradicts_checkpoint(key, typed, trained, path):
     """A flag typed with another value than the checkpoint to resume was trained with: an error naming both."""
     typed_flag = flag(key, typed)
-    raise TutorialError(f"{typed_flag} contradicts {path}, which was trained with {flag(key, trained)}. "
+    how = f"without {flag(key).split()[0]}" if trained is None else f"with {flag(key, trained)}"
+    raise TutorialError(f"{typed_flag} contradicts {path}, which was trained {how}. "
                         f"Drop {typed_flag.split()[0]} to continue that run, or start a new one with another "
                         f"--output-dir.")
 

@@ -112,9 +112,13 @@ def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, 
     else:
         batch_sampler = torch.utils.data.BatchSampler(train_sampler, batch_size, drop_last=True)
     common = dict(num_workers=workers, collate_fn=utils.collate_fn, pin_memory=pin_memory,
-                  persistent_workers=workers > 0, worker_init_fn=ignore_ctrl_c if workers > 0 else None)
+                  worker_init_fn=ignore_ctrl_c if workers > 0 else None)
+    # training workers start afresh each epoch, seeded from the epoch's seed (torch.manual_seed at
+    # its start): persistent ones would carry their random flips over from epoch 0, and a run
+    # resumed at epoch N would draw others than the uninterrupted run
     train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
-    test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler, **common)
+    test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler,
+                                              persistent_workers=workers > 0, **common)
     return train_loader, test_loader, train_sampler, shuffle_gen
 
 

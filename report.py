@@ -775,11 +775,16 @@ def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, s
                     os.replace(os.path.join(final, EARLIER), archive)
                     moved.append((os.path.join(final, EARLIER), archive))
                 os.makedirs(archive, exist_ok=True)
-                target = _free_name(archive, _stamp(final))
-                os.replace(final, target)
-                moved.append((final, target))
+                if os.listdir(final):  # else only earlier/ was there (--overwrite moved the report)
+                    target = _free_name(archive, _stamp(final))
+                    os.replace(final, target)
+                    moved.append((final, target))
+                else:
+                    os.rmdir(final)
             os.replace(partial, final)
         except OSError as e:  # report/ made by another user, or read-only: the earlier report stays as it was
+            if moved:
+                os.makedirs(final, exist_ok=True)  # emptied and removed above: its earlier/ goes back in
             for source, target in reversed(moved):
                 try:
                     os.replace(target, source)

@@ -25,8 +25,8 @@ RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_schedule
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
 # Taken from the checkpoint unless typed: where its data was, how it was read (a labelme folder's
-# class order), and how far it was to go.
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs")
+# class order), how far it was to go, and its loader workers (each draws its own random flips).
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs", "workers")
 
 
 class ExplicitArgumentParser(argparse.ArgumentParser):

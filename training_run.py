@@ -4,6 +4,7 @@ from the flags, checkpoints and resuming, Ctrl-C, and the command that continues
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 
@@ -165,6 +166,11 @@ def interrupted(records, checkpoint_path, finished=False):
     return TrainingInterrupted(f"interrupted: {done}" + (f", saved in {kept}" if kept else ""), checkpoint=kept)
 
 
+def _script():
+    """This script as it was started (``python path/to/tv_training.py``), so a printed command pastes."""
+    return sys.argv[0] if os.path.basename(sys.argv[0]) == "tv_training.py" else "tv_training.py"
+
+
 def report_command(argv, checkpoint):
     """The command line that evaluates ``checkpoint`` as the run ``argv`` did, writing its report."""
     kept, skip = [], False
@@ -175,7 +181,7 @@ def report_command(argv, checkpoint):
             skip = True
         elif not arg.startswith(("--resume=", "--weights=", "--epochs=")) and arg != "--overwrite":
             kept.append(arg)
-    return " ".join(shlex.quote(a) for a in ["python", "tv_training.py", *kept, "--test-only", "--weights", checkpoint])
+    return " ".join(shlex.quote(a) for a in ["python", _script(), *kept, "--test-only", "--weights", checkpoint])
 
 
 def resume_command(argv, checkpoint):
@@ -191,7 +197,7 @@ def resume_command(argv, checkpoint):
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}"]
-    return " ".join(shlex.quote(a) for a in [*launcher, "tv_training.py", *kept, "--resume", checkpoint])
+    return " ".join(shlex.quote(a) for a in [*launcher, _script(), *kept, "--resume", checkpoint])
 
 
 class StopAtSafePoint:
@@ -215,6 +221,7 @@ class StopAtSafePoint:
 
     def __init__(self, output_dir=None):
         self.output_dir = output_dir
+        self.trained = False  # set once the last epoch is done: a resume would then train nothing
         self._group = None
         self.requested = 0
         self._first = 0.0
@@ -256,7 +263,9 @@ class StopAtSafePoint:
 
             remove_partial(self.output_dir)  # a report being drawn: the earlier one in report/ stays
             ckpt = os.path.join(self.output_dir, "checkpoint.pth")
-            kept = f"; the last complete epoch is in {ckpt} (--resume {ckpt})" if os.path.exists(ckpt) else ""
+            if os.path.exists(ckpt):
+                kept = f"; training is complete, in {ckpt} (the report: --test-only --weights {ckpt})" \
+                    if self.trained else f"; the last complete epoch is in {ckpt} (--resume {ckpt})"
         if utils.is_main_process():
             os.write(2, f"\nCtrl-C again: stopped at once{kept}\n".encode())
         os._exit(130)

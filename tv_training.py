@@ -337,7 +337,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                 stop.check()
             print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
             print("That's it!")
-            trained = True
+            trained = stop.trained = True
             if output_dir:
                 dataset_test = data_loader_test.dataset
                 with fast_evaluation():
@@ -353,6 +353,10 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     except NonFiniteLossError as e:
         kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
         raise TutorialError(f"{e}{kept}") from None
+    except OSError as e:  # the output folder filled up or became unwritable mid-run
+        kept = f"; the last complete epoch is in {ckpt_path} (--resume {ckpt_path} once it is fixed)" \
+            if ckpt_path and os.path.exists(ckpt_path) else ""
+        raise TutorialError(f"{e.filename or output_dir}: cannot be written ({e.strerror or e}){kept}") from None
     return dict(records[-1] if records else {}, records=records)
 
 

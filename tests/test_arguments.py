@@ -142,9 +142,13 @@ def test_overwrite_replaces_the_run(data, tmp_path, capsys):
     argv = tiny_argv(data, out)
     assert cli(argv, capsys)[0] == 0
     first = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    first_report = open(os.path.join(out, "report", "report.html")).read()
     code, printed, err = cli(argv + ["--overwrite", "--seed", "5"], capsys)
     assert code == 0
     assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["args"]["seed"] == 5 != first["args"]["seed"]
+    # the replaced run's report is the one earlier report (no empty snapshot of a report/ it emptied)
+    (earlier,) = os.listdir(os.path.join(out, "report", "earlier"))
+    assert open(os.path.join(out, "report", "earlier", earlier, "report.html")).read() == first_report
 
 
 def test_resume_takes_the_checkpoints_recipe(trained, data, tmp_path, capsys):
@@ -165,8 +169,11 @@ def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_pa
     out = str(tmp_path / "runs" / "a")
     run_main(*tiny_argv(data, out))
     ckpt = os.path.join(out, "checkpoint.pth")
-    run_main("--resume", ckpt, "--epochs", "2", "-j", "0")
-    assert f"--output-dir {out}" in capsys.readouterr().out
+    run_main("--resume", ckpt, "--epochs", "2")
+    printed = capsys.readouterr().out
+    assert f"--output-dir {out}" in printed
+    taken = next(x for x in printed.splitlines() if x.startswith(f"From {ckpt}: "))
+    assert "--workers 0" in taken  # -j too: each loader worker draws its own random flips
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
 
 
@@ -176,6 +183,14 @@ def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag,
     code, out, err = cli(["--resume", ckpt, "--output-dir", str(tmp_path / "o"), "--epochs", "2", *flag], capsys)
     assert code == 1 and "Traceback" not in err
     assert f"error: {flag[0]} {flag[1]} contradicts {ckpt}, which was trained with {flag[0]} " in err
+
+
+def test_a_flag_the_checkpoint_was_trained_without_is_named_so(trained, tmp_path, capsys):
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    code, out, err = cli(["--resume", ckpt, "--output-dir", str(tmp_path / "o"), "--epochs", "2", "--train-size", "3"],
+                         capsys)
+    assert code == 1 and err.strip().startswith(f"error: --train-size 3 contradicts {ckpt}, which was trained without "
+                                                f"--train-size. Drop --train-size ")
 
 
 def test_a_typed_switch_that_contradicts_the_checkpoint_is_named_as_typed(trained, tmp_path, capsys):

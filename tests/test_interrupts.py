@@ -77,7 +77,9 @@ def check_stopped_run(proc, log, out, argv):
         assert set(rebuilt.state_dict()) == set(state["model"])
         assert f"epoch {state['epoch']} is the last complete one, saved in {ckpt}" in log
         # the hint repeats the run's own options, so the resumed run has the same settings
-        assert f"resume with: python tv_training.py {' '.join(argv)} --resume {ckpt}" in log
+        # the script as it was started (a path from another folder pastes as it is)
+        script = os.path.join(ROOT_DIR, "tv_training.py")
+        assert f"resume with: python {script} {' '.join(argv)} --resume {ckpt}" in log
     else:
         assert "no epoch completed" in log
     assert not [f for f in os.listdir(out) if f.startswith(".tmp") or f.endswith(".tmp")]
@@ -168,6 +170,21 @@ def test_ctrl_c_while_torch_is_loading_is_one_line(tmp_path):
     out, err, _ = finish(proc)
     assert proc.returncode == 130 and err.strip() == "interrupted while starting: nothing was done", err[-2000:]
     assert not os.path.exists(tmp_path / "data") and not os.path.exists(tmp_path / "out")
+
+
+def test_a_second_press_after_the_last_epoch_names_the_report_not_a_resume(monkeypatch, tmp_path, capfd):
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    ckpt = tmp_path / "checkpoint.pth"
+    ckpt.write_bytes(b"the last epoch")
+    with training_run.StopAtSafePoint(str(tmp_path)) as stop:
+        stop.trained = True  # the final figures or the report are being drawn
+        stop._on_sigint(signal.SIGINT, None)
+        stop._first -= stop.SAME_PRESS_S
+        stop._on_sigint(signal.SIGINT, None)
+    assert exits == [130]
+    assert capfd.readouterr().err.strip().endswith(
+        f"Ctrl-C again: stopped at once; training is complete, in {ckpt} (the report: --test-only --weights {ckpt})")
 
 
 def test_handler_counts_presses_and_is_restored(monkeypatch, tmp_path):

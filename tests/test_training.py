@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
+import dataset_formats
 import demo
 import outputs
 import training_run
@@ -121,6 +122,50 @@ def test_printed_output_follows_the_tutorial(data, tmp_path, capsys):
     assert "Test:  [0/2]" in text and "Averaged stats: model_time: " in text
     assert "IoU metric: bbox" in text and "IoU metric: segm" in text
     assert text.rstrip().endswith("That's it!")  # --output-dir '': nothing written after
+
+
+class Draws(torch.utils.data.Dataset):
+    """Each item a random number drawn where the loader fetches it (as a random flip is)."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.rand(1), i
+
+
+def epoch_draws(loader, shuffle_gen, seed, epoch):
+    torch.manual_seed(seed + epoch)  # as train() seeds each epoch
+    shuffle_gen.manual_seed(seed + epoch)
+    return [(float(x), i) for draws, index in loader for x, i in zip(draws, index)]
+
+
+def test_an_output_folder_that_fills_up_mid_run_is_one_line(data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from test_arguments import cli
+
+    real = training_run.save_checkpoint
+
+    def disk_full_at_the_second_epoch(path, *args, **kwargs):
+        if os.path.exists(path):
+            raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(training_run, "save_checkpoint", disk_full_at_the_second_epoch)
+    out = tmp_path / "run"
+    code, _, err = cli(tiny_argv(data, str(out), epochs=2), capsys)
+    ckpt = out / "checkpoint.pth"
+    assert code == 1 and err.strip() == (f"error: {ckpt}.tmp: cannot be written (No space left on device); the last "
+                                         f"complete epoch is in {ckpt} (--resume {ckpt} once it is fixed)")
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0
+
+
+def test_loader_workers_draw_per_epoch_so_a_resumed_run_repeats():
+    train, _, _, gen = dataset_formats.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)
+    full = [epoch_draws(train, gen, 0, epoch) for epoch in range(2)]
+    train, _, _, gen = dataset_formats.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)  # a new process
+    assert epoch_draws(train, gen, 0, 1) == full[1] != full[0]  # resumed at epoch 1
 
 
 def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp_path, monkeypatch):
