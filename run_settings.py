@@ -27,6 +27,8 @@ RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_schedule
 # Taken from the checkpoint unless typed: where its data was, how it was read (a labelme folder's
 # class order), how far it was to go, and its loader workers (each draws its own random flips).
 DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs", "workers")
+# --test-only with a checkpoint, unless typed: the data and split it was trained and tested on.
+TESTED_ON = ("data_path", "test_data_path", "image_dir", "classes", "seed", "test_size", "train_size")
 
 
 class ExplicitArgumentParser(argparse.ArgumentParser):
@@ -103,6 +105,9 @@ def settle(args, defaults, load_checkpoint):
         if "output_dir" not in getattr(run, "explicit", ()):  # continue in the folder the run is in now
             run.output_dir = os.path.dirname(run.resume) or "."
             print(f"Continuing in --output-dir {run.output_dir}")
+    elif run.test_only and isinstance(checkpoint, dict) and isinstance(checkpoint.get("args"), dict):
+        # scored on the test split it was trained with (its data, seed and sizes), unless typed
+        take_recipe(run, checkpoint, path, keys=(), defaulted=TESTED_ON)
     checks.check_run(run, checkpoint, path, load_checkpoint, is_training(run), utils.is_main_process())
     if not utils.is_main_process():
         run.output_dir = ""  # under torchrun, rank 0 alone writes the run's files

@@ -85,6 +85,17 @@ def test_bad_flag_in_a_real_process_has_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith("argument -b/--batch-size: expected an integer >= 1, got '0'")
 
 
+def test_test_only_scores_the_checkpoints_own_test_split(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data/PennFudanPed here: the checkpoint says where its data is
+    ckpt = os.path.join(trained, "checkpoint.pth")
+    again = run_main("--test-only", "--weights", ckpt, "--output-dir", "", "-j", "0")
+    last = torch.load(ckpt, weights_only=True)["records"][-1]
+    assert again["bbox"] == pytest.approx(last["bbox"], abs=1e-6)  # the same test images: its seed and --test-size
+    taken = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(f"From {ckpt}: "))
+    assert "--test-size 2" in taken and "--data-path" in taken
+    assert os.listdir(tmp_path) == []  # nothing downloaded or made here
+
+
 def test_epochs_0_is_fine_for_evaluation(trained, data, capsys):
     code, out, err = cli(tiny_argv(data, "", "--epochs", "0", "--test-only", "--weights",
                                    os.path.join(trained, "checkpoint.pth")), capsys)

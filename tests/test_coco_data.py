@@ -529,6 +529,9 @@ def test_test_only_on_coco_data_reproduces_the_last_evaluation(coco_run):
     assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
     for name, row in result["per_class"].items():
         assert again["per_class"][name] == pytest.approx(row, abs=1e-6)
+    # the checkpoint alone: it names its data (a labelme or YOLO run's too)
+    alone = run_main("--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--output-dir", "", "-j", "0")
+    assert alone["bbox"] == again["bbox"]
 
 
 def test_resume_on_coco_data_needs_only_the_checkpoint(coco_run, tmp_path, capsys):
