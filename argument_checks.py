@@ -317,6 +317,18 @@ def check_batch_fits(data_path, num_train, batch_size):
                             f"lower --batch-size or --test-size.")
 
 
+def check_same_test_images(data_path, before, now, checkpoint_path):
+    """A resumed run is tested on the images its checkpoint was: a dataset with images added or
+    removed reshuffles the seeded split, and images trained on would then be scored."""
+    if before is None or now is None or list(before) == list(now):
+        return
+    gone, new = [n for n in before if n not in set(now)], [n for n in now if n not in set(before)]
+    said = f" ({len(gone)} left it, e.g. {gone[0]}; {len(new)} joined, e.g. {new[0]})" if gone and new else ""
+    raise DatasetError(f"{data_path}: its test images are not those {checkpoint_path} was tested on{said}: images "
+                       f"were added or removed since, so the split changed and images trained on would be scored. "
+                       f"Resume on the data as it was, or start a new run (--output-dir or --overwrite).")
+
+
 def check_objects_to_learn(data_path, train_set):
     """Training images that hold no object at all: every image a negative, so nothing to learn and
     no score to expect (a filter, a label folder or a category list that missed)."""

@@ -114,6 +114,15 @@ def settle(args, defaults, load_checkpoint):
     return run, checkpoint
 
 
+def test_image_names(dataset_test):
+    """The test images' file names, in order: what a resumed run must be tested on again."""
+    import utils
+
+    base, where = utils.unwrap_subset(dataset_test)
+    names = getattr(base, "imgs", None)
+    return [names[i] for i in where] if names is not None else None
+
+
 def settle_for_data(run, data, checkpoint=None):
     """Step 4, once ``data`` (dataset_formats.load_datasets' dict) is read: box-only data (no
     annotation has a segmentation) trains the tutorial's Faster R-CNN, unless a mask model was
@@ -121,6 +130,11 @@ def settle_for_data(run, data, checkpoint=None):
     images than one batch). Returns ``run``, with ``model`` changed where it falls back."""
     if is_training(run):
         checks.check_objects_to_learn(run.data_path, data["train"])
+        # kept in the checkpoint's arguments
+        run.test_images = test_image_names(data["test"]) if data.get("test") is not None else None
+        if run.resume and isinstance(checkpoint, dict):
+            checks.check_same_test_images(run.data_path, checkpoint.get("args", {}).get("test_images"),
+                                          run.test_images, run.resume)
     box_only = checks.check_model_for_data(run, data["has_masks"], data["classes"], checkpoint) == "box-only"
     checks.check_batch_fits(run.data_path, len(data["train"]), run.batch_size)
     if box_only:

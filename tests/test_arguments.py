@@ -196,6 +196,19 @@ def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag,
     assert f"error: {flag[0]} {flag[1]} contradicts {ckpt}, which was trained with {flag[0]} " in err
 
 
+def test_resuming_on_data_that_changed_its_test_split_is_an_error(tmp_path, capsys):
+    data = make_data(str(tmp_path / "data"), num_images=5)
+    out = tmp_path / "run"
+    run_main(*tiny_argv(data, str(out)))
+    ckpt = out / "checkpoint.pth"
+    first = sorted(os.listdir(os.path.join(data, "PNGImages")))[0]
+    os.remove(os.path.join(data, "PNGImages", first))  # one image fewer: the seeded split reshuffles
+    os.remove(os.path.join(data, "PedMasks", first.replace(".png", "_mask.png")))
+    code, _, err = cli(["--resume", str(ckpt), "--epochs", "2"], capsys)
+    assert code == 1 and err.strip().startswith(f"error: {data}: its test images are not those {ckpt} was tested on")
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 0
+
+
 def test_a_flag_the_checkpoint_was_trained_without_is_named_so(trained, tmp_path, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")
     code, out, err = cli(["--resume", ckpt, "--output-dir", str(tmp_path / "o"), "--epochs", "2", "--train-size", "3"],
