@@ -730,10 +730,14 @@ def archive_report(output_dir):
         return
     with NoInterrupt():
         target = _free_name(os.path.join(final, EARLIER), _stamp(final))
-        os.makedirs(target)
-        for entry in os.listdir(final):
-            if entry != EARLIER:
-                os.replace(os.path.join(final, entry), os.path.join(target, entry))
+        try:
+            os.makedirs(target)
+            for entry in os.listdir(final):
+                if entry != EARLIER:
+                    os.replace(os.path.join(final, entry), os.path.join(target, entry))
+        except OSError as e:  # report/ made by another user, or read-only
+            raise TutorialError(f"{final}: cannot move the replaced run's report to {target} ({e.strerror or e}). "
+                                f"Make {final} writable or remove it.") from None
 
 
 def _stamp(folder):

@@ -350,6 +350,21 @@ def test_overwrite_moves_the_replaced_runs_report_to_earlier(tmp_path):
     assert (folder / "earlier" / moved[0] / "gallery" / "001-image1.jpg").read_bytes() == b"jpeg"
 
 
+def test_a_replaced_runs_report_that_cannot_move_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.html").write_text("another user's")
+
+    def refused(source, dest):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(report.TutorialError) as info:
+        report.archive_report(str(tmp_path))
+    assert str(info.value).startswith(f"{tmp_path / 'report'}: cannot move the replaced run's report to ")
+    assert "(Operation not permitted)" in str(info.value) and "\n" not in str(info.value)
+    assert (tmp_path / "report" / "report.html").read_text() == "another user's"
+
+
 def test_coco_data_with_three_classes(one_thread, tmp_path):
     train, val = synthetic_data.make_synthetic_coco(str(tmp_path / "shapes"), num_train=4, num_val=3, seed=1,
                                                     height_range=(64, 64), width_range=(80, 96))
