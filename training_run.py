@@ -171,29 +171,28 @@ def _script():
     return sys.argv[0] if os.path.basename(sys.argv[0]) == "tv_training.py" else "tv_training.py"
 
 
-def report_command(argv, checkpoint):
-    """The command line that evaluates ``checkpoint`` as the run ``argv`` did, writing its report."""
+def _without(argv, with_value, switches=()):
+    """``argv`` less the options ``with_value`` (as ``--opt v`` or ``--opt=v``) and the ``switches``."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--resume", "--weights", "--epochs"):
+        elif arg in with_value:
             skip = True
-        elif not arg.startswith(("--resume=", "--weights=", "--epochs=")) and arg != "--overwrite":
+        elif not arg.startswith(tuple(f"{o}=" for o in with_value)) and arg not in switches:
             kept.append(arg)
+    return kept
+
+
+def report_command(argv, checkpoint):
+    """The command line that evaluates ``checkpoint`` as the run ``argv`` did, writing its report."""
+    kept = _without(argv, ("--resume", "--weights", "--epochs"), ("--overwrite",))
     return " ".join(shlex.quote(a) for a in ["python", _script(), *kept, "--test-only", "--weights", checkpoint])
 
 
 def resume_command(argv, checkpoint):
     """The command line that continues an interrupted run: the same options plus --resume."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--resume":
-            skip = True
-        elif not arg.startswith("--resume="):
-            kept.append(arg)
+    kept = _without(argv, ("--resume",))
     launcher = ["python"]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}"]
