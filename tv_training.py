@@ -37,27 +37,26 @@ import torchvision
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import tv_tensors
+from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-import argument_checks as checks
-import demo
-import labelme_yolo
-import model_weights
-import onnx_export
-import outputs
-import report
-import run_settings
-import speedups
-import training_run
 import utils
-from dataset_formats import load_datasets, make_loaders, prepare_data
 from engine import NonFiniteLossError, evaluate, train_one_epoch
-from errors import TrainingInterrupted, TutorialError
-from pennfudan_data import instance_masks_and_boxes, pair_images_and_masks, read_instance_mask, read_rgb
-
+from finetune import hardware
+from finetune.data import loaders
+from finetune.data.formats import load_datasets, prepare_data
+from finetune.data.image_files import read_rgb
+from finetune.data.loaders import make_loaders
+from finetune.data.pennfudan import instance_masks_and_boxes, pair_images_and_masks, read_instance_mask
+from finetune.errors import TrainingInterrupted, TutorialError
+from finetune.models import pretrained, small_maskrcnn, specs
+from finetune.outputs import metrics, onnx_export, onnx_runtime, plots, prediction, report
+from finetune.run import checkpoints, demo, flags, interrupts, optim, run_folder, settings
+from finetune.speedups import inference, mask_paste
 
 # ---------------------------------------------------------------------------------------
 # Defining the Dataset: PNGImages/X.png with PedMasks/X_mask.png (pixel value k = k-th pedestrian)
@@ -119,7 +118,7 @@ class PennFudanDataset(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------
 # The models: section 1 (Faster R-CNN), section 2 (MobileNetV2 backbone), Mask R-CNN.
 # Each takes ``weights`` ("DEFAULT": pretrained, downloaded; None: random) and returns the
-# stock torchvision model; model_weights.build_model adds offline errors and checkpoints.
+# stock torchvision model; specs.build_model adds offline errors and checkpoints.
 # ---------------------------------------------------------------------------------------
 
 def get_model_object_detection(num_classes, weights="DEFAULT", **kwargs):
@@ -134,8 +133,6 @@ def get_model_object_detection(num_classes, weights="DEFAULT", **kwargs):
 
 def get_model_mobilenet(num_classes, weights="DEFAULT", **kwargs):
     """Section 2: Faster R-CNN on an ImageNet MobileNetV2 backbone (one feature map)."""
-    from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.rpn import AnchorGenerator
 
     # the ImageNet classifier's convolutional part only (no pooling, no classifier)
     backbone = torchvision.models.mobilenet_v2(weights=weights).features
@@ -169,7 +166,7 @@ MODELS = {
     "maskrcnn": get_model_instance_segmentation,
     "fasterrcnn": get_model_object_detection,
     "mobilenet": get_model_mobilenet,
-    "maskrcnn_resnet18": demo.get_model_maskrcnn_resnet18,  # not in the tutorial: the demo's
+    "maskrcnn_resnet18": small_maskrcnn.get_model_maskrcnn_resnet18,  # not in the tutorial: the demo's
 }
 
 
@@ -218,38 +215,38 @@ def build_model(model_name, weights, classes, device, checkpoint=None, min_size=
     ``model_name`` (a key of ``MODELS``) with ``weights`` ("DEFAULT", "none") for ``classes`` (and
     the demo's model settings with ``demo_settings``). Returns ``(model, model_spec)``.
     """
-    kwargs, anchors = demo.model_settings(model_name) if demo_settings else ({}, None)
+    kwargs, anchors = small_maskrcnn.model_settings(model_name) if demo_settings else ({}, None)
     if model_name == "maskrcnn_resnet18":  # one network, with or without the demo's other settings
-        kwargs = dict(demo.DEMO_SMALL_MODEL, **kwargs)
+        kwargs = dict(small_maskrcnn.DEMO_SMALL_MODEL, **kwargs)
     kwargs = dict(min_size=min_size, max_size=max_size, **kwargs)
     if checkpoint is not None:  # a plain state dict is taken as model_name with these settings
-        spec, state = model_weights.checkpoint_spec(checkpoint, model_name, kwargs, anchors, classes), \
+        spec, state = specs.checkpoint_spec(checkpoint, model_name, kwargs, anchors, classes), \
             checkpoint["model"]
     else:
         # the background plus one class per category
-        spec = model_weights.model_spec(model_name, len(classes) + 1, weights, kwargs, anchors, classes)
+        spec = specs.model_spec(model_name, len(classes) + 1, weights, kwargs, anchors, classes)
         state = None if str(weights).lower() == "none" else weights
-    model = model_weights.build_model(MODELS, spec, state)
-    return model_weights.prepare_for_device(model, device, channels_last), spec
+    model = specs.build_model(MODELS, spec, state)
+    return specs.prepare_for_device(model, device, channels_last), spec
 
 
 def predict(weights, checkpoint, paths, output_dir="", score_threshold=0.5, overwrite=False, device_name="auto",
             eval_bf16=False, typed_model=None, model_name="maskrcnn", **model_kwargs):
     """``--predict``: the trained model of ``weights`` on the images in ``paths`` (files or
     folders), a PNG and a JSON each plus results.json in ``output_dir/predict``
-    (outputs.predict). A checkpoint (``checkpoint``, its contents) runs in PyTorch on
+    (prediction.predict). A checkpoint (``checkpoint``, its contents) runs in PyTorch on
     ``device_name``; an .onnx file in ONNX Runtime (onnx_export.py). ``model_name`` and
     ``model_kwargs`` (build_model's) describe a plain state dict. Under torchrun, rank 0 alone
     predicts and writes the files."""
-    if onnx_export.is_onnx_model(weights):
-        return onnx_export.predict_command(weights, paths, output_dir, score_threshold, overwrite, typed_model,
+    if onnx_runtime.is_onnx_model(weights):
+        return onnx_runtime.predict_command(weights, paths, output_dir, score_threshold, overwrite, typed_model,
                                            device_name, eval_bf16)
     if not utils.is_main_process():
         return {"predictions": []}
-    device = training_run.pick_device(device_name)
+    device = hardware.pick_device(device_name)
     model, spec = build_model(model_name, weights, None, device, checkpoint, **model_kwargs)
-    with speedups.inference_speedups(model, device, eval_bf16, model_kwargs.get("channels_last", "auto")):
-        return outputs.predict(model, paths, device, os.path.join(output_dir or ".", "predict"), score_threshold,
+    with inference.inference_speedups(model, device, eval_bf16, model_kwargs.get("channels_last", "auto")):
+        return prediction.predict(model, paths, device, os.path.join(output_dir or ".", "predict"), score_threshold,
                                spec["classes"], overwrite=overwrite)
 
 
@@ -257,13 +254,13 @@ def evaluate_only(model, data_loader_test, coco_gt, device, classes, output_dir=
                   score_threshold=0.5, channels_last="auto"):
     """``--test-only``: the COCO tables and the per-class AP of ``model`` on the test set; the
     report (report.py, from ``report_info``: report.run_info's arguments) in ``output_dir``.
-    ``eval_bf16`` and ``channels_last``: speedups.inference_speedups'."""
+    ``eval_bf16`` and ``channels_last``: inference.inference_speedups'."""
     if coco_gt is None:
         raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    with speedups.inference_speedups(model_without_ddp, device, eval_bf16, channels_last):
+    with inference.inference_speedups(model_without_ddp, device, eval_bf16, channels_last):
         coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
-    summary = outputs.evaluation_summary(coco_evaluator, classes)
+    summary = metrics.evaluation_summary(coco_evaluator, classes)
     if output_dir and report_info is not None:  # from the detections just made: the model is not run again
         report.write_report(output_dir, coco_evaluator, data_loader_test.dataset, classes, report.run_info(**report_info),
                             summary, score_threshold, records=report_info.get("records"))
@@ -282,24 +279,24 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
     resumed run's); ``preview``: (data root, dataset or None) for preview.png; ``report_info``:
     report.run_info's arguments but the records; ``replace_earlier_run`` (--overwrite): an
     earlier run's files in ``output_dir`` are removed first, unless it is the run continued from
-    ``resumed_from``; ``eval_bf16`` and ``channels_last``: the evaluations' speedups.inference_speedups.
+    ``resumed_from``; ``eval_bf16`` and ``channels_last``: the evaluations' inference.inference_speedups.
     Ctrl-C stops after the current iteration and raises
     ``TrainingInterrupted``; returns the last epoch's metrics and ``records``."""
     records = list(records or [])
     if start_epoch >= epochs:  # a finished run, resumed: nothing to train
         return dict(records[-1] if records else {}, records=records)
     if replace_earlier_run and output_dir:  # only now: a typo in the data path must not cost the earlier run
-        checks.clear_earlier_run(output_dir, resumed_from)
+        run_folder.clear_earlier_run(output_dir, resumed_from)
     model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
     # --eval-bf16, and the memory format that evaluates fastest on this CPU
-    fast_evaluation = functools.partial(speedups.inference_speedups, model_without_ddp, device, eval_bf16,
+    fast_evaluation = functools.partial(inference.inference_speedups, model_without_ddp, device, eval_bf16,
                                         channels_last)
     ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
     trained = False
     try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
-        with training_run.StopAtSafePoint(output_dir) as stop:
+        with interrupts.StopAtSafePoint(output_dir) as stop:
             if output_dir and preview is not None:  # inside: a Ctrl-C while it is drawn stops before the first step
-                outputs.save_preview(preview[0], os.path.join(output_dir, "preview.png"), preview[1])
+                plots.save_preview(preview[0], os.path.join(output_dir, "preview.png"), preview[1])
             print("Start training")
             start_time = time.time()
             data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
@@ -326,14 +323,14 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                 with fast_evaluation():
                     coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) \
                         if coco_gt is not None else None
-                records.append(outputs.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
+                records.append(metrics.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
                                                     iteration_losses, coco_evaluator, classes))
                 if output_dir:
-                    training_run.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
+                    checkpoints.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
                                                  epoch, run_args, records, spec)
-                    training_run.save_if_best(os.path.join(output_dir, "best.pth"), records, best_metric,
+                    checkpoints.save_if_best(os.path.join(output_dir, "best.pth"), records, best_metric,
                                               model_without_ddp, spec, run_args)
-                    outputs.save_epoch_outputs(output_dir, records)
+                    metrics.save_epoch_outputs(output_dir, records)
                 stop.check()
             print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
             print("That's it!")
@@ -341,7 +338,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
             if output_dir:
                 dataset_test = data_loader_test.dataset
                 with fast_evaluation():
-                    outputs.save_final_figures(model_without_ddp, dataset_test, device, output_dir, score_threshold,
+                    plots.save_final_figures(model_without_ddp, dataset_test, device, output_dir, score_threshold,
                                                classes)
                 if coco_evaluator is not None and report_info is not None:
                     report.write_report(output_dir, coco_evaluator, dataset_test, classes,
@@ -349,7 +346,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
                                         records=records, curves_png=os.path.join(output_dir, "curves.png"))
             stop.check()
     except KeyboardInterrupt:
-        raise training_run.interrupted(records, ckpt_path, finished=trained) from None
+        raise interrupts.interrupted(records, ckpt_path, finished=trained) from None
     except NonFiniteLossError as e:
         kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
         raise TutorialError(f"{e}{kept}") from None
@@ -363,7 +360,7 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
 def main(args):
     """Run the tutorial; returns a dict with the final metrics (``bbox``/``segm``: 12 named COCO numbers)."""
     # the settings, once: the flags, then --demo's recipe, then a checkpoint's (run_settings.py)
-    args, checkpoint = run_settings.settle(args, get_args_parser(add_help=False), model_weights.load_weights_file)
+    args, checkpoint = settings.settle(args, get_args_parser(add_help=False), pretrained.load_weights_file)
     model_kwargs = dict(min_size=args.min_size, max_size=args.max_size, demo_settings=args.demo,
                         channels_last=args.channels_last)
     typed_model = args.model if "model" in getattr(args, "explicit", ()) else None
@@ -374,7 +371,7 @@ def main(args):
     if args.predict:  # a trained model (checkpoint or .onnx) on your images: a PNG and a JSON each
         return predict(args.weights, checkpoint, args.predict, args.output_dir, args.score_threshold, args.overwrite,
                        args.device, args.eval_bf16, typed_model, args.model, **model_kwargs)
-    device = training_run.pick_device(args.device, args.gpu)  # --device auto: CUDA when present, else the CPU
+    device = hardware.pick_device(args.device, args.gpu)  # --device auto: CUDA when present, else the CPU
     torch.manual_seed(args.seed)
 
     # the data: Penn-Fudan (downloaded), the demo's (generated) or your own, with get_transform
@@ -382,9 +379,9 @@ def main(args):
     data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
                          args.test_data_path, args.image_dir, check=utils.is_main_process(), class_names=args.classes)
     dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
-    args = run_settings.settle_for_data(args, data, checkpoint)  # box-only data: Faster R-CNN
+    args = settings.settle_for_data(args, data, checkpoint)  # box-only data: Faster R-CNN
     data_loader, data_loader_test, train_sampler, shuffle_gen = make_loaders(
-        dataset, dataset_test, args.batch_size, training_run.loader_workers(args.workers), args.distributed, args.seed,
+        dataset, dataset_test, args.batch_size, loaders.loader_workers(args.workers), args.distributed, args.seed,
         args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
 
     # the model from its builder above, moved to the device (wrapped in DDP under torchrun)
@@ -393,18 +390,18 @@ def main(args):
         if args.distributed else model_without_ddp
     if args.check_forward:
         return {"losses": {k: v.item() for k, v in check_forward(model_without_ddp, data_loader, device)[0].items()}}
-    speedups.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
-    report_info = run_settings.report_info(args, checkpoint, classes, spec["model"], device, len(dataset_test))
+    mask_paste.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
+    report_info = settings.report_info(args, checkpoint, classes, spec["model"], device, len(dataset_test))
     if args.test_only:
         return evaluate_only(model, data_loader_test, data["coco_gt"], device, classes, args.output_dir, args.eval_bf16,
                              report_info, args.score_threshold, args.channels_last)
 
     # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives); --resume restores them
-    optimizer = training_run.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
-    lr_scheduler = training_run.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
+    optimizer = optim.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
+    lr_scheduler = optim.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
                                                   args.lr_gamma)
-    scaler = training_run.make_grad_scaler(device, args.amp)
-    start_epoch, records = training_run.resume(checkpoint, args.resume, args.epochs, optimizer, lr_scheduler, scaler)
+    scaler = optim.make_grad_scaler(device, args.amp)
+    start_epoch, records = checkpoints.resume(checkpoint, args.resume, args.epochs, optimizer, lr_scheduler, scaler)
     return train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, args.epochs, data["coco_gt"],
                  classes, start_epoch, records, scaler, args.print_freq, args.clip_grad_norm, args.seed, train_sampler,
                  shuffle_gen, args.eval_bf16, args.output_dir, dict(vars(args)), spec, args.best_metric,
@@ -414,48 +411,48 @@ def main(args):
 
 def get_args_parser(add_help=True):
     """torchvision train.py's flag names, the tutorial's values as defaults."""
-    p = run_settings.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
+    p = settings.ExplicitArgumentParser(description="TorchVision Object Detection Finetuning Tutorial",
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-path", default="data/PennFudanPed", type=checks.path_text,
+    p.add_argument("--data-path", default="data/PennFudanPed", type=flags.path_text,
                    help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing); or your own data: a "
                         "COCO instances file (.json), a folder of labelme JSONs, a YOLO data.yaml")
-    p.add_argument("--test-data-path", default=None, type=checks.path_text,
+    p.add_argument("--test-data-path", default=None, type=flags.path_text,
                    help="a COCO file (or labelme folder) to test on (same categories); None: hold out --test-size "
                         "images of --data-path (a YOLO data.yaml tests on its val split)")
-    p.add_argument("--image-dir", default=None, type=checks.path_text,
+    p.add_argument("--image-dir", default=None, type=flags.path_text,
                    help="where a COCO file's images are; None: looked for beside the file (docs/own-data.md)")
-    p.add_argument("--classes", default=None, type=labelme_yolo.class_list, metavar="A,B,C",
+    p.add_argument("--classes", default=None, type=flags.class_list, metavar="A,B,C",
                    help="a labelme folder's classes in this order, other labels left out; None: every label, sorted "
                         "(docs/own-data.md)")
     p.add_argument("--model", default="maskrcnn", choices=sorted(MODELS),
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
                         "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
-    p.add_argument("--weights", default="DEFAULT", type=checks.path_text,
+    p.add_argument("--weights", default="DEFAULT", type=flags.path_text,
                    help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
                         "maskrcnn_resnet18), none (random init) or a checkpoint file")
-    p.add_argument("--device", default="auto", type=checks.device_name,
+    p.add_argument("--device", default="auto", type=flags.device_name,
                    help="cuda, cuda:N, cpu or auto (cuda when available, else cpu)")
-    p.add_argument("-b", "--batch-size", default=2, type=checks.positive_int, help="images per batch (per process)")
-    p.add_argument("--epochs", default=2, type=checks.non_negative_int,
+    p.add_argument("-b", "--batch-size", default=2, type=flags.positive_int, help="images per batch (per process)")
+    p.add_argument("--epochs", default=2, type=flags.non_negative_int,
                    help="number of epochs (0 only with --test-only or --predict)")
-    p.add_argument("-j", "--workers", default=4, type=checks.non_negative_int,
+    p.add_argument("-j", "--workers", default=4, type=flags.non_negative_int,
                    help="data-loading workers (capped at the number of CPU cores)")
     p.add_argument("--opt", default="sgd", choices=["sgd", "adamw"], help="optimizer")
-    p.add_argument("--lr", default=0.005, type=checks.positive_float, help="learning rate")
-    p.add_argument("--momentum", default=0.9, type=checks.non_negative_float, help="SGD momentum")
-    p.add_argument("--wd", "--weight-decay", default=0.0005, type=checks.non_negative_float, dest="weight_decay",
+    p.add_argument("--lr", default=0.005, type=flags.positive_float, help="learning rate")
+    p.add_argument("--momentum", default=0.9, type=flags.non_negative_float, help="SGD momentum")
+    p.add_argument("--wd", "--weight-decay", default=0.0005, type=flags.non_negative_float, dest="weight_decay",
                    help="weight decay")
     p.add_argument("--lr-scheduler", default="steplr", choices=["steplr", "cosineannealinglr"],
                    help="steplr (the tutorial) or cosineannealinglr (over --epochs)")
-    p.add_argument("--clip-grad-norm", default=None, type=checks.positive_float,
+    p.add_argument("--clip-grad-norm", default=None, type=flags.positive_float,
                    help="clip the gradients' total norm to this value (None: no clipping, as in the tutorial)")
-    p.add_argument("--lr-step-size", default=3, type=checks.positive_int, help="StepLR: epochs between lr drops")
-    p.add_argument("--lr-gamma", default=0.1, type=checks.positive_float, help="StepLR: lr multiplier at each drop")
-    p.add_argument("--print-freq", default=10, type=checks.positive_int, help="print a log line every N iterations")
+    p.add_argument("--lr-step-size", default=3, type=flags.positive_int, help="StepLR: epochs between lr drops")
+    p.add_argument("--lr-gamma", default=0.1, type=flags.positive_float, help="StepLR: lr multiplier at each drop")
+    p.add_argument("--print-freq", default=10, type=flags.positive_int, help="print a log line every N iterations")
     p.add_argument("--output-dir", default="output",
                    help="checkpoint, metrics.json, curves.png and figures go here ('' to write nothing; --predict then "
                         "writes to ./predict)")
-    p.add_argument("--resume", default=None, type=checks.path_text,
+    p.add_argument("--resume", default=None, type=flags.path_text,
                    help="checkpoint to continue training from; None starts afresh")
     p.add_argument("--best-metric", default="auto", choices=["auto", "bbox", "bbox50", "segm", "segm50"],
                    help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
@@ -477,26 +474,26 @@ def get_args_parser(add_help=True):
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="channels_last memory format (default auto: on CPUs with AVX-512 always, on AVX2 CPUs to "
                         "evaluate and predict only, NCHW on GPUs: what measured faster, docs/speed.md)")
-    p.add_argument("--seed", default=0, type=checks.seed_value, help="seed for the split, initial weights and shuffling")
-    p.add_argument("--test-size", default=50, type=checks.non_negative_int,
+    p.add_argument("--seed", default=0, type=flags.seed_value, help="seed for the split, initial weights and shuffling")
+    p.add_argument("--test-size", default=50, type=flags.non_negative_int,
                    help="images held out for testing (the last 50 of the split); 0 trains on all, no evaluation")
-    p.add_argument("--train-size", default=None, type=checks.positive_int,
+    p.add_argument("--train-size", default=None, type=flags.positive_int,
                    help="training images; None means all the rest")
-    p.add_argument("--min-size", default=800, type=checks.positive_int, help="model input: shorter side resized to this")
-    p.add_argument("--max-size", default=1333, type=checks.positive_int, help="model input: longer side at most this")
-    p.add_argument("--aspect-ratio-group-factor", default=-1, type=checks.group_factor,
+    p.add_argument("--min-size", default=800, type=flags.positive_int, help="model input: shorter side resized to this")
+    p.add_argument("--max-size", default=1333, type=flags.positive_int, help="model input: longer side at most this")
+    p.add_argument("--aspect-ratio-group-factor", default=-1, type=flags.group_factor,
                    help="group batches by aspect ratio, K: 2K+1 log-spaced bin edges (-1: off, as in the tutorial)")
     p.add_argument("--check-forward", action="store_true",
                    help="the tutorial's 'testing forward()' check: one training batch and inference, then exit")
     p.add_argument("--demo", action="store_true",
                    help="offline demo: synthetic data, random init and a from-scratch recipe (demo.DEMO_RECIPE)")
-    p.add_argument("--predict", nargs="+", default=None, type=checks.path_text, metavar="PATH",
+    p.add_argument("--predict", nargs="+", default=None, type=flags.path_text, metavar="PATH",
                    help="images or folders to run a trained model (--weights FILE) on; writes PNG + JSON")
-    p.add_argument("--export", default=None, type=checks.path_text, metavar="FILE.onnx",
+    p.add_argument("--export", default=None, type=flags.path_text, metavar="FILE.onnx",
                    help="write the model of --weights CHECKPOINT as ONNX to FILE.onnx (FILE.json beside it: classes, "
                         "input and outputs), once ONNX Runtime matches PyTorch on up to 8 of the checkpoint's test "
                         "images (or --predict's); None: no export (docs/export.md)")
-    p.add_argument("--score-threshold", default=0.5, type=checks.unit_interval,
+    p.add_argument("--score-threshold", default=0.5, type=flags.unit_interval,
                    help="--predict / figures / the report's confusion matrix and gallery: lowest score kept, "
                         "from 0 to 1")
     p.add_argument("--dist-url", default="env://", help="url used to set up distributed training")
@@ -513,13 +510,13 @@ def cli(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    checks.check_combinations(parser, args)
+    flags.check_combinations(parser, args)
     try:
         result = main(args)
     except TrainingInterrupted as e:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late press must not cut the message
-        hint = f"; resume with: {training_run.resume_command(argv, e.checkpoint)}" if e.checkpoint else \
-            f"; to write the report again: {training_run.report_command(argv, e.finished)}" if e.finished else ""
+        hint = f"; resume with: {interrupts.resume_command(argv, e.checkpoint)}" if e.checkpoint else \
+            f"; to write the report again: {interrupts.report_command(argv, e.finished)}" if e.finished else ""
         print(f"\n{e}{hint}", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:  # outside training: --predict, --test-only, or before training started
@@ -538,7 +535,7 @@ def cli(argv=None):
         print(f"\n{message}", file=sys.stderr)
         sys.exit(130)
     except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and not training_run.is_out_of_memory(e):
+        if not isinstance(e, MemoryError) and not hardware.is_out_of_memory(e):
             raise
         print(f"error: out of memory ({str(e).splitlines()[0][:160]}). Lower --batch-size, or --min-size/--max-size "
               f"(the model's input size); checkpoints already written are whole.", file=sys.stderr)

@@ -101,17 +101,17 @@ def prepare(args, out_dir):
     sys.path.insert(0, ROOT)
     import torch
 
-    import model_weights
     import tv_training
-    from dataset_formats import split_indices
-    from pennfudan_data import pair_images_and_masks
-    from synthetic_data import make_synthetic_pennfudan
+    from finetune.data.loaders import split_indices
+    from finetune.data.pennfudan import pair_images_and_masks
+    from finetune.data.synthetic import make_synthetic_pennfudan
+    from finetune.models import pretrained
 
     if not os.path.isdir(os.path.join(args.data_path, "PNGImages")):
         print(f"Generating {args.num_images} synthetic Penn-Fudan-sized images in {args.data_path}", flush=True)
         make_synthetic_pennfudan(args.data_path, num_images=args.num_images, seed=args.seed)
     if "demo" in args.phases and not os.path.isdir(os.path.join(args.demo_data_path, "PNGImages")):
-        import demo
+        from finetune.run import demo
 
         n_demo = 2 * (args.warmup + args.demo_steps + 1) + 2  # batches of 2, each step a new one
         print(f"Generating {n_demo} demo-sized synthetic images in {args.demo_data_path}", flush=True)
@@ -125,10 +125,10 @@ def prepare(args, out_dir):
                  f"(use --num-images with a fresh --data-path)")
     init_path = os.path.join(out_dir, "initial_weights.pth")
     if args.weights:
-        state = model_weights.load_weights_file(args.weights)["model"]
+        state = pretrained.load_weights_file(args.weights)["model"]
     else:
         torch.manual_seed(args.seed)
-        state = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2,
+        state = pretrained.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2,
                                              "layout").state_dict()
     import utils
 

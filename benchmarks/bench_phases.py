@@ -76,19 +76,19 @@ class Worker:
     def build_model(self, min_size, max_size):
         import torch
 
-        import model_weights
         import tv_training
+        from finetune.models import pretrained, specs
 
-        model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout",
+        model = pretrained.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout",
                                              min_size=min_size, max_size=max_size,
                                              **self.spec["model_kwargs"])  # stock torchvision modules
         model.load_state_dict(torch.load(self.spec["init_weights"], map_location="cpu", weights_only=True))
         if self.reference:
             return model.to(self.device)
-        import speedups
+        from finetune.speedups import mask_paste
 
-        model = model_weights.prepare_for_device(model, self.device, self.channels_last)
-        return speedups.compact_masks(model)  # evaluation as tv_training.main does it: masks as RLE
+        model = specs.prepare_for_device(model, self.device, self.channels_last)
+        return mask_paste.compact_masks(model)  # evaluation as tv_training.main does it: masks as RLE
 
     def datasets(self, train_indices, test_indices):
         import torch
@@ -106,7 +106,7 @@ class Worker:
         import torch
 
         import utils
-        from dataset_formats import make_loaders
+        from finetune.data.loaders import make_loaders
 
         seed = self.spec["seed"]
         if self.reference:
@@ -125,12 +125,11 @@ class Worker:
     def evaluate(self, model, loader, coco_gt):
         """The reference's evaluate (one thread, ground truth rebuilt) or ours."""
         import engine
-
-        import speedups
+        from finetune.speedups import inference
 
         if self.reference:
             return reference_evaluate(model, loader, self.device)
-        with speedups.inference_speedups(model, self.device, channels_last=self.channels_last):  # as tv_training.train
+        with inference.inference_speedups(model, self.device, channels_last=self.channels_last):  # as tv_training.train
             return engine.evaluate(model, loader, self.device, coco_gt=coco_gt)  # fp32, also for ours_amp (as --amp)
 
     def _train_step(self, images, targets):
@@ -209,13 +208,13 @@ class Worker:
     def cmd_setup_step(self):
         import torch
 
-        import training_run
+        from finetune.run import optim
 
         torch.manual_seed(self.spec["seed"])
         self.model = self.build_model(self.spec["min_size"], self.spec["max_size"])
         self.model.train()
         self.optimizer = self._optimizer(self.model, self.spec["step_lr"])
-        self.scaler = training_run.make_grad_scaler(self.device, self.amp)
+        self.scaler = optim.make_grad_scaler(self.device, self.amp)
         train_ds, test_ds = self.datasets(self.pool_train, self.pool_test[:1])
         self.train_loader, _ = self.loaders(train_ds, test_ds)
         self.batches = iter(self.train_loader)  # workers start here, as at the start of an epoch
@@ -261,7 +260,6 @@ class Worker:
         from torch.utils.flop_counter import FlopCounterMode
 
         import engine
-
         import utils
 
         base = self.train_loader.dataset.dataset  # the PennFudanDataset under the Subset
@@ -283,26 +281,25 @@ class Worker:
         stock modules (reference) or this project's (ours); the same batches for both, no flips."""
         import torch
 
-        import demo
-        import model_weights
-        import training_run
         import tv_training
         import utils
+        from finetune.models import small_maskrcnn, specs
+        from finetune.run import demo, optim
 
-        kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+        kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
         recipe = demo.DEMO_RECIPE
-        spec = model_weights.model_spec("maskrcnn_resnet18", 2, "none",
+        spec = specs.model_spec("maskrcnn_resnet18", 2, "none",
                                         dict(min_size=recipe["min_size"], max_size=recipe["max_size"], **kwargs), anchors)
         torch.manual_seed(self.spec["seed"])
-        model = model_weights.build_model(tv_training.MODELS, spec, None)
+        model = specs.build_model(tv_training.MODELS, spec, None)
         self.model = model.to(self.device) if self.reference else \
-            model_weights.prepare_for_device(model, self.device, self.channels_last)
+            specs.prepare_for_device(model, self.device, self.channels_last)
         self.model.train()
         if self.reference:  # torchvision's train.py: one AdamW call per parameter per operation
             params = [p for p in self.model.parameters() if p.requires_grad]
             self.optimizer = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=recipe["weight_decay"])
         else:
-            self.optimizer = training_run.make_optimizer(self.model, "adamw", recipe["lr"], 0.0, recipe["weight_decay"])
+            self.optimizer = optim.make_optimizer(self.model, "adamw", recipe["lr"], 0.0, recipe["weight_decay"])
         dataset = tv_training.PennFudanDataset(self.spec["demo_data_path"], tv_training.get_transform(train=False))
         self.demo_batches = [utils.collate_fn([dataset[i], dataset[i + 1]]) for i in range(0, len(dataset) - 1, 2)]
         self.demo_next = 0
@@ -313,8 +310,8 @@ class Worker:
     def _demo_step(self):
         import torch
 
-        import demo
         import engine
+        from finetune.run import demo
 
         images, targets = self.demo_batches[self.demo_next % len(self.demo_batches)]
         self.demo_next += 1
@@ -375,7 +372,7 @@ class Worker:
 
     def cmd_eval(self, capture=False):
         """One evaluation pass; with ``capture``, also the detections (their encoding is not timed)."""
-        import outputs as project_outputs
+        from finetune.outputs import metrics
 
         detections, spent = [], [0.0]
         image_ids = [int(i) for i in self.test_loader.dataset.indices]  # PennFudanDataset: image_id = index
@@ -395,7 +392,7 @@ class Worker:
         finally:
             if hook is not None:
                 hook.remove()
-        result = dict(seconds=seconds, coco=project_outputs.coco_summary(evaluator))
+        result = dict(seconds=seconds, coco=metrics.coco_summary(evaluator))
         if capture:
             result["detections"] = detections
         return result
@@ -432,15 +429,15 @@ class Worker:
         import torch
 
         import engine
-        import outputs
-        import training_run
         from coco_utils import get_coco_api_from_dataset
+        from finetune.outputs import metrics
+        from finetune.run import optim
 
         self.model.load_state_dict(self.initial_state)
         torch.manual_seed(self.spec["seed"])
         optimizer = self._optimizer(self.model, self.spec["lr"])
         lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
-        scaler = training_run.make_grad_scaler(self.device, self.amp)
+        scaler = optim.make_grad_scaler(self.device, self.amp)
         history = []
         t0 = time.perf_counter()
         train_loader, test_loader = self.loaders(self.epoch_train, self.epoch_test)
@@ -457,7 +454,7 @@ class Worker:
         t2 = time.perf_counter()
         del train_loader, test_loader  # ours: stops the persistent workers (outside the timing)
         return dict(seconds=t2 - t0, train_seconds=t1 - t0, eval_seconds=t2 - t1,
-                    losses=[r["loss"] for r in history], coco=outputs.coco_summary(evaluator))
+                    losses=[r["loss"] for r in history], coco=metrics.coco_summary(evaluator))
 
     def cmd_setup_compile(self, compiled):
         """(d) A fresh model at the (c) size; ``compiled`` wraps its backbone in torch.compile,

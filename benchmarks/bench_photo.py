@@ -27,22 +27,21 @@ def make_photo(size, out_dir, seed=0):
     import torch
     from PIL import Image
 
-    import demo
-    import model_weights
     import tv_training
-    from synthetic_data import make_synthetic_image
+    from finetune.data.synthetic import make_synthetic_image
+    from finetune.models import small_maskrcnn, specs
 
     width, height = size
     photo, weights = os.path.join(out_dir, f"photo_{width}x{height}.jpg"), os.path.join(out_dir, "photo_model.pth")
     if not os.path.exists(photo):
         small, _ = make_synthetic_image(np.random.default_rng(seed), max(height // 4, 64), max(width // 4, 48))
         Image.fromarray(small).resize((width, height), Image.BILINEAR).save(photo, quality=92)
-    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+    kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
     kwargs.update(min_size=128, max_size=224, box_detections_per_img=100, box_score_thresh=0.0, box_nms_thresh=0.95,
                   rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000)
-    spec = model_weights.model_spec("maskrcnn_resnet18", 2, "none", kwargs, anchors)
+    spec = specs.model_spec("maskrcnn_resnet18", 2, "none", kwargs, anchors)
     torch.manual_seed(seed)
-    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    model = specs.build_model(tv_training.MODELS, spec, None)
     torch.save({"model": model.state_dict(), "model_spec": spec}, weights)
     return photo, weights
 
@@ -55,9 +54,9 @@ def reference_predict(model, path, device, out_dir):
     from torchvision.transforms.v2 import functional as F
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    import outputs
+    from finetune.outputs import prediction, writing
 
-    image = F.to_dtype(outputs.read_photo(path), torch.float32, scale=True)
+    image = F.to_dtype(prediction.read_photo(path), torch.float32, scale=True)
     with torch.inference_mode():
         pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
     detections = []
@@ -66,7 +65,7 @@ def reference_predict(model, path, device, out_dir):
         rle = mask_util.encode(binary.copy(order="F"))
         detections.append(dict(box_xyxy=pred["boxes"][j].tolist(), score=float(pred["scores"][j]),
                                mask_rle=dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))))
-    outputs.write_json_atomic(dict(image=path, detections=detections), os.path.join(out_dir, "reference.json"))
+    writing.write_json_atomic(dict(image=path, detections=detections), os.path.join(out_dir, "reference.json"))
     drawn = (255.0 * (image - image.min()) / (image.max() - image.min() + 1e-8)).to(torch.uint8)
     drawn = draw_bounding_boxes(drawn, pred["boxes"].long(), [f"pedestrian: {s:.3f}" for s in pred["scores"]],
                                 colors="red", width=2)
@@ -82,25 +81,25 @@ def photo_worker(config, photo, weights, out_dir, device):
     import_project(config)
     import torch
 
-    import model_weights
-    import outputs
     import tv_training
+    from finetune.models import pretrained, specs
+    from finetune.outputs import prediction
 
     device = torch.device(device)
-    checkpoint = model_weights.load_weights_file(weights)
-    model = model_weights.build_model(tv_training.MODELS, model_weights.checkpoint_spec(checkpoint),
+    checkpoint = pretrained.load_weights_file(weights)
+    model = specs.build_model(tv_training.MODELS, specs.checkpoint_spec(checkpoint),
                                       checkpoint["model"])
-    model = model.to(device) if config == "reference" else model_weights.prepare_for_device(model, device)
+    model = model.to(device) if config == "reference" else specs.prepare_for_device(model, device)
     model.eval()
     os.makedirs(out_dir, exist_ok=True)
     t = time.perf_counter()
     if config == "reference":
         n = reference_predict(model, photo, device, out_dir)
     else:
-        import speedups
+        from finetune.speedups import inference
 
-        with contextlib.redirect_stdout(sys.stderr), speedups.inference_speedups(model, device):  # as --predict
-            n = len(outputs.predict(model, [photo], device, out_dir, 0.0)["predictions"][0]["detections"])
+        with contextlib.redirect_stdout(sys.stderr), inference.inference_speedups(model, device):  # as --predict
+            n = len(prediction.predict(model, [photo], device, out_dir, 0.0)["predictions"][0]["detections"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     print(json.dumps(dict(seconds=time.perf_counter() - t, detections=n)))

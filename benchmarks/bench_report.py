@@ -117,7 +117,7 @@ def median_seconds(runs):
 def machine_info():
     """Python, cores, platform, the CPU's model and bf16/AMX flags, and the load average now.
     Needs the project on sys.path (argument_checks reads /proc/cpuinfo)."""
-    from argument_checks import read_cpuinfo
+    from finetune.hardware import read_cpuinfo
 
     info = dict(python=platform.python_version(), cores=os.cpu_count(), platform=platform.platform())
     try:
@@ -153,11 +153,11 @@ def keep_earlier_run(out_dir):
 def write_results(out_dir, cmd, args, info, results, text):
     """``out_dir``/bench.json (the command, the flags, the machine and every measurement) and
     bench.txt (the command and the printed report), each written atomically."""
-    import outputs
+    from finetune.outputs import writing
 
-    outputs.write_json_atomic(dict(command=cmd, args=vars(args), machine=info, results=results),
+    writing.write_json_atomic(dict(command=cmd, args=vars(args), machine=info, results=results),
                               os.path.join(out_dir, "bench.json"))
-    outputs.write_text_atomic(f"$ {cmd}\n{text}\n", os.path.join(out_dir, "bench.txt"))
+    writing.write_text_atomic(f"$ {cmd}\n{text}\n", os.path.join(out_dir, "bench.txt"))
 
 
 def fmt_ratio(ref, ours):

@@ -32,6 +32,7 @@ def import_project(config):
     sys.path.insert(0, ROOT)
     policy = os.environ.get("OMP_WAIT_POLICY", "(unset: runtime default)")
     import torch  # noqa: F401
+
     import tv_training  # noqa: F401
     return policy
 

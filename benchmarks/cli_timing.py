@@ -143,10 +143,10 @@ def prepare(args):
     """The data folder and weights file every run gets, made in --out unless given (not timed)."""
     import torch
 
-    import model_weights
     import tv_training
     import utils
-    from synthetic_data import make_synthetic_pennfudan
+    from finetune.data.synthetic import make_synthetic_pennfudan
+    from finetune.models import pretrained
 
     data_path, made = args.data_path, []
     if data_path is None:
@@ -158,7 +158,7 @@ def prepare(args):
     if weights is None:
         weights = os.path.join(args.out, "layout.pth")
         torch.manual_seed(args.seed)
-        model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout")
+        model = pretrained.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, "layout")
         utils.atomic_save(model.state_dict(), weights)
         made.append(f"the pretrained layout with random values (seed {args.seed})")
     describe = "; ".join(made + ([f"data {data_path}"] if args.data_path else []) +
@@ -225,7 +225,7 @@ def main(argv=None):
     empty_out_folder(args.out, OWN_FILES, args.overwrite)
     import torch
 
-    from argument_checks import cpu_has_bf16
+    from finetune.hardware import cpu_has_bf16
 
     on_cuda = torch.cuda.is_available()
     machine = describe_machine()

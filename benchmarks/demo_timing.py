@@ -82,9 +82,8 @@ def empty_out_folder(out, own_files, overwrite):
 def describe_machine():
     """CPU model, cores and bf16/AMX flags; torch and Python versions (after ``ROOT`` and this folder
     are on ``sys.path``)."""
-    import torch
-
     import bench_report
+    import torch
 
     info = bench_report.machine_info()
     cpu = f"{info['cpu']}, {info['cores']} cores; bf16 flags: {' '.join(info.get('bf16_flags', [])) or 'none'}"
@@ -94,10 +93,10 @@ def describe_machine():
 def write_report(out, results, text, failed, interrupted):
     """Write ``results.json`` and ``report.txt`` to ``out`` and print the report; then exit with the
     failed run's message, or 130 after a Ctrl-C, or return ``results``."""
-    import outputs
+    from finetune.outputs import writing
 
-    outputs.write_json_atomic(results, os.path.join(out, "results.json"))
-    outputs.write_text_atomic(text + "\n", os.path.join(out, "report.txt"))
+    writing.write_json_atomic(results, os.path.join(out, "results.json"))
+    writing.write_text_atomic(text + "\n", os.path.join(out, "report.txt"))
     print(text)
     if failed:
         sys.exit(failed)

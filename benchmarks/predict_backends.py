@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 
 def cpu_name():
-    from argument_checks import read_cpuinfo
+    from finetune.hardware import read_cpuinfo
 
     try:
         return read_cpuinfo()[0] or "?"
@@ -91,8 +91,8 @@ def child(backend, weights, images, out_dir, score_threshold):
     """One PyTorch backend in this process: this project's --predict, timing each model call."""
     import torch
 
-    import outputs
     import tv_training
+    from finetune.outputs import prediction
 
     ckpt = tv_training.model_weights.load_weights_file(weights)
     # the checkpoint names its model; "maskrcnn" and the default sizes only describe a plain state dict
@@ -108,10 +108,10 @@ def child(backend, weights, images, out_dir, score_threshold):
             return result
 
     model.__class__ = Timed
-    import speedups
+    from finetune.speedups import inference
 
-    with speedups.bfloat16_backbone(model, backend == "bf16"):
-        outputs.predict(model, images, torch.device("cpu"), out_dir, score_threshold, classes, overwrite=True)
+    with inference.bfloat16_backbone(model, backend == "bf16"):
+        prediction.predict(model, images, torch.device("cpu"), out_dir, score_threshold, classes, overwrite=True)
     report(backend, times)
 
 
@@ -122,7 +122,7 @@ def load_detections(folder, onnx_path):
     import torch
     from pycocotools import mask as mask_util
 
-    import onnx_export
+    from finetune.outputs import onnx_runtime
 
     def prediction(boxes, scores, labels, masks):
         found = dict(boxes=torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4),
@@ -131,7 +131,7 @@ def load_detections(folder, onnx_path):
 
     onnx_file = os.path.join(folder, "detections.json")
     if os.path.exists(onnx_file):
-        classes, _ = onnx_export.read_classes(onnx_path)
+        classes, _ = onnx_runtime.read_classes(onnx_path)
         category = (lambda k: classes[k - 1]["id"] if classes and 1 <= k <= len(classes) else k)  # noqa: E731
         with open(onnx_file) as f:
             found = {}
@@ -159,7 +159,7 @@ def agreement(dir_a, dir_b, score_threshold, onnx_path):
     """(images on which ``dir_b``'s detections agree with ``dir_a``'s, images with detections on either side)."""
     import torch
 
-    import onnx_export
+    from finetune.outputs import onnx_export
 
     a, b = load_detections(dir_a, onnx_path), load_detections(dir_b, onnx_path)
     none = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.int64))
@@ -181,9 +181,9 @@ def main(argv=None):
         return child_onnx(args.onnx, args.images, os.path.join(args.out, "onnx"), args.score_threshold)
     if args.child:
         return child(args.child, args.weights, args.images, os.path.join(args.out, args.child), args.score_threshold)
-    from argument_checks import cpu_has_bf16
-    from errors import TutorialError
-    from outputs import list_images
+    from finetune.errors import TutorialError
+    from finetune.hardware import cpu_has_bf16
+    from finetune.outputs.prediction import list_images
 
     for flag, path in (("--weights", args.weights), ("--onnx", args.onnx)):
         if not os.path.isfile(path):

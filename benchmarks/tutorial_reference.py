@@ -45,14 +45,14 @@ def get_args_parser():
 
 def main(args):
     import torch
+    from bench_phases import TUTORIAL_WORKERS, reference_evaluate
 
     import engine
-    import model_weights
     import tv_training
     import utils
-    from bench_phases import TUTORIAL_WORKERS, reference_evaluate
-    from dataset_formats import split_indices
-    from errors import TutorialError
+    from finetune.data.loaders import split_indices
+    from finetune.errors import TutorialError
+    from finetune.models import pretrained
 
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     start = time.time()
@@ -60,9 +60,9 @@ def main(args):
     random_init = args.weights.lower() == "none"
     state = None
     if args.weights != "DEFAULT" and not random_init:
-        state = model_weights.load_weights_file(args.weights)["model"]  # its errors name the file and the fix
+        state = pretrained.load_weights_file(args.weights)["model"]  # its errors name the file and the fix
     layout = "layout" if state is not None else None if random_init else "DEFAULT"
-    model = model_weights.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, layout,
+    model = pretrained.build_detector(tv_training.get_model_instance_segmentation, "maskrcnn", 2, layout,
                                          min_size=args.min_size, max_size=args.max_size)
     if state is not None:
         try:
@@ -100,7 +100,7 @@ def main(args):
 
 def cli(argv=None):
     sys.path[:0] = [p for p in (ROOT, HERE) if p not in sys.path]
-    from errors import TutorialError
+    from finetune.errors import TutorialError
 
     args = get_args_parser().parse_args(argv)
     if args.epochs < 1 or args.test_size < 1 or args.lr <= 0:

@@ -3,10 +3,15 @@
 
 import contextlib
 import io
+import json
 import os
 
 import pytest
 import torch
+
+import tv_training
+from finetune.data.synthetic import make_synthetic_pennfudan
+from finetune.models import pretrained
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,15 +40,12 @@ def pytest_configure(config):
 
 def build(name="maskrcnn", weights=None, num_classes=2, **kwargs):
     """A stock model of tv_training.MODELS, offline: weights None (random init) or "layout"."""
-    import model_weights
-    import tv_training
 
-    return model_weights.build_detector(tv_training.MODELS[name], name, num_classes, weights, **kwargs)
+    return pretrained.build_detector(tv_training.MODELS[name], name, num_classes, weights, **kwargs)
 
 
 def make_data(root, num_images=4, seed=0, height_range=(64, 80), width_range=(48, 96)):
     """Tiny synthetic pedestrians in the Penn-Fudan layout; returns ``root``."""
-    from synthetic_data import make_synthetic_pennfudan
 
     return make_synthetic_pennfudan(str(root), num_images=num_images, seed=seed, height_range=height_range,
                                     width_range=width_range)
@@ -65,7 +67,6 @@ def tiny_argv(data, out, *extra, epochs=1, weights=None, lr=None):
 
 def run_main(*argv, quiet=False):
     """``tv_training.main`` on a command line, in this process (``quiet``: what it prints is dropped)."""
-    import tv_training
 
     args = tv_training.get_args_parser().parse_args(list(argv))
     if not quiet:
@@ -77,7 +78,6 @@ def run_main(*argv, quiet=False):
 def predicted_detections(output_dir):
     """``--predict``'s results.json in ``output_dir``/predict, per image id: boxes (x1, y1, x2, y2),
     scores, labels and masks_rle, as ``onnx_export.compare_predictions`` takes them."""
-    import json
 
     with open(os.path.join(output_dir, "predict", "results.json")) as f:
         results = json.load(f)

@@ -14,10 +14,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT_DIR, build, make_data, run_main, tiny_argv
 from PIL import Image
 
 import tv_training
-from conftest import ROOT_DIR, make_data, run_main, tiny_argv
+from finetune import hardware
+from finetune.data import formats, synthetic
+from finetune.models import pretrained
+from finetune.outputs import writing
+from finetune.run import checks, settings
 
 DATA_SEED = 4  # the images of the conftest ``data`` fixture
 
@@ -285,13 +290,12 @@ def test_predict_over_a_mixed_folder_keeps_every_output(trained, data, tmp_path,
 
 def test_ctrl_c_during_predict_keeps_whole_files_and_says_what_is_missing(trained, data, tmp_path, capsys,
                                                                          monkeypatch):
-    import outputs
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a.png", "b.png", "c.png"):
         shutil.copy(os.path.join(data, "PNGImages", "SynthPed00001.png"), folder / name)
-    real_dump, calls = outputs.json.dump, []
+    real_dump, calls = writing.json.dump, []
 
     def pressed_while_writing_the_second(obj, f, **kwargs):
         calls.append(1)
@@ -300,7 +304,7 @@ def test_ctrl_c_during_predict_keeps_whole_files_and_says_what_is_missing(traine
             raise KeyboardInterrupt
         return real_dump(obj, f, **kwargs)
 
-    monkeypatch.setattr(outputs.json, "dump", pressed_while_writing_the_second)
+    monkeypatch.setattr(writing.json, "dump", pressed_while_writing_the_second)
     out = tmp_path / "out"
     code, printed, err = cli(["--predict", str(folder), "--weights", os.path.join(trained, "checkpoint.pth"),
                               "--output-dir", str(out)], capsys)
@@ -325,35 +329,27 @@ def test_ctrl_c_during_test_only_says_nothing_was_written(trained, data, capsys,
 
 
 def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
-    import argument_checks
-
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
-    assert not argument_checks.cpu_has_bf16(str(fake))
+    assert not hardware.cpu_has_bf16(str(fake))
     fake.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
-    assert argument_checks.cpu_has_bf16(str(fake))
+    assert hardware.cpu_has_bf16(str(fake))
 
 
 @pytest.mark.parametrize("has_bf16", [False, True])
 def test_bfloat16_flags_warn_on_a_cpu_without_bf16_instructions(has_bf16, monkeypatch, capsys):
-    import argument_checks
-    import model_weights
-    import run_settings
-
-    monkeypatch.setattr(argument_checks, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
     parser = tv_training.get_args_parser()
     for argv, warning in ((["--amp"], "warning: --amp on a CPU without bfloat16 instructions"),
                           (["--eval-bf16", "--test-only"], "warning: --eval-bf16 on a CPU without bfloat16")):
         args = parser.parse_args(["--device", "cpu", "--output-dir", "", "--weights", "none", *argv])
-        argument_checks.check_run(args, None, None, model_weights.load_weights_file, run_settings.is_training(args))
+        checks.check_run(args, None, None, pretrained.load_weights_file, settings.is_training(args))
         printed = capsys.readouterr().out
         assert (warning in printed) is not has_bf16, printed
 
 
 def test_test_size_is_ignored_with_a_test_file(tmp_path, capsys):
-    import synthetic_data
-
-    train, val = synthetic_data.make_synthetic_coco(str(tmp_path / "c"), num_train=4, num_val=2, seed=0,
+    train, val = synthetic.make_synthetic_coco(str(tmp_path / "c"), num_train=4, num_val=2, seed=0,
                                                     height_range=(64, 72), width_range=(64, 80))
     code, out, err = cli(["--demo", "--data-path", train, "--test-data-path", val, "--test-size", "3", "--epochs", "1",
                           "--min-size", "64", "--max-size", "96", "-j", "0", "--output-dir", ""], capsys)
@@ -372,11 +368,10 @@ def test_demo_never_writes_into_a_folder_of_other_files(data, tmp_path, capsys):
                            f"synthetic images there. For your own data pass its COCO file (--data-path FILE.json), "
                            f"labelme folder or YOLO data.yaml; for the demo, a new or empty --data-path.")
     assert os.listdir(own) == ["photo.jpg"]
-    import dataset_formats
 
     fresh = tmp_path / "fresh"
     (fresh / "run").mkdir(parents=True)  # what the checks make of --output-dir FRESH/run before the data step
-    dataset_formats.prepare_data(str(fresh), make_data)
+    formats.prepare_data(str(fresh), make_data)
     assert sorted(os.listdir(fresh)) == ["PNGImages", "PedMasks", "run"]
     photo = str(own / "photo.jpg")
     for argv in (tiny_argv(photo, str(tmp_path / "o")), ["--data-path", photo, "--weights", "none", "--output-dir", ""]):
@@ -452,8 +447,6 @@ def test_predict_reports_an_image_the_model_cannot_take_and_goes_on(trained, tmp
 
 
 def test_a_plain_state_dict_is_built_as_the_model_asked_for(data, tmp_path, capsys):
-    from conftest import build
-
     path = str(tmp_path / "frcnn.pth")
     torch.save(build("fasterrcnn", None, 3).state_dict(), path)  # trainable BatchNorm, 2 classes + background
     photo = os.path.join(data, "PNGImages", "SynthPed00001.png")

@@ -11,17 +11,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as coco_mask
-
 from conftest import ROOT_DIR as ROOT
 from conftest import TINY
+from pycocotools import mask as coco_mask
 
 # the bench_* modules import each other by name, as bench.py (a script, its folder on sys.path) does
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import bench  # noqa: E402
 import bench_report  # noqa: E402
 import bench_workers  # noqa: E402
-
+from conftest import make_data
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -244,7 +243,6 @@ def test_an_earlier_run_is_kept_not_replaced(tmp_path):
 
 def test_tutorial_reference_refuses_a_foreign_weights_file(tmp_path):
     # its whole run is tested through benchmarks/cli_timing.py (tests/test_cli_timing.py)
-    from conftest import make_data
 
     data = make_data(tmp_path / "PennFudanPed", num_images=5)
     script = os.path.join(ROOT, "benchmarks", "tutorial_reference.py")

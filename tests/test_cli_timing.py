@@ -7,7 +7,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import ROOT_DIR as ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

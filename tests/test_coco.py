@@ -11,7 +11,6 @@ from pycocotools import mask as coco_mask
 from torch.utils.data import Subset
 from torchvision import tv_tensors
 
-
 import coco_eval
 import coco_utils
 from coco_eval import CocoEvaluator

@@ -7,19 +7,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import check_per_class, make_data, run_main
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
+from test_arguments import cli
 
-import coco_data
-import dataset_formats
-import pennfudan_data
-import synthetic_data
-import training_run
 import tv_training
 from coco_eval import CocoEvaluator
-from conftest import check_per_class, make_data, run_main
-from errors import DatasetError, TutorialError
+from finetune.data import coco, formats, image_files, synthetic
+from finetune.errors import DatasetError, TutorialError
+from finetune.outputs import metrics, prediction
+from finetune.run import checkpoints
 
 
 def write_coco(folder, images, annotations, categories, name="train.json", sizes=None):
@@ -59,9 +58,9 @@ def simple_coco(folder, **changes):
 
 def test_labels_ids_names_crowd_and_masks(tmp_path, capsys):
     path = simple_coco(str(tmp_path))
-    entries, classes, has_masks = coco_data.load_coco_images(path)
+    entries, classes, has_masks = coco.load_coco_images(path)
     assert classes == [dict(id=0, name="cat"), dict(id=5, name="dog")] and has_masks  # category 0 -> label 1
-    ds = coco_data.CocoFormatDataset(entries, classes, None)
+    ds = coco.CocoFormatDataset(entries, classes, None)
     image, target = ds[0]
     assert target["image_id"] == 11 and target["labels"].tolist() == [1, 2]
     assert target["boxes"].tolist() == [[2.0, 3.0, 12.0, 11.0], [20.0, 5.0, 30.0, 15.0]]
@@ -69,25 +68,25 @@ def test_labels_ids_names_crowd_and_masks(tmp_path, capsys):
     assert int(target["masks"][1][5:15, 20:30].sum()) == 100  # the RLE decoded in place
     image, target = ds[1]  # only a crowd region: no training target, kept in the ground truth
     assert target["labels"].numel() == 0
-    gt = coco_data.coco_ground_truth(entries, classes)
+    gt = coco.coco_ground_truth(entries, classes)
     assert [a["iscrowd"] for a in gt.loadAnns(gt.getAnnIds(imgIds=[12]))] == [1]
     assert sorted(gt.getCatIds()) == [1, 2] and sorted(gt.getImgIds()) == [11, 12]
 
 
 def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, capsys):
-    train, _ = synthetic_data.make_synthetic_coco(str(tmp_path / "d"), num_train=4, num_val=2, seed=1,
+    train, _ = synthetic.make_synthetic_coco(str(tmp_path / "d"), num_train=4, num_val=2, seed=1,
                                                   height_range=(64, 72), width_range=(64, 80))
     data = json.load(open(train))
     data["categories"].append(dict(id=9, name="bicycle", supercategory="shapes"))
     json.dump(data, open(train, "w"))
-    _, classes, _ = coco_data.load_coco_images(train)
+    _, classes, _ = coco.load_coco_images(train)
     assert [c["name"] for c in classes] == ["pedestrian", "ball", "sign", "bicycle"]
     out = capsys.readouterr().out
     assert 'category 0 "shapes" has no annotations and is the supercategory of others: left out' in out
     assert 'category 9 "bicycle" has no annotations: kept, its AP will be -1' in out
     data["annotations"] = []  # a split without objects: the same classes as the file with them
     json.dump(data, open(train, "w"))
-    assert coco_data.load_coco_images(train)[1] == classes
+    assert coco.load_coco_images(train)[1] == classes
 
 
 @pytest.mark.parametrize("layout", ["beside", "stem", "images", "parent_images", "image_dir", "coco_split"])
@@ -102,7 +101,7 @@ def test_images_are_found_where_exports_put_them(layout, tmp_path):
     if layout != "stem":
         shutil.copytree(src, targets[layout], dirs_exist_ok=True)
         shutil.rmtree(src)
-    entries, _, _ = coco_data.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
+    entries, _, _ = coco.load_coco_images(path, str(targets[layout]) if layout == "image_dir" else None)
     assert os.path.dirname(entries[0]["path"]) == str(targets[layout])
 
 
@@ -117,7 +116,7 @@ def test_windows_names_other_machines_paths_and_urls_find_the_image(file_name, t
                                                  path="D:\\labeling\\a.png")],
                                     annotations=[], categories=[dict(id=1, name="cat")])))
     image_dir = None if file_name.startswith("sub") else str(folder / "train" / "sub")
-    entries, _, _ = coco_data.load_coco_images(str(path), image_dir)
+    entries, _, _ = coco.load_coco_images(str(path), image_dir)
     assert entries[0]["path"] == str(folder / "train" / "sub" / "a.png")
 
 
@@ -128,7 +127,7 @@ def test_one_picture_under_two_ids_is_an_error(tmp_path):
     data["images"] = images
     json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
-        coco_data.load_coco_images(path)
+        coco.load_coco_images(path)
     assert str(info.value).startswith(f"{path}: images 1 and 2 are both {tmp_path / 'train' / 'a.png'}")
 
 
@@ -143,8 +142,8 @@ def test_an_exif_rotated_image_is_turned_upright_as_tools_show_it(tmp_path):
     path.write_text(json.dumps(dict(images=[dict(id=1, file_name="a.jpg", width=40, height=30)],
                                     annotations=[dict(id=1, image_id=1, category_id=1, bbox=[30, 20, 10, 10])],
                                     categories=[dict(id=1, name="corner")])))
-    entries, classes, _ = coco_data.load_coco_images(str(path))
-    image, target = coco_data.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
+    entries, classes, _ = coco.load_coco_images(str(path))
+    image, target = coco.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
     assert image[:, 20:, 30:].float().mean() > 200 and image[:, :10, :10].float().mean() < 50
     assert target["boxes"].tolist() == [[30, 20, 40, 30]]  # the box on the white corner, as annotated
 
@@ -153,10 +152,10 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     path = simple_coco(str(tmp_path))
     os.remove(tmp_path / "train" / "b.png")
     with pytest.raises(DatasetError) as info:
-        coco_data.load_coco_images(path)
+        coco.load_coco_images(path)
     message = str(info.value)
     assert "image b.png (id 12) not found; looked in" in message and "--image-dir" in message
-    for place in coco_data.image_places("b.png", path):
+    for place in coco.image_places("b.png", path):
         assert place in message
 
 
@@ -241,7 +240,7 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
     if change not in ("invalid_json",):
         json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
-        coco_data.load_coco_images(path)
+        coco.load_coco_images(path)
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
@@ -252,16 +251,16 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
                    + [dict(ann, id=20, bbox=[5, 5, 0, 4], segmentation=[[5, 5, 6, 5, 6, 9]]),  # zero width
                       dict(ann, id=21, bbox=[1, 1, 8, 8], segmentation=[[1, 1, 9, 1, 9, 9, 1, 9], [2, 2, 3, 3]])])
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
-    entries, classes, _ = coco_data.load_coco_images(path)
+    entries, classes, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
     assert f"warning: {path}: 7 annotation(s) with a box reaching outside the image, clipped (ids 1, 2, 3, 4, 5, ...)" in out
     assert "7 annotation(s) with an empty segmentation (its box is used as its mask) (ids 1, 2, 3, 4, 5, ...)" in out
     assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 20)" in out
     assert "1 annotation(s) with polygon parts of fewer than 3 points, dropped (ids 21)" in out
-    _, target = coco_data.CocoFormatDataset(entries, classes, None)[0]
+    _, target = coco.CocoFormatDataset(entries, classes, None)[0]
     assert len(target["boxes"]) == 8 and target["boxes"][0].tolist() == [30.0, 20.0, 40.0, 30.0]
     assert int(target["masks"][0].sum()) == 100  # the clipped box as its mask
-    gt = coco_data.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
+    gt = coco.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
     assert len(gt.getAnnIds()) == 8
 
 
@@ -276,13 +275,13 @@ def test_broken_polygons_and_rles_are_dropped_with_one_warning_per_kind(tmp_path
                    dict(ann, id=5, segmentation=[square]),
                    dict(ann, id=6)]  # no segmentation among annotations with one
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
-    entries, classes, _ = coco_data.load_coco_images(path)
+    entries, classes, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
     assert "1 annotation(s) with polygon points that are not finite (NaN or infinity), those parts dropped (ids 1)" in out
     assert ("3 annotation(s) with an RLE whose run lengths do not add up to its image (height x width), dropped "
             "(ids 2, 3, 4)") in out
     assert "1 annotation(s) without a segmentation among annotations with one: its box is used as its mask (ids 6)" in out
-    _, target = coco_data.CocoFormatDataset(entries, classes, None)[0]
+    _, target = coco.CocoFormatDataset(entries, classes, None)[0]
     assert [int(m.sum()) for m in target["masks"]] == [100, 100, 100]
 
 
@@ -290,7 +289,7 @@ def test_rle_strings_read_back_as_pycocotools_wrote_them():
     rng = np.random.default_rng(0)
     for shape in [(30, 40), (1, 1), (64, 3), (200, 300)]:
         mask = np.asfortranarray((rng.random(shape) > rng.random()).astype(np.uint8))
-        counts = coco_data._rle_counts(coco_mask.encode(mask)["counts"].decode())
+        counts = coco._rle_counts(coco_mask.encode(mask)["counts"].decode())
         flat = mask.flatten(order="F")
         edges = np.flatnonzero(np.diff(flat)) + 1
         runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
@@ -303,7 +302,7 @@ def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
     data = json.load(open(path))
     data["annotations"][0]["bbox"] = [float("nan"), 1, 5, 5]  # json writes NaN, and Python's json reads it back
     json.dump(data, open(path, "w"))
-    entries, _, _ = coco_data.load_coco_images(path)
+    entries, _, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
     assert "1 annotation(s) with a box that is not finite (NaN or infinity), dropped (ids 1)" in out
     assert "clipped" not in out and [a["id"] for e in entries for a in e["anns"]] == [2, 3]
@@ -316,38 +315,37 @@ def test_what_exporters_write_for_whole_numbers_is_read(tmp_path):
     data["images"][0].update(id=11.0, width=40.0, height="30")
     data["annotations"][0]["image_id"] = 11.0
     json.dump(data, open(path, "w"))
-    entries, _, _ = coco_data.load_coco_images(path)
+    entries, _, _ = coco.load_coco_images(path)
     assert (entries[0]["width"], entries[0]["height"]) == (40, 30) and len(entries[0]["anns"]) == 2
 
 
 def test_categories_sharing_a_name_keep_one_result_each(tmp_path, capsys):
     path = simple_coco(str(tmp_path), categories=[dict(id=5, name="dog"), dict(id=0, name="dog")])
-    _, classes, _ = coco_data.load_coco_images(path)
+    _, classes, _ = coco.load_coco_images(path)
     assert [c["name"] for c in classes] == ["dog (id 0)", "dog (id 5)"]
     assert 'category 0 shares the name "dog" with another: called "dog (id 0)" here' in capsys.readouterr().out
     path = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="dog"),
                                                          dict(id=7, name="dog (id 0)")])
     with pytest.raises(DatasetError, match="categories share names even as"):
-        coco_data.load_coco_images(path)
+        coco.load_coco_images(path)
 
 
 def test_16_bit_images_keep_their_picture(tmp_path):
     """PIL's convert("RGB") clips 16-bit grayscale at 255 (a white image): scaled to 8 bits instead."""
-    import outputs
 
     ramp = (np.arange(30 * 40, dtype=np.uint32).reshape(30, 40) * 54).astype(np.uint16)  # 0 .. 64746
     path = str(tmp_path / "deep.png")
     Image.fromarray(ramp).save(path)
     assert Image.open(path).mode.startswith("I")
     expected = torch.from_numpy((ramp >> 8).astype(np.uint8)).expand(3, -1, -1)
-    assert torch.equal(pennfudan_data.read_rgb(path), expected)
-    assert torch.equal(outputs.read_photo(path), expected)
+    assert torch.equal(image_files.read_rgb(path), expected)
+    assert torch.equal(prediction.read_photo(path), expected)
     images = [dict(id=1, file_name="deep.png", width=40, height=30)]
-    coco = str(tmp_path / "deep.json")
+    coco_file = str(tmp_path / "deep.json")
     json.dump(dict(images=images, annotations=[dict(id=1, image_id=1, category_id=1, bbox=[1, 1, 9, 9])],
-                   categories=[dict(id=1, name="thing")]), open(coco, "w"))
-    entries, classes, _ = coco_data.load_coco_images(coco, image_dir=str(tmp_path))
-    image, _ = coco_data.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
+                   categories=[dict(id=1, name="thing")]), open(coco_file, "w"))
+    entries, classes, _ = coco.load_coco_images(coco_file, image_dir=str(tmp_path))
+    image, _ = coco.CocoFormatDataset(entries, classes, None, with_masks=False)[0]
     assert torch.equal(image, expected)
 
 
@@ -369,12 +367,10 @@ def test_train_and_test_files_must_share_categories(tmp_path, capsys):
     train = simple_coco(str(tmp_path / "a"))
     test = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="horse")])
     with pytest.raises(DatasetError, match="its categories differ"):
-        dataset_formats.load_datasets(train, None, tv_training.get_transform, 1, None, 0, test_data_path=test)
+        formats.load_datasets(train, None, tv_training.get_transform, 1, None, 0, test_data_path=test)
 
 
 def test_a_test_file_with_a_pennfudan_folder_is_an_error_not_ignored(tmp_path, capsys):
-    from test_arguments import cli
-
     path = simple_coco(str(tmp_path))
     # without --data-path (the default, data/PennFudanPed): said before anything is downloaded
     code, _, err = cli(["--test-only", "--weights", "none", "--test-data-path", path,
@@ -385,7 +381,7 @@ def test_a_test_file_with_a_pennfudan_folder_is_an_error_not_ignored(tmp_path, c
                                          f"--data-path.")
     folder = make_data(str(tmp_path / "SynthPed"), num_images=3)
     with pytest.raises(DatasetError, match="applies to a COCO file or labelme folder"):
-        dataset_formats.load_datasets(folder, tv_training.PennFudanDataset, tv_training.get_transform, 1, None, 0,
+        formats.load_datasets(folder, tv_training.PennFudanDataset, tv_training.get_transform, 1, None, 0,
                                       test_data_path=path)
 
 
@@ -405,10 +401,10 @@ def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
                                     segmentation=dict(size=[h, w], counts=rle["counts"].decode())))
     path = os.path.join(root, "annotations.json")
     json.dump(dict(images=images, annotations=annotations, categories=[dict(id=1, name="pedestrian")]), open(path, "w"))
-    entries, classes, _ = coco_data.load_coco_images(path)
-    coco = coco_data.CocoFormatDataset(entries, classes, None)
+    entries, classes, _ = coco.load_coco_images(path)
+    dataset = coco.CocoFormatDataset(entries, classes, None)
     for idx in range(len(pf)):
-        (_, want), (_, got) = pf[idx], coco[idx]
+        (_, want), (_, got) = pf[idx], dataset[idx]
         for key in ("boxes", "masks", "labels", "iscrowd"):
             assert torch.equal(got[key].as_subclass(torch.Tensor), want[key].as_subclass(torch.Tensor)), key
 
@@ -416,9 +412,9 @@ def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
 def targets_as_predictions(path, labels=(1, 2)):
     """simple_coco's training targets of ``labels`` as predictions (score 1), scored against the
     file's own annotations; returns (the evaluator, the classes)."""
-    entries, classes, _ = coco_data.load_coco_images(path)
-    evaluator = CocoEvaluator(coco_data.coco_ground_truth(entries, classes), ["bbox", "segm"])
-    for image, target in coco_data.CocoFormatDataset(entries, classes, None):
+    entries, classes, _ = coco.load_coco_images(path)
+    evaluator = CocoEvaluator(coco.coco_ground_truth(entries, classes), ["bbox", "segm"])
+    for image, target in coco.CocoFormatDataset(entries, classes, None):
         keep = torch.isin(target["labels"], torch.tensor(labels))
         evaluator.update({target["image_id"]: dict(boxes=target["boxes"].as_subclass(torch.Tensor)[keep],
                                                    labels=target["labels"][keep], scores=torch.ones(int(keep.sum())),
@@ -438,11 +434,10 @@ def test_the_files_own_annotations_are_the_ground_truth(tmp_path):
 
 def test_per_class_ap_is_each_classs_own_and_averages_to_cocos_ap(tmp_path):
     """Every cat found, no dog: the table says cat 1 and dog 0 by name, and COCO's AP is their mean."""
-    import outputs
 
     evaluator, classes = targets_as_predictions(simple_coco(str(tmp_path)), labels=[1])  # label 1: "cat" (id 0)
     one, none = dict(bbox=1.0, bbox50=1.0, segm=1.0), dict(bbox=0.0, bbox50=0.0, segm=0.0)
-    assert outputs.per_class_ap(evaluator, classes) == dict(cat=pytest.approx(one), dog=pytest.approx(none))
+    assert metrics.per_class_ap(evaluator, classes) == dict(cat=pytest.approx(one), dog=pytest.approx(none))
     assert evaluator.coco_eval["bbox"].stats[0] == pytest.approx(0.5)
 
 
@@ -450,8 +445,8 @@ def test_best_checkpoint_keeps_the_earlier_epoch_on_a_tie(tmp_path):
     model = torch.nn.Linear(1, 1)
     records = [dict(epoch=0, segm=dict(AP=0.2, AP50=0.5)), dict(epoch=1, segm=dict(AP=0.2, AP50=0.6))]
     path = str(tmp_path / "best.pth")
-    assert not training_run.save_if_best(path, records, "auto", model, {}, tv_training.get_args_parser().parse_args([]))
-    assert training_run.save_if_best(path, records, "segm50", model, {}, tv_training.get_args_parser().parse_args([]))
+    assert not checkpoints.save_if_best(path, records, "auto", model, {}, tv_training.get_args_parser().parse_args([]))
+    assert checkpoints.save_if_best(path, records, "segm50", model, {}, tv_training.get_args_parser().parse_args([]))
     best = torch.load(path, weights_only=True)
     assert (best["epoch"], best["metric"], best["value"]) == (1, "segm50", 0.6) and "optimizer" not in best
 
@@ -460,7 +455,7 @@ def test_synthetic_coco_is_deterministic_and_has_every_kind_of_annotation(tmp_pa
     kinds = set()
     texts = []
     for name in ("a", "b"):
-        train, val = synthetic_data.make_synthetic_coco(str(tmp_path / name), num_train=16, num_val=4, seed=0,
+        train, val = synthetic.make_synthetic_coco(str(tmp_path / name), num_train=16, num_val=4, seed=0,
                                                         height_range=(64, 72), width_range=(64, 96))
         texts.append(open(train).read() + open(val).read())
     data = json.loads(open(train).read())
@@ -481,7 +476,7 @@ def coco_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     # Every side either 64 or 80-96 px: torchvision's poolers infer their scales from the first batch,
     # and a side of 65-67 px padded to 96 rounds the stride-4 level's scale to 1/2 (docs/own-data.md, "Known limits").
-    train, val = synthetic_data.make_synthetic_coco(str(root / "shapes"), num_train=12, num_val=4, seed=0,
+    train, val = synthetic.make_synthetic_coco(str(root / "shapes"), num_train=12, num_val=4, seed=0,
                                                     height_range=(64, 64), width_range=(80, 96))
     out = str(root / "run")
     result = run_main("--demo", "--data-path", train, "--test-data-path", val, "--output-dir", out, "--min-size", "64",

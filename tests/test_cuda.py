@@ -16,13 +16,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, predicted_detections, run_main, tiny_argv
+from pycocotools import mask as coco_mask
+from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
 
 import engine
-import model_weights
-import speedups
 import tv_training
 import utils
-from conftest import MASK_LOSSES, ROOT_DIR, TINY, build, predicted_detections, run_main, tiny_argv
+from finetune.models import specs
+from finetune.outputs import onnx_export, onnx_runtime
+from finetune.speedups import fast_layers, mask_paste
 
 DEVICE = os.environ.get("CUDA_TESTS_DEVICE", "cuda")
 ON_CUDA = DEVICE.startswith("cuda")
@@ -61,7 +64,7 @@ def loaders(data):
 def test_train_and_evaluate_each_model(name, amp, data, capsys):
     torch.manual_seed(0)
     device = torch.device(DEVICE)
-    model = speedups.compact_masks(model_weights.prepare_for_device(build(name, None, **TINY), device))
+    model = mask_paste.compact_masks(specs.prepare_for_device(build(name, None, **TINY), device))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type) if amp else None
     train, evaluation = loaders(data)
@@ -83,8 +86,8 @@ def test_speedups_give_stock_outputs(data):
     torch.manual_seed(0)
     device = torch.device(DEVICE)
     layout = build("maskrcnn", "layout", **TINY)
-    reference = speedups.as_reference_model(copy.deepcopy(layout)).to(device).eval()
-    ours = model_weights.prepare_for_device(copy.deepcopy(layout), device).eval()
+    reference = fast_layers.as_reference_model(copy.deepcopy(layout)).to(device).eval()
+    ours = specs.prepare_for_device(copy.deepcopy(layout), device).eval()
     dataset = tv_training.PennFudanDataset(data, tv_training.get_transform(train=False))
     with torch.inference_mode():
         for idx in range(3):
@@ -97,16 +100,13 @@ def test_speedups_give_stock_outputs(data):
 
 
 def test_mask_pasting_and_rles_equal_torchvision():
-    from pycocotools import mask as coco_mask
-    from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
-
     gen = torch.Generator().manual_seed(0)
     masks = torch.rand(12, 1, 28, 28, generator=gen).to(DEVICE)
     xy = torch.rand(12, 2, generator=gen) * torch.tensor([120.0, 90.0])
     boxes = torch.cat([xy, xy + torch.rand(12, 2, generator=gen) * 60], 1).clamp(max=119).to(DEVICE)
     expected = torchvision_paste(masks, boxes, (90, 120))
-    assert torch.equal(speedups.paste_masks_in_image(masks, boxes, (90, 120)), expected)
-    rles = speedups.masks_to_rles(masks, boxes, (90, 120))
+    assert torch.equal(mask_paste.paste_masks_in_image(masks, boxes, (90, 120)), expected)
+    rles = mask_paste.masks_to_rles(masks, boxes, (90, 120))
     for rle, full in zip(rles, (expected[:, 0] > 0.5).cpu().numpy().astype(np.uint8)):
         assert rle["counts"] == coco_mask.encode(np.asfortranarray(full))["counts"].decode("ascii")
 
@@ -137,7 +137,6 @@ def test_after_a_cuda_run_the_report_and_an_export_that_onnx_runtime_agrees_with
     CUDA-written checkpoint, and --predict through ONNX Runtime against --predict on CUDA."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    import onnx_export
 
     out = str(tmp_path / "run")
     result = run_main(*tiny_argv(data, out, "--device", DEVICE, "--test-size", "3", "--score-threshold", "0.05",
@@ -149,7 +148,7 @@ def test_after_a_cuda_run_the_report_and_an_export_that_onnx_runtime_agrees_with
 
     ckpt, onnx_path = os.path.join(out, "checkpoint.pth"), str(tmp_path / "model.onnx")
     exported = run_main("--export", onnx_path, "--weights", ckpt, "--device", DEVICE, quiet=True)
-    assert exported["verified"]["images"] == 3 and os.path.isfile(onnx_export.sidecar_path(onnx_path))
+    assert exported["verified"]["images"] == 3 and os.path.isfile(onnx_runtime.sidecar_path(onnx_path))
     images = os.path.join(data, "PNGImages")
     for weights, folder in ((ckpt, "cuda"), (onnx_path, "ort")):
         run_main("--predict", images, "--weights", weights, "--device", DEVICE, "--score-threshold", "0.05",

@@ -3,20 +3,23 @@
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT_DIR, build
 from PIL import Image
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
 import tv_training
-from synthetic_data import make_synthetic_pennfudan
-import pennfudan_data
-from conftest import ROOT_DIR, build
-from pennfudan_data import check_dataset
-from errors import DatasetError
+import utils
+from engine import train_one_epoch
+from finetune.data import pennfudan
+from finetune.data.pennfudan import check_dataset
+from finetune.data.synthetic import make_synthetic_pennfudan
+from finetune.errors import DatasetError
 from tv_training import PennFudanDataset, get_transform
 
 
@@ -219,8 +222,6 @@ def test_degenerate_instances_get_valid_boxes(tmp_path, capsys):
 
 def test_odd_dataset_trains_without_crash_or_nan(tmp_path):
     """Palette/gray/RGBA images, palette masks, a negative image and 1-px instances all train."""
-    from engine import train_one_epoch
-    import utils
 
     root = str(tmp_path)
     rng = np.random.default_rng(1)
@@ -270,7 +271,7 @@ def test_offline_download_message(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as info:
         tv_training.main(args)
     message = str(info.value)
-    assert pennfudan_data.DATA_URL in message
+    assert pennfudan.DATA_URL in message
     assert os.path.join(str(tmp_path / "data"), "PennFudanPed.zip") in message
     assert "--demo" in message
     assert not os.path.exists(os.path.join(str(tmp_path / "data"), "PennFudanPed.zip"))
@@ -278,7 +279,6 @@ def test_offline_download_message(tmp_path, monkeypatch):
 
 def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
     """The real download path, fed a local zip in the dataset's layout; a corrupt zip is named."""
-    import zipfile
 
     src = make_root(tmp_path / "src" / "PennFudanPed", n=2)
     zip_src = str(tmp_path / "src.zip")
@@ -288,13 +288,13 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
                 zf.write(os.path.join(src, sub, name), f"PennFudanPed/{sub}/{name}")
 
     def fake_download(url, root, filename):
-        assert url == pennfudan_data.DATA_URL
+        assert url == pennfudan.DATA_URL
         with open(zip_src, "rb") as f, open(os.path.join(root, filename), "wb") as out:
             out.write(f.read())
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", fake_download)
     target = str(tmp_path / "data" / "PennFudanPed")
-    pennfudan_data.download_pennfudan(target)
+    pennfudan.download_pennfudan(target)
     assert sorted(os.listdir(os.path.join(target, "PNGImages"))) == ["SynthPed00001.png", "SynthPed00002.png"]
     assert len(PennFudanDataset(target, None)) == 2
 
@@ -303,4 +303,4 @@ def test_download_extracts_and_verifies_the_archive(tmp_path, monkeypatch):
     data = open(zip_src, "rb").read()
     (bad_dir / "PennFudanPed.zip").write_bytes(data[:100] + bytes(len(data) - 100))
     with pytest.raises(DatasetError, match=r"PennFudanPed\.zip: corrupt or unexpected archive"):
-        pennfudan_data.download_pennfudan(str(bad_dir / "PennFudanPed"))
+        pennfudan.download_pennfudan(str(bad_dir / "PennFudanPed"))

@@ -6,9 +6,9 @@ import os
 
 import pytest
 import torch
+from conftest import make_data
 
 from benchmarks import demo_timing
-from conftest import make_data
 
 TINY_DEMO = ["--epochs", "1", "--min-size", "64", "--max-size", "96", "--test-size", "2", "-j", "0"]
 

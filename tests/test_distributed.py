@@ -21,7 +21,10 @@ if ROOT not in sys.path:  # the worker runs outside pytest, without pytest.ini's
     sys.path.insert(0, ROOT)
 
 
+import tv_training
 import utils  # noqa: E402
+from finetune.data.loaders import split_indices
+from finetune.data.synthetic import make_synthetic_pennfudan
 
 # ---------------------------------------------------------------------------------------
 # init_distributed_mode, without starting processes
@@ -43,8 +46,6 @@ def clean_launch_env(monkeypatch):
 
 
 def _args(device="cpu"):
-    import tv_training
-
     return tv_training.get_args_parser().parse_args(["--device", device])
 
 
@@ -144,8 +145,6 @@ def _launch(result_dir, argv, nproc):
 
 @pytest.fixture(scope="module")
 def torchrun_runs(tmp_path_factory):
-    from synthetic_data import make_synthetic_pennfudan
-
     base = tmp_path_factory.mktemp("ddp")
     data = str(base / "data")
     make_synthetic_pennfudan(data, num_images=10, seed=0, height_range=(64, 80), width_range=(48, 96))
@@ -205,8 +204,6 @@ def test_two_process_evaluation_equals_one_process(torchrun_runs):
 
 @pytest.mark.slow  # torchrun_runs: a torchrun launch (pytest.ini)
 def test_each_test_image_is_scored_exactly_once(torchrun_runs):
-    from dataset_formats import split_indices
-
     _, test_ids = split_indices(10, 5, None, 0)
     r0, r1 = torchrun_runs["two"]["records"]
     assert r0["gt_img_ids"] == sorted(test_ids)
@@ -227,7 +224,6 @@ def test_each_test_image_is_scored_exactly_once(torchrun_runs):
 
 def _record(argv):
     """Run ``tv_training.cli(argv)``; return what this rank's last evaluation merged."""
-    import tv_training
 
     seen = {}
     real_evaluate = tv_training.evaluate

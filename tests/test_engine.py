@@ -15,17 +15,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import MASK_LOSSES, TINY, build
 from PIL import Image
 from torchvision.models.detection import MaskRCNN
 
 import coco_utils
 import engine
-import training_run
 import transforms as T
 import tv_training
 import utils
-
-from conftest import MASK_LOSSES, TINY, build
+from finetune.run import checkpoints, optim
 
 LOSS_TERMS = sorted(MASK_LOSSES)
 LOG_LINE = re.compile(
@@ -319,13 +318,13 @@ def test_amp_on_cpu_uses_bf16_autocast_without_deprecation_warnings():
 def test_amp_grad_scaler_scales_only_on_cuda():
     """--amp on the CPU (bfloat16): a disabled scaler still makes train_one_epoch autocast, and
     takes the steps an enabled one takes (scaling by a power of 2 is exact), without the scaling."""
-    assert training_run.make_grad_scaler("cpu", False) is None
-    scaler = training_run.make_grad_scaler("cpu", True)
+    assert optim.make_grad_scaler("cpu", False) is None
+    scaler = optim.make_grad_scaler("cpu", True)
     assert isinstance(scaler, torch.amp.GradScaler) and not scaler.is_enabled()
     loss = torch.tensor(2.5, requires_grad=True)
     assert scaler.scale(loss) is loss
     weights = []
-    for scaler in (training_run.make_grad_scaler("cpu", True), torch.amp.GradScaler("cpu")):
+    for scaler in (optim.make_grad_scaler("cpu", True), torch.amp.GradScaler("cpu")):
         torch.manual_seed(0)
         model, optimizer = make_fake(lr=0.01)
         run_quietly(engine.train_one_epoch, model, optimizer, fake_batches(3), "cpu", 1, 1, scaler)
@@ -340,13 +339,13 @@ def test_resume_takes_an_empty_scaler_state():
     model, optimizer = make_fake(lr=0.01)
     lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
     checkpoint = dict(optimizer=optimizer.state_dict(), lr_scheduler=lr_scheduler.state_dict(), epoch=0, records=[],
-                      scaler=training_run.make_grad_scaler("cpu", True).state_dict())
+                      scaler=optim.make_grad_scaler("cpu", True).state_dict())
     assert checkpoint["scaler"] == {}
     enabled = torch.amp.GradScaler("cpu", init_scale=8.0)
-    training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
+    checkpoints.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
     assert enabled.get_scale() == 8.0
     checkpoint["scaler"] = torch.amp.GradScaler("cpu", init_scale=1024.0).state_dict()
-    training_run.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
+    checkpoints.restore_training_state(checkpoint, optimizer, lr_scheduler, enabled)
     assert enabled.get_scale() == 1024.0
 
 

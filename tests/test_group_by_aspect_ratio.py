@@ -4,7 +4,11 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
+import tv_training
+import utils
+from finetune.data.synthetic import make_synthetic_pennfudan
 from group_by_aspect_ratio import GroupedBatchSampler, _quantize, compute_aspect_ratios, create_aspect_ratio_groups
 
 # ---------------------------------------------------------------------------------------
@@ -137,7 +141,6 @@ def test_create_aspect_ratio_groups_sees_through_subsets_without_decoding():
 
 def test_unwrap_subset_maps_items_to_the_base_dataset():
     """utils.unwrap_subset, which this module, coco_utils.py, outputs.py and report.py share."""
-    import utils
 
     base = SizesOnly(SIZES)
     outer = torch.utils.data.Subset(torch.utils.data.Subset(base, [6, 5, 4, 3, 2, 1, 0]), [0, 3, 6])
@@ -159,10 +162,7 @@ def test_create_aspect_ratio_groups_falls_back_to_loading():
 
 
 def test_pennfudan_groups_from_png_headers(tmp_path, monkeypatch):
-    from PIL import Image
 
-    import tv_training
-    from synthetic_data import make_synthetic_pennfudan
 
     make_synthetic_pennfudan(str(tmp_path), num_images=6, seed=1, height_range=(40, 60), width_range=(20, 100))
     dataset = tv_training.PennFudanDataset(str(tmp_path), None)

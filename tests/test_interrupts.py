@@ -19,15 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
-import dataset_formats
-import errors
-import model_weights
-import synthetic_data
-import training_run
-import tv_training
 from conftest import ROOT_DIR, make_data, run_main, tiny_argv
 
+import tv_training
+from finetune import errors
+from finetune.data import formats, synthetic
+from finetune.errors import DatasetError
+from finetune.models import specs
+from finetune.outputs import plots
+from finetune.run import interrupts
 
 EPOCHS = 100  # a run that went on after Ctrl-C would take minutes: far longer than any stop here
 # a training iteration's log line (--print-freq 1: one per iteration) and its seconds
@@ -73,7 +73,7 @@ def check_stopped_run(proc, log, out, argv):
     ckpt = os.path.join(out, "checkpoint.pth")
     if os.path.exists(ckpt):
         state = torch.load(ckpt, weights_only=True)  # complete, loadable
-        rebuilt = model_weights.build_model(tv_training.MODELS, state["model_spec"], state["model"])
+        rebuilt = specs.build_model(tv_training.MODELS, state["model_spec"], state["model"])
         assert set(rebuilt.state_dict()) == set(state["model"])
         assert f"epoch {state['epoch']} is the last complete one, saved in {ckpt}" in log
         # the hint repeats the run's own options, so the resumed run has the same settings
@@ -147,7 +147,7 @@ def test_second_ctrl_c_stops_at_once(data, tmp_path):
         time.sleep(float(first.group(1)) / 5)
         proc.send_signal(signal.SIGINT)
         read_until(lambda line: PRESSED in line)
-        time.sleep(training_run.StopAtSafePoint.SAME_PRESS_S + 0.1)  # a second press, not an echo of the first
+        time.sleep(interrupts.StopAtSafePoint.SAME_PRESS_S + 0.1)  # a second press, not an echo of the first
         proc.send_signal(signal.SIGINT)
         lines.append(proc.stdout.read())
         proc.wait()
@@ -177,7 +177,7 @@ def test_a_second_press_after_the_last_epoch_names_the_report_not_a_resume(monke
     monkeypatch.setattr(os, "_exit", exits.append)
     ckpt = tmp_path / "checkpoint.pth"
     ckpt.write_bytes(b"the last epoch")
-    with training_run.StopAtSafePoint(str(tmp_path)) as stop:
+    with interrupts.StopAtSafePoint(str(tmp_path)) as stop:
         stop.trained = True  # the final figures or the report are being drawn
         stop._on_sigint(signal.SIGINT, None)
         stop._first -= stop.SAME_PRESS_S
@@ -196,7 +196,7 @@ def test_handler_counts_presses_and_is_restored(monkeypatch, tmp_path):
         exits = []
         monkeypatch.setattr(os, "_exit", exits.append)
         half_written = tmp_path / f".tmp-{os.getpid()}-checkpoint.pth"
-        with training_run.StopAtSafePoint(str(tmp_path)) as stop:
+        with interrupts.StopAtSafePoint(str(tmp_path)) as stop:
             assert signal.getsignal(signal.SIGINT) == stop._on_sigint
             assert not stop.should_stop()
             stop._on_sigint(signal.SIGINT, None)  # first: recorded, nothing raised
@@ -218,7 +218,7 @@ def test_handler_counts_presses_and_is_restored(monkeypatch, tmp_path):
 
 
 def test_stoppable_loader_stops_before_the_next_batch():
-    with training_run.StopAtSafePoint() as stop:
+    with interrupts.StopAtSafePoint() as stop:
         loader = stop.wrap([10, 11, 12])
         assert len(loader) == 3
         seen = []
@@ -245,13 +245,13 @@ def test_main_restores_the_callers_handler(data):
 def test_ctrl_c_while_the_preview_is_drawn_stops_before_the_first_step(data, tmp_path, monkeypatch):
     """The first press can land before any iteration: while preview.png is drawn."""
     out = str(tmp_path / "out")
-    real = tv_training.outputs.save_preview
+    real = plots.save_preview
 
     def pressed_while_drawing(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tv_training.outputs, "save_preview", pressed_while_drawing)
+    monkeypatch.setattr(plots, "save_preview", pressed_while_drawing)
     try:
         run_main(*tiny_argv(data, out))
     except errors.TrainingInterrupted as e:
@@ -271,7 +271,7 @@ def leftovers(parent):
 
 def test_interrupted_generation_leaves_nothing_and_the_next_run_regenerates(tmp_path, monkeypatch):
     root = str(tmp_path / "SyntheticPed")
-    real = synthetic_data.make_synthetic_image
+    real = synthetic.make_synthetic_image
     calls = []
 
     def interrupted_on_the_third_image(*args, **kwargs):
@@ -280,12 +280,12 @@ def test_interrupted_generation_leaves_nothing_and_the_next_run_regenerates(tmp_
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic_data, "make_synthetic_image", interrupted_on_the_third_image)
+    monkeypatch.setattr(synthetic, "make_synthetic_image", interrupted_on_the_third_image)
     with pytest.raises(KeyboardInterrupt):
-        dataset_formats.prepare_data(root, lambda r: make_data(r, num_images=5))
+        formats.prepare_data(root, lambda r: make_data(r, num_images=5))
     assert not os.path.exists(root) and not leftovers(str(tmp_path))
-    monkeypatch.setattr(synthetic_data, "make_synthetic_image", real)
-    dataset_formats.prepare_data(root, lambda r: make_data(r, num_images=5))  # sees no dataset: makes it again
+    monkeypatch.setattr(synthetic, "make_synthetic_image", real)
+    formats.prepare_data(root, lambda r: make_data(r, num_images=5))  # sees no dataset: makes it again
     assert len(os.listdir(os.path.join(root, "PNGImages"))) == len(os.listdir(os.path.join(root, "PedMasks"))) == 5
     assert not leftovers(str(tmp_path))
 
@@ -294,7 +294,7 @@ def test_generation_refuses_to_mix_with_an_existing_folder(tmp_path):
     root = tmp_path / "SyntheticPed"
     (root / "PedMasks").mkdir(parents=True)
     (root / "PedMasks" / "mine_mask.png").write_bytes(b"x")
-    with pytest.raises(dataset_formats.DatasetError, match="PedMasks: already there"):
+    with pytest.raises(DatasetError, match="PedMasks: already there"):
         make_data(root, num_images=2)
     assert os.listdir(root / "PedMasks") == ["mine_mask.png"] and not leftovers(str(tmp_path))
 
@@ -337,9 +337,9 @@ def test_interrupted_extraction_leaves_nothing_and_the_next_run_extracts_again(t
 
     monkeypatch.setattr(zipfile.ZipFile, "_extract_member", interrupted_extract)
     with pytest.raises(KeyboardInterrupt):
-        dataset_formats.prepare_data(root)
+        formats.prepare_data(root)
     assert not os.path.exists(root) and not leftovers(str(parent))
     monkeypatch.setattr(zipfile.ZipFile, "_extract_member", real_extract)
-    dataset_formats.prepare_data(root)
+    formats.prepare_data(root)
     assert sorted(os.listdir(os.path.join(root, "PNGImages"))) == sorted(os.listdir(os.path.join(src, "PNGImages")))
     assert len(os.listdir(os.path.join(root, "PedMasks"))) == 3 and not leftovers(str(parent))

@@ -9,16 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import coco_data
-import dataset_formats
-import labelme_yolo
-import synthetic_data
-import tv_training
 from conftest import TINY, check_per_class, run_main
-from errors import DatasetError
+from PIL import Image
 from test_arguments import cli
+
+import tv_training
+from finetune.data import coco, formats, labelme, synthetic
+from finetune.errors import DatasetError
 
 # The routes rasterise the same outlines differently (pycocotools polygons, labelme mask shapes,
 # YOLO outlines traced on pixel corners): measured lowest mask IoU 1.000 (labelme) and 0.973 (YOLO).
@@ -34,15 +31,15 @@ def scenes(tmp_path_factory):
     every class in train, polygons, pixel masks, a crowd region and images without objects."""
     root = tmp_path_factory.mktemp("formats")
     sizes = dict(num_train=4, num_val=2, seed=10, height_range=(64, 64), width_range=(80, 96))
-    coco = synthetic_data.make_synthetic_coco(str(root / "coco"), **sizes)
-    labelme = synthetic_data.make_synthetic_labelme(str(root / "labelme"), **sizes)
-    yolo = synthetic_data.make_synthetic_yolo(str(root / "yolo"), **sizes)
+    coco = synthetic.make_synthetic_coco(str(root / "coco"), **sizes)
+    labelme = synthetic.make_synthetic_labelme(str(root / "labelme"), **sizes)
+    yolo = synthetic.make_synthetic_yolo(str(root / "yolo"), **sizes)
     return dict(coco=coco, labelme=labelme, yolo=yolo)
 
 
 def named_targets(entries, classes, has_masks=True):
     """Per image: [(class name, box, mask or None)] of the training targets (crowd regions are none)."""
-    ds = coco_data.CocoFormatDataset(entries, classes, None, with_masks=has_masks)
+    ds = coco.CocoFormatDataset(entries, classes, None, with_masks=has_masks)
     out = []
     for k in range(len(ds)):
         _, t = ds[k]
@@ -64,11 +61,11 @@ def one_line(info):
 
 def test_the_three_formats_give_the_same_targets(scenes, capsys):
     coco_train, coco_val = scenes["coco"]
-    want = {"train": named_targets(*coco_data.load_coco_images(coco_train)[:2]),
-            "val": named_targets(*coco_data.load_coco_images(coco_val)[:2])}
+    want = {"train": named_targets(*coco.load_coco_images(coco_train)[:2]),
+            "val": named_targets(*coco.load_coco_images(coco_val)[:2])}
     assert used_names(want["train"]) == set(COCO_NAMES)  # every class has objects in these scenes
-    (labelme, labelme_val) = labelme_yolo.load_own_format(*scenes["labelme"])
-    (yolo, yolo_val) = labelme_yolo.load_own_format(scenes["yolo"])
+    (labelme, labelme_val) = formats.load_own_format(*scenes["labelme"])
+    (yolo, yolo_val) = formats.load_own_format(scenes["yolo"])
     assert [c["name"] for c in labelme[1]] == sorted(COCO_NAMES)  # labelme: the labels, sorted
     assert [c["name"] for c in labelme_val[1]] == sorted(COCO_NAMES)  # the test folder: train's classes
     assert [c["name"] for c in yolo[1]] == COCO_NAMES  # YOLO: the YAML's names, in their order
@@ -124,8 +121,8 @@ def test_labelme_shapes_groups_images_and_skipped_kinds(tmp_path, capsys):
     }
     for name, doc in docs.items():
         (folder / name).write_text(json.dumps(dict(version="5.5.0", flags={}, **doc)))
-    entries, classes, has_masks = coco_data.load_coco_images(
-        str(folder), data=labelme_yolo.read_labelme_folder(str(folder)))
+    entries, classes, has_masks = coco.load_coco_images(
+        str(folder), data=labelme.read_labelme_folder(str(folder)))
     lines = capsys.readouterr().out.splitlines()
     for kind, places in (("line", "a.json shape 4"), ("point", "a.json shape 5, a.json shape 6"),
                          ("linestrip", "a.json shape 7")):
@@ -152,10 +149,10 @@ def test_labelme_shapes_groups_images_and_skipped_kinds(tmp_path, capsys):
 
 def test_classes_fix_the_order_and_leave_others_out(scenes, capsys):
     train_folder, _ = scenes["labelme"]
-    data = labelme_yolo.read_labelme_folder(train_folder, ["sign", "pedestrian", "unicorn"])
+    data = labelme.read_labelme_folder(train_folder, ["sign", "pedestrian", "unicorn"])
     said = [line for line in capsys.readouterr().out.splitlines() if '"ball"' in line]
     assert len(said) == 1 and said[0].startswith("note: ") and 'labelled "ball" left out (not in --classes)' in said[0]
-    entries, classes, _ = coco_data.load_coco_images(train_folder, data=data)
+    entries, classes, _ = coco.load_coco_images(train_folder, data=data)
     assert [c["name"] for c in classes] == ["sign", "pedestrian", "unicorn"]  # unicorn: no object, AP -1
     assert used_names(named_targets(entries, classes)) == {"sign", "pedestrian"}
 
@@ -164,7 +161,7 @@ def test_classes_on_other_data_is_one_line(scenes, tmp_path):
     (tmp_path / "PennFudanPed" / "PNGImages").mkdir(parents=True)
     for other in (scenes["coco"][0], scenes["yolo"], str(tmp_path / "PennFudanPed")):
         with pytest.raises(DatasetError, match="--classes: applies to labelme folders only") as info:
-            dataset_formats.load_datasets(other, None, tv_training.get_transform, 1, None, 0, class_names=["ball"])
+            formats.load_datasets(other, None, tv_training.get_transform, 1, None, 0, class_names=["ball"])
         assert other in str(info.value) and one_line(info)
 
 
@@ -175,7 +172,7 @@ def test_a_folder_of_labelme_files_and_a_coco_file_is_ambiguous(scenes, tmp_path
         (folder / name).write_bytes(open(os.path.join(scenes["labelme"][0], name), "rb").read())
     (folder / "instances.json").write_text(open(scenes["coco"][0]).read())
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.read_labelme_folder(str(folder))
+        labelme.read_labelme_folder(str(folder))
     assert "both labelme JSONs" in str(info.value) and str(folder / "instances.json") in str(info.value)
     assert "pass the COCO file itself as --data-path, or move it" in str(info.value) and one_line(info)
 
@@ -206,7 +203,7 @@ def test_bad_labelme_data_is_one_line_naming_the_file(change, words, tmp_path):
     elif change != "empty_folder":
         (tmp_path / "a.json").write_text("{oops" if change == "invalid_json" else json.dumps(doc))
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.read_labelme_folder(str(tmp_path))
+        labelme.read_labelme_folder(str(tmp_path))
     assert words in str(info.value) and one_line(info)
     if change != "empty_folder":
         assert str(tmp_path / "a.json") in str(info.value)
@@ -231,7 +228,7 @@ def yolo_dataset(root, label_text, yaml_text=None, extra_image=False):
 def test_yolo_names_as_list_or_dict_and_a_negative(names, tmp_path, capsys):
     path = yolo_dataset(tmp_path, "1 0.1 0.1 0.4 0.1 0.4 0.9\n0 0.5 0.5 0.5 0.5\n",
                         f"train: images/train\nnames: {names}\n", extra_image=True)
-    (entries, classes, has_masks), test = labelme_yolo.load_own_format(path)
+    (entries, classes, has_masks), test = formats.load_own_format(path)
     out = capsys.readouterr().out
     assert test is None and "no val or test split: holding out --test-size images of train" in out
     assert [c["name"] for c in classes] == ["cat", "dog"] and has_masks
@@ -245,7 +242,7 @@ def test_yolo_names_as_list_or_dict_and_a_negative(names, tmp_path, capsys):
 
 def test_yolo_box_only_data_has_no_masks(tmp_path, capsys):
     path = yolo_dataset(tmp_path, "0 0.5 0.5 0.5 0.5\n1 0.25 0.5 0.5 1\n")
-    (entries, classes, has_masks), _ = labelme_yolo.load_own_format(path)
+    (entries, classes, has_masks), _ = formats.load_own_format(path)
     assert not has_masks
     targets = named_targets(entries, classes, has_masks)
     assert [(n, box.tolist(), mask) for n, box, mask in targets[0]] == \
@@ -274,7 +271,7 @@ def test_yolo_box_only_data_has_no_masks(tmp_path, capsys):
 def test_bad_yolo_data_is_one_line_naming_the_file(label, yaml_text, words, tmp_path):
     path = yolo_dataset(tmp_path, label, yaml_text)
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.load_own_format(path)
+        formats.load_own_format(path)
     assert words in str(info.value) and one_line(info)
     named = str(tmp_path / "labels" / "train" / "x.txt") if words.startswith("x.txt") else path
     assert named in str(info.value)
@@ -288,7 +285,7 @@ def test_yolo_labels_beside_the_images_a_byte_order_mark_and_points_a_little_out
     Image.new("RGB", (40, 20)).save(root / "train" / "x.png")
     (root / "train" / "x.txt").write_bytes("\ufeff0 0.5 0.5 0.5 0.5\n1 0.2 0.2 1.004 0.2 1.004 0.9\n".encode())
     (root / "data.yaml").write_text("train: train\nnames: [cat, dog]\n")
-    (entries, classes, _), _ = labelme_yolo.load_own_format(str(root / "data.yaml"))
+    (entries, classes, _), _ = formats.load_own_format(str(root / "data.yaml"))
     out = capsys.readouterr().out
     assert "1 line(s) with a coordinate slightly outside 0..1, clipped to the image (x.txt line 2)" in out
     (cat, dog), = named_targets(entries, classes)
@@ -300,7 +297,7 @@ def test_a_yolo_split_without_any_label_file_is_an_error_naming_where_it_looked(
     path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n")
     os.remove(tmp_path / "labels" / "train" / "x.txt")
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.load_own_format(path)
+        formats.load_own_format(path)
     want = (f"{path}: none of the 1 image(s) in train has a label file; for {tmp_path / 'images' / 'train' / 'x.png'} "
             f"looked for {tmp_path / 'labels' / 'train' / 'x.txt'} and {tmp_path / 'images' / 'train' / 'x.txt'}")
     assert str(info.value).startswith(want) and one_line(info)
@@ -310,7 +307,7 @@ def test_two_yolo_images_sharing_a_label_file_is_an_error(tmp_path):
     path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n")
     Image.new("RGB", (40, 20), (9, 9, 9)).save(tmp_path / "images" / "train" / "x.jpg")
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.load_own_format(path)
+        formats.load_own_format(path)
     images = tmp_path / "images" / "train"
     assert f"{images / 'x.jpg'} and {images / 'x.png'} share the label file" in str(info.value) and one_line(info)
 
@@ -318,7 +315,7 @@ def test_two_yolo_images_sharing_a_label_file_is_an_error(tmp_path):
 def test_a_missing_yolo_test_split_is_left_out_when_val_is_there(tmp_path, capsys):
     path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n",
                         "train: images/train\nval: images/train\ntest: ../test/images\nnames: [cat, dog]\n")
-    (train, _, _), (val, _, _) = labelme_yolo.load_own_format(path)
+    (train, _, _), (val, _, _) = formats.load_own_format(path)
     assert len(train) == len(val) == 1
     assert f"note: {path}: test '../test/images' not found" in capsys.readouterr().out
 
@@ -330,7 +327,7 @@ def test_yolo_test_split_with_boxes_only_under_polygon_training_is_warned_about(
     (tmp_path / "labels" / "val").mkdir()
     Image.new("RGB", (40, 20)).save(tmp_path / "images" / "val" / "v.png")
     (tmp_path / "labels" / "val" / "v.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    data = dataset_formats.load_datasets(path, None, tv_training.get_transform, 1, None, 0)
+    data = formats.load_datasets(path, None, tv_training.get_transform, 1, None, 0)
     assert data["has_masks"]
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert said == [f"warning: {path}'s test split: boxes only, while the training data has masks: segm AP would "
@@ -359,11 +356,11 @@ def test_labelme_classes_or_a_test_folder_matching_no_label_is_an_error(tmp_path
     train = labelme_folder(tmp_path / "train", {"a.json": ("a.png", [("cat", TRIANGLE), ("dog", TRIANGLE)])})
     test = labelme_folder(tmp_path / "test", {"b.json": ("b.png", [("Cat", TRIANGLE)])})
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.load_own_format(train, class_names=["cats", "dogs"])
+        formats.load_own_format(train, class_names=["cats", "dogs"])
     assert str(info.value).startswith(f"{train}: none of its labels (cat, dog) is one of the classes cats, dogs "
                                       f"(not in --classes)") and "spelling of --classes" in str(info.value)
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.load_own_format(train, test)
+        formats.load_own_format(train, test)
     assert str(info.value).startswith(f"{test}: none of its labels (Cat) is one of the classes cat, dog (not a "
                                       f"label of {train})") and one_line(info)
 
@@ -376,7 +373,7 @@ def test_labelme_twins_rotation_shapes_and_images_found_by_the_json_name(tmp_pat
     doc = json.loads((folder / "b.json").read_text())
     doc["shapes"][0]["shape_type"] = "rotation"  # X-AnyLabeling's rotated box: its four corners
     (folder / "b.json").write_text(json.dumps(doc))
-    data = labelme_yolo.read_labelme_folder(str(folder))
+    data = labelme.read_labelme_folder(str(folder))
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert said == [f"warning: {folder}: 2 labels that differ only in case or spaces, each a class of its own (rename "
                     f"them in labelme to merge them) ('Cat ', 'cat')"]
@@ -390,7 +387,7 @@ def test_two_labelme_files_for_one_image_is_an_error(tmp_path):
     folder = labelme_folder(tmp_path / "shots", {"a.json": ("a.png", [("cat", TRIANGLE)]),
                                                  "a_copy.json": ("a.png", [("dog", TRIANGLE)])})
     with pytest.raises(DatasetError) as info:
-        labelme_yolo.read_labelme_folder(folder)
+        labelme.read_labelme_folder(folder)
     assert str(info.value).startswith(f"{tmp_path / 'shots' / 'a_copy.json'}: annotates {tmp_path / 'shots' / 'a.png'}"
                                       f", as {tmp_path / 'shots' / 'a.json'} does") and one_line(info)
 

@@ -6,17 +6,18 @@ import urllib.error
 import pytest
 import torch
 import torchvision
+from conftest import BOX_LOSSES, MASK_LOSSES, TINY, build
 from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
-import demo
-import model_weights
 import tv_training
-from conftest import BOX_LOSSES, MASK_LOSSES, TINY, build
-from errors import TutorialError
+from finetune.errors import TutorialError
+from finetune.models import pretrained, small_maskrcnn, specs
+
 H, W = 60, 80  # input image size (the model resizes to min_size 64 internally)
 
 
@@ -245,7 +246,7 @@ def test_small_maskrcnn_without_its_last_stage_is_the_demos():
     model.eval()
     with torch.no_grad():
         check_eval_outputs(model([image]), with_masks=True)
-    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
+    kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
     assert kwargs["resnet_stages"] == 3 and len(anchors["sizes"]) == len(anchors["aspect_ratios"]) == 4
     demo_model = build("maskrcnn_resnet18", None, **kwargs)
     assert len(demo_model.roi_heads.mask_head) == 4 and not hasattr(demo_model.backbone.body, "layer4")
@@ -257,8 +258,6 @@ def test_small_maskrcnn_without_its_last_stage_is_the_demos():
 
 @pytest.mark.parametrize("ratios", [None, (1.0, 2.0)], ids=["default-anchors", "two-anchor-shapes"])
 def test_small_maskrcnn_forward_train_and_eval(ratios):
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-
     torch.manual_seed(0)
     kwargs = dict(TINY)
     if ratios is not None:  # the RPN head follows the anchor generator's shapes per location
@@ -281,12 +280,12 @@ def test_every_model_is_offered_and_builds_offline():
     """Each --model choice has its download recorded (for the offline message) and builds from
     random init without touching the network, with the tutorial's builders returning stock models."""
     choices = next(a.choices for a in tv_training.get_args_parser()._actions if a.dest == "model")
-    assert sorted(choices) == sorted(tv_training.MODELS) == sorted(model_weights.PRETRAINED)
-    assert tv_training.MODELS["maskrcnn_resnet18"] is demo.get_model_maskrcnn_resnet18
+    assert sorted(choices) == sorted(tv_training.MODELS) == sorted(pretrained.PRETRAINED)
+    assert tv_training.MODELS["maskrcnn_resnet18"] is small_maskrcnn.get_model_maskrcnn_resnet18
     expected_files = {"maskrcnn": "maskrcnn_resnet50_fpn_coco", "fasterrcnn": "fasterrcnn_resnet50_fpn_coco",
                       "mobilenet": "mobilenet_v2", "maskrcnn_resnet18": "resnet18"}
     for name, file_stem in expected_files.items():
-        assert os.path.basename(model_weights.pretrained_url(name)).startswith(file_stem), name
+        assert os.path.basename(pretrained.pretrained_url(name)).startswith(file_stem), name
     model = tv_training.get_model_instance_segmentation(3, weights=None, weights_backbone=None)
     assert type(model.transform) is torchvision.models.detection.transform.GeneralizedRCNNTransform  # not sped up
     assert type(model.roi_heads.box_roi_pool) is torchvision.ops.MultiScaleRoIAlign
@@ -356,12 +355,12 @@ def test_build_detector_passes_weights_through(monkeypatch):
             raise urllib.error.URLError("offline")
         return "model"
 
-    assert model_weights.build_detector(fake_model_fn, "maskrcnn", 3, None, min_size=64) == "model"
+    assert pretrained.build_detector(fake_model_fn, "maskrcnn", 3, None, min_size=64) == "model"
     assert calls[-1] == (3, None, {"min_size": 64, "weights_backbone": None})
-    assert model_weights.build_detector(fake_model_fn, "mobilenet", 2, None) == "model"
+    assert pretrained.build_detector(fake_model_fn, "mobilenet", 2, None) == "model"
     assert calls[-1] == (2, None, {})  # no backbone argument for a model that takes none
     with pytest.raises(TutorialError, match="maskrcnn_resnet50_fpn_coco") as excinfo:
-        model_weights.build_detector(fake_model_fn, "maskrcnn", 2, "DEFAULT")
+        pretrained.build_detector(fake_model_fn, "maskrcnn", 2, "DEFAULT")
     assert calls[-1][1] == "DEFAULT"
     assert "--weights none" in str(excinfo.value)
 
@@ -369,14 +368,14 @@ def test_build_detector_passes_weights_through(monkeypatch):
 def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
     """A checkpoint's model_spec (model, classes, sizes, anchors) rebuilds the same model, with no
     flags retyped; an older checkpoint without one is read from its stored arguments."""
-    kwargs, anchors = demo.model_settings("maskrcnn_resnet18")
-    spec = model_weights.model_spec("maskrcnn_resnet18", 3, "none", dict(min_size=64, max_size=96, **kwargs), anchors)
+    kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
+    spec = specs.model_spec("maskrcnn_resnet18", 3, "none", dict(min_size=64, max_size=96, **kwargs), anchors)
     torch.manual_seed(0)
-    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    model = specs.build_model(tv_training.MODELS, spec, None)
     path = tmp_path / "c.pth"
     torch.save({"model": model.state_dict(), "model_spec": spec}, path)
-    checkpoint = model_weights.load_weights_file(str(path))
-    again = model_weights.build_model(tv_training.MODELS, model_weights.checkpoint_spec(checkpoint),
+    checkpoint = pretrained.load_weights_file(str(path))
+    again = specs.build_model(tv_training.MODELS, specs.checkpoint_spec(checkpoint),
                                       checkpoint["model"])
     assert again.roi_heads.box_predictor.cls_score.out_features == 3
     assert again.transform.min_size == (64,) and again.roi_heads.detections_per_img == 20
@@ -384,13 +383,13 @@ def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
     assert not hasattr(again.backbone.body, "layer4")  # the demo's three stages, recorded in the spec
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
-    old = model_weights.checkpoint_spec({"model": {}, "args": dict(model="maskrcnn", weights="DEFAULT", min_size=96,
+    old = specs.checkpoint_spec({"model": {}, "args": dict(model="maskrcnn", weights="DEFAULT", min_size=96,
                                                                    max_size=128, demo=False)})
-    assert old == model_weights.model_spec("maskrcnn", 2, "DEFAULT", dict(min_size=96, max_size=128))
+    assert old == specs.model_spec("maskrcnn", 2, "DEFAULT", dict(min_size=96, max_size=128))
     assert old["pretrained_layout"] is True
     # a demo checkpoint from before the demo dropped layer4: no resnet_stages, five anchor levels
-    earlier = model_weights.model_spec("maskrcnn_resnet18", 2, "none", dict(min_size=64, max_size=96,
-                                                                            **demo.DEMO_MODEL_KWARGS), demo.DEMO_ANCHORS)
-    four_stages = model_weights.build_model(tv_training.MODELS, earlier, None)
-    rebuilt = model_weights.build_model(tv_training.MODELS, earlier, four_stages.state_dict())
+    earlier = specs.model_spec("maskrcnn_resnet18", 2, "none", dict(min_size=64, max_size=96,
+                                                                            **small_maskrcnn.DEMO_MODEL_KWARGS), small_maskrcnn.DEMO_ANCHORS)
+    four_stages = specs.build_model(tv_training.MODELS, earlier, None)
+    rebuilt = specs.build_model(tv_training.MODELS, earlier, four_stages.state_dict())
     assert hasattr(rebuilt.backbone.body, "layer4") and len(rebuilt.rpn.anchor_generator.sizes) == 5

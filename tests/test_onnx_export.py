@@ -6,15 +6,19 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
-
-import model_weights
-import onnx_export
-import tv_training
 from conftest import ROOT_DIR, TINY, make_data, predicted_detections
+from PIL import Image
+from pycocotools import mask as mask_util
+
+import tv_training
+import utils
+from finetune.models import specs
+from finetune.outputs import onnx_export, onnx_runtime
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -26,8 +30,8 @@ NONE = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0
 def write_checkpoint(path, name, data_root, seed=0):
     """A checkpoint as training writes it (weights, model_spec, the run's data arguments), random weights."""
     torch.manual_seed(seed)
-    spec = model_weights.model_spec(name, 2, "none", dict(TINY))
-    model = model_weights.build_model(tv_training.MODELS, spec, None)
+    spec = specs.model_spec(name, 2, "none", dict(TINY))
+    model = specs.build_model(tv_training.MODELS, spec, None)
     torch.save(dict(model=model.state_dict(), model_spec=spec,
                     args=dict(data_path=str(data_root), test_size=2, seed=0, model=name)), path)
     return str(path)
@@ -75,13 +79,13 @@ def test_mask_model_export_is_verified_and_described(mask_export, capsys):
     ckpt, onnx_path, result = mask_export
     assert result["verified"]["images"] == 2
     assert result["verified"]["min_mask_iou"] >= onnx_export.MASK_IOU_MIN
-    with open(onnx_export.sidecar_path(onnx_path)) as f:
+    with open(onnx_runtime.sidecar_path(onnx_path)) as f:
         info = json.load(f)
     assert info["classes"] == [dict(id=1, name="pedestrian")]
     assert [o["name"] for o in info["outputs"]] == ["boxes", "labels", "scores", "masks"]
     assert info["input"]["shape"] == [3, "height", "width"] and info["opset"] == onnx_export.OPSET
     # the file alone still names its classes
-    predictor = onnx_export.OnnxPredictor(onnx_path)
+    predictor = onnx_runtime.OnnxPredictor(onnx_path)
     assert json.loads(predictor.metadata["detector"])["classes"] == info["classes"]
     # any image size: the graph's height and width are dynamic
     for shape in [(3, 50, 90), (3, 97, 41)]:
@@ -120,7 +124,7 @@ def test_predict_through_onnx_matches_the_checkpoint(mask_export, workdir, capsy
 def test_a_disagreement_fails_the_export_and_writes_nothing(mask_export, workdir, monkeypatch, capsys):
     ckpt, _, _ = mask_export
     root, _ = workdir
-    real_call = onnx_export.OnnxPredictor.__call__
+    real_call = onnx_runtime.OnnxPredictor.__call__
 
     def shifted(self, images):  # an export that resizes wrongly would move every box like this
         preds = real_call(self, images)
@@ -128,7 +132,7 @@ def test_a_disagreement_fails_the_export_and_writes_nothing(mask_export, workdir
             p["boxes"] = p["boxes"] + 3.0
         return preds
 
-    monkeypatch.setattr(onnx_export.OnnxPredictor, "__call__", shifted)
+    monkeypatch.setattr(onnx_runtime.OnnxPredictor, "__call__", shifted)
     target = root / "shifted.onnx"
     code, _ = run_cli("--export", target, "--weights", ckpt)
     line = error_line(capsys)
@@ -155,7 +159,6 @@ def test_compare_predictions_tolerates_only_rounding():
 def test_compare_predictions_on_slivers_and_few_pixel_masks():
     """Rounding on a box under a pixel wide, or one pixel of a 3-pixel mask, is not a disagreement;
     a box or mask that is really off still is."""
-    from pycocotools import mask as mask_util
 
     def rle(pixels, size=(20, 20)):
         m = np.zeros(size, np.uint8, order="F")
@@ -213,7 +216,7 @@ def test_bad_inputs_are_one_line_each_and_keep_files(mask_export, workdir, capsy
 def test_ctrl_c_during_export_leaves_the_earlier_file(mask_export, workdir, monkeypatch, capsys):
     ckpt, onnx_path, _ = mask_export
     before = open(onnx_path, "rb").read()
-    side_before = open(onnx_export.sidecar_path(onnx_path), "rb").read()
+    side_before = open(onnx_runtime.sidecar_path(onnx_path), "rb").read()
 
     def interrupted(model, path, **kwargs):
         with open(path, "wb") as f:
@@ -224,7 +227,7 @@ def test_ctrl_c_during_export_leaves_the_earlier_file(mask_export, workdir, monk
     assert run_cli("--export", onnx_path, "--weights", ckpt, "--overwrite")[0] == 130
     assert "was not written" in capsys.readouterr().err
     assert open(onnx_path, "rb").read() == before
-    assert open(onnx_export.sidecar_path(onnx_path), "rb").read() == side_before
+    assert open(onnx_runtime.sidecar_path(onnx_path), "rb").read() == side_before
     assert not [n for n in os.listdir(os.path.dirname(onnx_path)) if n.endswith(".tmp")]
 
 
@@ -238,8 +241,6 @@ def photos(tmp_path, data, name, write):
 
 
 def test_an_image_the_model_cannot_take_fails_alone_through_onnx(mask_export, workdir, tmp_path, capsys):
-    from PIL import Image
-
     _, onnx_path, _ = mask_export
     # a 300x1 strip is resized to a height of 0
     folder = photos(tmp_path, workdir[1], "strip.png", lambda path: Image.new("RGB", (300, 1)).save(path))
@@ -263,7 +264,7 @@ def test_a_sidecar_or_metadata_that_does_not_belong_is_one_line(mask_export, tmp
     _, onnx_path, _ = mask_export
     copy = tmp_path / "model.onnx"
     shutil.copy(onnx_path, copy)
-    with open(onnx_export.sidecar_path(onnx_path)) as f:
+    with open(onnx_runtime.sidecar_path(onnx_path)) as f:
         info = json.load(f)
     info["classes"] = [dict(id=1, name="car"), dict(id=2, name="bus")]  # another export's
     (tmp_path / "model.json").write_text(json.dumps(info))
@@ -322,12 +323,10 @@ def test_the_documented_snippet_runs_as_written(mask_export, workdir, tmp_path):
     assert any(f.endswith("export.md") for f in files)
     photo = first_image(data)
     shutil.copy(onnx_path, tmp_path / "model.onnx")
-    shutil.copy(onnx_export.sidecar_path(onnx_path), tmp_path / "model.json")
-    from PIL import Image
+    shutil.copy(onnx_runtime.sidecar_path(onnx_path), tmp_path / "model.json")
 
     Image.open(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=95)
-    predictor = onnx_export.OnnxPredictor(str(tmp_path / "model.onnx"))
-    import numpy as np
+    predictor = onnx_runtime.OnnxPredictor(str(tmp_path / "model.onnx"))
 
     image = torch.from_numpy(np.array(Image.open(tmp_path / "photo.jpg").convert("RGB"))).permute(2, 0, 1)
     expected = int((predictor([image.float() / 255])[0]["scores"] >= 0.5).sum())
@@ -367,8 +366,6 @@ def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, 
 
 def test_the_benchmarks_rle_is_cocos(workdir):
     """The ONNX child's masks (numpy-only RLE) read back through pycocotools as the same pixels."""
-    import numpy as np
-    from pycocotools import mask as mask_util
 
     sys.path.insert(0, os.path.join(ROOT_DIR, "benchmarks"))
     try:
@@ -390,10 +387,10 @@ def test_commands_take_explicit_parameters(mask_export, workdir, tmp_path, capsy
         onnx_export.export_command(ckpt, str(tmp_path / "m.onnx"), tv_training.build_model,
                                    tv_training.PennFudanDataset, tv_training.get_transform, typed_model="fasterrcnn")
     with pytest.raises(onnx_export.TutorialError, match="--model fasterrcnn contradicts"):
-        onnx_export.predict_command(onnx_path, [first_image(data)], str(tmp_path), typed_model="fasterrcnn")
+        onnx_runtime.predict_command(onnx_path, [first_image(data)], str(tmp_path), typed_model="fasterrcnn")
     assert not os.listdir(tmp_path)
     # the same --model typed is no contradiction; written where asked
-    result = onnx_export.predict_command(onnx_path, [first_image(data)], str(tmp_path), 0.5,
+    result = onnx_runtime.predict_command(onnx_path, [first_image(data)], str(tmp_path), 0.5,
                                          typed_model="maskrcnn_resnet18", device="cuda", eval_bf16=True)
     out = capsys.readouterr().out
     assert len(result["predictions"]) == 1 and os.path.isfile(tmp_path / "predict" / "results.json")
@@ -407,9 +404,7 @@ def test_commands_take_explicit_parameters(mask_export, workdir, tmp_path, capsy
 def test_under_torchrun_only_rank_0_exports_or_predicts(mask_export, workdir, tmp_path, monkeypatch, capsys):
     """Another rank's --export and ONNX --predict return at once and write nothing (two processes
     would write the same files)."""
-    import time
 
-    import utils
 
     ckpt, onnx_path, _ = mask_export
     _, data = workdir
@@ -418,7 +413,7 @@ def test_under_torchrun_only_rank_0_exports_or_predicts(mask_export, workdir, tm
         raise AssertionError("a rank other than 0 loaded a model")
 
     monkeypatch.setattr(utils, "is_main_process", lambda: False)
-    monkeypatch.setattr(onnx_export.OnnxPredictor, "__init__", must_not_run)
+    monkeypatch.setattr(onnx_runtime.OnnxPredictor, "__init__", must_not_run)
     monkeypatch.setattr(onnx_export, "export_onnx", must_not_run)
     start = time.perf_counter()
     code, result = run_cli("--export", tmp_path / "new" / "m.onnx", "--weights", ckpt)

@@ -4,17 +4,24 @@ known answers, and the report a tiny run and --test-only write (HTML parsed, eve
 import html.parser
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
+from conftest import run_main, tiny_argv
+from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from test_arguments import cli
 
-import report
-import synthetic_data
-from conftest import run_main, tiny_argv
+import tv_training
+from finetune.data import synthetic
+from finetune.data.formats import load_datasets
+from finetune.outputs import analysis, gallery, plots, report
+from finetune.run import run_folder
 
 A, B = [10, 10, 50, 90], [60, 10, 100, 90]  # two objects, side by side (xyxy)
 
@@ -44,19 +51,19 @@ def coco_ap(points):
 
 def test_a_perfect_model_has_a_diagonal_matrix_and_no_error():
     image = scene([(A, 1), (B, 2)], [(A, 1, 0.9), (B, 2, 0.8)])
-    matrix, per_image = report.confusion_matrix([image], 2)
+    matrix, per_image = analysis.confusion_matrix([image], 2)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
     assert per_image == [dict(missed=0, false=0, confused=0)]
-    errors = report.error_breakdown([image], 2)
+    errors = analysis.error_breakdown([image], 2)
     assert errors["ap"] == pytest.approx(1.0)
     assert all(v == 0 for v in errors["dap"].values()) and all(v == 0 for v in errors["counts"].values())
 
 
 def test_a_swapped_class_is_a_classification_error():
     image = scene([(A, 1)], [(A, 2, 0.9)])
-    matrix, per_image = report.confusion_matrix([image], 2)
+    matrix, per_image = analysis.confusion_matrix([image], 2)
     assert matrix[0, 1] == 1 and matrix.sum() == 1 and per_image[0]["confused"] == 1
-    errors = report.error_breakdown([image], 2)
+    errors = analysis.error_breakdown([image], 2)
     assert errors["counts"]["cls"] == 1 and errors["counts"]["miss"] == 0  # the object was targeted
     assert errors["ap"] == 0 and errors["dap"]["cls"] == pytest.approx(1.0)
     assert sum(errors["dap"].values()) == pytest.approx(1.0)
@@ -64,11 +71,11 @@ def test_a_swapped_class_is_a_classification_error():
 
 def test_a_shifted_box_is_a_localisation_error():
     box = shifted(A, 25)  # IoU 15/65: between the background 0.1 and the foreground 0.5
-    assert 0.1 < report.box_iou([box], [A])[0, 0] < 0.5
+    assert 0.1 < analysis.box_iou([box], [A])[0, 0] < 0.5
     image = scene([(A, 1)], [(box, 1, 0.9)])
-    matrix, _ = report.confusion_matrix([image], 1)
+    matrix, _ = analysis.confusion_matrix([image], 1)
     assert matrix.tolist() == [[0, 1], [1, 0]]  # one missed object, one false detection
-    errors = report.error_breakdown([image], 1)
+    errors = analysis.error_breakdown([image], 1)
     assert errors["counts"]["loc"] == 1 and errors["counts"]["miss"] == 0
     assert errors["dap"]["loc"] == pytest.approx(1.0) and errors["dap"]["bkg"] == 0
 
@@ -76,9 +83,9 @@ def test_a_shifted_box_is_a_localisation_error():
 def test_a_duplicate_costs_the_precision_it_takes():
     # A found (0.9), A again (0.8), B found (0.7): precision 1 up to recall 0.5, then 2/3
     image = scene([(A, 1), (B, 1)], [(A, 1, 0.9), (shifted(A, 2), 1, 0.8), (B, 1, 0.7)])
-    matrix, per_image = report.confusion_matrix([image], 1)
+    matrix, per_image = analysis.confusion_matrix([image], 1)
     assert matrix.tolist() == [[2, 0], [1, 0]] and per_image[0]["false"] == 1
-    errors = report.error_breakdown([image], 1)
+    errors = analysis.error_breakdown([image], 1)
     assert errors["counts"]["dupl"] == 1
     assert errors["ap"] == pytest.approx(coco_ap([(0.5, 1.0), (1.0, 2 / 3)]))
     assert errors["dap"]["dupl"] == pytest.approx(1.0 - errors["ap"])
@@ -87,9 +94,9 @@ def test_a_duplicate_costs_the_precision_it_takes():
 
 def test_a_missed_object_and_a_background_detection():
     image = scene([(A, 1), (B, 1)], [(A, 1, 0.9), ([200, 200, 240, 260], 1, 0.95)])
-    matrix, per_image = report.confusion_matrix([image], 1)
+    matrix, per_image = analysis.confusion_matrix([image], 1)
     assert matrix.tolist() == [[1, 1], [1, 0]] and per_image[0] == dict(missed=1, false=1, confused=0)
-    errors = report.error_breakdown([image], 1)
+    errors = analysis.error_breakdown([image], 1)
     assert errors["counts"]["miss"] == 1 and errors["counts"]["bkg"] == 1
     # as is: a false detection first, then A; without the background one: precision 1 to recall 0.5
     assert errors["ap"] == pytest.approx(coco_ap([(0.5, 0.5)]))
@@ -100,22 +107,22 @@ def test_a_missed_object_and_a_background_detection():
 def test_a_crowd_region_is_neither_missed_nor_false():
     crowd = [0, 100, 200, 200]
     image = scene([(A, 1)], [(A, 1, 0.9), ([20, 120, 60, 160], 1, 0.8)], crowd=[(crowd, 1)])
-    matrix, per_image = report.confusion_matrix([image], 1)
+    matrix, per_image = analysis.confusion_matrix([image], 1)
     assert matrix.tolist() == [[1, 0], [0, 0]] and per_image[0] == dict(missed=0, false=0, confused=0)
-    errors = report.error_breakdown([image], 1)
+    errors = analysis.error_breakdown([image], 1)
     assert errors["ap"] == pytest.approx(1.0) and sum(errors["counts"].values()) == 0
     # a detection of another class on that crowd region is a false detection, as COCO scores it
     # (a crowd region is ignored for its own class only), in the matrix and in the breakdown alike
     image = scene([(A, 1)], [(A, 1, 0.9), ([20, 120, 60, 160], 2, 0.8)], crowd=[(crowd, 1)])
-    matrix, per_image = report.confusion_matrix([image], 2)
+    matrix, per_image = analysis.confusion_matrix([image], 2)
     assert matrix.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 0]] and per_image[0] == dict(missed=0, false=1, confused=0)
-    assert report.error_breakdown([image], 2)["counts"]["bkg"] == 1
+    assert analysis.error_breakdown([image], 2)["counts"]["bkg"] == 1
 
 
 def test_the_score_threshold_decides_what_the_matrix_counts():
     image = scene([(A, 1)], [(A, 1, 0.3)])
-    assert report.confusion_matrix([image], 1, score_threshold=0.5)[0].tolist() == [[0, 1], [0, 0]]
-    assert report.confusion_matrix([image], 1, score_threshold=0.2)[0].tolist() == [[1, 0], [0, 0]]
+    assert analysis.confusion_matrix([image], 1, score_threshold=0.5)[0].tolist() == [[0, 1], [0, 0]]
+    assert analysis.confusion_matrix([image], 1, score_threshold=0.2)[0].tolist() == [[1, 0], [0, 0]]
 
 
 @pytest.mark.parametrize("height, width, panel_size", [
@@ -126,23 +133,21 @@ def test_the_score_threshold_decides_what_the_matrix_counts():
 def test_gallery_panels_are_scaled_into_a_readable_range(height, width, panel_size):
     gt, det = [10, 10, 50, 40], [12, 10, 50, 44]
     image = scene([(gt, 1)], [(det, 1, 0.9)])
-    figure = report.gallery_figure(np.zeros((height, width, 3), np.uint8), image, ["cat"], 0.5, 0.5)
+    figure = gallery.gallery_figure(np.zeros((height, width, 3), np.uint8), image, ["cat"], 0.5, 0.5)
     bar, gap = 22, 8
     assert figure.size == (2 * panel_size[0] + gap, panel_size[1] + bar)
 
 
 def test_a_narrow_gallery_image_keeps_its_titles_whole():
     image = scene([([2, 10, 20, 300], 1)], [])
-    figure = report.gallery_figure(np.zeros((900, 30, 3), np.uint8), image, ["cat"], 0.5, 0.5)
+    figure = gallery.gallery_figure(np.zeros((900, 30, 3), np.uint8), image, ["cat"], 0.5, 0.5)
     assert figure.width > 2 * 150  # each panel as wide as "ground truth: 1 (1 missed)", not 13 px
 
 
 def test_a_class_name_the_font_cannot_draw_makes_no_warning_per_glyph(tmp_path):
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report.plot_confusion(np.array([[2, 1, 0], [0, 1, 0], [0, 0, 0]]), ["猫", "x" * 120], 0.5, 0.5,
+        plots.plot_confusion(np.array([[2, 1, 0], [0, 1, 0], [0, 0, 0]]), ["猫", "x" * 120], 0.5, 0.5,
                               str(tmp_path / "confusion.png"))  # and a long name: cut, no layout warning
     assert [str(w.message) for w in caught] == [] and os.path.getsize(tmp_path / "confusion.png") > 1000
 
@@ -178,7 +183,7 @@ def test_ap_as_is_equals_pycocotools_ap50_per_class(tied, capsys):
     ev.accumulate()
     ev.summarize()
     capsys.readouterr()
-    ours = report.error_breakdown(report.images_from_coco(gt, dt), 2)
+    ours = analysis.error_breakdown(analysis.images_from_coco(gt, dt), 2)
     assert ours["ap"] == pytest.approx(ev.stats[1], abs=1e-9)  # AP50
     assert sum(ours["counts"].values()) > 5 and max(ours["dap"].values()) > 0
 
@@ -206,7 +211,7 @@ def check_report(folder, classes):
     data = json.load(open(os.path.join(folder, "report.json")))
     assert data["confusion_matrix"]["labels"] == classes + ["background"]
     assert {"confusion.png", "errors.png", "pr.png"} <= set(page.files)
-    assert set(data["errors"]["dap"]) == set(report.ERROR_KINDS)
+    assert set(data["errors"]["dap"]) == set(analysis.ERROR_KINDS)
     assert not os.path.exists(os.path.join(os.path.dirname(folder), report.PARTIAL))
     return data, page.files
 
@@ -225,7 +230,6 @@ def test_a_run_writes_its_report(run):
     assert "curves.png" in files
     gallery = [f for f in files if f.startswith("gallery/")]
     assert len(gallery) == 3  # every test image
-    from PIL import Image
 
     assert all(max(Image.open(os.path.join(folder, f)).size) >= 384 for f in gallery)
     errors = [sum(g[k] for k in ("missed", "false", "confused")) for g in report_data["gallery"]]
@@ -238,8 +242,6 @@ def test_a_run_writes_its_report(run):
 
 def run_target(data, i):
     """The i-th test image's target, as the run held it out."""
-    import tv_training
-    from dataset_formats import load_datasets
 
     split = load_datasets(data, tv_training.PennFudanDataset, tv_training.get_transform, 3, None, 0, None, None)
     return split["test"][i][1]
@@ -274,7 +276,6 @@ def test_test_only_keeps_the_earlier_report_and_an_empty_output_dir_writes_nothi
 @pytest.mark.parametrize("case", ["rename_refused", "a_file_named_report"])
 def test_a_report_that_cannot_be_put_in_place_is_one_line_and_keeps_the_earlier(case, run, tmp_path, monkeypatch,
                                                                                 capsys):
-    from test_arguments import cli
 
     data, out, _ = run
     target = tmp_path / "out"
@@ -310,7 +311,6 @@ def test_a_report_that_cannot_be_put_in_place_is_one_line_and_keeps_the_earlier(
 
 def test_ctrl_c_while_the_report_is_drawn_says_training_is_complete_and_how_to_redraw_it(run, tmp_path,
                                                                                        monkeypatch, capsys):
-    from test_arguments import cli
 
     data, out, _ = run
     target = tmp_path / "run"
@@ -322,7 +322,6 @@ def test_ctrl_c_while_the_report_is_drawn_says_training_is_complete_and_how_to_r
                                     f"the final figures or the report may be missing")
     assert not (target / "report").exists() and not (target / report.PARTIAL).exists()
     monkeypatch.undo()
-    import shlex
 
     argv = shlex.split(command)
     assert argv[:2] == ["python", "tv_training.py"] and argv[-3:] == ["--test-only", "--weights", str(ckpt)]
@@ -332,8 +331,6 @@ def test_ctrl_c_while_the_report_is_drawn_says_training_is_complete_and_how_to_r
 
 
 def test_overwrite_moves_the_replaced_runs_report_to_earlier(tmp_path):
-    import argument_checks
-
     (tmp_path / "checkpoint.pth").write_bytes(b"weights")
     (tmp_path / "metrics.json").write_text("{}")
     (tmp_path / "predictions").mkdir()
@@ -343,7 +340,7 @@ def test_overwrite_moves_the_replaced_runs_report_to_earlier(tmp_path):
     (folder / "gallery").mkdir()
     (folder / "gallery" / "001-image1.jpg").write_bytes(b"jpeg")
     (folder / "report.html").write_text("the replaced run's")
-    argument_checks.clear_earlier_run(str(tmp_path))
+    run_folder.clear_earlier_run(str(tmp_path))
     assert os.listdir(tmp_path) == ["report"] and os.listdir(folder) == ["earlier"]
     moved = [e for e in os.listdir(folder / "earlier") if e != "20260101-000000"]
     assert len(moved) == 1 and (folder / "earlier" / moved[0] / "report.html").read_text() == "the replaced run's"
@@ -366,7 +363,7 @@ def test_a_replaced_runs_report_that_cannot_move_is_one_line(tmp_path, monkeypat
 
 
 def test_coco_data_with_three_classes(one_thread, tmp_path):
-    train, val = synthetic_data.make_synthetic_coco(str(tmp_path / "shapes"), num_train=4, num_val=3, seed=1,
+    train, val = synthetic.make_synthetic_coco(str(tmp_path / "shapes"), num_train=4, num_val=3, seed=1,
                                                     height_range=(64, 64), width_range=(80, 96))
     out = str(tmp_path / "run")
     run_main("--demo", "--data-path", train, "--test-data-path", val, "--output-dir", out, "--min-size", "64",
@@ -383,8 +380,6 @@ def test_coco_data_with_three_classes(one_thread, tmp_path):
 @pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (Debian package chromium)")
 def test_chromium_shows_the_report(run, tmp_path):
-    from PIL import Image
-
     _, out, _ = run
     shot = tmp_path / "shot.png"
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

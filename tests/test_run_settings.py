@@ -6,11 +6,10 @@ import copy
 import pytest
 import torch
 
-import argument_checks
-import demo
-import run_settings
 import tv_training
-from errors import DatasetError, TutorialError
+from finetune.errors import DatasetError, TutorialError
+from finetune.models import small_maskrcnn
+from finetune.run import checks, demo, settings
 
 
 def parse(*argv):
@@ -18,7 +17,7 @@ def parse(*argv):
 
 
 def settle(args, checkpoint=None):
-    return run_settings.settle(args, tv_training.get_args_parser(add_help=False), lambda path: checkpoint)
+    return settings.settle(args, tv_training.get_args_parser(add_help=False), lambda path: checkpoint)
 
 
 def resumable(**trained):
@@ -59,23 +58,23 @@ def test_a_checkpoint_recipe_comes_after_the_demo_recipe(tmp_path, capsys):
 def test_box_only_data_falls_back_to_faster_rcnn_last(capsys):
     run, _ = settle(parse("--output-dir", "", "--weights", "none", "--device", "cpu"))
     data = dict(train=[0, 1, 2], classes=[dict(id=1, name="car")], has_masks=True)
-    assert run_settings.settle_for_data(run, data).model == "maskrcnn"
-    assert run_settings.settle_for_data(run, dict(data, has_masks=False)).model == "fasterrcnn"
+    assert settings.settle_for_data(run, data).model == "maskrcnn"
+    assert settings.settle_for_data(run, dict(data, has_masks=False)).model == "fasterrcnn"
     assert "box-only Faster R-CNN" in capsys.readouterr().out
     typed, _ = settle(parse("--output-dir", "", "--weights", "none", "--device", "cpu", "--model", "maskrcnn"))
     with pytest.raises(TutorialError, match="no mask to train --model maskrcnn"):
-        run_settings.settle_for_data(typed, dict(data, has_masks=False))
+        settings.settle_for_data(typed, dict(data, has_masks=False))
     # fewer training images than one batch: the loader, which drops an incomplete batch, would yield none
     few, _ = settle(parse("--output-dir", "", "--weights", "none", "--device", "cpu", "-b", "4"))
     with pytest.raises(DatasetError, match=r"3 training image\(s\) is fewer than one batch \(-b 4\)"):
-        run_settings.settle_for_data(few, data)
+        settings.settle_for_data(few, data)
 
 
 def test_the_checks_only_raise_or_warn(tmp_path):
     args = parse("--output-dir", str(tmp_path / "out"), "--weights", "none", "--device", "cpu", "--test-only")
     before = copy.deepcopy(vars(args))
-    argument_checks.check_run(args, None, None, lambda path: None, training=False)
-    assert argument_checks.check_model_for_data(args, False, [dict(id=1, name="car")]) == "box-only"
+    checks.check_run(args, None, None, lambda path: None, training=False)
+    assert checks.check_model_for_data(args, False, [dict(id=1, name="car")]) == "box-only"
     assert vars(args) == before
 
 
@@ -85,5 +84,5 @@ def test_maskrcnn_resnet18_is_one_network_with_or_without_the_demo():
                                     max_size=96, demo_settings=demo_settings)[0] for demo_settings in (False, True)]
     for net in nets:
         assert not hasattr(net.backbone.body, "layer4")
-        assert len(net.roi_heads.mask_head) == demo.DEMO_SMALL_MODEL["mask_head_convs"]
+        assert len(net.roi_heads.mask_head) == small_maskrcnn.DEMO_SMALL_MODEL["mask_head_convs"]
     assert [p.shape for p in nets[0].backbone.parameters()] == [p.shape for p in nets[1].backbone.parameters()]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import TINY, build
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
@@ -19,17 +20,14 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import Bottleneck
 
 import engine
-import model_weights
-import outputs
-import speedups
-import synthetic_data
 import tv_training
 import utils
 from benchmarks import bench_phases
 from coco_utils import get_coco_api_from_dataset
-
-from conftest import TINY, build
-
+from finetune.data import synthetic
+from finetune.models import specs
+from finetune.outputs import metrics
+from finetune.speedups import fast_layers, inference, mask_paste
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -37,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("speed") / "PennFudanPed")
-    return synthetic_data.make_synthetic_pennfudan(root, num_images=6, seed=1, height_range=(64, 90),
+    return synthetic.make_synthetic_pennfudan(root, num_images=6, seed=1, height_range=(64, 90),
                                                    width_range=(48, 110))
 
 
@@ -45,15 +43,15 @@ def data_root(tmp_path_factory):
 def layout_model():
     """The tutorial's configuration (frozen BatchNorm, 3 trainable stages), random values."""
     torch.manual_seed(0)
-    return speedups.speed_up_model(build("maskrcnn", "layout", **TINY))
+    return fast_layers.speed_up_model(build("maskrcnn", "layout", **TINY))
 
 
 def reference_and_ours(model):
     """Two copies with the same weights: torchvision as shipped (NCHW) and this project's defaults."""
-    reference = speedups.as_reference_model(copy.deepcopy(model))
+    reference = fast_layers.as_reference_model(copy.deepcopy(model))
     ours = copy.deepcopy(model).to(memory_format=torch.channels_last)
     assert type(reference.transform) is GeneralizedRCNNTransform
-    assert type(ours.transform) is speedups.FastMaskPasteTransform
+    assert type(ours.transform) is mask_paste.FastMaskPasteTransform
     return reference, ours
 
 
@@ -85,13 +83,13 @@ def test_paste_masks_equals_torchvision(seed):
     masks, boxes, height, width = detections_with_edge_cases(torch.Generator().manual_seed(seed))
     for padding in (1, 2):
         expected = torchvision_paste(masks, boxes, (height, width), padding=padding)
-        got = speedups.paste_masks_in_image(masks, boxes, (height, width), padding=padding)
+        got = mask_paste.paste_masks_in_image(masks, boxes, (height, width), padding=padding)
         assert got.shape == expected.shape == (25, 1, height, width)
         assert torch.equal(got, expected)
 
 
 def test_paste_masks_no_detections():
-    out = speedups.paste_masks_in_image(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (30, 40))
+    out = mask_paste.paste_masks_in_image(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (30, 40))
     assert out.shape == (0, 1, 30, 40)
 
 
@@ -114,9 +112,9 @@ def test_masks_to_rles_equal_encoding_torchvision_paste(seed):
     masks, boxes, height, width = detections_with_edge_cases(gen)
     keep = (torch.rand(25, generator=gen) > 0.3).tolist()
     expected = encode_each(torchvision_paste(masks, boxes, (height, width))[:, 0] > 0.5)
-    got = speedups.masks_to_rles(masks, boxes, (height, width), keep=keep)
+    got = mask_paste.masks_to_rles(masks, boxes, (height, width), keep=keep)
     assert [as_plain(r) for r in got] == [e if k else None for e, k in zip(expected, keep)]
-    assert [as_plain(r) for r in speedups.masks_to_rles(masks, boxes, (height, width))] == expected
+    assert [as_plain(r) for r in mask_paste.masks_to_rles(masks, boxes, (height, width))] == expected
 
 
 def test_masks_to_rles_on_a_12_megapixel_photo():
@@ -124,7 +122,7 @@ def test_masks_to_rles_on_a_12_megapixel_photo():
     gen = torch.Generator().manual_seed(7)
     height, width = 3000, 4000
     masks, boxes = random_detections(gen, 30, height, width)
-    got = speedups.masks_to_rles(masks, boxes, (height, width))
+    got = mask_paste.masks_to_rles(masks, boxes, (height, width))
     for i in (0, 11, 29):
         expected = encode_each(torchvision_paste(masks[i : i + 1], boxes[i : i + 1], (height, width))[:, 0] > 0.5)
         assert as_plain(got[i]) == expected[0]
@@ -134,17 +132,17 @@ def test_masks_to_rles_on_a_12_megapixel_photo():
 def test_compact_masks_are_the_rles_of_the_full_masks(name, data_root):
     """Same detections; masks_rle = the full masks > 0.5, encoded; below min_score nothing is pasted."""
     torch.manual_seed(0)
-    model = speedups.speed_up_model(build(name, "layout" if name == "maskrcnn" else None, **TINY)).eval()
+    model = fast_layers.speed_up_model(build(name, "layout" if name == "maskrcnn" else None, **TINY)).eval()
     dataset = tv_training.PennFudanDataset(data_root, tv_training.get_transform(train=False))
     with torch.inference_mode():
         for idx in range(2):
             image = dataset[idx][0]
             dense = model([image])[0]
-            speedups.compact_masks(model)
+            mask_paste.compact_masks(model)
             compact = model([image])[0]
-            speedups.compact_masks(model, min_score=float(dense["scores"].median()))
+            mask_paste.compact_masks(model, min_score=float(dense["scores"].median()))
             above = model([image])[0]
-            speedups.compact_masks(model, None)
+            mask_paste.compact_masks(model, None)
             assert "masks" in model([image])[0]  # back to full masks
             assert len(dense["scores"]) > 2 and "masks" not in compact
             for key in ("boxes", "scores", "labels"):
@@ -157,9 +155,8 @@ def test_compact_masks_are_the_rles_of_the_full_masks(name, data_root):
 
 def test_fast_paste_transform_is_per_model(layout_model):
     """Installed on the models this project builds; torchvision's own builders stay stock."""
-    import torchvision
 
-    assert type(layout_model.transform) is speedups.FastMaskPasteTransform
+    assert type(layout_model.transform) is mask_paste.FastMaskPasteTransform
     plain = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **TINY)
     assert type(plain.transform) is GeneralizedRCNNTransform
     assert not any("forward" in m.__dict__ for m in plain.modules())
@@ -171,7 +168,7 @@ def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
     folded_blocks = [m for m in layout_model.modules() if isinstance(m, Bottleneck) and "forward" in m.__dict__]
     assert len(folded_blocks) == 16  # every bottleneck of the ResNet-50
     folded = copy.deepcopy(layout_model)  # the fixture stays untouched for the other tests
-    stock = speedups.as_reference_model(copy.deepcopy(layout_model))
+    stock = fast_layers.as_reference_model(copy.deepcopy(layout_model))
     assert list(stock.state_dict()) == list(folded.state_dict())
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 96)
@@ -195,7 +192,7 @@ def test_fold_frozen_batchnorm_same_function_and_state_dict(layout_model):
 
 def test_fold_skips_trainable_batchnorm():
     torch.manual_seed(0)
-    model = speedups.speed_up_model(build("maskrcnn", None, **TINY))  # BatchNorm2d: not folded
+    model = fast_layers.speed_up_model(build("maskrcnn", None, **TINY))  # BatchNorm2d: not folded
     assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, Bottleneck))
 
 
@@ -207,15 +204,15 @@ def test_roi_pooling_on_one_layout_copy_gives_the_same_detections(layout_model, 
     ours.rpn._pre_nms_top_n["testing"], ours.rpn._post_nms_top_n["testing"] = 1000, 300
     ours.roi_heads.detections_per_img = 100
     assert "forward" in ours.roi_heads.__dict__
-    assert type(ours.roi_heads.box_roi_pool) is speedups.FastMultiScaleRoIAlign
-    assert type(ours.roi_heads.mask_roi_pool) is speedups.FastMultiScaleRoIAlign
+    assert type(ours.roi_heads.box_roi_pool) is fast_layers.FastMultiScaleRoIAlign
+    assert type(ours.roi_heads.mask_roi_pool) is fast_layers.FastMultiScaleRoIAlign
     plain = copy.deepcopy(ours)
     del plain.roi_heads.forward  # back to RoIHeads.forward and torchvision's poolers
     plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = torchvision.ops.MultiScaleRoIAlign
     calls = []
-    real = speedups._roi_align_by_embedding_bag
+    real = fast_layers._roi_align_by_embedding_bag
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(speedups, "_roi_align_by_embedding_bag", lambda *a: calls.append(a[0].shape) or real(*a))
+        mp.setattr(fast_layers, "_roi_align_by_embedding_bag", lambda *a: calls.append(a[0].shape) or real(*a))
         for idx in range(2):
             got, expected = ours([dataset[idx][0]])[0], plain([dataset[idx][0]])[0]
             assert len(expected["scores"]) > 20
@@ -244,7 +241,7 @@ def test_fast_roi_align_same_values_and_gradients_as_torchvision(num_rois):
             # float64: the same function, to float64 rounding
             features = torch.randn(2, channels, height, width, generator=g, dtype=torch.float64, requires_grad=True)
             expected = torchvision.ops.roi_align(features, rois.double(), output_size, 0.25, ratio)
-            got = speedups.fast_roi_align(features, rois.double(), output_size, 0.25, ratio)
+            got = fast_layers.fast_roi_align(features, rois.double(), output_size, 0.25, ratio)
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
             grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)
             torch.testing.assert_close(torch.autograd.grad(got, features, grad_out)[0],
@@ -253,27 +250,27 @@ def test_fast_roi_align_same_values_and_gradients_as_torchvision(num_rois):
             for layout in (torch.contiguous_format, torch.channels_last):
                 f32 = features.detach().float().contiguous(memory_format=layout).requires_grad_()
                 expected = torchvision.ops.roi_align(f32, rois, output_size, 0.25, ratio)
-                got = speedups.fast_roi_align(f32, rois, output_size, 0.25, ratio)
+                got = fast_layers.fast_roi_align(f32, rois, output_size, 0.25, ratio)
                 torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
                 grad = torch.autograd.grad(got, f32, grad_out.float())[0]
                 torch.testing.assert_close(grad, torch.autograd.grad(expected, f32, grad_out.float())[0],
                                            rtol=1e-5, atol=1e-5)
                 # deterministic: the same gradient bit for bit (resumed runs repeat exactly)
-                again = speedups.fast_roi_align(f32, rois, output_size, 0.25, ratio)
+                again = fast_layers.fast_roi_align(f32, rois, output_size, 0.25, ratio)
                 assert torch.equal(torch.autograd.grad(again, f32, grad_out.float())[0], grad)
     with torch.inference_mode():
-        assert torch.equal(speedups.fast_roi_align(f32, rois, (2, 2), 0.25, 4), got)
+        assert torch.equal(fast_layers.fast_roi_align(f32, rois, (2, 2), 0.25, 4), got)
     # a box of NaN or infinite coordinates (a diverged model) pools zeros and reads nothing outside the map
     bad = torch.tensor([[0.0, float("nan"), 2.0, 30.0, 40.0], [1.0, -float("inf"), 0.0, float("inf"), 9.0]])
-    assert torch.equal(speedups.fast_roi_align(f32, bad, (7, 7), 0.25, 2), torch.zeros(2, f32.shape[1], 7, 7))
+    assert torch.equal(fast_layers.fast_roi_align(f32, bad, (7, 7), 0.25, 2), torch.zeros(2, f32.shape[1], 7, 7))
     # adaptive sampling and other dtypes: torchvision's op itself
-    assert torch.equal(speedups.fast_roi_align(f32, rois, (7, 7), 0.25, 0),
+    assert torch.equal(fast_layers.fast_roi_align(f32, rois, (7, 7), 0.25, 0),
                        torchvision.ops.roi_align(f32, rois, (7, 7), 0.25, 0))
     boxes = [rois[rois[:, 0] == i, 1:] for i in range(2)]  # torchvision's other form: boxes per image
-    assert torch.equal(speedups.fast_roi_align(f32, boxes, (7, 7), 0.25, 2),
+    assert torch.equal(fast_layers.fast_roi_align(f32, boxes, (7, 7), 0.25, 2),
                        torchvision.ops.roi_align(f32, boxes, (7, 7), 0.25, 2))
     half = f32.detach().half()
-    assert torch.equal(speedups.fast_roi_align(half, rois.half(), (7, 7), 0.25, 2),
+    assert torch.equal(fast_layers.fast_roi_align(half, rois.half(), (7, 7), 0.25, 2),
                        torchvision.ops.roi_align(half, rois.half(), (7, 7), 0.25, 2))
 
 
@@ -284,7 +281,7 @@ def test_fast_roi_align_under_autocast_pools_in_float32():
     rois = random_rois(g, 40, 25, 34)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         expected = torchvision.ops.roi_align(features, rois, (7, 7), 0.25, 2)
-        got = speedups.fast_roi_align(features, rois, (7, 7), 0.25, 2)
+        got = fast_layers.fast_roi_align(features, rois, (7, 7), 0.25, 2)
     assert got.dtype == expected.dtype == torch.bfloat16
     exact = torchvision.ops.roi_align(features.detach().float(), rois, (7, 7), 0.25, 2)
     torch.testing.assert_close(got.float(), exact, rtol=2 ** -8, atol=1e-6)  # bfloat16 rounding of the same values
@@ -369,13 +366,13 @@ def test_same_coco_stats_as_reference(layout_model, data_root):
     with contextlib.redirect_stdout(io.StringIO()):
         # the real ground truth: the reference rebuilds it under one thread, ours reuses a prebuilt one
         ref_eval = bench_phases.reference_evaluate(reference, loader, "cpu")
-        speedups.compact_masks(ours)  # as tv_training.main evaluates: masks as RLE
+        mask_paste.compact_masks(ours)  # as tv_training.main evaluates: masks as RLE
         our_eval = engine.evaluate(ours, loader, "cpu", coco_gt=get_coco_api_from_dataset(dataset))
-        ref_stats, our_stats = outputs.coco_summary(ref_eval), outputs.coco_summary(our_eval)
+        ref_stats, our_stats = metrics.coco_summary(ref_eval), metrics.coco_summary(our_eval)
         # the reference's own detections as ground truth: AP far from 0, so a change would show
         pseudo = pseudo_ground_truth(reference, dataset)
-        ref_pseudo = outputs.coco_summary(engine.evaluate(reference, loader, "cpu", coco_gt=pseudo))
-        our_pseudo = outputs.coco_summary(engine.evaluate(ours, loader, "cpu", coco_gt=pseudo))
+        ref_pseudo = metrics.coco_summary(engine.evaluate(reference, loader, "cpu", coco_gt=pseudo))
+        our_pseudo = metrics.coco_summary(engine.evaluate(ours, loader, "cpu", coco_gt=pseudo))
     assert torch.get_num_threads() == 1  # reference_evaluate restored the fixture's count
     assert ref_pseudo["bbox"]["AP"] > 0.9 and ref_pseudo["segm"]["AP"] > 0.9  # measured 0.967 for both
     for ref, got in ((ref_stats, our_stats), (ref_pseudo, our_pseudo)):
@@ -394,10 +391,10 @@ def test_bfloat16_backbone_rounds_the_backbone_only_and_only_inside_the_block():
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         plain = model.backbone(x)
-        with speedups.bfloat16_backbone(model):
+        with inference.bfloat16_backbone(model):
             rounded = model.backbone(x)
             (detections,) = model([x[0]])
-        with speedups.bfloat16_backbone(model, enabled=False):
+        with inference.bfloat16_backbone(model, enabled=False):
             untouched = model.backbone(x)
         again = model.backbone(x)
     assert list(rounded) == list(plain) and all(v.dtype == torch.float32 for v in rounded.values())
@@ -411,15 +408,15 @@ def test_bfloat16_backbone_rounds_the_backbone_only_and_only_inside_the_block():
 @pytest.mark.parametrize("capability, on_cpu", [("AVX512", True), ("AVX2", False), ("DEFAULT", False)])
 def test_use_channels_last(capability, on_cpu, monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert speedups.use_channels_last("cpu") is on_cpu
-    assert speedups.use_channels_last(torch.device("cuda")) is False
-    assert speedups.use_channels_last("cuda", "on") is True and speedups.use_channels_last("cpu", "off") is False
+    assert inference.use_channels_last("cpu") is on_cpu
+    assert inference.use_channels_last(torch.device("cuda")) is False
+    assert inference.use_channels_last("cuda", "on") is True and inference.use_channels_last("cpu", "off") is False
     with pytest.raises(ValueError):
-        speedups.use_channels_last("cpu", "yes")
+        inference.use_channels_last("cpu", "yes")
     # inference: channels_last on any CPU unless told otherwise
-    assert speedups.use_channels_last("cpu", training=False) is True
-    assert speedups.use_channels_last("cpu", "off", training=False) is False
-    assert speedups.use_channels_last("cuda", training=False) is False
+    assert inference.use_channels_last("cpu", training=False) is True
+    assert inference.use_channels_last("cpu", "off", training=False) is False
+    assert inference.use_channels_last("cuda", training=False) is False
 
 
 def is_channels_last(model):
@@ -433,18 +430,18 @@ def test_inference_speedups_switch_the_layout_for_the_block_only(capability, cho
                                                                  inference_layout, monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     torch.manual_seed(0)
-    model = model_weights.prepare_for_device(build("maskrcnn_resnet18", None, **TINY), "cpu", choice)
+    model = specs.prepare_for_device(build("maskrcnn_resnet18", None, **TINY), "cpu", choice)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     params = list(model.parameters())
     before = copy.deepcopy(model.state_dict())
     assert is_channels_last(model) is training_layout
-    with speedups.inference_speedups(model, "cpu", channels_last=choice):
+    with inference.inference_speedups(model, "cpu", channels_last=choice):
         assert is_channels_last(model) is inference_layout
         model.eval()
         with torch.inference_mode():
             model([torch.rand(3, 64, 80)])
     assert is_channels_last(model) is training_layout
-    with pytest.raises(KeyboardInterrupt), speedups.inference_speedups(model, "cpu", channels_last=choice):
+    with pytest.raises(KeyboardInterrupt), inference.inference_speedups(model, "cpu", channels_last=choice):
         raise KeyboardInterrupt  # Ctrl-C during an evaluation: the training layout all the same
     assert is_channels_last(model) is training_layout
     # the same parameter objects (the optimizer's) with the same values

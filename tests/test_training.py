@@ -1,5 +1,7 @@
 """main() end to end on tiny synthetic data: metrics, outputs, checkpoints, resume, predict."""
 
+import errno
+import glob
 import json
 import os
 import subprocess
@@ -8,15 +10,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision.models.detection.roi_heads as roi_heads
+from conftest import LOSS_TERMS, ROOT_DIR, run_main, tiny_argv
 from PIL import Image
 from pycocotools import mask as mask_util
+from test_arguments import cli
 
-import dataset_formats
-import demo
-import outputs
-import training_run
 import tv_training
-from conftest import LOSS_TERMS, ROOT_DIR, run_main, tiny_argv
+from finetune import hardware
+from finetune.data import loaders
+from finetune.outputs import metrics
+from finetune.run import checkpoints, demo, interrupts, optim
+from finetune.speedups import inference
 
 # the runs here: --demo (random init and the demo's small RPN/RoI settings) for two epochs at a
 # lower learning rate; the explicit flags win over the demo's values
@@ -63,9 +68,8 @@ def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
 def test_demo_trains_in_bfloat16_on_a_cpu_that_has_it(has_bf16, monkeypatch):
     """--demo turns --amp on for a CPU with bf16 instructions only; a typed --amp/--no-amp wins,
     and a CUDA device keeps float32."""
-    import argument_checks
 
-    monkeypatch.setattr(argument_checks, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
     parser = tv_training.get_args_parser()
     assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu"]), parser).amp is has_bf16
     assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--no-amp"]), parser).amp is False
@@ -80,7 +84,7 @@ def test_main_with_the_tutorials_model(data, tmp_path):
     result = run_main(*tiny_argv(data, out, "--model", "maskrcnn", "--epochs", "1", **RECIPE))
     (record,) = result["records"]
     assert set(record["train"]) == LOSS_TERMS and all(np.isfinite(v) for v in record["train"].values())
-    assert list(result["segm"]) == outputs.COCO_STAT_NAMES
+    assert list(result["segm"]) == metrics.COCO_STAT_NAMES
     ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
     assert ckpt["args"]["model"] == "maskrcnn"
     assert any(k.startswith("backbone.body.layer4.2.") for k in ckpt["model"])  # ResNet-50: 3 blocks in layer4
@@ -92,7 +96,7 @@ def test_main_end_to_end(full_run, capsys):
     result, out = full_run
     records = result["records"]
     for iou in ("bbox", "segm"):
-        assert list(result[iou]) == outputs.COCO_STAT_NAMES
+        assert list(result[iou]) == metrics.COCO_STAT_NAMES
         assert result[iou] == records[-1][iou]  # main returns the last epoch's numbers
         stats = result[iou]  # named in pycocotools' order: AP50 >= AP (over IoU .5:.95), AR100 >= AR10 >= AR1
         assert stats["AP50"] >= stats["AP"] and stats["AR100"] >= stats["AR10"] >= stats["AR1"]
@@ -141,18 +145,16 @@ def epoch_draws(loader, shuffle_gen, seed, epoch):
 
 
 def test_an_output_folder_that_fills_up_mid_run_is_one_line(data, tmp_path, monkeypatch, capsys):
-    import errno
 
-    from test_arguments import cli
 
-    real = training_run.save_checkpoint
+    real = checkpoints.save_checkpoint
 
     def disk_full_at_the_second_epoch(path, *args, **kwargs):
         if os.path.exists(path):
             raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(training_run, "save_checkpoint", disk_full_at_the_second_epoch)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", disk_full_at_the_second_epoch)
     out = tmp_path / "run"
     code, _, err = cli(tiny_argv(data, str(out), epochs=2), capsys)
     ckpt = out / "checkpoint.pth"
@@ -162,9 +164,9 @@ def test_an_output_folder_that_fills_up_mid_run_is_one_line(data, tmp_path, monk
 
 
 def test_loader_workers_draw_per_epoch_so_a_resumed_run_repeats():
-    train, _, _, gen = dataset_formats.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)
+    train, _, _, gen = loaders.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)
     full = [epoch_draws(train, gen, 0, epoch) for epoch in range(2)]
-    train, _, _, gen = dataset_formats.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)  # a new process
+    train, _, _, gen = loaders.make_loaders(Draws(), Draws(), 2, 1, False, 0, -1)  # a new process
     assert epoch_draws(train, gen, 0, 1) == full[1] != full[0]  # resumed at epoch 1
 
 
@@ -204,18 +206,17 @@ def test_test_only_reproduces_the_last_evaluation(full_run, data, flag, capsys):
 
 
 def test_eval_bf16_evaluates_with_the_bfloat16_backbone(full_run, data, monkeypatch):
-    """--test-only --eval-bf16 evaluates inside speedups.bfloat16_backbone (on the CPU), with COCO
+    """--test-only --eval-bf16 evaluates inside inference.bfloat16_backbone (on the CPU), with COCO
     numbers close to float32's; without the flag the block is a no-op."""
-    import speedups
 
     expected, out = full_run
-    seen, plain = [], speedups.bfloat16_backbone
+    seen, plain = [], inference.bfloat16_backbone
 
     def recording(model, enabled=True):
         seen.append(enabled)
         return plain(model, enabled)
 
-    monkeypatch.setattr(speedups, "bfloat16_backbone", recording)
+    monkeypatch.setattr(inference, "bfloat16_backbone", recording)
     got = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), "--eval-bf16",
                               **RECIPE))
     assert seen == [True]
@@ -290,7 +291,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(full_run, data
     good = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
     good["epoch"] = 0  # pretend epoch 0 just finished; epoch 1 will blow up
     torch.save(good, run_dir / "checkpoint.pth")
-    import torchvision.models.detection.roi_heads as roi_heads
 
     real_loss = roi_heads.fastrcnn_loss
 
@@ -317,12 +317,11 @@ def test_check_forward(data, capsys):
 def test_restored_optimizer_buffers_take_their_parameters_layout():
     """A checkpoint written with channels_last parameters (the CPU default) resumes into NCHW ones
     (as on CUDA): fused AdamW there needs buffers laid out like their parameters."""
-    import training_run
 
     def model_and_optimizer(memory_format):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 1)).to(memory_format=memory_format)
-        optimizer = training_run.make_optimizer(model, "adamw", 1e-3, 0.0, 1e-4)
+        optimizer = optim.make_optimizer(model, "adamw", 1e-3, 0.0, 1e-4)
         return model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 2)
 
     x = torch.rand(2, 3, 9, 9)
@@ -332,7 +331,7 @@ def test_restored_optimizer_buffers_take_their_parameters_layout():
     saved = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=0)
     assert not optimizer.state[model[0].weight]["exp_avg"].is_contiguous()  # channels_last buffers
     model, optimizer, scheduler = model_and_optimizer(torch.contiguous_format)
-    training_run.restore_training_state(saved, optimizer, scheduler, None)
+    checkpoints.restore_training_state(saved, optimizer, scheduler, None)
     for index, param in enumerate(model.parameters()):
         for key in ("exp_avg", "exp_avg_sq"):
             buffer = optimizer.state[param][key]
@@ -345,21 +344,22 @@ def test_resume_command_under_torchrun_names_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    assert training_run.resume_command(["--demo"], "c.pth") == "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
+    assert interrupts.resume_command(["--demo"], "c.pth") == "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
 
 
 def test_resume_command_replaces_an_earlier_resume():
-    cmd = training_run.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
+    cmd = interrupts.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
     assert cmd == "python tv_training.py --demo --lr 1e-3 --resume out/c.pth"
-    assert training_run.resume_command(["--data-path", "my data"], "c.pth") == \
+    assert interrupts.resume_command(["--data-path", "my data"], "c.pth") == \
         "python tv_training.py --data-path 'my data' --resume c.pth"
 
 
 def test_nothing_runs_at_import():
     """Importing any module prints nothing, starts no thread and leaves the environment alone."""
-    modules = ("tv_training, engine, utils, coco_utils, coco_eval, transforms, dataset_formats, model_weights, "
-               "speedups, demo, outputs, training_run, errors, group_by_aspect_ratio, synthetic_data, "
-               "pennfudan_data, coco_data, run_settings, argument_checks, report, onnx_export, labelme_yolo")
+    package = sorted(os.path.relpath(p, ROOT_DIR)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+                     for p in glob.glob(os.path.join(ROOT_DIR, "finetune", "**", "*.py"), recursive=True))
+    modules = ", ".join(["tv_training", "engine", "utils", "coco_utils", "coco_eval", "transforms",
+                         "group_by_aspect_ratio"] + package)
     code = (f"import os, threading; before = dict(os.environ); import {modules}; "
             "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
             "assert threading.active_count() == 1, threading.enumerate()")

@@ -13,7 +13,6 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
 
-
 import transforms as T
 
 H, W = 20, 30

@@ -1,6 +1,7 @@
 """Tests for utils.py: meters, the log line format, batching and the single-process helpers."""
 
 import builtins
+import io
 import os
 import re
 import stat
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import utils
+from finetune.outputs import writing
 
 # --------------------------------------------------------------------------- SmoothedValue
 
@@ -322,19 +324,16 @@ def test_atomic_write_failure_keeps_previous_file_and_leaves_no_temporary(tmp_pa
 
 def test_outputs_json_writer_failing_keeps_previous_file(tmp_path):
     """outputs.py writes through utils.atomic_write: a failed metrics.json leaves the last one whole."""
-    import outputs
 
     path = tmp_path / "metrics.json"
-    outputs.write_json_atomic([{"epoch": 0}], str(path))
+    writing.write_json_atomic([{"epoch": 0}], str(path))
     with pytest.raises(TypeError):  # not JSON: json.dump fails after writing part of the list
-        outputs.write_json_atomic([{"epoch": 0}, {"epoch": object()}], str(path))
+        writing.write_json_atomic([{"epoch": 0}, {"epoch": object()}], str(path))
     assert path.read_text() == '[\n {\n  "epoch": 0\n }\n]'
     assert _leftovers(tmp_path, {"metrics.json"}) == []
 
 
 def test_save_on_master_file_object_falls_back_to_torch_save(tmp_path):
-    import io
-
     buffer = io.BytesIO()
     utils.save_on_master({"epoch": 5}, buffer)
     buffer.seek(0)

@@ -27,125 +27,18 @@ Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poole
 (torch 2.11.0).
 """
 
-import contextlib
 import types
 
 import torch
 import torch.nn.functional as F
 import torchvision
-from torchvision.models.detection.roi_heads import RoIHeads, expand_boxes
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
-
-def _pasted_patches(masks, boxes, img_shape, padding=1):
-    """Per detection, the values torchvision's pasting puts inside the image, and only those:
-    yields ``(i, (y0, y1, x0, x1), patch)`` with ``patch`` (y1 - y0, x1 - x0) float, for the part
-    of the detection's expanded box inside the image (detections whose box lies outside yield
-    nothing). Everything outside that region is zero in torchvision's full-image mask.
-
-    Same padding, box expansion, rounding and bilinear resize as
-    ``torchvision.models.detection.roi_heads.paste_masks_in_image``.
-    """
-    num, im_h, im_w = masks.shape[0], int(img_shape[0]), int(img_shape[1])
-    if num == 0:
-        return
-    side = masks.shape[-1]
-    padded = F.pad(masks, (padding,) * 4)
-    scale = float(side + 2 * padding) / side
-    # the expanded boxes as Python ints, in one transfer instead of 4+ per detection
-    int_boxes = expand_boxes(boxes, scale).to(dtype=torch.int64).tolist()
-    for i, (x0, y0, x1, y1) in enumerate(int_boxes):
-        xa, xb = max(x0, 0), min(x1 + 1, im_w)  # the part of the box inside the image
-        ya, yb = max(y0, 0), min(y1 + 1, im_h)
-        if xa >= xb or ya >= yb:
-            continue
-        size = (max(y1 - y0 + 1, 1), max(x1 - x0 + 1, 1))
-        resized = F.interpolate(padded[i : i + 1], size=size, mode="bilinear", align_corners=False)[0, 0]
-        yield i, (ya, yb, xa, xb), resized[ya - y0 : yb - y0, xa - x0 : xb - x0]
-
-
-def paste_masks_in_image(masks, boxes, img_shape, padding=1):
-    """Paste (N, 1, M, M) mask probabilities into (N, 1, H, W) images at their boxes.
-
-    Gives the same values as ``torchvision.models.detection.roi_heads.paste_masks_in_image``,
-    but writes every mask straight into one zero-filled output: torchvision builds a full-image
-    tensor per detection and then stacks them, i.e. allocates and copies the output twice.
-    """
-    out = masks.new_zeros((masks.shape[0], 1, int(img_shape[0]), int(img_shape[1])))
-    for i, (ya, yb, xa, xb), patch in _pasted_patches(masks, boxes, img_shape, padding):
-        out[i, 0, ya:yb, xa:xb] = patch
-    return out
-
-
-def masks_to_rles(masks, boxes, img_shape, threshold=0.5, keep=None, padding=1):
-    """COCO RLEs of ``pasted mask > threshold``, one per detection (None where ``keep`` is False).
-
-    Equal to encoding torchvision's full-image masks (``paste_masks_in_image(...)[:, 0] > 0.5``,
-    as COCO evaluation does), but each mask is pasted only inside its box and encoded through
-    one reused image-sized uint8 buffer: memory grows with the image's area once, not with
-    area x detections (100 float masks of a 12-megapixel photo are 4.8 GB). ``counts`` are str,
-    as in COCO result files.
-    """
-    import numpy as np
-    from pycocotools import mask as coco_mask
-
-    im_h, im_w = int(img_shape[0]), int(img_shape[1])
-    keep = [True] * masks.shape[0] if keep is None else [bool(k) for k in keep]
-    buffer = np.zeros((im_h, im_w), dtype=np.uint8, order="F")
-    empty = coco_mask.encode(buffer)
-    empty["counts"] = empty["counts"].decode("ascii")
-    rles = [dict(empty) if k else None for k in keep]
-    index = [i for i, k in enumerate(keep) if k]
-    chosen = torch.tensor(index, dtype=torch.long, device=masks.device)
-    for j, (ya, yb, xa, xb), patch in _pasted_patches(masks[chosen], boxes[chosen], img_shape, padding):
-        region = buffer[ya:yb, xa:xb]
-        region[...] = (patch > threshold).cpu().numpy()
-        rle = coco_mask.encode(buffer)
-        rle["counts"] = rle["counts"].decode("ascii")
-        rles[index[j]] = rle
-        region[...] = 0
-    return rles
-
-
-class FastMaskPasteTransform(GeneralizedRCNNTransform):
-    """``GeneralizedRCNNTransform`` whose ``postprocess`` pastes masks with ``paste_masks_in_image``.
-
-    Installed on one model by ``speed_up_model`` (the transform's class is swapped), so other
-    models and torchvision itself are untouched. With ``compact_masks(model)``, predictions
-    carry ``masks_rle`` (``masks_to_rles``) instead of full-image ``masks``.
-    """
-
-    def postprocess(self, result, image_shapes, original_image_sizes):
-        # type: (list[dict[str, torch.Tensor]], list[tuple[int, int]], list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]
-        if self.training:
-            return result
-        rle = self.__dict__.get("rle_min_score")  # None: full-image masks, as torchvision
-        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
-            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
-            if "masks" in pred and rle is not None:
-                masks = pred.pop("masks")
-                pred["masks_rle"] = masks_to_rles(masks, pred["boxes"], o_im_s, keep=(pred["scores"] >= rle).tolist())
-            elif "masks" in pred:
-                pred["masks"] = paste_masks_in_image(pred["masks"], pred["boxes"], o_im_s)
-            if "keypoints" in pred:
-                pred["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
-        return result
-
-
-def compact_masks(model, min_score=0.0):
-    """Mask R-CNN predictions with masks as COCO RLEs (``masks_rle``, of mask > 0.5) instead of
-    (N, 1, H, W) float masks, for detections scoring at least ``min_score`` (None: back to full
-    masks). For big images: the full masks of 100 detections on a 12-megapixel photo take 4.8 GB.
-    Needs ``speed_up_model`` first; returns ``model``."""
-    transform = getattr(model, "transform", None)
-    if isinstance(transform, FastMaskPasteTransform):
-        if min_score is None:
-            transform.__dict__.pop("rle_min_score", None)
-        else:
-            transform.rle_min_score = float(min_score)
-    return model
+from finetune.speedups.mask_paste import FastMaskPasteTransform
 
 
 def _conv_frozen_bn(conv, bn, x):
@@ -291,8 +184,6 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
     ``fast_roi_align``."""
 
     def forward(self, x, boxes, image_shapes):
-        from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
-
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
@@ -329,70 +220,6 @@ def speed_up_model(model):
             if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
                 getattr(roi_heads, name).__class__ = FastMultiScaleRoIAlign
     return model
-
-
-@contextlib.contextmanager
-def bfloat16_backbone(model, enabled=True):
-    """Within the block, ``model.backbone`` (ResNet + FPN: most of the convolutions) runs under
-    CPU bfloat16 autocast and hands float32 feature maps to the heads, so boxes, scores and masks
-    are still computed in float32 (autocast over the whole model would decode boxes in bfloat16,
-    whose 8-bit mantissa moves a box corner at 800 px by up to 2-4 px). For evaluation only:
-    the training step keeps ``--amp``'s meaning. No effect off the CPU or with ``enabled`` False.
-    """
-    backbone = getattr(model, "backbone", None)
-    if not enabled or backbone is None:
-        yield model
-        return
-    had_own = "forward" in vars(backbone)
-    plain = backbone.forward
-
-    def forward(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=x.device.type == "cpu"):
-            features = plain(x)
-        return type(features)((k, v.float()) for k, v in features.items())
-
-    backbone.forward = forward
-    try:
-        yield model
-    finally:
-        if had_own:
-            backbone.forward = plain
-        else:
-            del backbone.forward
-
-
-def use_channels_last(device, choice="auto", training=True):
-    """Whether to train (``training``) or evaluate/predict in channels_last memory format.
-
-    ``choice``: "on", "off" or "auto": on a CPU whose kernels use AVX-512, channels_last, where
-    oneDNN's convolutions are faster in NHWC; on CPUs with AVX2 at most, NCHW to train (the
-    tutorial's 800-px training step was slower in NHWC: its backward convolutions) and
-    channels_last to evaluate (its forward ones are faster); off on other devices (docs/speed.md).
-    """
-    if choice not in ("auto", "on", "off"):
-        raise ValueError(f"channels_last choice must be auto, on or off, got {choice!r}")
-    if choice == "auto":
-        return torch.device(device).type == "cpu" and (
-            not training or torch.backends.cpu.get_cpu_capability() == "AVX512")
-    return choice == "on"
-
-
-@contextlib.contextmanager
-def inference_speedups(model, device, eval_bf16=False, channels_last="auto"):
-    """Within the block, ``model`` (not DDP-wrapped) evaluates as fast as this CPU allows: in the
-    memory format ``use_channels_last`` picks for inference where it differs from training's (the
-    model goes back to its training layout on leaving, also on an exception; the optimizer's
-    parameters stay the same objects), and with the bfloat16 backbone under ``eval_bf16``."""
-    train_cl = use_channels_last(device, channels_last)
-    switch = use_channels_last(device, channels_last, training=False) != train_cl
-    if switch:
-        model.to(memory_format=torch.contiguous_format if train_cl else torch.channels_last)
-    try:
-        with bfloat16_backbone(model, eval_bf16):
-            yield model
-    finally:
-        if switch:
-            model.to(memory_format=torch.channels_last if train_cl else torch.contiguous_format)
 
 
 def as_reference_model(model):

@@ -15,13 +15,14 @@ import zipfile
 
 import numpy as np
 import torch
-from PIL import Image
+from torchvision.datasets import utils as dataset_utils
 from torchvision.ops.boxes import masks_to_boxes
-from torchvision.transforms.v2 import functional as F
 
-from errors import DatasetError
+from finetune.data.image_files import _open_png, read_rgb
+from finetune.errors import DatasetError
 
 DATA_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+
 
 PENNFUDAN_CLASSES = [dict(id=1, name="pedestrian")]
 
@@ -56,38 +57,6 @@ def pair_images_and_masks(root):
             raise DatasetError(f"{os.path.join(mask_dir, name)}: no image of the same name in {img_dir} "
                                f"(masks are named X_mask.png for image X.png). Rename or remove it.")
     return [(os.path.join(img_dir, n), os.path.join(mask_dir, n[:-4] + "_mask.png")) for n in images]
-
-
-# torchvision 0.29 deprecates its image decoders (read_image) in favour of TorchCodec; PIL
-# decodes the same PNGs, converts any image mode to RGB, and keeps palette masks as indices.
-def _open_png(path, what):
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im
-    except (OSError, SyntaxError, ValueError) as e:  # truncated, not an image, bad header
-        raise DatasetError(f"{path}: cannot decode {what} ({str(e).splitlines()[0][:120]}). "
-                           f"Replace it with a valid PNG or remove it and its {'mask' if what == 'image' else 'image'}.") from None
-
-
-def to_rgb(im):
-    """A PIL image in RGB. 16-bit (and 32-bit integer) grayscale is scaled to 8 bits over its
-    full range first: PIL's own conversion clips every value above 255, giving a white image."""
-    if im.mode.startswith("I"):  # I;16, I;16B, I (what PIL makes of 16-bit grayscale PNGs and TIFFs)
-        pixels = np.clip(np.asarray(im), 0, 65535).astype(np.uint32) >> 8
-        im = Image.fromarray(pixels.astype(np.uint8), "L")
-    elif im.mode == "F":
-        raise ValueError("32-bit floating-point pixels, which have no fixed range; save it with 8 or 16 bits")
-    return im.convert("RGB")
-
-
-def read_rgb(path):
-    """Decode an image as a (3, H, W) uint8 tensor (RGBA, grayscale, 16-bit and palette PNGs are converted)."""
-    im = _open_png(path, "image")
-    try:
-        return F.pil_to_tensor(to_rgb(im))
-    except ValueError as e:
-        raise DatasetError(f"{path}: cannot use this image ({e}).") from None
 
 
 def read_instance_mask(path, image_size=None):
@@ -177,14 +146,13 @@ def download_pennfudan(root):
     is verified and the expected layout is checked before anything is extracted. The archive
     is extracted beside ``root`` and moved into place when complete.
     """
-    from torchvision.datasets.utils import download_url
 
     parent = os.path.dirname(os.path.abspath(root)) or "."
     os.makedirs(parent, exist_ok=True)
     zip_path = os.path.join(parent, "PennFudanPed.zip")
     if not os.path.exists(zip_path):
         try:
-            download_url(DATA_URL, parent, filename="PennFudanPed.zip")
+            dataset_utils.download_url(DATA_URL, parent, filename="PennFudanPed.zip")
         except (OSError, RuntimeError) as e:  # URLError is an OSError
             if os.path.exists(zip_path):
                 os.remove(zip_path)

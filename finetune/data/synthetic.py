@@ -15,14 +15,25 @@ of the seed.
 """
 
 import argparse
+import base64
+import contextlib
+import io
+import json
 import math
 import os
+import shutil
+import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from pycocotools import mask as coco_mask
+
+from finetune.data.pennfudan import dataset_folder_being_written
 
 # Sizes of the real Penn-Fudan images (width 253-1017 px, height 311-581 px).
 REAL_HEIGHT_RANGE = (311, 581)
+
+
 REAL_WIDTH_RANGE = (253, 1017)
 
 
@@ -174,7 +185,6 @@ def make_synthetic_pennfudan(root, num_images=170, seed=0, height_range=REAL_HEI
     must not hold a PNGImages/ or PedMasks/ folder already.
     Widths are clipped to at least 0.45x the height so a figure always fits.
     """
-    from pennfudan_data import dataset_folder_being_written
 
     rng = np.random.default_rng(seed)
     # written beside root and moved into place when complete: an interrupted run leaves nothing
@@ -205,7 +215,6 @@ COCO_CATEGORIES = [
 
 def _polygon_mask(polygon, height, width):
     """The polygon rasterised as pycocotools does (so the file's boxes and areas match its masks)."""
-    from pycocotools import mask as coco_mask
 
     rle = coco_mask.frPyObjects([np.asarray(polygon, dtype=np.float64).flatten().tolist()], height, width)
     return coco_mask.decode(coco_mask.merge(rle)).astype(bool)
@@ -213,7 +222,6 @@ def _polygon_mask(polygon, height, width):
 
 def _rle(mask, compressed):
     """COCO RLE of a binary mask: compressed (``counts`` a string) or uncompressed (a list)."""
-    from pycocotools import mask as coco_mask
 
     if compressed:
         rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -298,9 +306,7 @@ def make_synthetic_coco(root, num_train=40, num_val=12, seed=0, height_range=(96
     instances format (as CVAT or Roboflow export them): pedestrians, balls and signs, masks as
     polygons, compressed and uncompressed RLE, a few crowd regions and empty images.
     Deterministic from the seed. Returns the two JSON paths."""
-    import json
 
-    from pennfudan_data import dataset_folder_being_written
 
     rng = np.random.default_rng(seed)
     with dataset_folder_being_written(root, existing=("train.json", "val.json")) as tmp:
@@ -371,9 +377,6 @@ def _trace_outlines(mask):
 def _coco_scenes(num_train, num_val, seed, height_range, width_range):
     """The COCO writer's scenes (same seed, same images and objects), read back from a temporary
     folder: ``{split: (image folder, COCO dict)}`` inside a context that removes it."""
-    import contextlib
-    import json
-    import tempfile
 
     @contextlib.contextmanager
     def scenes():
@@ -388,8 +391,6 @@ def _coco_scenes(num_train, num_val, seed, height_range, width_range):
 
 
 def _object_mask(ann, height, width):
-    from pycocotools import mask as coco_mask
-
     seg = ann["segmentation"]
     if isinstance(seg, list):
         return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, height, width))).astype(bool)
@@ -403,12 +404,7 @@ def make_synthetic_labelme(root, num_train=40, num_val=12, seed=0, height_range=
     its JSON beside it. Polygons stay polygons (upright four-corner ones become rectangles),
     pixel masks become labelme "mask" shapes; crowd regions are left out (labelme has none).
     Returns the two folders."""
-    import base64
-    import io
-    import json
-    import shutil
 
-    from pennfudan_data import dataset_folder_being_written
 
     names = {c["id"]: c["name"] for c in COCO_CATEGORIES}
     with _coco_scenes(num_train, num_val, seed, height_range, width_range) as scenes, \
@@ -455,9 +451,7 @@ def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96
     one line per object: class id, then its outline normalised to 0..1 (pixel masks traced; a
     mask in several parts joined by zero-width bridges, as Ultralytics joins them). Crowd regions
     are left out. Returns the YAML's path."""
-    import shutil
 
-    from pennfudan_data import dataset_folder_being_written
 
     parents = {c.get("supercategory") for c in COCO_CATEGORIES}
     categories = [c for c in COCO_CATEGORIES if c["name"] not in parents]  # Roboflow's unused parent: not a class

@@ -18,11 +18,14 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from errors import DatasetError
-from pennfudan_data import to_rgb
+from finetune.data.image_files import to_rgb
+from finetune.errors import DatasetError
 
 REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
                    "annotations": ("id", "image_id", "category_id", "bbox"),
@@ -273,7 +276,6 @@ def _rle_covers(counts, pixels):
 
 def annotation_mask(ann, height, width):
     """An (H, W) uint8 mask from polygons, compressed or uncompressed RLE; the box without one."""
-    from pycocotools import mask as coco_mask
 
     seg = ann["segmentation"]
     if seg is None:
@@ -365,9 +367,6 @@ class CocoFormatDataset(torch.utils.data.Dataset):
         self.imgs = [os.path.basename(e["path"]) for e in entries]
 
     def __getitem__(self, idx):
-        from PIL import ImageOps
-        from torchvision import tv_tensors
-
         e = self.entries[idx]
         with Image.open(e["path"]) as pil:
             pil = ImageOps.exif_transpose(pil) if e["exif"] else pil
@@ -399,7 +398,6 @@ class CocoFormatDataset(torch.utils.data.Dataset):
 def coco_ground_truth(entries, classes):
     """The COCO ground truth of ``entries``: their own annotations (crowd regions included), with
     category ids relabelled 1..K one to one (AP unchanged) and the file's image ids."""
-    from pycocotools.coco import COCO
 
     images, annotations = [], []
     for e in entries:

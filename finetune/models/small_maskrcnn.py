@@ -7,71 +7,32 @@ optimiser. Flags typed on the command line still win over the recipe.
 """
 
 import torchvision
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-import utils
-
-
-# The offline demo: synthetic pedestrians, random init (nothing to download). The tutorial's
-# SGD lr 0.005 diverges from random init, and its ResNet-50 model learns too slowly on a CPU;
-# these values are the measured recipe of docs/demo.md. Typed flags still win.
-DEMO_RECIPE = dict(
-    data_path="data/SyntheticPed", model="maskrcnn_resnet18", weights="none", opt="adamw", lr=6e-4,
-    weight_decay=1e-4, clip_grad_norm=5.0, lr_scheduler="cosineannealinglr", epochs=7, batch_size=2,
-    min_size=128, max_size=224,
-    test_size=50, print_freq=50, workers=1,
-)
-DEMO_DATA = dict(num_images=480, height_range=(128, 160), width_range=(96, 224))
 DEMO_MODEL_KWARGS = dict(
     rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=150,
     rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
     box_detections_per_img=20,
 )
 
+
 # Anchors for the demo's small images: one size per FPN level, 16-256 px, upright shapes. The
 # default sizes (32-512 px) exceed most pedestrians in a 128-px image, and the default aspect
 # ratios (0.5, 1, 2; height/width) miss the ~2.5:1 pedestrian shape.
 DEMO_ANCHORS = dict(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((1.0, 2.0, 3.0),) * 5)
+
+
 # The small model (--model maskrcnn_resnet18, with or without --demo): without ResNet's last stage it
 # trains faster and as well on 128-px images, and 4 mask-head convolutions give finer masks
 # (docs/demo.md). Under --demo its anchors are DEMO_ANCHORS' first four (one pyramid level fewer).
 DEMO_SMALL_MODEL = dict(resnet_stages=3, mask_head_convs=4)
-
-
-def make_demo_data(root, seed=0):
-    """Write the demo's synthetic images (``DEMO_DATA``) to ``root`` in the Penn-Fudan layout."""
-    from synthetic_data import make_synthetic_pennfudan
-
-    print(f"Generating {DEMO_DATA['num_images']} synthetic images in {root}")
-    make_synthetic_pennfudan(root, seed=seed, **DEMO_DATA)
-
-
-def apply_demo_recipe(args, parser):
-    """Under --demo, every flag not typed on the command line takes the demo's value.
-
-    Typed flags are ``args.explicit`` (from ``run_settings.ExplicitArgumentParser``); without it, a flag
-    that differs from ``parser``'s default counts as typed. ``--amp`` (bfloat16) is the demo's
-    where it trains on a CPU with bfloat16 instructions (``--no-amp`` turns it off).
-    """
-    from argument_checks import cpu_has_bf16
-    from training_run import pick_device
-
-    explicit = getattr(args, "explicit", None)
-
-    def typed(key):
-        return key in explicit if explicit is not None else getattr(args, key) != parser.get_default(key)
-
-    for key, value in DEMO_RECIPE.items():
-        if not typed(key):
-            setattr(args, key, value)
-    if hasattr(args, "amp") and not typed("amp"):
-        args.amp = pick_device(args.device).type == "cpu" and cpu_has_bf16()
-    if utils.is_main_process() and not (getattr(args, "predict", None) or getattr(args, "test_only", False)):
-        precision = "bfloat16 autocast" if getattr(args, "amp", False) else "float32"
-        print(f"Demo: data in {args.data_path}, --model {args.model}, --weights {args.weights}, "
-              f"{args.opt} lr {args.lr}, {args.epochs} epochs, {precision} (docs/demo.md)")
-    return args
 
 
 def model_settings(model_name):
@@ -101,14 +62,6 @@ def get_model_maskrcnn_resnet18(num_classes, weights=None, resnet_stages=4, mask
     ``weights``: None (random init) or "DEFAULT" (ImageNet ResNet-18 backbone, downloaded).
     BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
     """
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.models.detection.faster_rcnn import TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
-    from torchvision.models.detection.rpn import RPNHead
-    from torchvision.ops import MultiScaleRoIAlign
-    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
     if resnet_stages not in (3, 4) or not (isinstance(mask_head_convs, int) and mask_head_convs >= 1):
         raise ValueError(f"resnet_stages must be 3 or 4 and mask_head_convs >= 1, got {resnet_stages!r} and "

@@ -1,7 +1,10 @@
-"""The data of a run, whatever its format: Penn-Fudan folders (pennfudan_data.py), COCO files
-(coco_data.py), labelme folders and YOLO data.yaml files (labelme_yolo.py, read into the COCO
-reader). ``prepare_data`` makes or downloads a missing dataset, ``load_datasets`` reads the
-train and test datasets of a run, ``make_loaders`` their DataLoaders.
+"""Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
+
+Each reader turns its files into the in-memory COCO instances dict (images, annotations,
+categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
+evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
+checks that need the user's own file happen here, so every error names the labelme JSON (and
+its shape) or the YOLO label file (and its line), never the dict built from them.
 """
 
 import os
@@ -9,11 +12,49 @@ import os
 import torch
 
 import utils
-from coco_data import CocoFormatDataset, coco_ground_truth, load_coco_images
 from coco_utils import get_coco_api_from_dataset
-from errors import DatasetError
-from labelme_yolo import is_labelme_folder, is_yolo_file, load_own_format, reads_as_labelme
-from pennfudan_data import PENNFUDAN_CLASSES, check_dataset, download_pennfudan
+from finetune.data.coco import CocoFormatDataset, coco_ground_truth, load_coco_images
+from finetune.data.labelme import is_labelme_folder, read_labelme_folder, reads_as_labelme
+from finetune.data.loaders import split_indices
+from finetune.data.pennfudan import PENNFUDAN_CLASSES, check_dataset, download_pennfudan
+from finetune.data.yolo import is_yolo_file, read_yolo_split, read_yolo_yaml
+from finetune.errors import DatasetError
+
+
+def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=None):
+    """Entries of a labelme folder or a YOLO data.yaml, as ``load_coco_images`` returns them.
+
+    Returns ``((entries, classes, has_masks), test)``; ``test`` is the same triple for the test
+    set (a YOLO val/test split, or ``test_data_path``: another labelme folder), or None for the
+    seeded hold-out of ``--test-size`` images.
+    """
+    if image_dir:
+        raise DatasetError(f"--image-dir {image_dir}: applies to COCO files only; {data_path} says where its images "
+                           f"are (labelme: imagePath beside each JSON; YOLO: the YAML's train/val folders).")
+    if is_yolo_file(data_path):
+        if class_names:
+            raise DatasetError(f"--classes: applies to labelme folders only; {data_path} names its classes "
+                               f"(\"names\"). Edit names there instead.")
+        if test_data_path:
+            raise DatasetError(f"--test-data-path {test_data_path}: a YOLO dataset's test set is its val split "
+                               f"(or test); name it in {data_path} instead.")
+        names, splits, root = read_yolo_yaml(data_path)
+        train = load_coco_images(data_path, data=read_yolo_split(data_path, "train", splits["train"], names, root))
+        held = "val" if "val" in splits else "test" if "test" in splits else None
+        if held is None:
+            print(f"note: {data_path}: no val or test split: holding out --test-size images of train")
+            return train, None
+        return train, load_coco_images(data_path, data=read_yolo_split(data_path, held, splits[held], names, root))
+    train = load_coco_images(data_path, data=read_labelme_folder(data_path, class_names))
+    if not test_data_path:
+        return train, None
+    if not is_labelme_folder(test_data_path):
+        raise DatasetError(f"--test-data-path {test_data_path}: not a folder of labelme JSONs; with a labelme "
+                           f"--data-path the test set is another labelme folder (or the --test-size hold-out).")
+    # the test folder gets the training folder's classes, so labels 1..K mean the same in both
+    names = class_names or [c["name"] for c in train[1]]
+    why = "not in --classes" if class_names else f"not a label of {data_path}"
+    return train, load_coco_images(test_data_path, data=read_labelme_folder(test_data_path, names, why))
 
 
 def _holds_other_files(folder):
@@ -71,55 +112,6 @@ def check_test_data_path(data_path, test_data_path):
         raise DatasetError(f"--test-data-path {test_data_path}: applies to a COCO file or labelme folder as "
                            f"--data-path; {data_path} is a Penn-Fudan folder, tested on its --test-size hold-out. "
                            f"Pass the COCO file the model was trained on as --data-path.")
-
-
-def split_indices(n, test_size, train_size, seed):
-    """Seeded random split (the tutorial's unseeded randperm makes runs unrepeatable)."""
-    if test_size >= n:
-        raise DatasetError(f"--test-size {test_size} leaves no training image out of {n}; use a smaller value (to "
-                           f"score every image of a COCO file or labelme folder, pass it as --test-data-path).")
-    indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    train, test = indices[:-test_size] if test_size > 0 else indices, indices[-test_size:] if test_size > 0 else []
-    if train_size is not None:
-        train = train[:train_size]
-    return train, test
-
-
-def ignore_ctrl_c(worker_id):
-    """DataLoader workers leave Ctrl-C to the main process: a terminal sends SIGINT to the whole
-    process group, and a worker that died of it would fail the batch the main process still
-    needs while it finishes the current iteration (training_run.StopAtSafePoint)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, aspect_ratio_group_factor=-1,
-                 pin_memory=False):
-    """Train/test DataLoaders; returns (train_loader, test_loader, train_sampler, shuffle_generator)."""
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    if distributed:
-        train_sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=seed)
-        test_sampler = torch.utils.data.distributed.DistributedSampler(dataset_test, shuffle=False)
-    else:
-        train_sampler = torch.utils.data.RandomSampler(dataset, generator=shuffle_gen)
-        test_sampler = torch.utils.data.SequentialSampler(dataset_test)
-    if aspect_ratio_group_factor >= 0:
-        from group_by_aspect_ratio import GroupedBatchSampler, create_aspect_ratio_groups
-
-        group_ids = create_aspect_ratio_groups(dataset, k=aspect_ratio_group_factor)
-        batch_sampler = GroupedBatchSampler(train_sampler, group_ids, batch_size)
-    else:
-        batch_sampler = torch.utils.data.BatchSampler(train_sampler, batch_size, drop_last=True)
-    common = dict(num_workers=workers, collate_fn=utils.collate_fn, pin_memory=pin_memory,
-                  worker_init_fn=ignore_ctrl_c if workers > 0 else None)
-    # training workers start afresh each epoch, seeded from the epoch's seed (torch.manual_seed at
-    # its start): persistent ones would carry their random flips over from epoch 0, and a run
-    # resumed at epoch N would draw others than the uninterrupted run
-    train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
-    test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler,
-                                              persistent_workers=workers > 0, **common)
-    return train_loader, test_loader, train_sampler, shuffle_gen
 
 
 def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_size, seed,

@@ -1,6 +1,8 @@
 """Errors a user can fix: the command line prints their one-line message, without a traceback."""
 
 
+
+
 class TutorialError(Exception):
     """A problem the user can fix; the command line prints its one-line message and exits 1."""
 

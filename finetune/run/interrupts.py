@@ -12,144 +12,8 @@ import torch
 import torch.distributed as dist
 
 import utils
-from errors import TrainingInterrupted
-
-
-def pick_device(name, gpu=None):
-    """``name``: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N". Under
-    torchrun with CUDA each process takes its own GPU (``gpu``, from ``init_distributed_mode``)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    if gpu is not None and device.type == "cuda":
-        device = torch.device("cuda", gpu)
-    return device
-
-
-def loader_workers(requested):
-    """Data-loading workers: ``requested``, capped at the CPU cores (more only compete with the model)."""
-    workers = min(requested, os.cpu_count() or 1)
-    if workers < requested:
-        print(f"Using {workers} data-loading workers (-j {requested} capped at the {os.cpu_count()} CPU cores)")
-    return workers
-
-
-def make_optimizer(model, opt, lr, momentum, weight_decay):
-    """SGD (the tutorial's) or AdamW over the parameters that train.
-
-    AdamW runs fused (one kernel over all parameters) on the CPU and CUDA: the same update,
-    rounded differently, and faster than one call per parameter per operation (docs/speed.md).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if opt == "adamw":
-        fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def make_grad_scaler(device, amp):
-    """The ``scaler`` for ``engine.train_one_epoch``: None without ``amp`` (float32), else a
-    ``torch.amp.GradScaler``, which makes the engine autocast. It scales the loss only on CUDA,
-    whose autocast type is float16. The CPU autocasts to bfloat16, which has float32's exponent
-    range: there a disabled scaler passes the loss and the step through unchanged, instead of
-    multiplying and checking every gradient for nothing.
-    """
-    if not amp:
-        return None
-    device_type = torch.device(device).type
-    return torch.amp.GradScaler(device_type, enabled=device_type == "cuda")
-
-
-def make_lr_scheduler(optimizer, name, epochs, step_size, gamma):
-    """StepLR (the tutorial: lr x ``gamma`` every ``step_size`` epochs) or cosine over ``epochs``."""
-    if name == "cosineannealinglr":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-
-
-def _plain(settings):
-    """The run's settings as a plain dict (weights_only=True loads it), from a dict or a Namespace."""
-    return dict(settings if isinstance(settings, dict) else vars(settings))
-
-
-def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, args, records, model_spec):
-    """Everything a resumed run needs, written atomically (rank 0 only). ``args``: the run's
-    settings (a dict or argparse.Namespace), whose recipe a resumed run takes."""
-    checkpoint = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": lr_scheduler.state_dict(),
-        "epoch": epoch,
-        "args": _plain(args),
-        "model_spec": model_spec,
-        "records": records,
-    }
-    if scaler is not None:
-        checkpoint["scaler"] = scaler.state_dict()
-    utils.save_on_master(checkpoint, path)
-
-
-def best_metric_value(record, metric):
-    """The number ``metric`` ("bbox", "bbox50", "segm", "segm50") picks from an epoch's record, or None."""
-    iou, stat = (metric[:-2], "AP50") if metric.endswith("50") else (metric, "AP")
-    return record[iou][stat] if iou in record else None
-
-
-def save_if_best(path, records, metric, model, model_spec, args):
-    """Write ``path`` (model, classes, arguments, epoch, metric; no optimizer state) when the last
-    epoch of ``records`` beats every earlier one on ``metric`` ("auto": segm AP for mask models,
-    bbox AP otherwise); a tie keeps the earlier epoch. Earlier epochs come from ``records``, so a
-    resumed run keeps track of the best so far. Returns True when it wrote."""
-    if metric == "auto":
-        metric = "segm" if "segm" in records[-1] else "bbox"
-    values = [best_metric_value(r, metric) for r in records]
-    if values[-1] is None or any(v is not None and v >= values[-1] for v in values[:-1]):
-        return False
-    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=_plain(args),
-                              epoch=records[-1]["epoch"], metric=metric, value=values[-1]), path)
-    name = f"{metric[:-2]} AP50" if metric.endswith("50") else f"{metric} AP"
-    print(f"New best {name} {values[-1]:.4f} at epoch {records[-1]['epoch']}: saved {path}")
-    return True
-
-
-def restore_training_state(checkpoint, optimizer, lr_scheduler, scaler):
-    """Load the optimizer, lr scheduler and scaler states; returns (next epoch, epoch records so far).
-
-    Moment buffers take their parameter's memory layout: a checkpoint written on the CPU holds
-    them channels_last (the CPU default), and fused AdamW on CUDA refuses buffers whose strides
-    differ from their NCHW parameters' (and the reverse on the CPU only costs copies).
-    """
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-    lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-    # a disabled scaler (CPU) saves an empty state, which an enabled one (CUDA) refuses to load
-    if scaler is not None and scaler.is_enabled() and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
-    start_epoch = checkpoint["epoch"] + 1
-    return start_epoch, [r for r in checkpoint.get("records", []) if r["epoch"] < start_epoch]
-
-
-def resume(checkpoint, path, epochs, optimizer, lr_scheduler, scaler):
-    """``--resume path``: the training state of ``checkpoint`` restored (``restore_training_state``);
-    returns (next epoch, records so far). ``(0, [])`` without ``path``: a checkpoint given as
-    ``--weights`` starts a new run from its model weights (epoch 0, a new optimizer and schedule).
-    A run that already reached ``epochs`` says so (the caller then trains nothing)."""
-    if checkpoint is None or not path:
-        return 0, []
-    start_epoch, records = restore_training_state(checkpoint, optimizer, lr_scheduler, scaler)
-    if start_epoch >= epochs:
-        print(f"{path}: finished at epoch {start_epoch - 1}; raise --epochs to continue")
-    else:
-        print(f"Resumed from {path}: continuing at epoch {start_epoch}")
-    return start_epoch, records
-
-
-def is_out_of_memory(error):
-    """Whether ``error`` is an allocation that failed (torch.OutOfMemoryError on CUDA, a
-    RuntimeError from the CPU allocator)."""
-    text = str(error)
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+from finetune.errors import TrainingInterrupted
+from finetune.outputs.report import remove_partial
 
 
 def interrupted(records, checkpoint_path, finished=False):
@@ -258,7 +122,6 @@ class StopAtSafePoint:
             for name in os.listdir(self.output_dir):
                 if name.startswith(f".tmp-{os.getpid()}-"):  # a half-written file of utils.atomic_write
                     os.remove(os.path.join(self.output_dir, name))
-            from report import remove_partial  # imported already by then: no import work in the handler
 
             remove_partial(self.output_dir)  # a report being drawn: the earlier one in report/ stays
             ckpt = os.path.join(self.output_dir, "checkpoint.pth")

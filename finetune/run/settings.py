@@ -14,19 +14,23 @@ or warn; the settled namespace is a copy, so the parsed ``args`` stay as typed.
 import argparse
 import os
 
-import argument_checks as checks
-import demo
-import onnx_export
 import utils
+from finetune import hardware
+from finetune.outputs import onnx_runtime
+from finetune.run import checks, demo, flags
 
 # Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
 # data it sees. Typed with another value, they would not continue the same run.
 RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
           "aspect_ratio_group_factor")
+
+
 # Taken from the checkpoint unless typed: where its data was, how it was read (a labelme folder's
 # class order), how far it was to go, and its loader workers (each draws its own random flips).
 DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs", "workers")
+
+
 # --test-only with a checkpoint, unless typed: the data and split it was trained and tested on.
 TESTED_ON = ("data_path", "test_data_path", "image_dir", "classes", "seed", "test_size", "train_size")
 
@@ -75,7 +79,7 @@ def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
                 continue
             checks.contradicts_checkpoint(key, getattr(args, key), trained[key], path)
         setattr(args, key, trained[key])
-        taken.append(checks.flag(key, trained[key]))
+        taken.append(flags.flag(key, trained[key]))
     if taken:
         print(f"From {path}: {', '.join(taken)}")
     return args
@@ -94,9 +98,9 @@ def settle(args, defaults, load_checkpoint):
     utils.init_distributed_mode(run)
     if run.demo:
         demo.apply_demo_recipe(run, defaults)
-    if run.export or (run.predict and onnx_export.is_onnx_model(run.weights)):
+    if run.export or (run.predict and onnx_runtime.is_onnx_model(run.weights)):
         return run, None
-    checks.check_device(run.device)
+    hardware.check_device(run.device)
     path = weights_file(run)
     checkpoint = load_checkpoint(path) if path else None
     if run.resume and is_training(run):
@@ -116,7 +120,6 @@ def settle(args, defaults, load_checkpoint):
 
 def test_image_names(dataset_test):
     """The test images' file names, in order: what a resumed run must be tested on again."""
-    import utils
 
     base, where = utils.unwrap_subset(dataset_test)
     names = getattr(base, "imgs", None)

@@ -18,55 +18,50 @@ runs without them.
 import json
 import os
 import time
+import warnings
 
 import torch
+import torchvision
+from pycocotools import mask as mask_util
 
 import utils
-from errors import DatasetError, TutorialError
+from finetune.data.formats import load_datasets
+from finetune.errors import DatasetError, TutorialError
+from finetune.models import pretrained, specs
+from finetune.outputs import prediction, writing
+from finetune.outputs.onnx_runtime import OUTPUT_MEANING, OnnxPredictor, is_onnx_model, require, sidecar_path
+from finetune.speedups import fast_layers, mask_paste
+from finetune.speedups.onnx_tracing import _export_transform_class
 
 OPSET = 17  # what torchvision documents for its detection models; onnxruntime >= 1.20 runs it
+
+
 MAX_VERIFY_IMAGES = 8
+
+
 # Tolerances of ONNX Runtime (float32, CPU) against eager PyTorch (float32, this project's model),
 # from measurement (docs/export.md): on tiny random and demo-size models the largest differences
 # seen were ~2e-5 in score, box IoU > 0.9999 and mask IoU > 0.99 (a few boundary pixels of a
 # small mask flip at 0.5). The bounds leave about 10x room for other CPUs' rounding while still
 # failing on a real disagreement (a wrong resize, class order, or pasting: IoU far below 0.9).
 SCORE_TOL = 1e-3  # max |score difference| of a matched detection; also the band around the threshold
+
+
 BOX_IOU_MIN = 0.99  # min IoU of matched boxes
+
+
 MASK_IOU_MIN = 0.95  # min IoU of matched masks (mask > 0.5); tiny masks flip a larger share of pixels
+
+
 MATCH_IOU = 0.5  # a detection of one side is matched to the same class's best box above this IoU
+
+
 # Boxes under a pixel wide and masks of a few pixels: float rounding moves their IoU past the bounds
 # above (0.01 px on a 0.5-px sliver, one pixel of three), so a pair also agrees within these.
 BOX_PX_TOL = 0.05  # or matched boxes within this many pixels at every coordinate
+
+
 MASK_PX_TOL = 2  # or matched masks differing in at most this many pixels
-
-OUTPUT_MEANING = {
-    "boxes": "float32 (N, 4): x0, y0, x1, y1 in the input image's pixels",
-    "labels": "int64 (N): class k is classes[k - 1] (0, the background, never appears)",
-    "scores": "float32 (N): confidence, sorted from highest",
-    "masks": "float32 (N, 1, H, W): per-pixel probability at the input's size; the object is mask > 0.5",
-}
-
-
-def require(package, purpose):
-    """``import package``, or one line saying what to install (onnx and onnxruntime are optional)."""
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise TutorialError(f"{purpose} needs the {package} package, which is not installed here: "
-                            f"pip install {package} (or pip install -r requirements.txt).") from None
-
-
-def is_onnx_model(path):
-    """Whether ``--weights`` names an ONNX model (by its extension)."""
-    return isinstance(path, str) and path.lower().endswith(".onnx")
-
-
-def sidecar_path(onnx_path):
-    """The JSON written beside ``model.onnx``: ``model.json``."""
-    return os.path.splitext(onnx_path)[0] + ".json"
 
 
 def check_export_path(path, overwrite):
@@ -93,50 +88,10 @@ def check_export_path(path, overwrite):
                             f"can write to.") from None
 
 
-class _Float64Div(torch.autograd.Function):
-    """``a / b`` exported as one ONNX Div: the exporter's own division casts float64 operands to
-    float32, which rounds the resize scale differently from eager PyTorch."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        return a / b
-
-    @staticmethod
-    def symbolic(g, a, b):
-        return g.op("Div", a, b)
-
-
-def _export_transform_class():
-    """``GeneralizedRCNNTransform`` whose eval-time resize computes the output size in float64, as
-    eager PyTorch does (a Python float scale, then floor(size x scale) in double). torchvision's
-    traced path computes the scale in float32, and ONNX Runtime's Resize floors size x scale in
-    float32: for some sizes (121 px x 128/121 = 127.99999) the exported model then works on an image
-    one pixel smaller than PyTorch's, and an untrained or weak model's detections change."""
-    from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-    class ExportTransform(GeneralizedRCNNTransform):
-        def resize(self, image, target=None):
-            if self.training or target is not None or self.fixed_size is not None:
-                return super().resize(image, target)
-            shape = torch._shape_as_tensor(image)[-2:].to(torch.float64)  # traced as a dynamic Shape
-            # 1-element tensors, not 0-d ones: the exporter treats 0-d values as scalars and casts them to float32
-            low, high = torch.minimum(shape[0:1], shape[1:2]), torch.maximum(shape[0:1], shape[1:2])
-            # tensor / tensor (true division) in float64: Python's min_size / side, bit for bit
-            scale = torch.minimum(_Float64Div.apply(torch.full_like(low, float(self.min_size[-1])), low),
-                                  _Float64Div.apply(torch.full_like(high, float(self.max_size)), high))
-            size = torch.floor(shape * scale).to(torch.int64)
-            resized = torch.nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear",
-                                                      align_corners=False)
-            return resized[0], target
-
-    return ExportTransform
-
-
 def export_onnx(model, path, example_size=(3, 256, 320), opset=OPSET):
     """Trace ``model`` (a torchvision detector, stock classes, eval mode, on the CPU) into an ONNX
     file at ``path`` with a dynamic image height and width, and check it with ``onnx.checker``.
     Returns the output names. ``path`` is written directly: the caller passes a temporary name."""
-    import warnings
 
     onnx = require("onnx", "--export")
     has_masks = getattr(getattr(model, "roi_heads", None), "mask_predictor", None) is not None
@@ -171,7 +126,6 @@ def add_metadata(path, metadata):
 
 def describe_model(spec, output_names, opset=OPSET):
     """The sidecar JSON's content: how to feed the model and read its outputs."""
-    import torchvision
 
     kwargs = spec.get("kwargs", {})
     return dict(
@@ -186,122 +140,12 @@ def describe_model(spec, output_names, opset=OPSET):
     )
 
 
-class OnnxPredictor:
-    """An exported detector run by ONNX Runtime, answering like the PyTorch model:
-    ``predictor([image])`` -> ``[{"boxes", "labels", "scores", "masks"}]`` (tensors).
-
-    ``mask_min_score``: None gives full (N, 1, H, W) ``masks`` as torchvision does; a number gives
-    ``masks_rle`` instead (COCO RLE of mask > 0.5, None below that score), as
-    ``speedups.compact_masks`` makes the PyTorch model do for ``outputs.predict``.
-    ``threads``: ONNX Runtime's intra-op threads (None: its default, one per physical core).
-    """
-
-    def __init__(self, path, mask_min_score=None, threads=None):
-        ort = require("onnxruntime", f"--weights {path}")
-        if not os.path.isfile(path):
-            raise TutorialError(f"--weights {path}: no such ONNX model. Write one with --export {path} "
-                                f"--weights CHECKPOINT.")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own classes (InvalidProtobuf, Fail, ...)
-            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise TutorialError(f"--weights {path}: not a readable ONNX model ({first}). Export it again with "
-                                f"--export {path} --weights CHECKPOINT --overwrite.") from None
-        inputs, names = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
-        if len(inputs) != 1 or len(inputs[0].shape) != 3 or inputs[0].type != "tensor(float)" or \
-                not {"boxes", "labels", "scores"} <= set(names):
-            raise TutorialError(f"--weights {path}: an ONNX model, but not a detector exported by --export (inputs "
-                                f"{[(i.name, i.type) for i in inputs]}, outputs {names}).")
-        self.input_name, self.output_names = inputs[0].name, names
-        self.mask_min_score = mask_min_score
-        self.metadata = self.session.get_modelmeta().custom_metadata_map
-
-    def eval(self):
-        return self  # outputs.predict calls model.eval()
-
-    def __call__(self, images):
-        results = []
-        for image in images:
-            array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-            try:
-                values = dict(zip(self.output_names, self.session.run(None, {self.input_name: array})))
-            except Exception as e:  # onnxruntime's own classes (Fail, InvalidArgument): as PyTorch's, per image
-                text = str(e).splitlines()[0] if str(e) else type(e).__name__
-                text = text.split("Status Message:")[-1].strip()  # the cause, after the node's long name
-                memory = "out of memory: " if "allocate memory" in str(e) else ""
-                raise RuntimeError(f"{memory}ONNX Runtime: {text[:200]}") from None
-            pred = {k: torch.from_numpy(v) for k, v in values.items()}
-            if "masks" in pred and self.mask_min_score is not None:
-                pred["masks_rle"] = masks_as_rles(pred.pop("masks"), pred["scores"] >= self.mask_min_score)
-            results.append(pred)
-        return results
-
-
-def masks_as_rles(masks, keep):
-    """COCO RLEs (``counts`` as str) of ``masks[i, 0] > 0.5`` where ``keep[i]``, None elsewhere."""
-    import numpy as np
-    from pycocotools import mask as mask_util
-
-    rles = []
-    for mask, k in zip(masks, keep.tolist()):
-        if not k:
-            rles.append(None)
-            continue
-        rle = mask_util.encode(np.asfortranarray((mask[0] > 0.5).numpy().astype(np.uint8)))
-        rles.append(dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii")))
-    return rles
-
-
-def read_classes(onnx_path, metadata=None):
-    """The classes of an exported model: from its .json, else from the ONNX file's metadata.
-    Returns ``(classes, model name)``; raises ``TutorialError`` for a damaged .json."""
-    def parsed(text, where, fix):
-        try:
-            info = json.loads(text)
-            info["classes"] = [dict(id=int(c["id"]), name=str(c["name"])) for c in info["classes"]]
-            if not info["classes"]:
-                raise ValueError("no classes")
-            return info
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise TutorialError(f"{where}: not what --export writes ({type(e).__name__}: {str(e)[:80]}). "
-                                f"{fix}") from None
-
-    side = sidecar_path(onnx_path)
-    stored = parsed(metadata["detector"], f"{onnx_path} (its \"detector\" metadata)",
-                    f"Export it again with --overwrite.") if metadata and "detector" in metadata else None
-    if not os.path.isfile(side):
-        return (stored["classes"], stored.get("model")) if stored else (None, None)
-    try:
-        with open(side, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise TutorialError(f"{side}: cannot read it ({e}). Delete it to use the classes stored in the .onnx.") \
-            from None
-    info = parsed(text, side, "Export again with --overwrite, or delete it to use the classes stored in the .onnx.")
-    if stored and (info["classes"] != stored["classes"] or info.get("model") != stored.get("model")):
-        raise TutorialError(f"{side}: names the classes {[c['name'] for c in info['classes']]} ({info.get('model')}), "
-                            f"but {onnx_path} was exported with {[c['name'] for c in stored['classes']]} "
-                            f"({stored.get('model')}): it belongs to another export. Delete it (the .onnx's own are "
-                            f"then used) or export again with --overwrite.")
-    return info["classes"], info.get("model")
-
-
-# --------------------------------------------------------------------------------------------
-# Verification: ONNX Runtime against eager PyTorch on real images
-# --------------------------------------------------------------------------------------------
-
 def _box_iou(a, b):
-    import torchvision
-
     return torchvision.ops.box_iou(a.double(), b.double())
 
 
 def _mask_iou(rle_a, rle_b):
     """(IoU, number of pixels in one mask only) of two RLE masks."""
-    from pycocotools import mask as mask_util
 
     a, b = (dict(r, counts=r["counts"].encode()) for r in (rle_a, rle_b))
     union = mask_util.merge([a, b], intersect=False)
@@ -365,11 +209,10 @@ def verify(model, predictor, images, score_threshold):
     """Run ``model`` (eager PyTorch, float32) and ``predictor`` (ONNX Runtime) on ``images``
     (``[(name, float CHW tensor 0..1)]``), print one line per image, and return the per-image
     comparisons (``compare_predictions``) with timings."""
-    import speedups
 
     model.eval()
     low = max(score_threshold - SCORE_TOL, 0.0)
-    speedups.compact_masks(model, min_score=low)  # masks as RLE, as --predict runs the model
+    mask_paste.compact_masks(model, min_score=low)  # masks as RLE, as --predict runs the model
     predictor.mask_min_score = low
     results = []
     for name, image in images:
@@ -394,10 +237,9 @@ def verify(model, predictor, images, score_threshold):
 def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, count=MAX_VERIFY_IMAGES):
     """``[(name, float CHW image)]``: the first ``count`` of ``paths`` (``--predict``) or, without
     them, of the test split the checkpoint was trained with (its arguments name the data)."""
-    import outputs
 
     if paths:
-        files, _ = outputs.list_images(paths)
+        files, _ = prediction.list_images(paths)
         if len(files) > count:
             print(f"Verifying on the first {count} of {len(files)} images")
         images = []
@@ -405,7 +247,7 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
             if len(images) == count:
                 break
             try:
-                images.append((f, outputs.read_photo(f).float() / 255.0))
+                images.append((f, prediction.read_photo(f).float() / 255.0))
             except TutorialError as e:  # as --predict does: that file only
                 print(f"note: {e}; not used for the check")
         if not images:
@@ -415,7 +257,6 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
     hint = "pass images to check the export on with --predict IMAGES."
     if not trained.get("data_path"):
         raise TutorialError(f"the checkpoint does not name the data it was trained on; {hint}")
-    from dataset_formats import load_datasets
 
     data_path = trained["data_path"]
     if not os.path.exists(data_path):
@@ -448,21 +289,18 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
     run. Until the check passes the file has a temporary name: an error, a disagreement or a
     Ctrl-C leaves ``path`` as it was (absent, or an earlier export). Returns the sidecar's dict.
     """
-    import model_weights
-    import outputs
-    import speedups
 
     check_export_path(path, overwrite)
     tmp, tmp_json = _temporary(path), _temporary(sidecar_path(path))
     try:
         start = time.perf_counter()
-        speedups.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
+        fast_layers.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
         names = export_onnx(model, tmp)
         info = describe_model(spec, names)
         add_metadata(tmp, dict(classes=info["classes"], model=info["model"]))
         print(f"Exported {spec['model']} to ONNX (opset {OPSET}) in {time.perf_counter() - start:.1f} s; checking it "
               f"against PyTorch (float32) on {len(images)} image(s):")
-        model_weights.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
+        specs.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
         predictor = OnnxPredictor(tmp)
         results = verify(model, predictor, images, score_threshold)
         floor = float(getattr(getattr(model, "roi_heads", None), "score_thresh", 0.05))
@@ -492,8 +330,8 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
                                 min_mask_iou=min((r["mask_iou"] for r in results if r["mask_iou"] is not None),
                                                  default=None))
         del predictor  # the session holds the temporary file open on some systems
-        outputs.write_json_atomic(info, tmp_json)
-        with outputs.NoInterrupt():  # the pair together: an earlier model.onnx never beside a new model.json
+        writing.write_json_atomic(info, tmp_json)
+        with writing.NoInterrupt():  # the pair together: an earlier model.onnx never beside a new model.json
             os.replace(tmp, path)
             os.replace(tmp_json, sidecar_path(path))
     except BaseException:
@@ -506,20 +344,6 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
     print(f"Wrote {path} and {sidecar_path(path)}: detections agree on {len(results)} image(s); "
           f"{eager:.2f} s/img PyTorch, {fast:.2f} s/img ONNX Runtime (CPU, including the first run)")
     return info
-
-
-# --------------------------------------------------------------------------------------------
-# The two commands (tv_training.main calls these)
-# --------------------------------------------------------------------------------------------
-
-def _check_typed_model(typed_model, model_name, path):
-    """``--model`` as typed (None: not typed) against the model ``path`` holds: one line naming both."""
-    import argparse
-
-    import argument_checks as checks
-
-    if typed_model is not None:  # argument_checks' check reads the typed option names, as the command line has them
-        checks.check_model_flag(argparse.Namespace(explicit=["model"], model=typed_model), dict(model=model_name), path)
 
 
 def export_command(weights, export_path, build_model, pennfudan_dataset, get_transform, images=None,
@@ -536,8 +360,6 @@ def export_command(weights, export_path, build_model, pennfudan_dataset, get_tra
     Under torchrun only rank 0 exports; the others return ``{"export": None}`` at once, as two
     processes writing the same temporary file and renaming it would race.
     """
-    import model_weights
-    import utils
 
     if not utils.is_main_process():
         return dict(export=None)
@@ -546,46 +368,12 @@ def export_command(weights, export_path, build_model, pennfudan_dataset, get_tra
     if is_onnx_model(weights) or str(weights) in ("DEFAULT", "none", "None"):
         raise TutorialError(f"--export needs trained weights to export: --weights CHECKPOINT (e.g. "
                             f"output/checkpoint.pth), not {weights}.")
-    checkpoint = model_weights.load_weights_file(weights)
+    checkpoint = pretrained.load_weights_file(weights)
     if "model_spec" in checkpoint:
-        _check_typed_model(typed_model, checkpoint["model_spec"]["model"], weights)
+        specs.check_model_flag(typed_model, checkpoint["model_spec"]["model"], weights)
     check_export_path(export_path, overwrite)  # before the slow part
     checked_on = verification_images(images, checkpoint, pennfudan_dataset, get_transform)
     model, spec = build_model(model_name, weights, None, torch.device("cpu"), checkpoint, min_size, max_size,
                               demo_settings, channels_last)
     info = export_and_verify(model, spec, export_path, checked_on, score_threshold, overwrite)
     return dict(export=export_path, sidecar=sidecar_path(export_path), verified=info["verified"])
-
-
-def predict_command(weights, images, output_dir=None, score_threshold=0.5, overwrite=False, typed_model=None,
-                    device="auto", eval_bf16=False):
-    """``--predict IMAGES --weights FILE.onnx``: outputs.predict of ``images`` (files or folders)
-    through ONNX Runtime (CPU) into ``output_dir/predict`` (None: ``./predict``).
-
-    ``typed_model``: ``--model`` if the user typed it, else None. ``device`` and ``eval_bf16`` (the
-    PyTorch options) only get a line saying they do not apply. Under torchrun only rank 0 predicts;
-    the others return ``{"predictions": []}`` at once, as the eager ``--predict`` does.
-    """
-    import argument_checks as checks
-    import outputs
-    import utils
-
-    if not utils.is_main_process():
-        return {"predictions": []}
-    predictor = OnnxPredictor(weights, mask_min_score=score_threshold)
-    classes, model_name = read_classes(weights, predictor.metadata)
-    if model_name:
-        _check_typed_model(typed_model, model_name, weights)
-    predict_dir = os.path.join(output_dir or ".", "predict")  # checked (and made) once the model is known good
-    checks.check_output_dir(predict_dir)
-    outputs.check_earlier_predictions(predict_dir, overwrite)
-    if classes is None:
-        print(f"warning: {weights}: neither {sidecar_path(weights)} nor the file names the classes; "
-              f"labels are printed as numbers.")
-        classes = [dict(id=k, name=str(k)) for k in range(1, 100)]
-    if device not in ("auto", "cpu"):
-        print(f"--device {device}: an .onnx model runs on the CPU here (ONNX Runtime's CPU provider).")
-    if eval_bf16:
-        print("--eval-bf16 applies to PyTorch models; the .onnx model runs in float32.")
-    return outputs.predict(predictor, images, torch.device("cpu"), predict_dir, score_threshold, classes,
-                           overwrite=overwrite)

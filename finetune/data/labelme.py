@@ -1,0 +1,285 @@
+"""Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
+
+Each reader turns its files into the in-memory COCO instances dict (images, annotations,
+categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
+evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
+checks that need the user's own file happen here, so every error names the labelme JSON (and
+its shape) or the YOLO label file (and its line), never the dict built from them.
+"""
+
+import atexit
+import base64
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from finetune.data.coco import KindLines
+from finetune.data.image_files import IMAGE_EXTENSIONS, _image_size
+from finetune.data.masks import mask_to_rle, polygon_area
+from finetune.data.yolo import is_yolo_file
+from finetune.errors import DatasetError
+
+# labelme shape types that mark no area (nothing to learn a box or a mask from)
+NO_AREA_SHAPES = ("line", "linestrip", "point", "points")
+
+
+def _json_files(folder):
+    """Every ``*.json`` under ``folder`` (subfolders too, hidden ones skipped), sorted."""
+    found = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(here, f) for f in sorted(files) if f.lower().endswith(".json") and not f.startswith(".")]
+    return found
+
+
+def reads_as_labelme(path):
+    """A folder without Penn-Fudan's PNGImages/ or PedMasks/: read as labelme (an empty one then
+    says what --data-path takes, rather than naming a missing PNGImages/)."""
+    return os.path.isdir(path) and not any(os.path.isdir(os.path.join(path, sub)) for sub in ("PNGImages", "PedMasks"))
+
+
+def is_labelme_folder(path):
+    """Such a folder holding JSON files (labelme saves one per image)."""
+    return reads_as_labelme(path) and bool(_json_files(path))
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read it ({e.strerror or e}).") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text, so not a labelme JSON. Save it again in labelme or move it out "
+                           f"of the folder.") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}). Save it again in "
+                           f"labelme or move it out of the folder.") from None
+
+
+def _annotation(ann_id, image_id, category_id, parts, height, width):
+    """A COCO annotation from ``parts``: flat polygons, or (H, W) masks (labelme "mask" shapes)."""
+
+    polygons = [p for p in parts if not isinstance(p, np.ndarray)]
+    if len(polygons) == len(parts):
+        xs = [v for p in parts for v in p[0::2]]
+        ys = [v for p in parts for v in p[1::2]]
+        x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        return dict(id=ann_id, image_id=image_id, category_id=category_id, bbox=[x0, y0, x1 - x0, y1 - y0],
+                    segmentation=[list(map(float, p)) for p in parts], iscrowd=0,
+                    area=polygon_area(parts, height, width))
+    mask = np.zeros((height, width), bool)  # a mask among the parts: the object is their union, as an RLE
+    for p in parts:
+        mask |= p if isinstance(p, np.ndarray) else \
+            coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([p], height, width))).astype(bool)
+    ys, xs = np.nonzero(mask)
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())] \
+        if len(xs) else [0.0, 0.0, 0.0, 0.0]
+    return dict(id=ann_id, image_id=image_id, category_id=category_id, bbox=box, segmentation=mask_to_rle(mask),
+                iscrowd=0, area=float(mask.sum()))
+
+
+_EMBEDDED = {}  # folder for images that exist only as a JSON's imageData, made once per process
+
+
+def _embedded_image(json_path, image_data):
+    """The JSON's ``imageData`` written as an image file (the datasets read files by path), in a
+    temporary folder removed when the process ends; the user's folder is never written to."""
+
+    try:
+        raw = base64.b64decode(image_data, validate=False)
+        with Image.open(io.BytesIO(raw)) as pil:
+            ext = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}.get(pil.format, ".png")
+    except (ValueError, TypeError, OSError, SyntaxError, Image.DecompressionBombError):
+        raise DatasetError(f"{json_path}: its image file is missing and its imageData is not an image. Put the "
+                           f"image beside the JSON (as its imagePath says).") from None
+    if "dir" not in _EMBEDDED:
+        _EMBEDDED["dir"] = tempfile.mkdtemp(prefix="labelme-images-")
+        atexit.register(shutil.rmtree, _EMBEDDED["dir"], True)
+    path = os.path.join(_EMBEDDED["dir"], f"{len(os.listdir(_EMBEDDED['dir'])):06d}{ext}")
+    with open(path, "wb") as f:
+        f.write(raw)
+    return path
+
+
+def _labelme_image(json_path, doc):
+    """The image of one labelme JSON: ``imagePath`` relative to the JSON (Windows separators too),
+    else the same file name beside the JSON; else its embedded ``imageData``. Returns the path."""
+    here = os.path.dirname(json_path)
+    image_path = doc.get("imagePath")
+    places = []
+    if isinstance(image_path, str) and image_path:
+        rel = image_path.replace("\\", "/")
+        places = [os.path.normpath(os.path.join(here, rel)), os.path.join(here, os.path.basename(rel))]
+        found = next((p for p in places if os.path.isfile(p)), None)
+        if found:
+            return found
+    if isinstance(doc.get("imageData"), str) and doc["imageData"]:
+        return _embedded_image(json_path, doc["imageData"])
+    stem = os.path.splitext(json_path)[0]  # no imagePath, or a wrong one: an image of the JSON's own name
+    beside = [stem + ext for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)]
+    found = next((p for p in beside if os.path.isfile(p)), None)
+    if found:
+        return found
+    places.append(stem + ".*")
+    looked = f"; looked for {' and '.join(dict.fromkeys(places))}"
+    raise DatasetError(f"{json_path}: its image is missing{looked}, and the JSON holds no imageData. Put the image "
+                       f"there or fix imagePath.")
+
+
+def _points(json_path, index, shape, least):
+    where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{shape.get('label')}\")"
+    pts = shape.get("points")
+    ok = isinstance(pts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
+                                       all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                           for v in p) for p in pts)
+    if not ok:
+        raise DatasetError(f"{where}: \"points\" is not a list of [x, y] numbers. Fix the shape in labelme or delete "
+                           f"it.")
+    if len(pts) < least:
+        raise DatasetError(f"{where}: {len(pts)} point(s); a {shape.get('shape_type') or 'polygon'} needs "
+                           f"{least}{' or more' if least == 3 else ''}. Fix the shape in labelme or delete it.")
+    return [(float(x), float(y)) for x, y in pts]
+
+
+def _labelme_mask(json_path, index, shape, height, width):
+    """A labelme "mask" shape: a PNG (base64) of the region between its two points."""
+    (x0, y0), (x1, y1) = _points(json_path, index, shape, 2)[:2]
+    x0, y0 = int(min(x0, x1)), int(min(y0, y1))
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(shape.get("mask") or "", validate=False))) as pil:
+            part = np.asarray(pil.convert("L")) > 0
+    except (ValueError, TypeError, OSError, SyntaxError):
+        raise DatasetError(f"{json_path}: shape {index} (mask \"{shape.get('label')}\"): its \"mask\" is not a "
+                           f"base64 PNG. Draw the mask again in labelme or delete it.") from None
+    mask = np.zeros((height, width), bool)
+    h, w = min(part.shape[0], height - y0), min(part.shape[1], width - x0)
+    if h > 0 and w > 0 and x0 >= 0 and y0 >= 0:
+        mask[y0:y0 + h, x0:x0 + w] = part[:h, :w]
+    return mask
+
+
+def _shape_part(json_path, index, shape, height, width):
+    """One labelme shape as a flat polygon [x1, y1, ...] or a mask; None for a type without area."""
+    kind = shape.get("shape_type") or "polygon"  # labelme 3 wrote no shape_type: polygons
+    if kind in ("polygon", "rotation"):  # "rotation": X-AnyLabeling's rotated box, its 4 corners
+        return [v for p in _points(json_path, index, shape, 3) for v in p]
+    if kind == "rectangle":  # two opposite corners, in any order (4 corners from some other tools)
+        pts = _points(json_path, index, shape, 2)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        return [x0, y0, x1, y0, x1, y1, x0, y1]
+    if kind == "circle":  # the centre and one point on the circle
+        (cx, cy), (px, py) = _points(json_path, index, shape, 2)[:2]
+        r = math.hypot(px - cx, py - cy)
+        n = max(16, int(math.ceil(2 * math.pi * r / 2)))  # a vertex every ~2 px: rasterises like the circle
+        a = np.linspace(0, 2 * math.pi, n, endpoint=False)
+        return np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1).flatten().tolist()
+    if kind == "mask":
+        return _labelme_mask(json_path, index, shape, height, width)
+    return None
+
+
+def read_labelme_folder(folder, class_names=None, why="not in --classes"):
+    """A labelme folder as a COCO instances dict (each image also has ``path``, the file found).
+
+    ``class_names``: the classes in this order, other labels dropped (one note line per label,
+    saying ``why``);
+    None: every label, sorted. Shapes of one image with the same label and ``group_id`` are one
+    object. Shapes without area (line, point, ...) are skipped with one warning line per kind.
+    """
+    files = _json_files(folder)
+    docs, coco_files, others = [], [], []
+    for path in files:
+        doc = _read_json(path)
+        if isinstance(doc, dict) and isinstance(doc.get("shapes"), list):
+            docs.append((path, doc))
+        elif isinstance(doc, dict) and all(k in doc for k in ("images", "annotations", "categories")):
+            coco_files.append(path)
+        else:
+            others.append(path)
+    if docs and coco_files:
+        raise DatasetError(f"{folder}: holds both labelme JSONs ({len(docs)}, e.g. {os.path.basename(docs[0][0])}) "
+                           f"and a COCO file ({coco_files[0]}): pass the COCO file itself as --data-path, or move it "
+                           f"out of the folder to train on the labelme files.")
+    if not docs:
+        yamls = sorted(f for f in os.listdir(folder) if is_yolo_file(f))
+        found = f" (its JSON files are a COCO file, {coco_files[0]}: pass that file as --data-path)" if coco_files \
+            else f" (for a YOLO dataset pass its {os.path.join(folder, yamls[0])})" if yamls \
+            else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
+        raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
+                           f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
+    notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
+    for path in others:
+        notes.add("JSON file(s) without labelme \"shapes\" not read", os.path.relpath(path, folder))
+    images, objects, used = [], [], set()
+    for image_id, (path, doc) in enumerate(docs, 1):
+        image = _labelme_image(path, doc)
+        width, height = _image_size(image, path)
+        said = (doc.get("imageWidth"), doc.get("imageHeight"))
+        if all(isinstance(v, int) for v in said) and said != (width, height):
+            raise DatasetError(f"{path}: imageWidth x imageHeight is {said[0]}x{said[1]}, but its image {image} is "
+                               f"{width}x{height} pixels (upright). Annotate this image again in labelme.")
+        images.append(dict(id=image_id, file_name=os.path.relpath(image, folder) if not image.startswith(
+            _EMBEDDED.get("dir", "\0")) else os.path.relpath(path, folder), width=width, height=height, path=image))
+        groups = {}
+        for index, shape in enumerate(doc["shapes"]):
+            if not isinstance(shape, dict) or not isinstance(shape.get("label"), str) or not shape["label"]:
+                raise DatasetError(f"{path}: shape {index} has no \"label\" text. Fix it in labelme or delete it.")
+            part = _shape_part(path, index, shape, height, width)
+            where = f"{os.path.relpath(path, folder)} shape {index}"
+            if part is None:
+                warnings.add(f"{shape.get('shape_type')} shape(s) skipped (no area to learn from)", where)
+                continue
+            group = shape.get("group_id")
+            key = (shape["label"], group) if group is not None else (shape["label"], "shape", index)
+            groups.setdefault(key, dict(label=shape["label"], where=where, parts=[]))["parts"].append(part)
+        for obj in groups.values():
+            objects.append((image_id, obj, height, width))
+            used.add(obj["label"])
+    paired = {}
+    for im, (path, _) in zip(images, docs):
+        if not im["path"].startswith(_EMBEDDED.get("dir", "\0")):  # one image, two JSONs: which labels hold?
+            first = paired.setdefault(os.path.realpath(im["path"]), path)
+            if first != path:
+                raise DatasetError(f"{path}: annotates {im['path']}, as {first} does; the image would be in the data "
+                                   f"twice, with different labels. Delete one JSON or point its imagePath elsewhere.")
+    for here, dirs, names in os.walk(folder):  # images labelme saved no JSON for: not annotated, so not used
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            full = os.path.join(here, name)
+            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.realpath(full) not in paired:
+                notes.add("image(s) without a labelme JSON not used (save an empty one in labelme to train on it as "
+                          "a negative)", os.path.relpath(full, folder))
+    if class_names is not None and used and not used & set(class_names):
+        raise DatasetError(f"{folder}: none of its labels ({', '.join(sorted(used))}) is one of the classes "
+                           f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
+                           f"spelling{' of --classes' if why == 'not in --classes' else ''}, or the folder.")
+    twins = {}
+    for label in used:  # "cat" and "Cat " are two classes: almost always a slip in labelme
+        twins.setdefault(label.strip().casefold(), []).append(label)
+    for group in sorted(g for g in twins.values() if len(g) > 1):
+        for label in sorted(group):
+            warnings.add("labels that differ only in case or spaces, each a class of its own (rename them in labelme "
+                         "to merge them)", repr(label))
+    labels = sorted(used) if class_names is None else list(class_names)
+    category = {name: k + 1 for k, name in enumerate(labels)}
+    annotations, dropped = [], {}
+    for image_id, obj, height, width in objects:
+        if obj["label"] not in category:
+            dropped.setdefault(obj["label"], []).append(obj["where"])
+            continue
+        annotations.append(_annotation(obj["where"], image_id, category[obj["label"]], obj["parts"], height, width))
+    for label, places in dropped.items():
+        notes.kinds[f"object(s) labelled \"{label}\" left out ({why})"] = places
+    warnings.print()
+    notes.print()
+    return dict(images=images, annotations=annotations,
+                categories=[dict(id=k + 1, name=name) for k, name in enumerate(labels)])

@@ -1,0 +1,266 @@
+"""Where the model fails: ``output/report/`` with ``report.html`` and its figures.
+
+Written after the last evaluation of a run and after ``--test-only``, from what that
+evaluation already holds (``CocoEvaluator.coco_eval[t]``: ``cocoGt``, ``cocoDt`` with every
+detection, ``eval["precision"]``); the model is not run again. Parts:
+
+* precision-recall curves per class at IoU 0.5 and 0.75 (pycocotools' own numbers);
+* a confusion matrix over the K classes plus background (``confusion_matrix``);
+* an error breakdown after TIDE (``error_breakdown``): the AP each kind of error costs;
+* a gallery of the test images, worst first, ground truth beside the predictions;
+* the run, its final and best metrics, the per-class table.
+
+The report is built in ``report.partial/`` and renamed into place, so ``report/`` is always a
+whole report; an earlier one is moved into ``report/earlier/<time>/``, never deleted.
+"""
+
+import html
+import json
+import os
+import shutil
+import time
+
+from finetune.errors import TutorialError
+from finetune.hardware import device_name
+from finetune.outputs import plots
+from finetune.outputs.analysis import (
+    ERROR_KINDS,
+    ERROR_NAMES,
+    confusion_matrix,
+    error_breakdown,
+    images_from_coco,
+    pr_curves,
+)
+from finetune.outputs.gallery import GALLERY_SIZE, write_gallery
+from finetune.outputs.plots import plot_confusion, plot_errors, plot_pr
+from finetune.outputs.writing import NoInterrupt
+
+NAME, PARTIAL, EARLIER = "report", "report.partial", "earlier"  # output-dir/report/, while written, old ones
+
+
+def run_info(data_path, test_data_path, classes, model_name, recipe, device, records=None, weights=None,
+             num_test_images=None):
+    """What the report's first table shows: ``[(label, text)]`` and the final/best metrics."""
+    rows = [("data", data_path + (f" (tested on {test_data_path})" if test_data_path else "")),
+            ("test images", str(num_test_images) if num_test_images is not None else "?"),
+            ("classes", ", ".join(c["name"] for c in classes)),
+            ("model", model_name + (f" from {weights}" if weights else "")),
+            ("recipe", ", ".join(f"{k}={v}" for k, v in recipe.items() if v is not None)),
+            ("device", device_name(device)),
+            ("written", time.strftime("%Y-%m-%d %H:%M:%S"))]
+    records = [r for r in (records or []) if "bbox" in r]
+    if records:
+        total = sum(r.get("epoch_time_s", 0) for r in records)
+        rows.append(("training", f"{len(records)} epoch(s) recorded, {total:.0f} s"))
+        key = "segm" if "segm" in records[-1] else "bbox"
+        best = max(records, key=lambda r: r[key]["AP"])
+        rows.append((f"best {key} AP", f"{best[key]['AP']:.3f} at epoch {best['epoch']}"))
+    return rows
+
+
+def _table(header, rows):
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header) if any(header) else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>{'<tr>' + head + '</tr>' if head else ''}{body}</table>"
+
+
+def _img(src, alt):
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1150px;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
+overflow-wrap:anywhere}
+th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}h2{margin-top:1.6em}
+.g{display:inline-block;margin:6px;vertical-align:top;font-size:13px}.note{color:#555;font-size:14px}"""
+
+
+def render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, iou_threshold, score_threshold,
+                num_images):
+    """The page; image paths are relative to the report folder."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
+             f"<style>{STYLE}</style></head><body><h1>Evaluation report</h1>",
+             "<h2>The run</h2>", _table(("", ""), info_rows)]
+    metric_rows = [(t, *(f"{summary[t][k]:.3f}" for k in ("AP", "AP50", "AP75", "AR100"))) for t in ("bbox", "segm")
+                   if t in summary]
+    parts += ["<h2>Final metrics (COCO)</h2>", _table(("", "AP", "AP50", "AP75", "AR100"), metric_rows)]
+    per_class = summary.get("per_class", {})
+    columns = [("bbox", "bbox AP"), ("bbox50", "bbox AP50")] + (
+        [("segm", "segm AP")] if "segm" in summary else [])
+    parts += ["<h2>Per-class AP</h2>",
+              _table(["class"] + [t for _, t in columns],
+                     [[n] + [f"{row.get(k, -1.0):.3f}" for k, _ in columns] for n, row in per_class.items()]),
+              "<p class='note'>-1: no object of that class in the test images.</p>"]
+    if "curves" in figures:
+        parts += ["<h2>Training curves</h2>", _img(figures["curves"], "training loss and AP per epoch")]
+    if "pr" in figures:
+        parts += ["<h2>Precision-recall per class</h2>", _img(figures["pr"], "precision-recall curves"),
+                  "<p class='note'>pycocotools' interpolated precision at its 101 recall points (all areas, "
+                      "100 detections per image); the legend gives each class's AP at that IoU.</p>"]
+    parts += [f"<h2>Confusion matrix (boxes, IoU &ge; {iou_threshold:g}, score &ge; {score_threshold:g})</h2>",
+              _img(figures["confusion"], "confusion matrix"),
+              _table(["true \\ predicted"] + list(names) + ["background (missed)"],
+                     [[n] + list(map(int, row)) for n, row in zip(list(names) + ["background (false)"], matrix)]),
+              "<p class='note'>Each detection scoring at least the threshold is matched to at most one object "
+              "(IoU at least the threshold, its own class first, highest score first). Row <i>background</i>: "
+              "false detections; column <i>background</i>: missed objects. Crowd regions count as neither.</p>"]
+    dap_rows = [(ERROR_NAMES[k], breakdown["counts"][k], f"{breakdown['dap'][k]:.3f}") for k in ERROR_KINDS]
+    ap = breakdown["ap"]
+    parts += ["<h2>Error breakdown (after TIDE)</h2>", _img(figures["errors"], "error breakdown"),
+              _table(("kind", "how many", "AP50 gained if fixed"), dap_rows),
+              f"<p class='note'>Boxes, all scores, foreground IoU {breakdown['fg_iou']:g}, background IoU "
+              f"{breakdown['bg_iou']:g}; bbox AP50 as is: {'n/a' if ap is None else f'{ap:.3f}'}. Definitions: "
+              "Bolya et al., &ldquo;TIDE: A General Toolbox for Identifying Object Detection Errors&rdquo;, "
+              "ECCV 2020 (docs/report.md). The gains do not add up: fixing one kind changes what the others "
+              "cost.</p>"]
+    parts += [f"<h2>Gallery: {len(gallery)} of {num_images} test images, worst first</h2>",
+              "<p class='note'>Left: ground truth (green: found, orange: missed). Right: predictions scoring at "
+              f"least {score_threshold:g} (blue: right class, red: false detection or wrong class). Boxes "
+              "only.</p>"]
+    for file_name, image_id, errors in gallery:
+        caption = (f"image {image_id}: {errors['missed']} missed, {errors['false']} false, "
+                   f"{errors['confused']} wrong class")
+        parts.append(f"<div class='g'>{_img('gallery/' + file_name, caption)}<br>{html.escape(caption)}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _build(folder, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold,
+           records, gallery_size, curves_png):
+    """Everything into ``folder`` (empty or holding only ``earlier/``); returns report.json's content."""
+
+    names = [c["name"] for c in classes]
+    figures = {}
+    if curves_png and os.path.isfile(curves_png):  # the run's own, just written: a copy costs nothing
+        shutil.copyfile(curves_png, os.path.join(folder, "curves.png"))
+        figures["curves"] = "curves.png"
+    elif records:
+        plots.plot_curves(records, os.path.join(folder, "curves.png"))
+        figures["curves"] = "curves.png"
+    pr = {t: pr_curves(ev, classes) for t, ev in coco_evaluator.coco_eval.items() if t in ("bbox", "segm") and ev.eval}
+    if pr:
+        plot_pr(pr, os.path.join(folder, "pr.png"))
+        figures["pr"] = "pr.png"
+    bbox = coco_evaluator.coco_eval["bbox"]
+    images = images_from_coco(bbox.cocoGt, bbox.cocoDt, bbox.params.imgIds)
+    matrix, per_image = confusion_matrix(images, len(classes), iou_threshold, score_threshold)
+    plot_confusion(matrix, names, iou_threshold, score_threshold, os.path.join(folder, "confusion.png"))
+    figures["confusion"] = "confusion.png"
+    breakdown = error_breakdown(images, len(classes))
+    plot_errors(breakdown, os.path.join(folder, "errors.png"))
+    figures["errors"] = "errors.png"
+    gallery = write_gallery(os.path.join(folder, "gallery"), images, per_image, dataset_test, names, iou_threshold,
+                            score_threshold, gallery_size)
+    page = render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, iou_threshold,
+                       score_threshold, len(images))
+    with open(os.path.join(folder, "report.html"), "w") as f:
+        f.write(page)
+    data = dict(run=dict(info_rows), metrics=summary, iou_threshold=iou_threshold, score_threshold=score_threshold,
+                confusion_matrix=dict(labels=names + ["background"], counts=matrix.tolist()),
+                errors=breakdown, gallery=[dict(file="gallery/" + f, image_id=int(i), **e) for f, i, e in gallery])
+    with open(os.path.join(folder, "report.json"), "w") as f:
+        json.dump(data, f, indent=1, default=float)
+    return data
+
+
+def remove_partial(output_dir):
+    """Remove a ``report.partial/`` left by a stopped process, but an ``earlier/`` in it (taken from
+    report/ by the renames that were cut short: the earlier reports are never deleted)."""
+    partial = os.path.join(output_dir, PARTIAL)
+    if not os.path.isdir(partial):
+        return
+    for entry in os.listdir(partial):
+        if entry != EARLIER:
+            path = os.path.join(partial, entry)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    if not os.listdir(partial):
+        os.rmdir(partial)
+
+
+def _free_name(folder, stamp):
+    target, n = os.path.join(folder, stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(folder, f"{stamp}-{n}")
+    return target
+
+
+def archive_report(output_dir):
+    """``--overwrite``: the earlier run's report moves to ``report/earlier/<its time>/``, so the
+    report/ left in place is never the replaced run's."""
+    final = os.path.join(output_dir, NAME)
+    if not os.path.isfile(os.path.join(final, "report.html")):
+        return
+    with NoInterrupt():
+        target = _free_name(os.path.join(final, EARLIER), _stamp(final))
+        try:
+            os.makedirs(target)
+            for entry in os.listdir(final):
+                if entry != EARLIER:
+                    os.replace(os.path.join(final, entry), os.path.join(target, entry))
+        except OSError as e:  # report/ made by another user, or read-only
+            raise TutorialError(f"{final}: cannot move the replaced run's report to {target} ({e.strerror or e}). "
+                                f"Make {final} writable or remove it.") from None
+
+
+def _stamp(folder):
+    """The time ``folder``'s report was written, for its name under earlier/."""
+    html_path = os.path.join(folder, "report.html")
+    when = os.path.getmtime(html_path if os.path.exists(html_path) else folder)
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+
+
+def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold=0.5,
+                 iou_threshold=0.5, records=None, gallery_size=GALLERY_SIZE, curves_png=None):
+    """``output_dir/report/``: report.html, report.json, its figures and gallery/. Returns the
+    path of report.html. An earlier report there moves to ``report/earlier/<its time>/``.
+
+    ``summary``: ``outputs.evaluation_summary``'s dict; ``info_rows``: ``run_info``'s rows;
+    ``records``: metrics.json's epochs, drawn as curves.png unless ``curves_png`` (that file) is
+    given to copy; neither: no curves."""
+    started = time.time()
+    final, partial = os.path.join(output_dir, NAME), os.path.join(output_dir, PARTIAL)
+    for path in (final, partial):  # checked before the work, so the message comes at once
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise TutorialError(f"{path}: a file, where the report's folder goes; the report was not written. Move "
+                                f"or remove it (then --test-only writes the report).")
+    remove_partial(output_dir)
+    os.makedirs(partial, exist_ok=True)
+    try:
+        _build(partial, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold,
+               records, gallery_size, curves_png)
+    except BaseException:
+        if not os.path.isdir(os.path.join(partial, EARLIER)):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    with NoInterrupt():
+        moved = []  # (from, to) of each rename, undone in reverse if a later one fails
+        try:
+            if os.path.isdir(final):
+                archive = os.path.join(partial, EARLIER)
+                if os.path.isdir(os.path.join(final, EARLIER)) and not os.path.isdir(archive):
+                    os.replace(os.path.join(final, EARLIER), archive)
+                    moved.append((os.path.join(final, EARLIER), archive))
+                os.makedirs(archive, exist_ok=True)
+                if os.listdir(final):  # else only earlier/ was there (--overwrite moved the report)
+                    target = _free_name(archive, _stamp(final))
+                    os.replace(final, target)
+                    moved.append((final, target))
+                else:
+                    os.rmdir(final)
+            os.replace(partial, final)
+        except OSError as e:  # report/ made by another user, or read-only: the earlier report stays as it was
+            if moved:
+                os.makedirs(final, exist_ok=True)  # emptied and removed above: its earlier/ goes back in
+            for source, target in reversed(moved):
+                try:
+                    os.replace(target, source)
+                except OSError:
+                    break
+            remove_partial(output_dir)
+            raise TutorialError(f"{final}: cannot put the new report in place ({e.strerror or e}); the report was not "
+                                f"written, and an earlier one there is as it was. Make {final} writable or remove it "
+                                f"(then --test-only writes the report).") from None
+    path = os.path.join(final, "report.html")
+    print(f"Saved the evaluation report to {path} ({time.time() - started:.1f} s)")
+    return path

@@ -1,0 +1,37 @@
+"""The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
+from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
+
+import torch
+
+
+def make_optimizer(model, opt, lr, momentum, weight_decay):
+    """SGD (the tutorial's) or AdamW over the parameters that train.
+
+    AdamW runs fused (one kernel over all parameters) on the CPU and CUDA: the same update,
+    rounded differently, and faster than one call per parameter per operation (docs/speed.md).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt == "adamw":
+        fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def make_grad_scaler(device, amp):
+    """The ``scaler`` for ``engine.train_one_epoch``: None without ``amp`` (float32), else a
+    ``torch.amp.GradScaler``, which makes the engine autocast. It scales the loss only on CUDA,
+    whose autocast type is float16. The CPU autocasts to bfloat16, which has float32's exponent
+    range: there a disabled scaler passes the loss and the step through unchanged, instead of
+    multiplying and checking every gradient for nothing.
+    """
+    if not amp:
+        return None
+    device_type = torch.device(device).type
+    return torch.amp.GradScaler(device_type, enabled=device_type == "cuda")
+
+
+def make_lr_scheduler(optimizer, name, epochs, step_size, gamma):
+    """StepLR (the tutorial: lr x ``gamma`` every ``step_size`` epochs) or cosine over ``epochs``."""
+    if name == "cosineannealinglr":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
