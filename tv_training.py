@@ -13,16 +13,15 @@ scores it with COCO bbox/segm mAP, using the reference helpers in this folder
     python tv_training.py --predict img.png --weights output/checkpoint.pth
     torchrun --nproc_per_node=2 tv_training.py       # several processes (gloo on CPU, NCCL on GPU)
 
-The sections follow the tutorial; what it does not have lives in modules named for it:
-pennfudan_data.py (Penn-Fudan files: checks, download), coco_data.py (COCO files),
-dataset_formats.py (the reader a --data-path needs; loaders), model_weights.py (offline weights,
-checkpoints' models), speedups.py, demo.py, outputs.py (metrics, figures, --predict),
-training_run.py (optimizer, checkpoints, resume), report.py (output/report/: where the model fails),
-run_settings.py (the flags, the demo's recipe and a checkpoint's, settled once before main's work).
+The sections follow the tutorial: the dataset, the models, the transforms, the forward() check,
+then ``train`` and ``main``. What the tutorial does not have is one call each into the package
+``finetune/``: its data readers (``finetune/data``), model descriptions and offline weights
+(``finetune/models``), speed-ups (``finetune/speedups``), outputs (metrics, figures, --predict, the
+report, ONNX: ``finetune/outputs``) and the run (settings, checks, checkpoints, Ctrl-C:
+``finetune/run``). ``PennFudanDataset`` and the model builders need nothing of it: copy them alone.
 """
 
 import argparse
-import functools
 import os
 import signal
 import sys
@@ -32,8 +31,14 @@ if __name__ == "__main__":  # run as a script: Ctrl-C while torch loads (seconds
     signal.signal(signal.SIGINT, lambda *_: (os.write(2, b"\ninterrupted while starting: nothing was done\n"),
                                              os._exit(130)))
 
-import torch
-import torchvision
+from finetune import versions
+
+try:  # a torchvision built for another torch fails here ("operator torchvision::nms does not exist")
+    import torch
+    import torchvision
+except (ImportError, OSError, RuntimeError) as e:
+    raise SystemExit(versions.broken_pair_line(e)) from None
+import numpy as np
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from torchvision import tv_tensors
@@ -41,21 +46,20 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.ops import masks_to_boxes
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
 import utils
-from engine import NonFiniteLossError, evaluate, train_one_epoch
+from engine import evaluate, train_one_epoch
 from finetune import hardware
 from finetune.data import loaders
-from finetune.data.formats import load_datasets, prepare_data
-from finetune.data.image_files import read_rgb
+from finetune.data.formats import DataSplit, load_datasets, prepare_data
 from finetune.data.loaders import make_loaders
-from finetune.data.pennfudan import instance_masks_and_boxes, pair_images_and_masks, read_instance_mask
-from finetune.errors import TrainingInterrupted, TutorialError
+from finetune.errors import TutorialError
 from finetune.models import pretrained, small_maskrcnn, specs
-from finetune.outputs import metrics, onnx_export, onnx_runtime, plots, prediction, report
-from finetune.run import checkpoints, demo, flags, interrupts, optim, run_folder, settings
+from finetune.outputs import metrics, onnx_export, onnx_runtime, prediction, report
+from finetune.run import demo, exits, flags, optim, options, settings, training
 from finetune.speedups import inference, mask_paste
 
 # ---------------------------------------------------------------------------------------
@@ -65,54 +69,75 @@ from finetune.speedups import inference, mask_paste
 class PennFudanDataset(torch.utils.data.Dataset):
     """The tutorial's dataset: returns ``(image, target)`` with tv_tensors for the v2 transforms.
 
-    Images and masks are paired by name, not by sorted position, and decoded with PIL
-    (pennfudan_data.py, which this class needs beside it).
+    Needs only torch, torchvision, PIL and numpy (which torchvision installs), so it can be copied
+    alone. Each mask is found by its image's name (X.png, X_mask.png) rather than by sorted position;
+    before training, ``finetune.data.pennfudan.check_dataset`` names any unpaired or unreadable file.
     """
 
     def __init__(self, root, transforms):
         self.root = root
         self.transforms = transforms
-        self.pairs = pair_images_and_masks(root)
-        self.imgs = [os.path.basename(p) for p, _ in self.pairs]
-        self.masks = [os.path.basename(m) for _, m in self.pairs]
+        # load all image files, sorting them; each mask is named after its image
+        self.imgs = sorted(f for f in os.listdir(os.path.join(root, "PNGImages")) if f.lower().endswith(".png"))
+        self.masks = [name[:-4] + "_mask.png" for name in self.imgs]
         self._sizes = {}
 
     def __getitem__(self, idx):
-        img_path, mask_path = self.pairs[idx]
-        img = read_rgb(img_path)
-        mask = read_instance_mask(mask_path, img.shape[-2:])
-        # one binary mask and one box per instance id
-        masks, boxes, _ = instance_masks_and_boxes(mask)
-        num_objs = len(masks)
+        # load images and masks; torchvision 0.29 deprecates read_image, so PIL decodes them
+        img_path = os.path.join(self.root, "PNGImages", self.imgs[idx])
+        mask_path = os.path.join(self.root, "PedMasks", self.masks[idx])
+        with Image.open(img_path) as im:
+            if im.mode.startswith("I"):  # 16-bit grayscale, scaled to 8 bits: convert("RGB") would clip it white
+                im = Image.fromarray((np.clip(np.asarray(im), 0, 65535).astype(np.uint32) >> 8).astype(np.uint8))
+            img = F.pil_to_tensor(im.convert("RGB"))
+        with Image.open(mask_path) as im:  # grayscale or palette: the value k marks the k-th pedestrian
+            mask = torch.from_numpy(np.asarray(im, dtype=np.int64))
+        # instances are encoded as different colors; the first id is the background
+        obj_ids = torch.unique(mask)
+        obj_ids = obj_ids[obj_ids != 0]
+        num_objs = len(obj_ids)
 
-        # Penn-Fudan has a single category (pedestrian = label 1; 0 is the background)
+        # split the color-encoded mask into a set of binary masks
+        masks = (mask == obj_ids[:, None, None]).to(dtype=torch.uint8)
+
+        # get bounding box coordinates for each mask; a one-pixel-wide (or tall) instance gets a
+        # 1-px box, as Mask R-CNN rejects boxes of no width
+        boxes = masks_to_boxes(masks)
+        boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+
+        # there is only one class
         labels = torch.ones((num_objs,), dtype=torch.int64)
+
+        image_id = idx
         area = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 2] - boxes[:, 0])
-        # no crowd regions in this dataset: COCO evaluation counts every instance
+        # suppose all instances are not crowd
         iscrowd = torch.zeros((num_objs,), dtype=torch.int64)
 
+        # Wrap sample and targets into torchvision tv_tensors:
         img = tv_tensors.Image(img)
-        target = {
-            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=F.get_size(img)),
-            "masks": tv_tensors.Mask(masks),
-            "labels": labels,
-            "image_id": idx,
-            "area": area,
-            "iscrowd": iscrowd,
-        }
+
+        target = {}
+        target["boxes"] = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=F.get_size(img))
+        target["masks"] = tv_tensors.Mask(masks)
+        target["labels"] = labels
+        target["image_id"] = image_id
+        target["area"] = area
+        target["iscrowd"] = iscrowd
+
         if self.transforms is not None:
             img, target = self.transforms(img, target)
+
         return img, target
 
     def get_height_and_width(self, idx):
         """Image size from the PNG header, without decoding (used to group batches by aspect ratio)."""
         if idx not in self._sizes:
-            with Image.open(self.pairs[idx][0]) as im:
+            with Image.open(os.path.join(self.root, "PNGImages", self.imgs[idx])) as im:
                 self._sizes[idx] = (im.height, im.width)
         return self._sizes[idx]
 
     def __len__(self):
-        return len(self.pairs)
+        return len(self.imgs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,188 +250,131 @@ def build_model(model_name, weights, classes, device, checkpoint=None, min_size=
     else:
         # the background plus one class per category
         spec = specs.model_spec(model_name, len(classes) + 1, weights, kwargs, anchors, classes)
-        state = None if str(weights).lower() == "none" else weights
+        state = None if pretrained.is_random_init(weights) else weights
     model = specs.build_model(MODELS, spec, state)
     return specs.prepare_for_device(model, device, channels_last), spec
 
 
-def predict(weights, checkpoint, paths, output_dir="", score_threshold=0.5, overwrite=False, device_name="auto",
-            eval_bf16=False, typed_model=None, model_name="maskrcnn", **model_kwargs):
+def without_ddp(model):
+    """The model inside a DistributedDataParallel wrapper (the model itself outside torchrun)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def predict(weights, checkpoint, paths, opts, make_model):
     """``--predict``: the trained model of ``weights`` on the images in ``paths`` (files or
-    folders), a PNG and a JSON each plus results.json in ``output_dir/predict``
-    (prediction.predict). A checkpoint (``checkpoint``, its contents) runs in PyTorch on
-    ``device_name``; an .onnx file in ONNX Runtime (onnx_export.py). ``model_name`` and
-    ``model_kwargs`` (build_model's) describe a plain state dict. Under torchrun, rank 0 alone
-    predicts and writes the files."""
+    folders), a PNG and a JSON each plus results.json in ``output_dir/predict``. A checkpoint
+    (``checkpoint``, its contents) runs in PyTorch, built by ``make_model`` (``options.model_builder``);
+    an .onnx file in ONNX Runtime. ``opts``: ``options.PredictionOptions``. Under torchrun,
+    rank 0 alone predicts and writes the files."""
     if onnx_runtime.is_onnx_model(weights):
-        return onnx_runtime.predict_command(weights, paths, output_dir, score_threshold, overwrite, typed_model,
-                                           device_name, eval_bf16)
+        return onnx_runtime.predict_command(weights, paths, opts.output_dir, opts.score_threshold, opts.overwrite,
+                                            opts.typed_model, opts.device, opts.eval_bf16)
     if not utils.is_main_process():
         return {"predictions": []}
-    device = hardware.pick_device(device_name)
-    model, spec = build_model(model_name, weights, None, device, checkpoint, **model_kwargs)
-    with inference.inference_speedups(model, device, eval_bf16, model_kwargs.get("channels_last", "auto")):
-        return prediction.predict(model, paths, device, os.path.join(output_dir or ".", "predict"), score_threshold,
-                               spec["classes"], overwrite=overwrite)
+    device = hardware.pick_device(opts.device)
+    model, spec = make_model(None, device, checkpoint)
+    with inference.inference_speedups(model, device, opts.eval_bf16, opts.channels_last):
+        return prediction.predict(model, paths, device, os.path.join(opts.output_dir or ".", "predict"),
+                                  opts.score_threshold, spec["classes"], overwrite=opts.overwrite)
 
 
-def evaluate_only(model, data_loader_test, coco_gt, device, classes, output_dir="", eval_bf16=False, report_info=None,
-                  score_threshold=0.5, channels_last="auto"):
-    """``--test-only``: the COCO tables and the per-class AP of ``model`` on the test set; the
-    report (report.py, from ``report_info``: report.run_info's arguments) in ``output_dir``.
-    ``eval_bf16`` and ``channels_last``: inference.inference_speedups'."""
+def evaluate_only(model, data_loader_test, coco_gt, device, classes, opts):
+    """``--test-only``: the COCO tables and the per-class AP of ``model`` on the test set, and the
+    report in ``output_dir``; ``opts``: ``options.EvaluationOptions``."""
     if coco_gt is None:
         raise TutorialError("--test-only with --test-size 0: there is no test image to evaluate.")
-    model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    with inference.inference_speedups(model_without_ddp, device, eval_bf16, channels_last):
+    with inference.inference_speedups(without_ddp(model), device, opts.eval_bf16, opts.channels_last):
         coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
     summary = metrics.evaluation_summary(coco_evaluator, classes)
-    if output_dir and report_info is not None:  # from the detections just made: the model is not run again
-        report.write_report(output_dir, coco_evaluator, data_loader_test.dataset, classes, report.run_info(**report_info),
-                            summary, score_threshold, records=report_info.get("records"))
+    if opts.output_dir and opts.report_info is not None:  # from the detections just made: the model is not run again
+        report.write_report(opts.output_dir, coco_evaluator, data_loader_test.dataset, classes,
+                            report.run_info(**opts.report_info), summary, opts.score_threshold,
+                            records=opts.report_info.get("records"))
     return summary
 
 
-def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, epochs, coco_gt=None, classes=None,
-          start_epoch=0, records=None, scaler=None, print_freq=10, clip_grad_norm=None, seed=0, train_sampler=None,
-          shuffle_gen=None, eval_bf16=False, output_dir="", run_args=None, spec=None, best_metric="auto",
-          score_threshold=0.5, preview=None, report_info=None, replace_earlier_run=False, resumed_from=None,
-          channels_last="auto"):
-    """The tutorial's loop: ``epochs`` of ``train_one_epoch``, the lr step, COCO evaluation
-    (``coco_gt``: the test set's ground truth; None: none) and, in ``output_dir``, the
-    checkpoint (with ``run_args``, the settings a resume takes), best.pth, metrics and figures
-    after each epoch, then the final figures and the report. ``records``: the epochs so far (a
-    resumed run's); ``preview``: (data root, dataset or None) for preview.png; ``report_info``:
-    report.run_info's arguments but the records; ``replace_earlier_run`` (--overwrite): an
-    earlier run's files in ``output_dir`` are removed first, unless it is the run continued from
-    ``resumed_from``; ``eval_bf16`` and ``channels_last``: the evaluations' inference.inference_speedups.
-    Ctrl-C stops after the current iteration and raises
-    ``TrainingInterrupted``; returns the last epoch's metrics and ``records``."""
-    records = list(records or [])
-    if start_epoch >= epochs:  # a finished run, resumed: nothing to train
-        return dict(records[-1] if records else {}, records=records)
-    if replace_earlier_run and output_dir:  # only now: a typo in the data path must not cost the earlier run
-        run_folder.clear_earlier_run(output_dir, resumed_from)
-    model_without_ddp = model.module if isinstance(model, DistributedDataParallel) else model
-    # --eval-bf16, and the memory format that evaluates fastest on this CPU
-    fast_evaluation = functools.partial(inference.inference_speedups, model_without_ddp, device, eval_bf16,
-                                        channels_last)
-    ckpt_path = os.path.join(output_dir, "checkpoint.pth") if output_dir else None
-    trained = False
-    try:  # Ctrl-C stops after the current iteration; the last complete checkpoint stays
-        with interrupts.StopAtSafePoint(output_dir) as stop:
-            if output_dir and preview is not None:  # inside: a Ctrl-C while it is drawn stops before the first step
-                plots.save_preview(preview[0], os.path.join(output_dir, "preview.png"), preview[1])
-            print("Start training")
-            start_time = time.time()
-            data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
-            coco_evaluator = None
-            for epoch in range(start_epoch, epochs):
-                # Each epoch's randomness (shuffling, flips) depends on (seed, epoch) alone, so a
-                # resumed run repeats the uninterrupted one exactly. Under torchrun each rank
-                # draws its own flips (rank 0 keeps the single-process stream).
-                torch.manual_seed(seed + epoch + 1_000_003 * utils.get_rank())
-                if shuffle_gen is not None:
-                    shuffle_gen.manual_seed(seed + epoch)
-                if isinstance(train_sampler, torch.utils.data.DistributedSampler):  # under torchrun
-                    train_sampler.set_epoch(epoch)
-                epoch_start, iteration_losses = time.time(), []
-                # one pass over the training data; a log line every print_freq iterations
-                metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq=print_freq,
-                                                scaler=scaler, loss_history=iteration_losses,
-                                                clip_grad_norm=clip_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                # the schedule advances once per epoch
-                lr_scheduler.step()
-                train_time = time.time() - epoch_start
-                # COCO bbox/segm scores on the held-out images
-                with fast_evaluation():
-                    coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt) \
-                        if coco_gt is not None else None
-                records.append(metrics.epoch_record(epoch, lr, train_time, time.time() - epoch_start, metric_logger,
-                                                    iteration_losses, coco_evaluator, classes))
-                if output_dir:
-                    checkpoints.save_checkpoint(ckpt_path, model_without_ddp, optimizer, lr_scheduler, scaler,
-                                                 epoch, run_args, records, spec)
-                    checkpoints.save_if_best(os.path.join(output_dir, "best.pth"), records, best_metric,
-                                              model_without_ddp, spec, run_args)
-                    metrics.save_epoch_outputs(output_dir, records)
-                stop.check()
-            print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
-            print("That's it!")
-            trained = stop.trained = True
-            if output_dir:
-                dataset_test = data_loader_test.dataset
-                with fast_evaluation():
-                    plots.save_final_figures(model_without_ddp, dataset_test, device, output_dir, score_threshold,
-                                               classes)
-                if coco_evaluator is not None and report_info is not None:
-                    report.write_report(output_dir, coco_evaluator, dataset_test, classes,
-                                        report.run_info(**report_info, records=records), records[-1], score_threshold,
-                                        records=records, curves_png=os.path.join(output_dir, "curves.png"))
-            stop.check()
-    except KeyboardInterrupt:
-        raise interrupts.interrupted(records, ckpt_path, finished=trained) from None
-    except NonFiniteLossError as e:
-        kept = f"; the last good checkpoint is {ckpt_path}" if ckpt_path and os.path.exists(ckpt_path) else ""
-        raise TutorialError(f"{e}{kept}") from None
-    except OSError as e:  # the output folder filled up or became unwritable mid-run
-        kept = f"; the last complete epoch is in {ckpt_path} (--resume {ckpt_path} once it is fixed)" \
-            if ckpt_path and os.path.exists(ckpt_path) else ""
-        raise TutorialError(f"{e.filename or output_dir}: cannot be written ({e.strerror or e}){kept}") from None
-    return dict(records[-1] if records else {}, records=records)
+def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, num_epochs, run):
+    """The tutorial's loop: ``num_epochs`` of ``train_one_epoch``, the lr step and COCO evaluation.
+
+    ``run`` (``finetune.run.training.TrainingRun``) adds this project's steps around it: exact
+    seeds per epoch, the checkpoint, best.pth, metrics and figures after each epoch, the report at
+    the end, Ctrl-C at a safe point. Returns the last epoch's metrics and ``records``."""
+    if run.start_epoch >= num_epochs:  # a finished run, resumed: nothing to train
+        return run.result()
+    model_without_ddp = without_ddp(model)
+    with run.safe_points() as stop:
+        print("Start training")
+        start_time = time.time()
+        data_loader, data_loader_test = stop.wrap(data_loader), stop.wrap(data_loader_test)
+        coco_evaluator = None
+        for epoch in range(run.start_epoch, num_epochs):
+            run.sampling.seed_epoch(epoch)  # (seed, epoch) alone: a resumed run repeats the uninterrupted one
+            epoch_start, losses = time.time(), []
+            # train for one epoch, printing every print_freq iterations
+            metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
+                                            print_freq=run.options.print_freq, scaler=run.options.scaler,
+                                            loss_history=losses, clip_grad_norm=run.options.clip_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]
+            # update the learning rate
+            lr_scheduler.step()
+            train_time = time.time() - epoch_start
+            # evaluate on the test dataset
+            if run.evaluation.coco_gt is not None:
+                with run.fast_evaluation(model_without_ddp, device):
+                    coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=run.evaluation.coco_gt)
+            # the epoch's record, checkpoint.pth, best.pth, metrics.json and curves.png
+            run.end_epoch(model_without_ddp, optimizer, lr_scheduler, epoch,
+                          (lr, train_time, time.time() - epoch_start), (metric_logger, losses), coco_evaluator)
+        print(f"Training time {time.strftime('%H:%M:%S', time.gmtime(time.time() - start_time))}")
+        print("That's it!")
+        run.finish(model_without_ddp, device, data_loader_test.dataset, coco_evaluator)  # figures, the report
+    return run.result()
 
 
 def main(args):
     """Run the tutorial; returns a dict with the final metrics (``bbox``/``segm``: 12 named COCO numbers)."""
-    # the settings, once: the flags, then --demo's recipe, then a checkpoint's (run_settings.py)
-    args, checkpoint = settings.settle(args, get_args_parser(add_help=False), pretrained.load_weights_file)
-    model_kwargs = dict(min_size=args.min_size, max_size=args.max_size, demo_settings=args.demo,
-                        channels_last=args.channels_last)
-    typed_model = args.model if "model" in getattr(args, "explicit", ()) else None
-    if args.export:  # the checkpoint as ONNX, checked against PyTorch (onnx_export.py)
-        return onnx_export.export_command(args.weights, args.export, build_model, PennFudanDataset, get_transform,
-                                          args.predict, args.score_threshold, args.overwrite, typed_model, args.model,
-                                          **model_kwargs)
+    # the settings, once: the flags, then --demo's recipe, then a checkpoint's (finetune/run/settings.py)
+    args, checkpoint = settings.settle(args, pretrained.load_weights_file)
+    if args.export:  # the checkpoint as ONNX, checked against PyTorch (finetune/outputs/onnx_export.py)
+        return onnx_export.export_command(args.weights, args.export, options.model_builder(args, build_model),
+                                          (PennFudanDataset, get_transform),
+                                          args.predict, args.score_threshold, args.overwrite,
+                                          settings.typed_model(args))
     if args.predict:  # a trained model (checkpoint or .onnx) on your images: a PNG and a JSON each
-        return predict(args.weights, checkpoint, args.predict, args.output_dir, args.score_threshold, args.overwrite,
-                       args.device, args.eval_bf16, typed_model, args.model, **model_kwargs)
+        return predict(args.weights, checkpoint, args.predict, options.prediction_options(args),
+                       options.model_builder(args, build_model))
     device = hardware.pick_device(args.device, args.gpu)  # --device auto: CUDA when present, else the CPU
     torch.manual_seed(args.seed)
 
     # the data: Penn-Fudan (downloaded), the demo's (generated) or your own, with get_transform
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
-    data = load_datasets(args.data_path, PennFudanDataset, get_transform, args.test_size, args.train_size, args.seed,
-                         args.test_data_path, args.image_dir, check=utils.is_main_process(), class_names=args.classes)
-    dataset, dataset_test, classes = data["train"], data["test"], data["classes"]
+    data = load_datasets(args.data_path, PennFudanDataset, get_transform,
+                         DataSplit(args.test_size, args.train_size, args.seed), args.test_data_path, args.image_dir,
+                         check=utils.is_main_process(), class_names=args.classes)
     args = settings.settle_for_data(args, data, checkpoint)  # box-only data: Faster R-CNN
     data_loader, data_loader_test, train_sampler, shuffle_gen = make_loaders(
-        dataset, dataset_test, args.batch_size, loaders.loader_workers(args.workers), args.distributed, args.seed,
-        args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
+        data["train"], data["test"], args.batch_size, loaders.loader_workers(args.workers), args.distributed,
+        args.seed, args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
 
     # the model from its builder above, moved to the device (wrapped in DDP under torchrun)
-    model_without_ddp, spec = build_model(args.model, args.weights, classes, device, checkpoint, **model_kwargs)
+    model_without_ddp, spec = options.model_builder(args, build_model)(data["classes"], device, checkpoint)
     model = DistributedDataParallel(model_without_ddp, [args.gpu] if args.gpu is not None else None) \
         if args.distributed else model_without_ddp
     if args.check_forward:
         return {"losses": {k: v.item() for k, v in check_forward(model_without_ddp, data_loader, device)[0].items()}}
     mask_paste.compact_masks(model_without_ddp)  # evaluation: masks as RLE, memory bounded on big images
-    report_info = settings.report_info(args, checkpoint, classes, spec["model"], device, len(dataset_test))
+    report_info = settings.report_info(args, checkpoint, data["classes"], spec["model"], device, len(data["test"]))
     if args.test_only:
-        return evaluate_only(model, data_loader_test, data["coco_gt"], device, classes, args.output_dir, args.eval_bf16,
-                             report_info, args.score_threshold, args.channels_last)
+        return evaluate_only(model, data_loader_test, data["coco_gt"], device, data["classes"],
+                             options.evaluation_options(args, report_info))
 
     # SGD and StepLR as in the tutorial (--opt / --lr-scheduler offer alternatives); --resume restores them
     optimizer = optim.make_optimizer(model_without_ddp, args.opt, args.lr, args.momentum, args.weight_decay)
     lr_scheduler = optim.make_lr_scheduler(optimizer, args.lr_scheduler, args.epochs, args.lr_step_size,
-                                                  args.lr_gamma)
-    scaler = optim.make_grad_scaler(device, args.amp)
-    start_epoch, records = checkpoints.resume(checkpoint, args.resume, args.epochs, optimizer, lr_scheduler, scaler)
-    return train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, args.epochs, data["coco_gt"],
-                 classes, start_epoch, records, scaler, args.print_freq, args.clip_grad_norm, args.seed, train_sampler,
-                 shuffle_gen, args.eval_bf16, args.output_dir, dict(vars(args)), spec, args.best_metric,
-                 args.score_threshold, (args.data_path, data["preview"]), report_info,
-                 replace_earlier_run=args.overwrite, resumed_from=args.resume, channels_last=args.channels_last)
+                                           args.lr_gamma)
+    run = options.training_run(args, checkpoint, data, spec, report_info, (optimizer, lr_scheduler, device),
+                                training.Sampling(args.seed, train_sampler, shuffle_gen))
+    return train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device, args.epochs, run)
 
 
 def get_args_parser(add_help=True):
@@ -430,7 +398,7 @@ def get_args_parser(add_help=True):
     p.add_argument("--weights", default="DEFAULT", type=flags.path_text,
                    help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
                         "maskrcnn_resnet18), none (random init) or a checkpoint file")
-    p.add_argument("--device", default="auto", type=flags.device_name,
+    p.add_argument("--device", default="auto", type=flags.device_flag,
                    help="cuda, cuda:N, cpu or auto (cuda when available, else cpu)")
     p.add_argument("-b", "--batch-size", default=2, type=flags.positive_int, help="images per batch (per process)")
     p.add_argument("--epochs", default=2, type=flags.non_negative_int,
@@ -458,8 +426,8 @@ def get_args_parser(add_help=True):
                    help="what best.pth keeps the best epoch of: COCO AP (bbox, segm) or AP50; auto: segm for "
                         "mask models, bbox otherwise")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the run (or --predict's results) already in --output-dir, or --export's FILE.onnx (without "
-                        "it, such a run or file stops this one)")
+                   help="replace the run (or --predict's results) already in --output-dir, or --export's FILE.onnx "
+                        "(without it, such a run or file stops this one)")
     p.add_argument("--test-only", action="store_true",
                    help="only evaluate (with --resume or --weights FILE), print the COCO tables and write "
                         "--output-dir/report/ (an earlier report moves to report/earlier/)")
@@ -508,50 +476,17 @@ def cli(argv=None):
     ranks may still wait in a collective could block, and torchrun stops them anyway).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    too_old = versions.unsupported_line(torch.__version__, torchvision.__version__)
+    if too_old:
+        sys.exit(too_old)
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    flags.check_combinations(parser, args)
-    try:
+    settings.check_combinations(parser, args)
+    left_behind = exits.interrupted_line(args.export, args.predict, args.output_dir, args.test_only)
+    with exits.one_line_errors(argv, left_behind):
         result = main(args)
-    except TrainingInterrupted as e:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is over: a late press must not cut the message
-        hint = f"; resume with: {interrupts.resume_command(argv, e.checkpoint)}" if e.checkpoint else \
-            f"; to write the report again: {interrupts.report_command(argv, e.finished)}" if e.finished else ""
-        print(f"\n{e}{hint}", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # outside training: --predict, --test-only, or before training started
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if args.export:
-            message = f"interrupted: {args.export} was not written (an earlier file there is as it was)"
-        elif args.predict:
-            where = os.path.join(args.output_dir or ".", "predict")
-            message = (f"interrupted: the images done so far have their .png and .json in {where} (each file whole); "
-                       "results.json, for all the images, was not written")
-        elif args.test_only:
-            message = "interrupted during evaluation: nothing was written"
-        else:
-            message = ("interrupted before training started: no checkpoint written, and a dataset being generated "
-                       "or extracted was discarded")
-        print(f"\n{message}", file=sys.stderr)
-        sys.exit(130)
-    except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and not hardware.is_out_of_memory(e):
-            raise
-        print(f"error: out of memory ({str(e).splitlines()[0][:160]}). Lower --batch-size, or --min-size/--max-size "
-              f"(the model's input size); checkpoints already written are whole.", file=sys.stderr)
-        sys.exit(1)
-    except TutorialError as e:
-        if utils.is_dist_avail_and_initialized() and not utils.is_main_process():
-            # under torchrun the other ranks' prints are silenced: an error must still show
-            print(f"[rank {utils.get_rank()}] error: {e}", file=sys.stderr, force=True)
-        else:
-            print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     utils.cleanup_distributed()
-    if result.get("failed"):  # --predict wrote the other images' results
-        print(f"error: {len(result['failed'])} of {len(result['failed']) + len(result['predictions'])} image(s) "
-              f"could not be read or predicted (listed above)", file=sys.stderr)
-        sys.exit(1)
+    exits.check_failed_images(result)
     return result
 
 

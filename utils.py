@@ -93,7 +93,8 @@ class MetricLogger:
             if isinstance(value, torch.Tensor):
                 value = value.item()
             if not isinstance(value, (float, int)):
-                raise TypeError(f"MetricLogger.update: {name} must be a number or a 1-element tensor, got {type(value)}")
+                raise TypeError(f"MetricLogger.update: {name} must be a number or a 1-element tensor, "
+                                f"got {type(value)}")
             self.meters[name].update(value)
 
     def __getattr__(self, attr):

@@ -23,7 +23,7 @@ reference  torchvision's references/detection + the tutorial, reproduced: evalua
            ``torch.set_num_threads(1)``, COCO ground truth rebuilt at every evaluation, 4
            non-persistent DataLoader workers, torchvision's mask pasting, NCHW, fp32, and the
            OpenMP runtime's default wait policy.
-ours       this project's defaults (tv_training.py / speedups.py): folded frozen BatchNorm, RoI pooling
+ours       this project's defaults (tv_training.py / finetune/speedups/): folded frozen BatchNorm, RoI pooling
            as a weighted gather, fast mask pasting, channels_last on AVX-512 CPUs, workers capped at the
            core count and persistent, ground truth built once, evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
@@ -237,25 +237,31 @@ def run_phases(phases, configs, args, spec_path, results):
             close_all(shared)
 
 
-def main(argv=None):
-    """The benchmark (``argv``: its flags); also the worker processes' entry (``--worker``, ``--photo-worker``)."""
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        return worker_main(sys.argv[2], sys.argv[3])
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--photo-worker":
-        return photo_worker(*sys.argv[2:7])
+def _quick_sizes(args):
+    """--quick: the smoke run's small sizes, one repeat each, and --reuse-workers."""
+    args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
+    args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size = 4, 2, 256, 427
+    args.epoch_repeats = 1
+    args.compile_steps, args.photo_size, args.photo_repeats, args.demo_steps = 3, (1000, 750), 1, 3
+    args.reuse_workers = True
+
+
+def _parse_args(argv):
+    """The flags of ``argv`` (--quick's sizes applied) and the checked ``--configs`` and ``--phases`` lists."""
     args = get_args_parser().parse_args(argv)
     if args.quick:
-        args.min_size, args.max_size, args.steps, args.eval_images, args.eval_repeats = 384, 640, 1, 3, 1
-        args.epoch_train, args.epoch_test, args.epoch_min_size, args.epoch_max_size, args.epoch_repeats = 4, 2, 256, 427, 1
-        args.compile_steps, args.photo_size, args.photo_repeats, args.demo_steps = 3, (1000, 750), 1, 3
-        args.reuse_workers = True
+        _quick_sizes(args)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if configs[0] != "reference" or any(c not in CONFIGS for c in configs) or len(set(configs)) != len(configs):
         sys.exit(f"--configs: reference first, then any of {CONFIGS[1:]}")
     if any(p not in PHASES + ("photo", "demo", "compile") for p in phases):
         sys.exit(f"--phases: a subset of {PHASES + ('photo', 'demo', 'compile')}")
-    os.makedirs(args.out, exist_ok=True)
+    return args, configs, phases
+
+
+def _pick_device(args):
+    """Settle --device auto (CUDA when present); exits on a CUDA device torch cannot see. Returns torch's version."""
     import torch
 
     if args.device == "auto":
@@ -263,11 +269,11 @@ def main(argv=None):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device "
                  "(torch.cuda.is_available() is False); run on a GPU machine or use --device cpu")
-    earlier = keep_earlier_run(args.out)
-    if earlier:
-        print(f"The earlier run in {args.out} is kept in {earlier}", flush=True)
-    info = machine_info()
-    info["torch"] = torch.__version__
+    return torch.__version__
+
+
+def _write_spec(args):
+    """Prepare the data and initial weights (Ctrl-C: exit 130) and write the workers' spec.json; returns its path."""
     try:
         train_idx, test_idx, init_path = prepare(args, args.out)
     except KeyboardInterrupt:  # data is generated in a temporary folder, the weights saved atomically
@@ -278,9 +284,11 @@ def main(argv=None):
     spec_path = os.path.join(args.out, "spec.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
+    return spec_path
 
-    results, stopped_in = {}, None
-    started = time.time()
+
+def _run_until_ctrl_c(phases, configs, args, spec_path, results):
+    """``run_phases``; on Ctrl-C, where it stopped (exits 130 if no phase finished), else None."""
     try:
         run_phases(phases, configs, args, spec_path, results)
     except KeyboardInterrupt:  # the workers got the same Ctrl-C; run_phase's cleanup has stopped them
@@ -292,14 +300,43 @@ def main(argv=None):
             print(f"\nCtrl-C: stopped {stopped_in}, before any phase finished; nothing was written",
                   file=sys.stderr)
             sys.exit(130)
-    info["loadavg_end"] = os.getloadavg()
-    info["wall_seconds"] = round(time.time() - started, 1)
+        return stopped_in
+    return None
+
+
+def _print_and_write(args, argv, info, results, configs):
+    """Print the report and write bench.json and bench.txt into --out."""
     text = report(args, info, results, configs)
     print(text)
-    cmd = " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/bench.py"] + (sys.argv[1:] if argv is None else argv))
+    flags = sys.argv[1:] if argv is None else argv
+    cmd = " ".join([os.path.relpath(sys.executable, ROOT), "benchmarks/bench.py"] + flags)
     write_results(args.out, cmd, args, info, results, text)
     print(f"\nWrote {os.path.join(args.out, 'bench.json')} and bench.txt (worker logs: {args.out}/*.log); "
           f"took {info['wall_seconds']:.0f} s")
+
+
+def main(argv=None):
+    """The benchmark (``argv``: its flags); also the worker processes' entry (``--worker``, ``--photo-worker``)."""
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        return worker_main(sys.argv[2], sys.argv[3])
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--photo-worker":
+        return photo_worker(*sys.argv[2:7])
+    args, configs, phases = _parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    torch_version = _pick_device(args)
+    earlier = keep_earlier_run(args.out)
+    if earlier:
+        print(f"The earlier run in {args.out} is kept in {earlier}", flush=True)
+    info = machine_info()
+    info["torch"] = torch_version
+    spec_path = _write_spec(args)
+
+    results = {}
+    started = time.time()
+    stopped_in = _run_until_ctrl_c(phases, configs, args, spec_path, results)
+    info["loadavg_end"] = os.getloadavg()
+    info["wall_seconds"] = round(time.time() - started, 1)
+    _print_and_write(args, argv, info, results, configs)
     if stopped_in:
         print(f"Ctrl-C: stopped {stopped_in}; the phases that finished are reported above", file=sys.stderr)
         sys.exit(130)

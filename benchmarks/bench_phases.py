@@ -27,6 +27,17 @@ import time
 TUTORIAL_WORKERS = 4  # the tutorial's DataLoaders: num_workers=4
 
 
+def to_device(images, targets, device):
+    """A batch on ``device`` as the reference's ``train_one_epoch`` moves it: every image, and every
+    tensor of the targets, copied without blocking."""
+    import torch
+
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+               for t in targets]
+    return images, targets
+
+
 def reference_evaluate(model, data_loader, device):
     """torchvision's evaluate: one thread for the whole evaluation, ground truth rebuilt from the dataset."""
     import torch
@@ -102,7 +113,7 @@ class Worker:
         return torch.utils.data.Subset(train, train_indices), torch.utils.data.Subset(test, test_indices)
 
     def loaders(self, train_ds, test_ds):
-        """The tutorial's two DataLoaders (reference) or dataset_formats.make_loaders (ours)."""
+        """The tutorial's two DataLoaders (reference) or finetune.data.loaders.make_loaders (ours)."""
         import torch
 
         import utils
@@ -134,9 +145,7 @@ class Worker:
 
     def _train_step(self, images, targets):
         """One iteration of train_one_epoch: forward, loss.item(), backward, optimizer step."""
-        import engine
-
-        images, targets = engine._to_device(images, targets, self.device)
+        images, targets = to_device(images, targets, self.device)
         with self._autocast():
             loss_dict = self.model(images, targets)
             losses = sum(loss_dict.values())
@@ -259,14 +268,13 @@ class Worker:
         """FLOPs (torch.utils.flop_counter) of forward + backward on each timed batch."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        import engine
         import utils
 
         base = self.train_loader.dataset.dataset  # the PennFudanDataset under the Subset
         counts = []
         for image_ids in self.kept:
             images, targets = utils.collate_fn([base[i] for i in image_ids])
-            images, targets = engine._to_device(images, targets, self.device)
+            images, targets = to_device(images, targets, self.device)
             with FlopCounterMode(display=False) as counter:
                 with self._autocast():
                     losses = sum(self.model(images, targets).values())
@@ -289,7 +297,7 @@ class Worker:
         kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
         recipe = demo.DEMO_RECIPE
         spec = specs.model_spec("maskrcnn_resnet18", 2, "none",
-                                        dict(min_size=recipe["min_size"], max_size=recipe["max_size"], **kwargs), anchors)
+                                dict(min_size=recipe["min_size"], max_size=recipe["max_size"], **kwargs), anchors)
         torch.manual_seed(self.spec["seed"])
         model = specs.build_model(tv_training.MODELS, spec, None)
         self.model = model.to(self.device) if self.reference else \
@@ -310,12 +318,11 @@ class Worker:
     def _demo_step(self):
         import torch
 
-        import engine
         from finetune.run import demo
 
         images, targets = self.demo_batches[self.demo_next % len(self.demo_batches)]
         self.demo_next += 1
-        images, targets = engine._to_device(images, targets, self.device)
+        images, targets = to_device(images, targets, self.device)
         with self._autocast():  # ours_amp: the demo's own setting on a CPU with bf16 instructions
             losses = sum(self.model(images, targets).values())
         self.optimizer.zero_grad()
@@ -408,13 +415,12 @@ class Worker:
         self.epoch_train, self.epoch_test = self.datasets(self.pool_train[: self.spec["epoch_train"]],
                                                           self.pool_test[: self.spec["epoch_test"]])
         if self.spec["warmup"]:  # weights untouched: one forward/backward on a training batch, one inference
-            import engine
             import utils
 
             images, targets = utils.collate_fn([self.epoch_train[i] for i in range(self.spec["batch_size"])])
             optimizer = self._optimizer(self.model, 0.0)
             self.model.train()
-            images, targets = engine._to_device(images, targets, self.device)
+            images, targets = to_device(images, targets, self.device)
             with self._autocast():
                 sum(self.model(images, targets).values()).backward()
             optimizer.zero_grad()

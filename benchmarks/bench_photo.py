@@ -124,7 +124,7 @@ def run_photo_phase(repeats, args, out_dir):
                 raise RuntimeError(f"(e) {c} failed; see {out_dir}/photo_{c}.log")
             run = dict(json.loads(text.strip().splitlines()[-1]), peak_rss_mib=usage.ru_maxrss / 1024)
             result[c]["runs"].append(run)
-            print(f"  [photo] repeat {r + 1}/{repeats} {c}: {run['seconds']:.2f} s, peak RSS {run['peak_rss_mib']:.0f} MiB, "
-                  f"{run['detections']} detections", flush=True)
+            print(f"  [photo] repeat {r + 1}/{repeats} {c}: {run['seconds']:.2f} s, "
+                  f"peak RSS {run['peak_rss_mib']:.0f} MiB, {run['detections']} detections", flush=True)
     result["size"] = list(args.photo_size)
     return result

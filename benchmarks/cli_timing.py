@@ -6,7 +6,7 @@ weights, split and flags.
     python benchmarks/cli_timing.py --configs reference fp32   # only these
     python benchmarks/cli_timing.py --num-images 12 --test-size 4 --min-size 64 --max-size 96   # toy sizes
 
-The setup is not timed: synthetic Penn-Fudan-sized images (``synthetic_data.py``) and the
+The setup is not timed: synthetic Penn-Fudan-sized images (``finetune/data/synthetic.py``) and the
 pretrained layout with random values (``--seed``) saved as a state dict, both in ``--out``, unless
 ``--data-path`` and ``--weights`` name a folder and a file. The configurations:
 
@@ -85,7 +85,8 @@ def run_config(name, common, out_dir):
         cmd += ["--output-dir", os.path.join(out_dir, name)]
     log = os.path.join(out_dir, name + ".log")
     wall, peak_rss_mib, returncode = timed_process(cmd, log)
-    row = dict(name=name, command=" ".join(["python", script, *cmd[2:]]), wall_seconds=round(wall, 1), peak_rss_mib=peak_rss_mib, returncode=returncode, log=log)
+    row = dict(name=name, command=" ".join(["python", script, *cmd[2:]]), wall_seconds=round(wall, 1),
+               peak_rss_mib=peak_rss_mib, returncode=returncode, log=log)
     if returncode == 0:
         row.update(parse_log(log))
     return row

@@ -172,14 +172,16 @@ def report(machine, rows, means, extra):
         if r["returncode"] != 0:
             lines.append(f"{r['name']:28s} {wall:>8s}  failed with exit status {r['returncode']}: see {r['log']}")
             continue
-        lines.append(f"{r['name'] + ' (' + r['trained_in'] + ')':28s} {wall:>8s} {r['peak_rss_mib']:>5d} MiB {r['bbox_AP']:8.3f} {r['bbox_AP50']:6.3f}"
+        lines.append(f"{r['name'] + ' (' + r['trained_in'] + ')':28s} {wall:>8s} {r['peak_rss_mib']:>5d} MiB"
+                     f" {r['bbox_AP']:8.3f} {r['bbox_AP50']:6.3f}"
                      f" {r['segm_AP']:8.3f} {r['segm_AP50']:6.3f}")
     if any(r["generated_data"] for r in rows):
         lines.append("* data generation included (as in a fresh clone's first run)")
     for m in means:
         met = all(m[f"{k}_AP"] >= v for k, v in TARGET_AP.items())
         threads = f", OMP_NUM_THREADS={m['threads']}" if m["threads"] is not None else ""
-        lines.append(f"mean of {m['runs']} seed(s), {m['precision']} ({m['trained_in']}){threads}: bbox AP {m['bbox_AP']:.3f}, "
+        lines.append(f"mean of {m['runs']} seed(s), {m['precision']} ({m['trained_in']}){threads}: "
+                     f"bbox AP {m['bbox_AP']:.3f}, "
                      f"segm AP {m['segm_AP']:.3f}, wall {m['wall_seconds']:.0f} s "
                      f"(target: bbox AP ≥ {TARGET_AP['bbox']:.2f}, segm AP ≥ {TARGET_AP['segm']:.2f}: "
                      f"{'met' if met else 'missed'})")
@@ -214,7 +216,8 @@ def main(argv=None):
             sys.exit(f"{flag}: {' '.join(map(str, values))} names a value twice; give each once")
     empty_out_folder(args.out, OWN_FILES, args.overwrite)
     data_path = os.path.abspath(args.data_path or os.path.join(args.out, "data"))
-    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]  # the project, and bench_report.py beside this file
+    # the project, and bench_report.py beside this file
+    sys.path[:0] = [ROOT, os.path.dirname(os.path.abspath(__file__))]
 
     machine = describe_machine()
     print(f"Machine: {machine['cpu']}; torch {machine['torch']}", flush=True)

@@ -48,7 +48,7 @@ fi
 start=$(date +%s)
 if part 1; then
     echo "== 1/4 CUDA tests"
-    CUDA_TESTS_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider 2>&1 \
+    CUDA_TESTS_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -m cuda tests/finetune/speedups/test_cuda.py -p no:cacheprovider 2>&1 \
         | tee "$OUT/cuda_tests.log" | tail -5
 fi
 if part 2; then

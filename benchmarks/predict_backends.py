@@ -92,9 +92,10 @@ def child(backend, weights, images, out_dir, score_threshold):
     import torch
 
     import tv_training
+    from finetune.models import pretrained
     from finetune.outputs import prediction
 
-    ckpt = tv_training.model_weights.load_weights_file(weights)
+    ckpt = pretrained.load_weights_file(weights)
     # the checkpoint names its model; "maskrcnn" and the default sizes only describe a plain state dict
     model, spec = tv_training.build_model("maskrcnn", weights, None, torch.device("cpu"), ckpt)
     classes = spec["classes"]

@@ -3,7 +3,7 @@
 ``tv_training.py`` against this script, on the same data, weights, split and flags, is the
 tutorial's whole run timed from the command line against the reference: the tutorial's main loop
 (SGD, StepLR, ``train_one_epoch`` then ``evaluate`` each epoch) over stock torchvision modules
-(none of ``speedups.py``), the tutorial's DataLoaders (4 workers, rebuilt each epoch) and
+(none of ``finetune/speedups/``), the tutorial's DataLoaders (4 workers, rebuilt each epoch) and
 torchvision's evaluation (one thread, COCO ground truth rebuilt per evaluation), as
 ``benchmarks/bench.py``'s "reference" configuration does phase by phase::
 

@@ -1,5 +1,5 @@
-"""The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
-from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
+"""The machine a run is on: the device ``--device`` picks (and whether it exists here), whether
+the CPU has bfloat16 instructions, out-of-memory errors, and the device's name for the report."""
 
 import os
 import platform
@@ -35,13 +35,11 @@ def read_cpuinfo(cpuinfo="/proc/cpuinfo"):
     return name, flags
 
 
-def cpu_has_bf16(cpuinfo="/proc/cpuinfo"):
-    """Whether this CPU has bfloat16 instructions (avx512_bf16, or AMX); True where it cannot tell."""
-    try:
-        _, flags = read_cpuinfo(cpuinfo)
-    except OSError:
-        return True
-    return flags is None or any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+def cpu_has_bf16():
+    """Whether this CPU has bfloat16 instructions (AVX-512 BF16, or AMX), as torch's own CPU
+    capability checks see it; False where this torch has no such check."""
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(check()) for check in checks if check is not None)
 
 
 def check_device(name):
@@ -62,14 +60,11 @@ def check_device(name):
             raise TutorialError(f"--device {name}: not available here; use --device cpu, cuda or auto.")
 
 
-def device_name(device):
+def describe_device(device):
     """'NVIDIA H200' or the CPU's model name and core count."""
-
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-
-
     try:
         name = read_cpuinfo()[0] or ""
     except OSError:

@@ -22,7 +22,7 @@ from finetune import hardware
 from finetune.data import formats, synthetic
 from finetune.models import pretrained
 from finetune.outputs import writing
-from finetune.run import checks, settings
+from finetune.run import settings
 
 DATA_SEED = 4  # the images of the conftest ``data`` fixture
 
@@ -161,7 +161,8 @@ def test_overwrite_replaces_the_run(data, tmp_path, capsys):
     first_report = open(os.path.join(out, "report", "report.html")).read()
     code, printed, err = cli(argv + ["--overwrite", "--seed", "5"], capsys)
     assert code == 0
-    assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["args"]["seed"] == 5 != first["args"]["seed"]
+    seed = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["args"]["seed"]
+    assert seed == 5 != first["args"]["seed"]
     # the replaced run's report is the one earlier report (no empty snapshot of a report/ it emptied)
     (earlier,) = os.listdir(os.path.join(out, "report", "earlier"))
     assert open(os.path.join(out, "report", "earlier", earlier, "report.html")).read() == first_report
@@ -322,18 +323,22 @@ def test_ctrl_c_during_test_only_says_nothing_was_written(trained, data, capsys,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tv_training, "evaluate", pressed)
-    code, _, err = cli(["--test-only", "--data-path", data, "--test-size", "2", "--resume", os.path.join(trained, "checkpoint.pth"),
-                        "--output-dir", ""], capsys)
+    code, _, err = cli(["--test-only", "--data-path", data, "--test-size", "2",
+                        "--resume", os.path.join(trained, "checkpoint.pth"), "--output-dir", ""], capsys)
     assert code == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted during evaluation: nothing was written"
 
 
-def test_amp_on_a_cpu_without_bf16_is_warned_about(tmp_path, monkeypatch):
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor : 0\nflags : fpu sse avx2 avx512f\n")
-    assert not hardware.cpu_has_bf16(str(fake))
-    fake.write_text("processor : 0\nflags : fpu avx512f avx512_bf16\n")
-    assert hardware.cpu_has_bf16(str(fake))
+@pytest.mark.parametrize("avx512_bf16, amx", [(False, False), (True, False), (False, True), (True, True)])
+def test_cpu_has_bf16_follows_torchs_capability_checks(avx512_bf16, amx, monkeypatch):
+    """AVX-512 BF16 or AMX, as torch detects them; a torch without those checks answers False."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert hardware.cpu_has_bf16() is (avx512_bf16 or amx)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert hardware.cpu_has_bf16() is amx
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert hardware.cpu_has_bf16() is False
 
 
 @pytest.mark.parametrize("has_bf16", [False, True])
@@ -343,7 +348,7 @@ def test_bfloat16_flags_warn_on_a_cpu_without_bf16_instructions(has_bf16, monkey
     for argv, warning in ((["--amp"], "warning: --amp on a CPU without bfloat16 instructions"),
                           (["--eval-bf16", "--test-only"], "warning: --eval-bf16 on a CPU without bfloat16")):
         args = parser.parse_args(["--device", "cpu", "--output-dir", "", "--weights", "none", *argv])
-        checks.check_run(args, None, None, pretrained.load_weights_file, settings.is_training(args))
+        settings.check_run(args, None, None, pretrained.load_weights_file)
         printed = capsys.readouterr().out
         assert (warning in printed) is not has_bf16, printed
 
@@ -374,7 +379,8 @@ def test_demo_never_writes_into_a_folder_of_other_files(data, tmp_path, capsys):
     formats.prepare_data(str(fresh), make_data)
     assert sorted(os.listdir(fresh)) == ["PNGImages", "PedMasks", "run"]
     photo = str(own / "photo.jpg")
-    for argv in (tiny_argv(photo, str(tmp_path / "o")), ["--data-path", photo, "--weights", "none", "--output-dir", ""]):
+    for argv in (tiny_argv(photo, str(tmp_path / "o")),
+                 ["--data-path", photo, "--weights", "none", "--output-dir", ""]):
         code, out, err = cli(argv, capsys)
         assert code == 1 and err.strip().startswith(f"error: {photo}: a file, not a dataset.")
 

@@ -20,11 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the worker runs outside pytest, without pytest.ini's pythonpath
     sys.path.insert(0, ROOT)
 
-
-import tv_training
+# after the sys.path line above, which these imports need when this file runs as a script (the torchrun worker)
+import tv_training  # noqa: E402
 import utils  # noqa: E402
-from finetune.data.loaders import split_indices
-from finetune.data.synthetic import make_synthetic_pennfudan
+from finetune.data.loaders import split_indices  # noqa: E402
+from finetune.data.synthetic import make_synthetic_pennfudan  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # init_distributed_mode, without starting processes
@@ -131,7 +131,8 @@ def _launch(result_dir, argv, nproc):
     """Run the worker (this file) under torchrun with ``nproc`` processes; return the rank records."""
     os.makedirs(result_dir, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", os.path.abspath(__file__), str(result_dir), *argv]
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", os.path.abspath(__file__), str(result_dir),
+           *argv]
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
     log = f"$ {' '.join(cmd)}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"

@@ -95,11 +95,11 @@ def test_ctrl_c_at_many_points_stops_within_seconds(data, tmp_path):
         argv = tiny_argv(data, out, epochs=EPOCHS)
         runs.append((delay, out, argv, start(argv, one_stream=True)))
     pressed = []
-    for delay, out, argv, proc in runs:
+    for delay, out, _, proc in runs:
         if delay is None:  # during the first iterations: no epoch complete yet
-            wait_for(lambda: os.path.exists(os.path.join(out, "preview.png")), proc)
+            wait_for(lambda out=out: os.path.exists(os.path.join(out, "preview.png")), proc)
         else:
-            wait_for(lambda: os.path.exists(os.path.join(out, "checkpoint.pth")), proc)
+            wait_for(lambda out=out: os.path.exists(os.path.join(out, "checkpoint.pth")), proc)
             time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         pressed.append(time.monotonic())

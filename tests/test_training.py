@@ -19,8 +19,9 @@ from test_arguments import cli
 import tv_training
 from finetune import hardware
 from finetune.data import loaders
+from finetune.errors import TrainingInterrupted
 from finetune.outputs import metrics
-from finetune.run import checkpoints, demo, interrupts, optim
+from finetune.run import checkpoints, demo, interrupts, optim, settings
 from finetune.speedups import inference
 
 # the runs here: --demo (random init and the demo's small RPN/RoI settings) for two epochs at a
@@ -51,16 +52,16 @@ def test_parser_defaults_are_the_tutorials():
 
 def test_demo_recipe_replaces_only_flags_left_at_their_defaults():
     parser = tv_training.get_args_parser()
-    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--lr", "0.01"]), parser)
+    args = settings.apply_demo_recipe(parser.parse_args(["--demo", "--lr", "0.01"]))
     assert args.lr == 0.01  # explicit wins
     assert args.weights == "none" and args.opt == "adamw" and args.data_path == "data/SyntheticPed"
     assert args.epochs == demo.DEMO_RECIPE["epochs"]
     # a flag typed with the tutorial's value is still explicit
-    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--epochs", "2"]), parser)
+    args = settings.apply_demo_recipe(parser.parse_args(["--demo", "--epochs", "2"]))
     assert args.epochs == 2 and args.explicit == ["demo", "epochs"]
     # the demo trains the small Mask R-CNN unless a model is named
     assert args.model == "maskrcnn_resnet18"
-    args = demo.apply_demo_recipe(parser.parse_args(["--demo", "--model", "maskrcnn"]), parser)
+    args = settings.apply_demo_recipe(parser.parse_args(["--demo", "--model", "maskrcnn"]))
     assert args.model == "maskrcnn" and args.opt == "adamw"
 
 
@@ -71,10 +72,10 @@ def test_demo_trains_in_bfloat16_on_a_cpu_that_has_it(has_bf16, monkeypatch):
 
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
     parser = tv_training.get_args_parser()
-    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu"]), parser).amp is has_bf16
-    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--no-amp"]), parser).amp is False
-    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--amp"]), parser).amp is True
-    assert demo.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cuda"]), parser).amp is False
+    assert settings.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu"])).amp is has_bf16
+    assert settings.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--no-amp"])).amp is False
+    assert settings.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cpu", "--amp"])).amp is True
+    assert settings.apply_demo_recipe(parser.parse_args(["--demo", "--device", "cuda"])).amp is False
     assert parser.parse_args(["--device", "cpu"]).amp is False  # without --demo: the tutorial's float32
 
 
@@ -181,7 +182,8 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(full_run, data, tmp
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(tv_training, "train_one_epoch", interrupted_at_epoch_1)
-    with pytest.raises(tv_training.TrainingInterrupted, match=r"interrupted: epoch 0 is the last complete one, saved in") as info:
+    stopped = r"interrupted: epoch 0 is the last complete one, saved in"
+    with pytest.raises(TrainingInterrupted, match=stopped) as info:
         run_main(*tiny_argv(data, out, **RECIPE))
     assert info.value.checkpoint == os.path.join(out, "checkpoint.pth")
     assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["epoch"] == 0
@@ -344,7 +346,8 @@ def test_resume_command_under_torchrun_names_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    assert interrupts.resume_command(["--demo"], "c.pth") == "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
+    assert interrupts.resume_command(["--demo"], "c.pth") == \
+        "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
 
 
 def test_resume_command_replaces_an_earlier_resume():

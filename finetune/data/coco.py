@@ -5,9 +5,9 @@ checked and served as a dataset.
 ``load_coco_images`` finds and checks every image (``image_places``) and cleans the annotations
 (one warning line per kind, ``KindLines``), ``CocoFormatDataset`` serves the result as
 ``PennFudanDataset`` serves a folder, and ``coco_ground_truth`` is what COCO evaluation scores
-against. labelme_yolo.py builds the same COCO dict from labelme folders and YOLO data.yaml
-files and hands it to ``load_coco_images``. Images are converted to RGB as the Penn-Fudan
-reader does (``pennfudan_data.to_rgb``).
+against. ``finetune.data.labelme`` and ``finetune.data.yolo`` build the same COCO dict from
+labelme folders and YOLO data.yaml files and hand it to ``load_coco_images``. Images are
+converted to RGB as the Penn-Fudan reader does (``finetune.data.image_files.to_rgb``).
 """
 
 import contextlib
@@ -19,12 +19,12 @@ import os
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from finetune.data.image_files import to_rgb
+from finetune.data.masks import rle_counts, segmentation_mask
 from finetune.errors import DatasetError
 
 REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
@@ -243,32 +243,10 @@ def _clean_annotation(ann, width, height, warnings):
                 iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", w * h)))
 
 
-def _rle_counts(text):
-    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString): 5 bits per
-    character from '0', a continuation bit, a sign bit, each count after the second a difference
-    to the count two before. Raises ValueError for a character outside the alphabet or a cut end."""
-    counts, p = [], 0
-    while p < len(text):
-        x, k, more = 0, 0, True
-        while more:
-            if p >= len(text):
-                raise ValueError("the string ends inside a count")
-            c = ord(text[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"{text[p]!r} is not an RLE character")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p, k = p + 1, k + 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        counts.append(x + counts[-2] if len(counts) > 2 else x)
-    return counts
-
-
 def _rle_covers(counts, pixels):
     """Whether RLE ``counts`` (a compressed string or a list) are run lengths over exactly ``pixels``."""
     try:
-        runs = _rle_counts(counts) if isinstance(counts, str) else counts
+        runs = rle_counts(counts) if isinstance(counts, str) else counts
     except ValueError:
         return False
     return all(isinstance(n, int) and n >= 0 for n in runs) and sum(runs) == pixels
@@ -283,20 +261,68 @@ def annotation_mask(ann, height, width):
         x0, y0, x1, y1 = ann["box"]
         mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))] = 1
         return mask
-    if isinstance(seg, list):
-        rle = coco_mask.merge(coco_mask.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = coco_mask.frPyObjects(seg, height, width)
-    else:
-        rle = dict(seg, counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"])
-    return coco_mask.decode(rle)
+    return segmentation_mask(seg, height, width)
+
+
+def _found_image(path, im, places, first_id):
+    """The image file of ``im``: the first of ``places`` that exists; refuses one file listed under two ids."""
+    found = next((p for p in places if os.path.isfile(p)), None)
+    if found is None:
+        raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
+                           f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+    other = first_id.setdefault(os.path.realpath(found), im["id"])
+    if other != im["id"]:  # one picture, two ids: its objects would be split between them
+        raise DatasetError(f"{path}: images {other!r} and {im['id']!r} are both {os.path.normpath(found)}; list "
+                           f"each image once (merge their annotations) or export the file again.")
+    return found
+
+
+def _decoded_size(found, path):
+    """The ``(size, EXIF orientation)`` of the image file ``found``, decoded whole to catch a broken file."""
+    try:  # decoded once, so a truncated file stops the run here and not epochs into it
+        with Image.open(found) as pil:
+            size, orientation = pil.size, pil.getexif().get(0x0112, 1)
+            pil.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: 1/8 scale, every byte read
+            to_rgb(pil)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
+                           f"remove it from {path}.") from None
+    return size, orientation
+
+
+def _checked_size(found, path, im, size, orientation):
+    """``(width, height, rotate)`` of ``im`` as the JSON says; refuses a file of another size, even turned upright."""
+    width, height = _whole(im["width"]), _whole(im["height"])
+    # turned upright as annotation tools and --predict show it, where the file's size allows:
+    # a quarter turn only when the JSON has the turned size
+    upright = (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+    rotate = orientation in (2, 3, 4, 5, 6, 7, 8) and upright == (width, height)
+    if size != (width, height):
+        if not rotate:
+            swapped = " (width and height swapped: the image is rotated by its EXIF orientation?)" \
+                if size == (height, width) else ""
+            raise DatasetError(f"{found}: {size[0]}x{size[1]} pixels, but {path} says {width}x{height}"
+                               f"{swapped}. Export the annotations again from these images.")
+    return width, height, rotate
+
+
+def _image_annotations(anns, width, height, labels, no_mask, warnings):
+    """One image's cleaned annotations of a known category, each given its ``label`` 1..K."""
+    anns = [a for a in (_clean_annotation(a, width, height, warnings) for a in anns)
+            if a is not None and a["category_id"] in labels]
+    for a in anns:
+        a["label"] = labels[a["category_id"]]
+        if a["id"] in no_mask and not a["iscrowd"]:
+            warnings.add("without a segmentation among annotations with one: its box is used as its mask",
+                         a["id"])
+    return anns
 
 
 def load_coco_images(path, image_dir=None, data=None):
     """Read and check a COCO file and its images. Returns ``(entries, classes, has_masks)``.
 
     ``data``: the COCO dict already built from ``path`` (a labelme folder or a YOLO data.yaml,
-    labelme_yolo.py), its images with the ``path`` found for each.
+    ``finetune.data.labelme``, ``finetune.data.yolo``), its images with the ``path`` found for each.
 
     ``entries``: one dict per image (path, image_id, width, height, its cleaned annotations,
     whether its EXIF orientation must be applied), in the file's order. Missing or unreadable
@@ -317,40 +343,10 @@ def load_coco_images(path, image_dir=None, data=None):
         {a["id"] for a in data["annotations"] if a.get("segmentation") is None}
     for im in data["images"]:
         places = [im["path"]] if built else image_places(im["file_name"], path, image_dir)
-        found = next((p for p in places if os.path.isfile(p)), None)
-        if found is None:
-            raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
-                               f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
-        other = first_id.setdefault(os.path.realpath(found), im["id"])
-        if other != im["id"]:  # one picture, two ids: its objects would be split between them
-            raise DatasetError(f"{path}: images {other!r} and {im['id']!r} are both {os.path.normpath(found)}; list "
-                               f"each image once (merge their annotations) or export the file again.")
-        try:  # decoded once, so a truncated file stops the run here and not epochs into it
-            with Image.open(found) as pil:
-                size, orientation = pil.size, pil.getexif().get(0x0112, 1)
-                pil.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))  # JPEG: 1/8 scale, every byte read
-                to_rgb(pil)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise DatasetError(f"{found}: cannot read this image ({str(e).splitlines()[0][:100]}). Replace it or "
-                               f"remove it from {path}.") from None
-        width, height = _whole(im["width"]), _whole(im["height"])
-        # turned upright as annotation tools and --predict show it, where the file's size allows:
-        # a quarter turn only when the JSON has the turned size
-        upright = (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
-        rotate = orientation in (2, 3, 4, 5, 6, 7, 8) and upright == (width, height)
-        if size != (width, height):
-            if not rotate:
-                swapped = " (width and height swapped: the image is rotated by its EXIF orientation?)" \
-                    if size == (height, width) else ""
-                raise DatasetError(f"{found}: {size[0]}x{size[1]} pixels, but {path} says {width}x{height}"
-                                   f"{swapped}. Export the annotations again from these images.")
-        anns = [a for a in (_clean_annotation(a, width, height, warnings) for a in by_image.get(im["id"], []))
-                if a is not None and a["category_id"] in labels]
-        for a in anns:
-            a["label"] = labels[a["category_id"]]
-            if a["id"] in no_mask and not a["iscrowd"]:
-                warnings.add("without a segmentation among annotations with one: its box is used as its mask",
-                             a["id"])
+        found = _found_image(path, im, places, first_id)
+        size, orientation = _decoded_size(found, path)
+        width, height, rotate = _checked_size(found, path, im, size, orientation)
+        anns = _image_annotations(by_image.get(im["id"], []), width, height, labels, no_mask, warnings)
         entries.append(dict(path=found, image_id=im["id"], width=width, height=height, anns=anns, exif=rotate,
                             file_name=im["file_name"]))
     warnings.print()

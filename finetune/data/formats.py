@@ -1,13 +1,12 @@
-"""Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
-
-Each reader turns its files into the in-memory COCO instances dict (images, annotations,
-categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
-evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
-checks that need the user's own file happen here, so every error names the labelme JSON (and
-its shape) or the YOLO label file (and its line), never the dict built from them.
+"""The data of a run, whatever its format: ``prepare_data`` makes or downloads a missing dataset,
+and ``load_datasets`` reads the train and test datasets of a Penn-Fudan folder
+(``finetune.data.pennfudan``), a COCO file (``finetune.data.coco``), a labelme folder or a YOLO
+data.yaml (``finetune.data.labelme``, ``finetune.data.yolo``: read into the COCO route), held
+out as a ``DataSplit`` says.
 """
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -114,17 +113,26 @@ def check_test_data_path(data_path, test_data_path):
                            f"Pass the COCO file the model was trained on as --data-path.")
 
 
-def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_size, seed,
-                  test_data_path=None, image_dir=None, check=True, class_names=None, ground_truth=True):
+class DataSplit(NamedTuple):
+    """How a run splits its images: ``test_size`` held out, ``train_size`` trained on (None: all), ``seed``."""
+
+    test_size: int
+    train_size: int | None
+    seed: int
+
+
+def load_datasets(data_path, pennfudan_dataset, get_transform, split, test_data_path=None, image_dir=None, check=True,
+                  class_names=None, ground_truth=True):
     """The train and test datasets of a run: a Penn-Fudan folder, a COCO file (``.json``), a labelme
     folder or a YOLO data.yaml.
 
     Returns a dict: ``train``, ``test`` (Subsets or datasets), ``classes`` (``[{"id", "name"}]``,
     label k + 1 for entry k), ``has_masks``, ``coco_gt`` (the test set's COCO ground truth; None
     without test images) and ``preview``: what
-    ``outputs.save_preview`` draws its first image from, beside the data path (None: the
+    ``finetune.outputs.plots.save_preview`` draws its first image from, beside the data path (None: the
     Penn-Fudan folder's first image and mask files; else the training ``CocoFormatDataset``).
-    ``pennfudan_dataset`` is the tutorial's class (it lives in tv_training.py); ``check`` decodes
+    ``pennfudan_dataset`` is the tutorial's class (it lives in tv_training.py); ``split`` (a
+    ``DataSplit``) says how the images are held out; ``check`` decodes
     every Penn-Fudan pair first; without ``ground_truth`` a Penn-Fudan test set's COCO ground
     truth (which reads every test image) is not built (``coco_gt`` None).
     """
@@ -133,40 +141,63 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, test_size, train_
         raise DatasetError(f"--classes: applies to labelme folders only; {data_path} names its classes itself.")
     if not str(data_path).lower().endswith(".json") and not own_format:
         check_test_data_path(data_path, test_data_path)
-        if check:
-            summary = check_dataset(data_path)
-            print(f"Dataset {data_path}: {summary['images']} images, {summary['instances']} instances, "
-                  f"{summary['negative_images']} without pedestrians")
-        train = pennfudan_dataset(data_path, get_transform(train=True))
-        test = pennfudan_dataset(data_path, get_transform(train=False))
-        train_idx, test_idx = split_indices(len(train), test_size, train_size, seed)
-        test = torch.utils.data.Subset(test, test_idx)
-        # built once here, not at every evaluation as the reference's evaluate() would
-        return dict(train=torch.utils.data.Subset(train, train_idx), test=test, classes=PENNFUDAN_CLASSES,
-                    has_masks=True, coco_gt=get_coco_api_from_dataset(test) if ground_truth and len(test) else None,
-                    preview=None)
+        return _pennfudan_datasets(data_path, pennfudan_dataset, get_transform, split, check, ground_truth)
     if own_format:  # a labelme folder or a YOLO data.yaml, read into the same entries
-        (entries, classes, has_masks), test = load_own_format(data_path, test_data_path, class_names, image_dir)
+        train, test = load_own_format(data_path, test_data_path, class_names, image_dir)
     else:
-        entries, classes, has_masks = load_coco_images(data_path, image_dir)
+        train = load_coco_images(data_path, image_dir)
         test = load_coco_images(test_data_path, image_dir) if test_data_path else None
+    train_entries, test_entries = _train_test_entries(data_path, test_data_path, split, train, test)
+    return _coco_datasets(data_path, get_transform, train, train_entries, test_entries)
+
+
+def _pennfudan_datasets(data_path, pennfudan_dataset, get_transform, split, check, ground_truth):
+    """``load_datasets``' dict for a Penn-Fudan folder: its seeded hold-out as the test Subset."""
+    if check:
+        summary = check_dataset(data_path)
+        print(f"Dataset {data_path}: {summary['images']} images, {summary['instances']} instances, "
+              f"{summary['negative_images']} without pedestrians")
+    train = pennfudan_dataset(data_path, get_transform(train=True))
+    test = pennfudan_dataset(data_path, get_transform(train=False))
+    train_idx, test_idx = split_indices(len(train), split.test_size, split.train_size, split.seed)
+    test = torch.utils.data.Subset(test, test_idx)
+    # built once here, not at every evaluation as the reference's evaluate() would
+    return dict(train=torch.utils.data.Subset(train, train_idx), test=test, classes=PENNFUDAN_CLASSES,
+                has_masks=True, coco_gt=get_coco_api_from_dataset(test) if ground_truth and len(test) else None,
+                preview=None)
+
+
+def _check_test_set(data_path, test_data_path, train, test):
+    """Refuse a test set whose categories differ from training's; say when its masks and training's disagree."""
+    _, classes, has_masks = train
+    test_entries, test_classes, test_masks = test
+    if [(c["id"], c["name"]) for c in test_classes] != [(c["id"], c["name"]) for c in classes]:
+        raise DatasetError(f"{test_data_path}: its categories differ from {data_path}'s "
+                           f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "
+                           f"train and test files must have the same categories.")
+    where = test_data_path or f"{data_path}'s test split"
+    if has_masks and not test_masks and any(e["anns"] for e in test_entries):
+        print(f"warning: {where}: boxes only, while the training data has masks: segm AP would score the "
+              f"predicted masks against the boxes as rectangles. Give the test set polygons too, or train "
+              f"boxes only (--model fasterrcnn).")
+    elif test_masks and not has_masks:
+        print(f"note: {where}: its masks are not used (the training data has boxes only: a box-only model).")
+
+
+def _train_test_entries(data_path, test_data_path, split, train, test):
+    """The training and test entries: the given test set (checked), or a seeded hold-out of the training entries."""
+    entries = train[0]
     if test is not None:
-        test_entries, test_classes, test_masks = test
-        if [(c["id"], c["name"]) for c in test_classes] != [(c["id"], c["name"]) for c in classes]:
-            raise DatasetError(f"{test_data_path}: its categories differ from {data_path}'s "
-                               f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "
-                               f"train and test files must have the same categories.")
-        train_entries = entries[:train_size] if train_size else entries
-        where = test_data_path or f"{data_path}'s test split"
-        if has_masks and not test_masks and any(e["anns"] for e in test_entries):
-            print(f"warning: {where}: boxes only, while the training data has masks: segm AP would score the "
-                  f"predicted masks against the boxes as rectangles. Give the test set polygons too, or train "
-                  f"boxes only (--model fasterrcnn).")
-        elif test_masks and not has_masks:
-            print(f"note: {where}: its masks are not used (the training data has boxes only: a box-only model).")
-    else:
-        train_idx, test_idx = split_indices(len(entries), test_size, train_size, seed)
-        train_entries, test_entries = [entries[i] for i in train_idx], [entries[i] for i in test_idx]
+        _check_test_set(data_path, test_data_path, train, test)
+        train_entries = entries[:split.train_size] if split.train_size else entries
+        return train_entries, test[0]
+    train_idx, test_idx = split_indices(len(entries), split.test_size, split.train_size, split.seed)
+    return [entries[i] for i in train_idx], [entries[i] for i in test_idx]
+
+
+def _coco_datasets(data_path, get_transform, train, train_entries, test_entries):
+    """``load_datasets``' dict for COCO-route entries (a COCO file, labelme folder or YOLO data.yaml)."""
+    entries, classes, has_masks = train
     # images whose only objects are crowd regions teach nothing: left out of training
     train_entries = [e for e in train_entries if not e["anns"] or any(not a["iscrowd"] for a in e["anns"])]
     n_ann = sum(len(e["anns"]) for e in entries)

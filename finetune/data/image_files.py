@@ -1,10 +1,6 @@
-"""The Penn-Fudan reader: its folder layout read, checked and downloaded.
-
-Layout: ``PNGImages/X.png`` with ``PedMasks/X_mask.png``, where pixel value k marks the k-th
-pedestrian (0 is background). ``PennFudanDataset`` (tv_training.py) reads one pair with
-``pair_images_and_masks``/``read_rgb``/``read_instance_mask``/``instance_masks_and_boxes``, so
-copying that class takes this file and errors.py with it; ``check_dataset`` decodes every pair
-once before training, so a broken file is named before any time is spent.
+"""Image files as every reader opens them: ``open_png`` and ``read_rgb`` decode one (any mode turned
+into RGB by ``to_rgb``, 16-bit grayscale scaled to 8 bits), ``image_size`` reads its upright size
+from the header, and ``IMAGE_EXTENSIONS`` are the formats the labelme and YOLO readers take.
 """
 
 import numpy as np
@@ -16,14 +12,15 @@ from finetune.errors import DatasetError
 
 # torchvision 0.29 deprecates its image decoders (read_image) in favour of TorchCodec; PIL
 # decodes the same PNGs, converts any image mode to RGB, and keeps palette masks as indices.
-def _open_png(path, what):
+def open_png(path, what):
     try:
         with Image.open(path) as im:
             im.load()
             return im
     except (OSError, SyntaxError, ValueError) as e:  # truncated, not an image, bad header
+        other = "mask" if what == "image" else "image"
         raise DatasetError(f"{path}: cannot decode {what} ({str(e).splitlines()[0][:120]}). "
-                           f"Replace it with a valid PNG or remove it and its {'mask' if what == 'image' else 'image'}.") from None
+                           f"Replace it with a valid PNG or remove it and its {other}.") from None
 
 
 def to_rgb(im):
@@ -39,7 +36,7 @@ def to_rgb(im):
 
 def read_rgb(path):
     """Decode an image as a (3, H, W) uint8 tensor (RGBA, grayscale, 16-bit and palette PNGs are converted)."""
-    im = _open_png(path, "image")
+    im = open_png(path, "image")
     try:
         return F.pil_to_tensor(to_rgb(im))
     except ValueError as e:
@@ -50,7 +47,7 @@ def read_rgb(path):
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
 
 
-def _image_size(path, what):
+def image_size(path, what):
     """``(width, height)`` of the image upright (its EXIF orientation applied), from its header."""
     try:
         with Image.open(path) as pil:

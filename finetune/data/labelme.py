@@ -1,10 +1,9 @@
-"""Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
-
-Each reader turns its files into the in-memory COCO instances dict (images, annotations,
-categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
-evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
-checks that need the user's own file happen here, so every error names the labelme JSON (and
-its shape) or the YOLO label file (and its line), never the dict built from them.
+"""The labelme reader: a folder of labelme JSONs (each beside its image, or holding it as
+imageData) read into the in-memory COCO instances dict that
+``finetune.data.coco.load_coco_images`` loads for a COCO file, so training, evaluation, the
+per-class table, ``best.pth`` and --predict's class names work unchanged. Its checks need the
+user's own file, so every error names the labelme JSON (and its shape), never the dict built
+from it.
 """
 
 import atexit
@@ -18,16 +17,12 @@ import tempfile
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as coco_mask
 
 from finetune.data.coco import KindLines
-from finetune.data.image_files import IMAGE_EXTENSIONS, _image_size
-from finetune.data.masks import mask_to_rle, polygon_area
+from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
+from finetune.data.masks import mask_to_rle, polygon_area, segmentation_mask
 from finetune.data.yolo import is_yolo_file
 from finetune.errors import DatasetError
-
-# labelme shape types that mark no area (nothing to learn a box or a mask from)
-NO_AREA_SHAPES = ("line", "linestrip", "point", "points")
 
 
 def _json_files(folder):
@@ -77,8 +72,7 @@ def _annotation(ann_id, image_id, category_id, parts, height, width):
                     area=polygon_area(parts, height, width))
     mask = np.zeros((height, width), bool)  # a mask among the parts: the object is their union, as an RLE
     for p in parts:
-        mask |= p if isinstance(p, np.ndarray) else \
-            coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([p], height, width))).astype(bool)
+        mask |= p if isinstance(p, np.ndarray) else segmentation_mask([p], height, width).astype(bool)
     ys, xs = np.nonzero(mask)
     box = [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())] \
         if len(xs) else [0.0, 0.0, 0.0, 0.0]
@@ -96,7 +90,8 @@ def _embedded_image(json_path, image_data):
     try:
         raw = base64.b64decode(image_data, validate=False)
         with Image.open(io.BytesIO(raw)) as pil:
-            ext = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}.get(pil.format, ".png")
+            ext = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif",
+                   "WEBP": ".webp"}.get(pil.format, ".png")
     except (ValueError, TypeError, OSError, SyntaxError, Image.DecompressionBombError):
         raise DatasetError(f"{json_path}: its image file is missing and its imageData is not an image. Put the "
                            f"image beside the JSON (as its imagePath says).") from None
@@ -187,15 +182,8 @@ def _shape_part(json_path, index, shape, height, width):
     return None
 
 
-def read_labelme_folder(folder, class_names=None, why="not in --classes"):
-    """A labelme folder as a COCO instances dict (each image also has ``path``, the file found).
-
-    ``class_names``: the classes in this order, other labels dropped (one note line per label,
-    saying ``why``);
-    None: every label, sorted. Shapes of one image with the same label and ``group_id`` are one
-    object. Shapes without area (line, point, ...) are skipped with one warning line per kind.
-    """
-    files = _json_files(folder)
+def _sort_json_files(files):
+    """The JSON files read and sorted: labelme ``(path, doc)`` pairs, COCO files, and the rest."""
     docs, coco_files, others = [], [], []
     for path in files:
         doc = _read_json(path)
@@ -205,6 +193,11 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             coco_files.append(path)
         else:
             others.append(path)
+    return docs, coco_files, others
+
+
+def _check_holds_labelme(folder, files, docs, coco_files):
+    """Refuse a folder mixing labelme JSONs and a COCO file, or one without labelme JSONs (saying what it holds)."""
     if docs and coco_files:
         raise DatasetError(f"{folder}: holds both labelme JSONs ({len(docs)}, e.g. {os.path.basename(docs[0][0])}) "
                            f"and a COCO file ({coco_files[0]}): pass the COCO file itself as --data-path, or move it "
@@ -216,34 +209,51 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
         raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
                            f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
-    notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
-    for path in others:
-        notes.add("JSON file(s) without labelme \"shapes\" not read", os.path.relpath(path, folder))
-    images, objects, used = [], [], set()
+
+
+def _labelme_image_entry(folder, image_id, path, doc):
+    """The COCO image dict of one labelme JSON, its size checked against the JSON's imageWidth x imageHeight."""
+    image = _labelme_image(path, doc)
+    width, height = image_size(image, path)
+    said = (doc.get("imageWidth"), doc.get("imageHeight"))
+    if all(isinstance(v, int) for v in said) and said != (width, height):
+        raise DatasetError(f"{path}: imageWidth x imageHeight is {said[0]}x{said[1]}, but its image {image} is "
+                           f"{width}x{height} pixels (upright). Annotate this image again in labelme.")
+    return dict(id=image_id, file_name=os.path.relpath(image, folder) if not image.startswith(
+        _EMBEDDED.get("dir", "\0")) else os.path.relpath(path, folder), width=width, height=height, path=image)
+
+
+def _shape_objects(folder, path, doc, height, width, warnings):
+    """The objects of one labelme JSON: its shapes, those with the same label and ``group_id`` as one."""
+    groups = {}
+    for index, shape in enumerate(doc["shapes"]):
+        if not isinstance(shape, dict) or not isinstance(shape.get("label"), str) or not shape["label"]:
+            raise DatasetError(f"{path}: shape {index} has no \"label\" text. Fix it in labelme or delete it.")
+        part = _shape_part(path, index, shape, height, width)
+        where = f"{os.path.relpath(path, folder)} shape {index}"
+        if part is None:
+            warnings.add(f"{shape.get('shape_type')} shape(s) skipped (no area to learn from)", where)
+            continue
+        group = shape.get("group_id")
+        key = (shape["label"], group) if group is not None else (shape["label"], "shape", index)
+        groups.setdefault(key, dict(label=shape["label"], where=where, parts=[]))["parts"].append(part)
+    return list(groups.values())
+
+
+def _read_labelme_docs(folder, docs, warnings):
+    """The images of the labelme JSONs, and their objects as ``(image_id, object, height, width)``."""
+    images, objects = [], []
     for image_id, (path, doc) in enumerate(docs, 1):
-        image = _labelme_image(path, doc)
-        width, height = _image_size(image, path)
-        said = (doc.get("imageWidth"), doc.get("imageHeight"))
-        if all(isinstance(v, int) for v in said) and said != (width, height):
-            raise DatasetError(f"{path}: imageWidth x imageHeight is {said[0]}x{said[1]}, but its image {image} is "
-                               f"{width}x{height} pixels (upright). Annotate this image again in labelme.")
-        images.append(dict(id=image_id, file_name=os.path.relpath(image, folder) if not image.startswith(
-            _EMBEDDED.get("dir", "\0")) else os.path.relpath(path, folder), width=width, height=height, path=image))
-        groups = {}
-        for index, shape in enumerate(doc["shapes"]):
-            if not isinstance(shape, dict) or not isinstance(shape.get("label"), str) or not shape["label"]:
-                raise DatasetError(f"{path}: shape {index} has no \"label\" text. Fix it in labelme or delete it.")
-            part = _shape_part(path, index, shape, height, width)
-            where = f"{os.path.relpath(path, folder)} shape {index}"
-            if part is None:
-                warnings.add(f"{shape.get('shape_type')} shape(s) skipped (no area to learn from)", where)
-                continue
-            group = shape.get("group_id")
-            key = (shape["label"], group) if group is not None else (shape["label"], "shape", index)
-            groups.setdefault(key, dict(label=shape["label"], where=where, parts=[]))["parts"].append(part)
-        for obj in groups.values():
-            objects.append((image_id, obj, height, width))
-            used.add(obj["label"])
+        image = _labelme_image_entry(folder, image_id, path, doc)
+        images.append(image)
+        height, width = image["height"], image["width"]
+        shape_objects = _shape_objects(folder, path, doc, height, width, warnings)
+        objects += [(image_id, obj, height, width) for obj in shape_objects]
+    return images, objects
+
+
+def _paired_images(images, docs):
+    """Each image file's real path and the JSON annotating it; refuses an image that two JSONs annotate."""
     paired = {}
     for im, (path, _) in zip(images, docs):
         if not im["path"].startswith(_EMBEDDED.get("dir", "\0")):  # one image, two JSONs: which labels hold?
@@ -251,13 +261,22 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
             if first != path:
                 raise DatasetError(f"{path}: annotates {im['path']}, as {first} does; the image would be in the data "
                                    f"twice, with different labels. Delete one JSON or point its imagePath elsewhere.")
-    for here, dirs, names in os.walk(folder):  # images labelme saved no JSON for: not annotated, so not used
+    return paired
+
+
+def _note_unannotated_images(folder, paired, notes):
+    """Note the images under ``folder`` that no labelme JSON annotates (not annotated, so not used)."""
+    for here, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             full = os.path.join(here, name)
             if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.realpath(full) not in paired:
                 notes.add("image(s) without a labelme JSON not used (save an empty one in labelme to train on it as "
                           "a negative)", os.path.relpath(full, folder))
+
+
+def _check_labels(folder, used, class_names, why, warnings):
+    """Refuse labels none of which is one of ``class_names``; warn of labels that differ only in case or spaces."""
     if class_names is not None and used and not used & set(class_names):
         raise DatasetError(f"{folder}: none of its labels ({', '.join(sorted(used))}) is one of the classes "
                            f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
@@ -269,7 +288,10 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
         for label in sorted(group):
             warnings.add("labels that differ only in case or spaces, each a class of its own (rename them in labelme "
                          "to merge them)", repr(label))
-    labels = sorted(used) if class_names is None else list(class_names)
+
+
+def _labelme_annotations(objects, labels, why, notes):
+    """The COCO annotations of the objects labelled with one of ``labels``; a note per label left out."""
     category = {name: k + 1 for k, name in enumerate(labels)}
     annotations, dropped = [], {}
     for image_id, obj, height, width in objects:
@@ -279,6 +301,29 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
         annotations.append(_annotation(obj["where"], image_id, category[obj["label"]], obj["parts"], height, width))
     for label, places in dropped.items():
         notes.kinds[f"object(s) labelled \"{label}\" left out ({why})"] = places
+    return annotations
+
+
+def read_labelme_folder(folder, class_names=None, why="not in --classes"):
+    """A labelme folder as a COCO instances dict (each image also has ``path``, the file found).
+
+    ``class_names``: the classes in this order, other labels dropped (one note line per label,
+    saying ``why``);
+    None: every label, sorted. Shapes of one image with the same label and ``group_id`` are one
+    object. Shapes without area (line, point, ...) are skipped with one warning line per kind.
+    """
+    files = _json_files(folder)
+    docs, coco_files, others = _sort_json_files(files)
+    _check_holds_labelme(folder, files, docs, coco_files)
+    notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
+    for path in others:
+        notes.add("JSON file(s) without labelme \"shapes\" not read", os.path.relpath(path, folder))
+    images, objects = _read_labelme_docs(folder, docs, warnings)
+    used = {obj["label"] for _, obj, _, _ in objects}
+    _note_unannotated_images(folder, _paired_images(images, docs), notes)
+    _check_labels(folder, used, class_names, why, warnings)
+    labels = sorted(used) if class_names is None else list(class_names)
+    annotations = _labelme_annotations(objects, labels, why, notes)
     warnings.print()
     notes.print()
     return dict(images=images, annotations=annotations,

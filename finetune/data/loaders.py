@@ -1,7 +1,6 @@
-"""The data of a run, whatever its format: Penn-Fudan folders (pennfudan_data.py), COCO files
-(coco_data.py), labelme folders and YOLO data.yaml files (labelme_yolo.py, read into the COCO
-reader). ``prepare_data`` makes or downloads a missing dataset, ``load_datasets`` reads the
-train and test datasets of a run, ``make_loaders`` their DataLoaders.
+"""How a run's images are split and fed to it: ``split_indices`` (the seeded hold-out),
+``make_loaders`` (the train and test DataLoaders, their workers leaving Ctrl-C to the main
+process) and ``loader_workers`` (the worker count, capped at the CPU cores).
 """
 
 import os
@@ -29,7 +28,7 @@ def split_indices(n, test_size, train_size, seed):
 def ignore_ctrl_c(worker_id):
     """DataLoader workers leave Ctrl-C to the main process: a terminal sends SIGINT to the whole
     process group, and a worker that died of it would fail the batch the main process still
-    needs while it finishes the current iteration (training_run.StopAtSafePoint)."""
+    needs while it finishes the current iteration (``finetune.run.interrupts.StopAtSafePoint``)."""
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -1,10 +1,10 @@
 """The Penn-Fudan reader: its folder layout read, checked and downloaded.
 
 Layout: ``PNGImages/X.png`` with ``PedMasks/X_mask.png``, where pixel value k marks the k-th
-pedestrian (0 is background). ``PennFudanDataset`` (tv_training.py) reads one pair with
-``pair_images_and_masks``/``read_rgb``/``read_instance_mask``/``instance_masks_and_boxes``, so
-copying that class takes this file and errors.py with it; ``check_dataset`` decodes every pair
-once before training, so a broken file is named before any time is spent.
+pedestrian (0 is background). ``PennFudanDataset`` (tv_training.py) needs nothing of this file and
+can be copied alone; before training, ``check_dataset`` pairs every image with its mask by name
+and decodes each once with the readers here (the same pixels the class reads), so a missing,
+unpaired or broken file is named before any time is spent.
 """
 
 import contextlib
@@ -18,7 +18,7 @@ import torch
 from torchvision.datasets import utils as dataset_utils
 from torchvision.ops.boxes import masks_to_boxes
 
-from finetune.data.image_files import _open_png, read_rgb
+from finetune.data.image_files import open_png, read_rgb
 from finetune.errors import DatasetError
 
 DATA_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
@@ -61,7 +61,7 @@ def pair_images_and_masks(root):
 
 def read_instance_mask(path, image_size=None):
     """Decode an instance mask (grayscale or palette: values are instance ids) as an (H, W) tensor."""
-    im = _open_png(path, "mask")
+    im = open_png(path, "mask")
     if im.mode not in ("L", "P", "I", "I;16"):
         raise DatasetError(f"{path}: mask has {len(im.getbands())} channels ({im.mode}); expected one channel "
                            f"(grayscale or palette) whose pixel value k marks the k-th instance.")

@@ -1,6 +1,6 @@
 """Synthetic pedestrians in the exact Penn-Fudan layout, for offline runs and tests.
 
-    python synthetic_data.py data/SyntheticPed --num-images 170 --seed 0
+    python -m finetune.data.synthetic data/SyntheticPed --num-images 170 --seed 0
 
 writes ``PNGImages/SynthPedNNNNN.png`` (RGB) and ``PedMasks/SynthPedNNNNN_mask.png``
 (8-bit grayscale, pixel value k = k-th pedestrian, 0 = background), the same layout
@@ -12,6 +12,10 @@ textures, drawn over a cluttered street-like background. Figures may overlap: a
 nearer (larger) figure is drawn later and hides part of the one behind it, so
 masks occlude each other exactly like the real masks do. Output is a pure function
 of the seed.
+
+With ``--coco``, ``--labelme`` or ``--yolo NUM_VAL`` (``make_synthetic_coco``,
+``make_synthetic_labelme``, ``make_synthetic_yolo``) the same kind of scenes, with balls and
+signs beside the pedestrians, are written as a COCO, labelme or YOLO dataset instead.
 """
 
 import argparse
@@ -26,8 +30,8 @@ import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from pycocotools import mask as coco_mask
 
+from finetune.data.masks import mask_to_rle, segmentation_mask
 from finetune.data.pennfudan import dataset_folder_being_written
 
 # Sizes of the real Penn-Fudan images (width 253-1017 px, height 311-581 px).
@@ -216,26 +220,85 @@ COCO_CATEGORIES = [
 def _polygon_mask(polygon, height, width):
     """The polygon rasterised as pycocotools does (so the file's boxes and areas match its masks)."""
 
-    rle = coco_mask.frPyObjects([np.asarray(polygon, dtype=np.float64).flatten().tolist()], height, width)
-    return coco_mask.decode(coco_mask.merge(rle)).astype(bool)
-
-
-def _rle(mask, compressed):
-    """COCO RLE of a binary mask: compressed (``counts`` a string) or uncompressed (a list)."""
-
-    if compressed:
-        rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-        return dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
-    flat = mask.astype(np.uint8).flatten(order="F")
-    changes = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], changes, [flat.size]]))
-    counts = runs.tolist() if flat[0] == 0 else [0] + runs.tolist()
-    return dict(size=list(mask.shape), counts=counts)
+    return segmentation_mask([np.asarray(polygon, dtype=np.float64).flatten().tolist()], height, width).astype(bool)
 
 
 def _box(mask):
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())]
+
+
+def _random_shapes(rng, height, width):
+    """Random balls (16-gons), maybe a sign (a rectangle) and a crowd of small balls, as ``(category id, polygon,
+    iscrowd)``."""
+    shapes = []
+    for _ in range(int(rng.integers(0, 3))):  # balls: 16-gons
+        r = rng.uniform(0.06, 0.14) * min(height, width)
+        cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
+        angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
+        shapes.append((3, np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).round(1), 0))
+    if rng.random() < 0.5:  # a sign: an upright rectangle
+        w, h = rng.uniform(0.12, 0.25) * width, rng.uniform(0.1, 0.2) * height
+        x, y = rng.uniform(0, width - w), rng.uniform(0, height * 0.5)
+        shapes.append((7, np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]).round(1), 0))
+    if rng.random() < 0.15:  # a crowd: a cluster of small balls, annotated once
+        cx, cy, r = rng.uniform(0.2, 0.8) * width, rng.uniform(0.6, 0.9) * height, 0.03 * min(height, width)
+        for k in range(5):
+            angles = np.linspace(0, 2 * math.pi, 12, endpoint=False)
+            ox, oy = cx + 2.2 * r * (k - 2), cy + r * (k % 2)
+            shapes.append((3, np.stack([ox + r * np.cos(angles), oy + r * np.sin(angles)], 1).round(1), 1))
+    return shapes
+
+
+def _draw_shapes(rng, canvas, shapes, height, width):
+    """Draw ``shapes`` on ``canvas`` in order, each in a random colour; returns their masks."""
+    draw = ImageDraw.Draw(canvas)
+    shape_masks = []
+    for _cat, polygon, _ in shapes:
+        draw.polygon([tuple(p) for p in polygon], fill=_random_colour(rng))
+        shape_masks.append(_polygon_mask(polygon, height, width))
+    return shape_masks
+
+
+def _pedestrian_objects(ped_mask, shape_masks):
+    """The pedestrians as ``(category id, mask, RLE, iscrowd)``: what the shapes leave visible, if 16 pixels or more."""
+    covered = np.zeros(ped_mask.shape, bool)
+    for m in shape_masks:
+        covered |= m
+    objects = []
+    for k in range(1, int(ped_mask.max()) + 1):
+        visible = (ped_mask == k) & ~covered
+        if visible.sum() >= 16:
+            objects.append((1, visible, mask_to_rle(visible, compressed=k % 2 == 1), 0))
+    return objects
+
+
+def _drawn_shape_objects(shapes, shape_masks, height, width):
+    """The shapes as ``(category id, mask, segmentation, iscrowd)``: a polygon where nothing drawn later covers it,
+    else its visible part as RLE; the crowd's balls as one ``iscrowd`` RLE."""
+    crowd = np.zeros((height, width), bool)
+    covered_later = [np.zeros((height, width), bool)]  # what the shapes drawn after each one cover
+    for m in reversed(shape_masks[1:]):
+        covered_later.insert(0, covered_later[0] | m)
+    objects = []
+    for (cat, polygon, iscrowd), m, later in zip(shapes, shape_masks, covered_later):
+        if iscrowd:
+            crowd |= m
+        elif (m & ~later).sum() >= 16:  # a polygon is only exact when nothing covers it
+            if (m & later).any():
+                objects.append((cat, m & ~later, mask_to_rle(m & ~later), 0))
+            else:
+                objects.append((cat, m, [polygon.flatten().tolist()], 0))
+    if crowd.any():
+        objects.append((3, crowd, mask_to_rle(crowd, compressed=False), 1))
+    return objects
+
+
+def _coco_annotations(objects, image_id, first_ann_id):
+    """COCO annotation dicts of ``(category id, mask, segmentation, iscrowd)`` objects, ids from ``first_ann_id``."""
+    return [dict(id=first_ann_id + i, image_id=image_id, category_id=cat, bbox=_box(mask), area=float(mask.sum()),
+                 segmentation=segmentation, iscrowd=iscrowd)
+            for i, (cat, mask, segmentation, iscrowd) in enumerate(objects)]
 
 
 def make_synthetic_coco_image(rng, height, width, image_id, first_ann_id):
@@ -247,58 +310,10 @@ def make_synthetic_coco_image(rng, height, width, image_id, first_ann_id):
     else:
         img, ped_mask = make_synthetic_image(rng, height, width, max_instances=3)
     canvas = Image.fromarray(np.ascontiguousarray(img))
-    draw = ImageDraw.Draw(canvas)
-    shapes = []  # (category id, polygon, iscrowd); drawn over the pedestrians, in order
-    if not empty:
-        for _ in range(int(rng.integers(0, 3))):  # balls: 16-gons
-            r = rng.uniform(0.06, 0.14) * min(height, width)
-            cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
-            angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
-            shapes.append((3, np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).round(1), 0))
-        if rng.random() < 0.5:  # a sign: an upright rectangle
-            w, h = rng.uniform(0.12, 0.25) * width, rng.uniform(0.1, 0.2) * height
-            x, y = rng.uniform(0, width - w), rng.uniform(0, height * 0.5)
-            shapes.append((7, np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]).round(1), 0))
-        if rng.random() < 0.15:  # a crowd: a cluster of small balls, annotated once
-            cx, cy, r = rng.uniform(0.2, 0.8) * width, rng.uniform(0.6, 0.9) * height, 0.03 * min(height, width)
-            for k in range(5):
-                angles = np.linspace(0, 2 * math.pi, 12, endpoint=False)
-                ox, oy = cx + 2.2 * r * (k - 2), cy + r * (k % 2)
-                shapes.append((3, np.stack([ox + r * np.cos(angles), oy + r * np.sin(angles)], 1).round(1), 1))
-    shape_masks = []
-    for cat, polygon, _ in shapes:
-        draw.polygon([tuple(p) for p in polygon], fill=_random_colour(rng))
-        shape_masks.append(_polygon_mask(polygon, height, width))
-    covered = np.zeros((height, width), bool)
-    for m in shape_masks:
-        covered |= m
-    anns, ann_id = [], first_ann_id
-
-    def add(cat, mask, segmentation, iscrowd=0):
-        nonlocal ann_id
-        anns.append(dict(id=ann_id, image_id=image_id, category_id=cat, bbox=_box(mask), area=float(mask.sum()),
-                         segmentation=segmentation, iscrowd=iscrowd))
-        ann_id += 1
-
-    for k in range(1, int(ped_mask.max()) + 1):  # pedestrians: what the shapes leave visible, as RLE
-        visible = (ped_mask == k) & ~covered
-        if visible.sum() >= 16:
-            add(1, visible, _rle(visible, compressed=k % 2 == 1))
-    crowd = np.zeros((height, width), bool)
-    covered_later = [np.zeros((height, width), bool)]  # what the shapes drawn after each one cover
-    for m in reversed(shape_masks[1:]):
-        covered_later.insert(0, covered_later[0] | m)
-    for (cat, polygon, iscrowd), m, later in zip(shapes, shape_masks, covered_later):
-        if iscrowd:
-            crowd |= m
-        elif (m & ~later).sum() >= 16:  # a polygon is only exact when nothing covers it
-            if (m & later).any():
-                add(cat, m & ~later, _rle(m & ~later, compressed=True))
-            else:
-                add(cat, m, [polygon.flatten().tolist()])
-    if crowd.any():
-        add(3, crowd, _rle(crowd, compressed=False), iscrowd=1)
-    return np.asarray(canvas), anns
+    shapes = [] if empty else _random_shapes(rng, height, width)  # drawn over the pedestrians, in order
+    shape_masks = _draw_shapes(rng, canvas, shapes, height, width)
+    objects = _pedestrian_objects(ped_mask, shape_masks) + _drawn_shape_objects(shapes, shape_masks, height, width)
+    return np.asarray(canvas), _coco_annotations(objects, image_id, first_ann_id)
 
 
 def make_synthetic_coco(root, num_train=40, num_val=12, seed=0, height_range=(96, 128), width_range=(96, 160)):
@@ -390,15 +405,6 @@ def _coco_scenes(num_train, num_val, seed, height_range, width_range):
     return scenes()
 
 
-def _object_mask(ann, height, width):
-    seg = ann["segmentation"]
-    if isinstance(seg, list):
-        return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, height, width))).astype(bool)
-    rle = coco_mask.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else \
-        dict(seg, counts=seg["counts"].encode())
-    return coco_mask.decode(rle).astype(bool)
-
-
 def make_synthetic_labelme(root, num_train=40, num_val=12, seed=0, height_range=(96, 128), width_range=(96, 160)):
     """The COCO writer's scenes as labelme folders ``root/train`` and ``root/val``: each image with
     its JSON beside it. Polygons stay polygons (upright four-corner ones become rectangles),
@@ -425,13 +431,14 @@ def make_synthetic_labelme(root, num_train=40, num_val=12, seed=0, height_range=
                             pts = np.asarray(poly).reshape(-1, 2)
                             xs, ys = sorted(set(pts[:, 0])), sorted(set(pts[:, 1]))
                             if len(pts) == 4 and len(xs) == 2 and len(ys) == 2:  # an upright rectangle
-                                shapes.append(dict(common, shape_type="rectangle", points=[[xs[1], ys[1]], [xs[0], ys[0]]]))
+                                shapes.append(dict(common, shape_type="rectangle",
+                                                   points=[[xs[1], ys[1]], [xs[0], ys[0]]]))
                             else:
                                 shapes.append(dict(common, shape_type="polygon", points=pts.tolist()))
                             if len(seg) > 1:
                                 shapes[-1]["group_id"] = group
                     else:
-                        mask = _object_mask(ann, im["height"], im["width"])
+                        mask = segmentation_mask(seg, im["height"], im["width"]).astype(bool)
                         ys, xs = np.nonzero(mask)
                         x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
                         buf = io.BytesIO()
@@ -465,7 +472,8 @@ def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96
             for ann in data["annotations"]:
                 by_image.setdefault(ann["image_id"], []).append(ann)
             for im in data["images"]:
-                shutil.copy(os.path.join(image_dir, im["file_name"]), os.path.join(tmp, "images", split, im["file_name"]))
+                shutil.copy(os.path.join(image_dir, im["file_name"]),
+                            os.path.join(tmp, "images", split, im["file_name"]))
                 w, h = im["width"], im["height"]
                 lines = []
                 for ann in by_image.get(im["id"], []):
@@ -473,7 +481,7 @@ def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96
                         continue
                     seg = ann["segmentation"]
                     parts = [np.asarray(p).reshape(-1, 2).tolist() for p in seg] if isinstance(seg, list) else \
-                        _trace_outlines(_object_mask(ann, h, w))
+                        _trace_outlines(segmentation_mask(seg, h, w))
                     outline = [tuple(p) for p in parts[0]]
                     for part in parts[1:]:  # several parts: out along a bridge to each, back the same way
                         outline += [outline[0]] + [tuple(p) for p in part] + [tuple(part[0])]
@@ -490,7 +498,7 @@ def make_synthetic_yolo(root, num_train=40, num_val=12, seed=0, height_range=(96
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m finetune.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="output folder (gets PNGImages/ and PedMasks/)")
     parser.add_argument("--num-images", type=int, default=170, help="number of images (default: 170)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

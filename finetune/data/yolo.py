@@ -1,16 +1,14 @@
-"""Your own data as a labelme folder or a YOLO (Ultralytics) dataset, read into the COCO route.
-
-Each reader turns its files into the in-memory COCO instances dict (images, annotations,
-categories) that ``coco_data.load_coco_images`` loads for a COCO file, so training,
-evaluation, the per-class table, ``best.pth`` and --predict's class names work unchanged. The
-checks that need the user's own file happen here, so every error names the labelme JSON (and
-its shape) or the YOLO label file (and its line), never the dict built from them.
+"""The YOLO (Ultralytics) reader: a data.yaml and its splits' images and label files read into the
+in-memory COCO instances dict that ``finetune.data.coco.load_coco_images`` loads for a COCO
+file, so training, evaluation, the per-class table, ``best.pth`` and --predict's class names
+work unchanged. Every error names the data.yaml or the label file (and its line), never the dict
+built from them.
 """
 
 import os
 
 from finetune.data.coco import KindLines
-from finetune.data.image_files import IMAGE_EXTENSIONS, _image_size
+from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
 from finetune.data.masks import polygon_area
 from finetune.errors import DatasetError
 
@@ -27,9 +25,9 @@ def is_yolo_file(path):
     return str(path).lower().endswith((".yaml", ".yml"))
 
 
-def read_yolo_yaml(path):
-    """``(names {id: name}, {split: [folder or list file]}, root)`` of a data.yaml, checked."""
-    import yaml  # only YOLO data needs it
+def _load_yaml(path):
+    """The parsed data.yaml at ``path``, refused unless it reads as a YAML mapping."""
+    import yaml  # noqa: PLC0415 -- only YOLO data needs it
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -42,6 +40,11 @@ def read_yolo_yaml(path):
         raise DatasetError(f"{path}: invalid YAML{at} ({getattr(e, 'problem', None) or e}). Fix the file.") from None
     if not isinstance(doc, dict):
         raise DatasetError(f"{path}: not a YOLO data file (a mapping with path, train, val and names).")
+    return doc
+
+
+def _yaml_names(path, doc):
+    """The data.yaml's ``names`` as ``{id: name}``, checked (ids, nc, no repeats, no pose dataset)."""
     names = doc.get("names")
     if isinstance(names, list):
         names = dict(enumerate(names))
@@ -58,16 +61,48 @@ def read_yolo_yaml(path):
                            f"(nc a whole number).")
     if len({str(n) for n in names.values()}) < len(names):
         raise DatasetError(f"{path}: \"names\" repeats a name ({list(names.values())}); give each class its own.")
+    return names
+
+
+def _yaml_root(path, doc):
+    """The data.yaml's dataset folder: its ``path``, relative to the YAML's folder (default: that folder)."""
     here = os.path.dirname(os.path.abspath(path))
     root = doc.get("path")
     if root in (None, ""):
-        root = here
-    else:  # relative to the YAML's folder (Ultralytics uses its datasets_dir setting; there is none here)
-        places = [os.path.join(here, str(root)), os.path.abspath(str(root))]
-        root = next((p for p in places if os.path.isdir(p)), None)
-        if root is None:
-            raise DatasetError(f"{path}: path {doc['path']!r} is not a folder; looked for "
-                               f"{' and '.join(dict.fromkeys(places))}. Fix \"path\" (relative to the YAML's folder).")
+        return here
+    # relative to the YAML's folder (Ultralytics uses its datasets_dir setting; there is none here)
+    places = [os.path.join(here, str(root)), os.path.abspath(str(root))]
+    root = next((p for p in places if os.path.isdir(p)), None)
+    if root is None:
+        raise DatasetError(f"{path}: path {doc['path']!r} is not a folder; looked for "
+                           f"{' and '.join(dict.fromkeys(places))}. Fix \"path\" (relative to the YAML's folder).")
+    return root
+
+
+def _split_entries(path, root, key, value):
+    """The folders or list files one split (``key``: train, val or test) names, each found under ``root``."""
+    entries = []
+    for item in value if isinstance(value, list) else [value]:
+        item = str(item)
+        places = [os.path.normpath(os.path.join(root, item))]
+        if item.startswith("../"):  # Roboflow writes ../train/images beside the YAML; Ultralytics tries both
+            places.append(os.path.normpath(os.path.join(root, item[3:])))
+        found = next((p for p in places if os.path.exists(p)), None)
+        if found is None and key == "test":  # Roboflow writes test: even for exports without one
+            print(f"note: {path}: test {item!r} not found ({' and '.join(places)}): not used")
+            continue
+        if found is None:
+            raise DatasetError(f"{path}: {key} {item!r} not found; looked for {' and '.join(places)}. Fix "
+                               f"\"{key}\" (relative to {root}).")
+        entries.append(found)
+    return entries
+
+
+def read_yolo_yaml(path):
+    """``(names {id: name}, {split: [folder or list file]}, root)`` of a data.yaml, checked."""
+    doc = _load_yaml(path)
+    names = _yaml_names(path, doc)
+    root = _yaml_root(path, doc)
     if not doc.get("train"):
         raise DatasetError(f"{path}: no \"train\" (the training images: a folder, a list of folders or a .txt).")
     splits = {}
@@ -75,20 +110,7 @@ def read_yolo_yaml(path):
         value = doc.get(key)
         if not value:
             continue
-        entries = []
-        for item in value if isinstance(value, list) else [value]:
-            item = str(item)
-            places = [os.path.normpath(os.path.join(root, item))]
-            if item.startswith("../"):  # Roboflow writes ../train/images beside the YAML; Ultralytics tries both
-                places.append(os.path.normpath(os.path.join(root, item[3:])))
-            found = next((p for p in places if os.path.exists(p)), None)
-            if found is None and key == "test":  # Roboflow writes test: even for exports without one
-                print(f"note: {path}: test {item!r} not found ({' and '.join(places)}): not used")
-                continue
-            if found is None:
-                raise DatasetError(f"{path}: {key} {item!r} not found; looked for {' and '.join(places)}. Fix "
-                                   f"\"{key}\" (relative to {root}).")
-            entries.append(found)
+        entries = _split_entries(path, root, key, value)
         if entries:
             splits[key] = entries
     return {int(k): str(v) for k, v in names.items()}, splits, os.path.normpath(root)
@@ -205,7 +227,7 @@ def read_yolo_split(yaml_path, key, entries, names, root):
     any_polygon = False
     pending, owner = [], {}
     for image_id, path in enumerate(found, 1):
-        width, height = _image_size(path, yaml_path)
+        width, height = image_size(path, yaml_path)
         images.append(dict(id=image_id, file_name=os.path.relpath(path, root), width=width, height=height,
                            path=path))
         txt = _label_file(path)

@@ -1,19 +1,6 @@
-"""Weights for a run: pretrained downloads that fail clearly offline, random init, checkpoints.
-
-The tutorial's model builders (tv_training.py) take ``weights`` and return stock torchvision
-models. ``build_model`` wraps them where a run builds its model:
-
-* ``weights="DEFAULT"`` downloads; without a network the error names the file and the cache
-  folder to put it in (``TutorialError``), instead of a urllib traceback;
-* ``weights=None`` is a real random init: ``weights_backbone=None`` too (torchvision would
-  otherwise download ImageNet backbone weights), which also means trainable BatchNorm and
-  all 5 ResNet stages trainable;
-* ``"layout"`` builds the pretrained configuration (frozen BatchNorm, 3 trainable stages)
-  with random values, to load a checkpoint fine-tuned from the pretrained weights.
-
-A checkpoint carries a ``model_spec`` (model name, classes, constructor settings), so it can
-be rebuilt for ``--predict``/``--test-only`` without retyping the flags that shaped it.
-"""
+"""Where a model's weights come from: ``--weights DEFAULT`` (torchvision's download, with an
+error naming the file and the folder to put it in when offline), ``none`` (random init), the
+pretrained layout rebuilt without a download, and a weights file read without running pickled code."""
 
 import os
 
@@ -30,6 +17,23 @@ PRETRAINED = {
     "mobilenet": ("MobileNet_V2_Weights", False),  # an ImageNet backbone, trainable BatchNorm
     "maskrcnn_resnet18": ("ResNet18_Weights", False),  # likewise
 }
+
+
+def is_random_init(weights):
+    """Whether ``--weights`` asks for random init: "none" (or "None", or Python's None)."""
+    return str(weights) in ("none", "None")
+
+
+def is_named_weights(weights):
+    """Whether ``--weights`` names weights, "DEFAULT" (pretrained, downloaded) or "none" (random
+    init), rather than a file to read."""
+    return str(weights) == "DEFAULT" or is_random_init(weights)
+
+
+def weights_file(weights, resume=None):
+    """The file a run reads its model from: ``resume`` (``--resume``), else ``weights`` when it
+    names a file (not DEFAULT or none); None when there is none."""
+    return resume or (None if is_named_weights(weights) else weights)
 
 
 def pretrained_layout(model, trainable_layers=3):
@@ -64,8 +68,11 @@ def pretrained_url(name):
 def build_detector(model_fn, name, num_classes, weights, **kwargs):
     """``model_fn(num_classes, weights=..., **kwargs)`` with ``weights`` = "DEFAULT", None or "layout".
 
-    ``name`` is the model's key in ``PRETRAINED``. A download that fails raises a
-    ``TutorialError`` naming the file to fetch and where to put it.
+    "DEFAULT" downloads; a download that fails raises a ``TutorialError`` naming the file to fetch
+    and where to put it. None is a real random init (``weights_backbone=None`` too: no ImageNet
+    backbone download behind the caller's back; trainable BatchNorm, all 5 ResNet stages train);
+    "layout" is the pretrained configuration with random values, to load a checkpoint fine-tuned
+    from the pretrained weights. ``name`` is the model's key in ``PRETRAINED``.
     """
     _, has_layout = PRETRAINED[name]
     if weights in (None, "layout"):

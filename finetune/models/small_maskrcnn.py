@@ -1,10 +1,5 @@
-"""The offline demo (``--demo``): synthetic pedestrians, a small Mask R-CNN, a from-scratch recipe.
-
-The tutorial fine-tunes COCO weights; offline there are none, and from random init its
-ResNet-50 model learns far too slowly on a CPU (docs/demo.md). The demo
-keeps Mask R-CNN and the tutorial's loops, and changes the model size, the image size and the
-optimiser. Flags typed on the command line still win over the recipe.
-"""
+"""The small Mask R-CNN (``--model maskrcnn_resnet18``, the demo's: ResNet-18 + FPN, slim heads,
+small enough to train from scratch on a CPU) and the demo's model settings (RPN/RoI sizes, anchors)."""
 
 import torchvision
 from torchvision.models.detection import MaskRCNN
@@ -50,19 +45,17 @@ def model_settings(model_name):
     return dict(DEMO_MODEL_KWARGS), DEMO_ANCHORS
 
 
-def get_model_maskrcnn_resnet18(num_classes, weights=None, resnet_stages=4, mask_head_convs=2, **kwargs):
+def get_model_maskrcnn_resnet18(num_classes, weights=None, resnet_stages=3, mask_head_convs=4, **kwargs):
     """Not in the tutorial: a Mask R-CNN small enough to train from scratch on a CPU (the demo).
 
-    ResNet-18 + FPN with 128 channels (instead of ResNet-50 + FPN with 256), a 256-wide box
-    head (instead of 1024) and 2 mask-head convolutions (instead of 4): 14M parameters against
-    44M. tv_training.build_model sets ``resnet_stages=3`` (no last ResNet stage: at 128 px it sees 4x5 pixels,
-    and its weights, 60% of the model's, cost optimizer time for little) and ``mask_head_convs=4``
-    (torchvision's count: finer masks for the pedestrians' thin limbs): 5.8M parameters
-    (``DEMO_SMALL_MODEL``; the defaults here rebuild checkpoints written before it).
-    ``weights``: None (random init) or "DEFAULT" (ImageNet ResNet-18 backbone, downloaded).
-    BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
+    ResNet-18 + FPN with 128 channels (instead of ResNet-50 + FPN with 256) and a 256-wide box
+    head (instead of 1024). By default (``DEMO_SMALL_MODEL``) without ResNet's last stage
+    (``resnet_stages=3``: at 128 px it sees 4x5 pixels, and its weights, 60% of the model's, cost
+    optimizer time for little) and with torchvision's 4 mask-head convolutions (finer masks for
+    the pedestrians' thin limbs): 5.8M parameters against 44M; ``resnet_stages=4`` keeps the last
+    stage (one pyramid level more). ``weights``: None (random init) or "DEFAULT" (ImageNet
+    ResNet-18 backbone, downloaded). BatchNorm stays trainable. ``kwargs`` go to ``MaskRCNN``.
     """
-
     if resnet_stages not in (3, 4) or not (isinstance(mask_head_convs, int) and mask_head_convs >= 1):
         raise ValueError(f"resnet_stages must be 3 or 4 and mask_head_convs >= 1, got {resnet_stages!r} and "
                          f"{mask_head_convs!r}")

@@ -1,19 +1,5 @@
-"""Weights for a run: pretrained downloads that fail clearly offline, random init, checkpoints.
-
-The tutorial's model builders (tv_training.py) take ``weights`` and return stock torchvision
-models. ``build_model`` wraps them where a run builds its model:
-
-* ``weights="DEFAULT"`` downloads; without a network the error names the file and the cache
-  folder to put it in (``TutorialError``), instead of a urllib traceback;
-* ``weights=None`` is a real random init: ``weights_backbone=None`` too (torchvision would
-  otherwise download ImageNet backbone weights), which also means trainable BatchNorm and
-  all 5 ResNet stages trainable;
-* ``"layout"`` builds the pretrained configuration (frozen BatchNorm, 3 trainable stages)
-  with random values, to load a checkpoint fine-tuned from the pretrained weights.
-
-A checkpoint carries a ``model_spec`` (model name, classes, constructor settings), so it can
-be rebuilt for ``--predict``/``--test-only`` without retyping the flags that shaped it.
-"""
+"""A model as a checkpoint describes it: ``model_spec`` (model name, classes, constructor
+settings, layout), the model rebuilt from one, and the speed-ups and device it then runs with."""
 
 
 import torch
@@ -21,7 +7,6 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from finetune.data.pennfudan import PENNFUDAN_CLASSES
 from finetune.errors import TutorialError
-from finetune.models import small_maskrcnn
 from finetune.models.pretrained import PRETRAINED, build_detector
 from finetune.speedups import fast_layers, inference
 
@@ -40,36 +25,24 @@ def model_spec(name, num_classes, weights, kwargs=None, anchors=None, classes=No
 
 
 def checkpoint_spec(checkpoint, model=None, kwargs=None, anchors=None, classes=None):
-    """The ``model_spec`` a checkpoint was written with. Older checkpoints derive it from the
-    arguments stored beside the weights; a plain state dict (no arguments) is taken as ``model``
-    (default maskrcnn) built with ``kwargs``/``anchors``, with the number of classes and the
-    BatchNorm layout read from its tensors (``classes``, the data's, must be as many)."""
+    """The ``model_spec`` a checkpoint of ours was written with. A plain state dict (no spec) is
+    taken as ``model`` (default maskrcnn) built with ``kwargs``/``anchors``, with the number of
+    classes and the BatchNorm layout read from its tensors (``classes``, the data's, must be as many)."""
     if "model_spec" in checkpoint:
-        return dict(checkpoint["model_spec"], classes=checkpoint["model_spec"].get("classes") or
-                    PENNFUDAN_CLASSES)
-    trained = checkpoint.get("args", {})
-    if not trained:  # a plain state dict: what the caller was asked for, sized by the tensors
-        state = checkpoint["model"]
-        name = model or "maskrcnn"
-        scores = state.get("roi_heads.box_predictor.cls_score.weight")
-        num_classes = int(scores.shape[0]) if scores is not None else 2
-        if classes and len(classes) + 1 != num_classes:
-            raise TutorialError(f"the weights have {num_classes - 1} class(es) (their box predictor has {num_classes} "
-                                f"outputs, the background included), but the data has {len(classes)}: "
-                                f"{', '.join(c['name'] for c in classes)}. Use weights trained on these classes.")
-        if not classes:
-            classes = PENNFUDAN_CLASSES if num_classes == 2 else \
-                [dict(id=k, name=f"class {k}") for k in range(1, num_classes)]
-        # trainable BatchNorm counts its batches; the pretrained layout's frozen one does not
-        frozen = not any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state)
-        return model_spec(name, num_classes, "DEFAULT" if frozen else "none", kwargs, anchors, classes)
-    name = trained.get("model", "maskrcnn")
-    kwargs = dict(min_size=trained.get("min_size", 800), max_size=trained.get("max_size", 1333))
-    anchors = None
-    if trained.get("demo"):
-        kwargs.update(small_maskrcnn.DEMO_MODEL_KWARGS)
-        anchors = small_maskrcnn.DEMO_ANCHORS
-    return model_spec(name, 2, str(trained.get("weights", "DEFAULT")), kwargs, anchors)
+        return dict(checkpoint["model_spec"])
+    state = checkpoint["model"]
+    scores = state.get("roi_heads.box_predictor.cls_score.weight")
+    num_classes = int(scores.shape[0]) if scores is not None else 2
+    if classes and len(classes) + 1 != num_classes:
+        raise TutorialError(f"the weights have {num_classes - 1} class(es) (their box predictor has {num_classes} "
+                            f"outputs, the background included), but the data has {len(classes)}: "
+                            f"{', '.join(c['name'] for c in classes)}. Use weights trained on these classes.")
+    if not classes:
+        classes = PENNFUDAN_CLASSES if num_classes == 2 else \
+            [dict(id=k, name=f"class {k}") for k in range(1, num_classes)]
+    # trainable BatchNorm counts its batches; the pretrained layout's frozen one does not
+    frozen = not any(k.startswith("backbone.body.") and k.endswith("num_batches_tracked") for k in state)
+    return model_spec(model or "maskrcnn", num_classes, "DEFAULT" if frozen else "none", kwargs, anchors, classes)
 
 
 def build_model(models, spec, weights=None):
@@ -78,10 +51,9 @@ def build_model(models, spec, weights=None):
     ``weights``: "DEFAULT" (download), None (random init), or a state dict to load into the
     layout the spec records (the tensors must fit: an error names the model otherwise).
     """
-
     name = spec["model"]
     kwargs = dict(spec["kwargs"])
-    if spec.get("anchors"):
+    if spec["anchors"]:
         anchors = spec["anchors"]
         kwargs["rpn_anchor_generator"] = AnchorGenerator(tuple(map(tuple, anchors["sizes"])),
                                                          tuple(map(tuple, anchors["aspect_ratios"])))
@@ -101,9 +73,8 @@ def build_model(models, spec, weights=None):
 
 
 def prepare_for_device(model, device, channels_last="auto"):
-    """This project's speed-ups (speedups.py; same results), then ``model`` on ``device``, in
+    """This project's speed-ups (``fast_layers.speed_up_model``; same results), then ``model`` on ``device``, in
     channels_last memory format where ``channels_last`` ("auto": on CPU) asks for it."""
-
     fast_layers.speed_up_model(model)
     model.to(device)
     if inference.use_channels_last(device, channels_last):

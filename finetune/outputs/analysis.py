@@ -1,35 +1,28 @@
-"""Where the model fails: ``output/report/`` with ``report.html`` and its figures.
-
-Written after the last evaluation of a run and after ``--test-only``, from what that
-evaluation already holds (``CocoEvaluator.coco_eval[t]``: ``cocoGt``, ``cocoDt`` with every
-detection, ``eval["precision"]``); the model is not run again. Parts:
-
-* precision-recall curves per class at IoU 0.5 and 0.75 (pycocotools' own numbers);
-* a confusion matrix over the K classes plus background (``confusion_matrix``);
-* an error breakdown after TIDE (``error_breakdown``): the AP each kind of error costs;
-* a gallery of the test images, worst first, ground truth beside the predictions;
-* the run, its final and best metrics, the per-class table.
-
-The report is built in ``report.partial/`` and renamed into place, so ``report/`` is always a
-whole report; an earlier one is moved into ``report/earlier/<time>/``, never deleted.
+"""The numbers of the failure report (``finetune.outputs.report``), from what a COCO evaluation
+already holds: box IoU (pycocotools', with COCO's crowd rule), detections matched to ground
+truth per image, the confusion matrix over the K classes plus background, an error breakdown
+after TIDE (the AP each kind of error costs) and the per-class precision-recall curves.
 """
 
 import numpy as np
+from pycocotools import mask as mask_util
 
 
 def box_iou(a, b, crowd=None):
-    """IoU of (N, 4) and (M, 4) xyxy boxes as an (N, M) array. Where ``crowd[j]`` is true, the
-    overlap is divided by the area of ``a``'s box alone, as COCO scores a detection on a crowd region."""
+    """IoU of (N, 4) and (M, 4) xyxy boxes as an (N, M) array, by pycocotools (COCO's own box IoU).
+    Where ``crowd[j]`` is true, the overlap is divided by the area of ``a``'s box alone, as COCO
+    scores a detection on a crowd region. A box with a NaN coordinate overlaps nothing (0)."""
     a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    union = area_a[:, None] + area_b[None, :] - inter
-    if crowd is not None:
-        union = np.where(np.asarray(crowd, bool)[None, :], area_a[:, None], union)
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))  # pycocotools answers [] without boxes on one side
+    crowd = np.zeros(len(b), np.uint8) if crowd is None else np.asarray(crowd, bool).astype(np.uint8)
+    # xywh with w = x1 - x0: pycocotools' x0 + w gives back x1 and w * h the area, bit for bit
+    iou = mask_util.iou(_xywh(a), _xywh(b), crowd)
+    return np.where(np.isnan(iou), 0.0, iou)
+
+
+def _xywh(boxes):
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
 def _xyxy(bbox):
@@ -243,7 +236,7 @@ def error_breakdown(images, num_classes, fg_iou=0.5, bg_iou=0.1, max_dets=100):
                 continue  # dropped by the oracle
             if c in per_class:
                 per_class[c].append((i, s, False))
-        for key, (s, c, i) in best.items():
+        for s, c, i in best.values():
             if c in per_class:
                 per_class[c].append((i, s, True))
         aps = []

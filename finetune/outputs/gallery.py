@@ -1,17 +1,6 @@
-"""Where the model fails: ``output/report/`` with ``report.html`` and its figures.
-
-Written after the last evaluation of a run and after ``--test-only``, from what that
-evaluation already holds (``CocoEvaluator.coco_eval[t]``: ``cocoGt``, ``cocoDt`` with every
-detection, ``eval["precision"]``); the model is not run again. Parts:
-
-* precision-recall curves per class at IoU 0.5 and 0.75 (pycocotools' own numbers);
-* a confusion matrix over the K classes plus background (``confusion_matrix``);
-* an error breakdown after TIDE (``error_breakdown``): the AP each kind of error costs;
-* a gallery of the test images, worst first, ground truth beside the predictions;
-* the run, its final and best metrics, the per-class table.
-
-The report is built in ``report.partial/`` and renamed into place, so ``report/`` is always a
-whole report; an earlier one is moved into ``report/earlier/<time>/``, never deleted.
+"""The failure report's gallery (``finetune.outputs.report``): the test images, worst first, as
+JPEGs with the ground truth beside the predictions (missed, correct and wrong-class boxes in
+their own colours).
 """
 
 import os
@@ -35,15 +24,21 @@ GALLERY_MAX_SIDE = 640  # a phone photo scaled down: two panels fit the page, an
 COLOURS = dict(truth=(0, 160, 60), missed=(255, 140, 0), correct=(30, 90, 230), wrong=(220, 20, 60))
 
 
+def is_pennfudan_folder(dataset):
+    """Whether ``dataset`` is tv_training's ``PennFudanDataset`` (a folder ``root`` with the file
+    names ``imgs`` and ``masks``), whose item i is the file ``imgs[i]``."""
+    return not hasattr(dataset, "entries") and isinstance(getattr(dataset, "root", None), str) \
+        and isinstance(getattr(dataset, "imgs", None), list) and isinstance(getattr(dataset, "masks", None), list)
+
+
 def image_index(dataset):
     """``{image_id: index}`` for ``dataset`` (a Subset or not), without decoding images where
     the dataset says its ids: a ``CocoFormatDataset`` (``entries``) or a Penn-Fudan folder
-    dataset (``pairs``: its image id is its index); otherwise by reading every target."""
-
+    dataset (its image id is its index); otherwise by reading every target."""
     base, indices = unwrap_subset(dataset)
     if hasattr(base, "entries"):
         return {base.entries[j]["image_id"]: i for i, j in enumerate(indices)}
-    if hasattr(base, "pairs"):
+    if is_pennfudan_folder(base):
         return {int(j): i for i, j in enumerate(indices)}
     return {int(dataset[i][1]["image_id"]): i for i in range(len(dataset))}
 
@@ -55,9 +50,8 @@ def picture(dataset, i):
     base, indices = unwrap_subset(dataset)
     if hasattr(base, "entries") and hasattr(base, "with_masks"):  # CocoFormatDataset
         return type(base)([base.entries[indices[i]]], base.classes, None, False)[0][0]
-    if hasattr(base, "pairs"):  # the Penn-Fudan folder dataset
-
-        return read_rgb(base.pairs[indices[i]][0])
+    if is_pennfudan_folder(base):
+        return read_rgb(os.path.join(base.root, "PNGImages", base.imgs[indices[i]]))
     return dataset[i][0]
 
 
@@ -101,7 +95,10 @@ def gallery_figure(image_hwc, image, names, iou_threshold, score_threshold, long
     pairs, missed, false, ignored = match_image(image, iou_threshold, score_threshold)
     side = max(image_hwc.shape[:2])
     scale = long_side / side if side < long_side else max_side / side if side > max_side else 1.0
-    name = (lambda c: names[c - 1] if 1 <= c <= len(names) else str(c))
+
+    def name(c):
+        return names[c - 1] if 1 <= c <= len(names) else str(c)
+
     missed_set = set(missed)
     gt = [j for j in range(len(image["gt_labels"]))]
     left = draw_panel(image_hwc, image["gt_boxes"][gt],

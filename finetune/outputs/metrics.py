@@ -1,7 +1,5 @@
-"""What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
-
-Every file is written whole or not at all (``utils.atomic_write``: temporary file, then rename),
-so a run killed while writing keeps the previous version.
+"""A run's COCO numbers by name: the twelve COCOeval statistics, the AP per class, the evaluation
+summary and one record per epoch, saved as metrics.json with curves.png (``save_epoch_outputs``).
 """
 
 import os

@@ -1,15 +1,15 @@
-"""Ship a trained model: ONNX export, checked against PyTorch, and prediction through ONNX Runtime.
+"""``--export``: a trained model written as an ONNX file, checked against PyTorch first.
 
     python tv_training.py --export model.onnx --weights output/checkpoint.pth
-    python tv_training.py --predict photos/ --weights model.onnx
 
-The export is torchvision's stock graph (``speedups.as_reference_model``: the speed-ups are
-PyTorch-side only) traced by torch's TorchScript-based exporter at a fixed opset, one float RGB
-image (CHW, 0..1, any height and width) in, ``boxes``/``labels``/``scores`` (and ``masks``) out.
-The file is written beside ``<name>.json`` (classes, input and output conventions) and only once
-ONNX Runtime, run on real images, gives PyTorch's detections within the tolerances below
-(docs/export.md). ``OnnxPredictor`` answers like the PyTorch model, so ``outputs.predict``
-writes the same files for both.
+The export is torchvision's stock graph (``finetune.speedups.fast_layers.as_reference_model``:
+the speed-ups are PyTorch-side only; the resize traced through
+``finetune.speedups.onnx_tracing.traceable_transform``) traced by torch's TorchScript-based
+exporter at a fixed opset, one float RGB image (CHW, 0..1, any height and width) in,
+``boxes``/``labels``/``scores`` (and ``masks``) out. The file is written beside ``<name>.json``
+(classes, input and output conventions) and only once ONNX Runtime
+(``finetune.outputs.onnx_runtime.OnnxPredictor``), run on real images, gives PyTorch's
+detections within the tolerances below (docs/export.md).
 
 onnx and onnxruntime are imported inside the functions that need them: the rest of the project
 runs without them.
@@ -25,13 +25,14 @@ import torchvision
 from pycocotools import mask as mask_util
 
 import utils
-from finetune.data.formats import load_datasets
+from finetune.data.formats import DataSplit, load_datasets
 from finetune.errors import DatasetError, TutorialError
 from finetune.models import pretrained, specs
 from finetune.outputs import prediction, writing
+from finetune.outputs.analysis import box_iou
 from finetune.outputs.onnx_runtime import OUTPUT_MEANING, OnnxPredictor, is_onnx_model, require, sidecar_path
 from finetune.speedups import fast_layers, mask_paste
-from finetune.speedups.onnx_tracing import _export_transform_class
+from finetune.speedups.onnx_tracing import traceable_transform
 
 OPSET = 17  # what torchvision documents for its detection models; onnxruntime >= 1.20 runs it
 
@@ -100,16 +101,13 @@ def export_onnx(model, path, example_size=(3, 256, 320), opset=OPSET):
     if has_masks:
         dynamic["masks"] = {0: "detections", 2: "height", 3: "width"}
     example = [torch.rand(*example_size, generator=torch.Generator().manual_seed(0))]
-    transform_class = type(model.transform)
-    model.transform.__class__ = _export_transform_class()
-    with warnings.catch_warnings(), torch.no_grad():
+    with traceable_transform(model), warnings.catch_warnings(), torch.no_grad():
         # The tracer warns about every Python-side shape computation in torchvision's detection
         # code; torchvision marks those that matter for ONNX, and the verification below checks
         # the traced graph on real images of other sizes.
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), path, dynamo=False, opset_version=opset, input_names=["image"],
                           output_names=outputs, dynamic_axes=dynamic)
-    model.transform.__class__ = transform_class
     onnx.checker.check_model(path)
     return outputs
 
@@ -140,10 +138,6 @@ def describe_model(spec, output_names, opset=OPSET):
     )
 
 
-def _box_iou(a, b):
-    return torchvision.ops.box_iou(a.double(), b.double())
-
-
 def _mask_iou(rle_a, rle_b):
     """(IoU, number of pixels in one mask only) of two RLE masks."""
 
@@ -167,7 +161,7 @@ def compare_predictions(reference, other, score_threshold):
     low = max(score_threshold - SCORE_TOL, 0.0)
     ref_idx = torch.nonzero(reference["scores"] >= low).flatten().tolist()
     oth_idx = torch.nonzero(other["scores"] >= low).flatten().tolist()
-    ious = _box_iou(reference["boxes"][ref_idx], other["boxes"][oth_idx]) if ref_idx and oth_idx else None
+    ious = box_iou(reference["boxes"][ref_idx], other["boxes"][oth_idx]) if ref_idx and oth_idx else None
     free, pairs = set(range(len(oth_idx))), []
     for a, i in enumerate(ref_idx):
         candidates = [b for b in free if int(other["labels"][oth_idx[b]]) == int(reference["labels"][i])
@@ -197,8 +191,8 @@ def compare_predictions(reference, other, score_threshold):
 
 def _line(name, result, score_threshold):
     fmt = lambda v: "-" if v is None else f"{v:.5f}"  # noqa: E731
-    extra = f", {len(result['unmatched'])} without a partner (scores {', '.join(f'{s:.3f}' for s in result['unmatched'])})" \
-        if result["unmatched"] else ""
+    scores = ", ".join(f"{s:.3f}" for s in result["unmatched"])
+    extra = f", {len(result['unmatched'])} without a partner (scores {scores})" if result["unmatched"] else ""
     return (f"  {name}: {result['counts'][0]} / {result['counts'][1]} detections >= {score_threshold} "
             f"(PyTorch / ONNX), max |score diff| {result['score_diff']:.1e}, box IoU >= {fmt(result['box_iou'])}, "
             f"mask IoU >= {fmt(result['mask_iou'])}{extra}  {'ok' if result['ok'] else 'DIFFERENT'}")
@@ -263,8 +257,8 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
         raise TutorialError(f"{data_path}: the checkpoint's data is not here, so there is no test image to check "
                             f"the export on; {hint}")
     try:
-        data = load_datasets(data_path, pennfudan_dataset, get_transform, trained.get("test_size", 50),
-                             trained.get("train_size"), trained.get("seed", 0), trained.get("test_data_path"),
+        split = DataSplit(trained.get("test_size", 50), trained.get("train_size"), trained.get("seed", 0))
+        data = load_datasets(data_path, pennfudan_dataset, get_transform, split, trained.get("test_data_path"),
                              trained.get("image_dir"), check=False, ground_truth=False)
     except DatasetError as e:
         raise TutorialError(f"{e} (To check the export on other images: --predict IMAGES.)") from None
@@ -346,34 +340,31 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
     return info
 
 
-def export_command(weights, export_path, build_model, pennfudan_dataset, get_transform, images=None,
-                   score_threshold=0.5, overwrite=False, typed_model=None, model_name="maskrcnn", min_size=800,
-                   max_size=1333, demo_settings=False, channels_last="auto"):
+def export_command(weights, export_path, make_model, pennfudan_parts, images=None, score_threshold=0.5,
+                   overwrite=False, typed_model=None):
     """``--export FILE.onnx --weights CHECKPOINT [--predict IMAGES]``: ``weights`` (a checkpoint)
     exported to ``export_path`` once ONNX Runtime agrees with PyTorch on ``images`` (files or
     folders; None: the checkpoint's test images) at ``score_threshold``.
 
-    ``build_model``, ``pennfudan_dataset`` and ``get_transform`` are tv_training's (passed in: it
-    imports this module). ``model_name``, ``min_size``, ``max_size``, ``demo_settings`` and
-    ``channels_last`` go to ``build_model`` (the first three matter only for a plain state dict: a
-    checkpoint names its own model). ``typed_model``: ``--model`` if the user typed it, else None.
+    ``make_model(classes, device, checkpoint)`` builds the model (tv_training's ``build_model``
+    with the model flags: ``options.model_builder``); ``pennfudan_parts``: tv_training's
+    ``(PennFudanDataset, get_transform)``, for the checkpoint's test images (passed in: the package
+    never imports the script). ``typed_model``: ``--model`` if the user typed it, else None.
     Under torchrun only rank 0 exports; the others return ``{"export": None}`` at once, as two
     processes writing the same temporary file and renaming it would race.
     """
-
     if not utils.is_main_process():
         return dict(export=None)
     require("onnx", "--export")
     require("onnxruntime", "--export (its check runs the file)")
-    if is_onnx_model(weights) or str(weights) in ("DEFAULT", "none", "None"):
+    if is_onnx_model(weights) or pretrained.is_named_weights(weights):
         raise TutorialError(f"--export needs trained weights to export: --weights CHECKPOINT (e.g. "
                             f"output/checkpoint.pth), not {weights}.")
     checkpoint = pretrained.load_weights_file(weights)
     if "model_spec" in checkpoint:
         specs.check_model_flag(typed_model, checkpoint["model_spec"]["model"], weights)
     check_export_path(export_path, overwrite)  # before the slow part
-    checked_on = verification_images(images, checkpoint, pennfudan_dataset, get_transform)
-    model, spec = build_model(model_name, weights, None, torch.device("cpu"), checkpoint, min_size, max_size,
-                              demo_settings, channels_last)
+    checked_on = verification_images(images, checkpoint, *pennfudan_parts)
+    model, spec = make_model(None, torch.device("cpu"), checkpoint)
     info = export_and_verify(model, spec, export_path, checked_on, score_threshold, overwrite)
     return dict(export=export_path, sidecar=sidecar_path(export_path), verified=info["verified"])

@@ -1,28 +1,21 @@
-"""Ship a trained model: ONNX export, checked against PyTorch, and prediction through ONNX Runtime.
+"""Prediction through ONNX Runtime: ``OnnxPredictor`` runs a file written by ``--export``
+(``finetune.outputs.onnx_export``) and answers like the PyTorch model, so
+``finetune.outputs.prediction.predict`` writes the same files for both; ``predict_command`` is
 
-    python tv_training.py --export model.onnx --weights output/checkpoint.pth
     python tv_training.py --predict photos/ --weights model.onnx
 
-The export is torchvision's stock graph (``speedups.as_reference_model``: the speed-ups are
-PyTorch-side only) traced by torch's TorchScript-based exporter at a fixed opset, one float RGB
-image (CHW, 0..1, any height and width) in, ``boxes``/``labels``/``scores`` (and ``masks``) out.
-The file is written beside ``<name>.json`` (classes, input and output conventions) and only once
-ONNX Runtime, run on real images, gives PyTorch's detections within the tolerances below
-(docs/export.md). ``OnnxPredictor`` answers like the PyTorch model, so ``outputs.predict``
-writes the same files for both.
-
-onnx and onnxruntime are imported inside the functions that need them: the rest of the project
-runs without them.
+onnx and onnxruntime are imported inside the functions that need them (``require``): the rest of
+the project runs without them.
 """
 
+import importlib
 import json
 import os
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_util
 
 import utils
+from finetune.data.masks import mask_to_rle
 from finetune.errors import TutorialError
 from finetune.models import specs
 from finetune.outputs import prediction, writing
@@ -37,8 +30,6 @@ OUTPUT_MEANING = {
 
 def require(package, purpose):
     """``import package``, or one line saying what to install (onnx and onnxruntime are optional)."""
-    import importlib
-
     try:
         return importlib.import_module(package)
     except ImportError:
@@ -62,7 +53,7 @@ class OnnxPredictor:
 
     ``mask_min_score``: None gives full (N, 1, H, W) ``masks`` as torchvision does; a number gives
     ``masks_rle`` instead (COCO RLE of mask > 0.5, None below that score), as
-    ``speedups.compact_masks`` makes the PyTorch model do for ``outputs.predict``.
+    ``finetune.speedups.mask_paste.compact_masks`` makes the PyTorch model do for ``prediction.predict``.
     ``threads``: ONNX Runtime's intra-op threads (None: its default, one per physical core).
     """
 
@@ -90,7 +81,7 @@ class OnnxPredictor:
         self.metadata = self.session.get_modelmeta().custom_metadata_map
 
     def eval(self):
-        return self  # outputs.predict calls model.eval()
+        return self  # prediction.predict calls model.eval()
 
     def __call__(self, images):
         results = []
@@ -118,8 +109,7 @@ def masks_as_rles(masks, keep):
         if not k:
             rles.append(None)
             continue
-        rle = mask_util.encode(np.asfortranarray((mask[0] > 0.5).numpy().astype(np.uint8)))
-        rles.append(dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii")))
+        rles.append(mask_to_rle(mask[0] > 0.5))
     return rles
 
 

@@ -1,7 +1,7 @@
-"""What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
-
-Every file is written whole or not at all (``utils.atomic_write``: temporary file, then rename),
-so a run killed while writing keeps the previous version.
+"""The figures: curves.png (``plot_curves``), the tutorial's first and final figures
+(``save_preview``; ``draw_predictions``, ``save_final_figures``) and the failure report's
+precision-recall, confusion-matrix and error-breakdown figures (``plot_pr``, ``plot_confusion``,
+``plot_errors``), each written whole or not at all.
 """
 
 import os
@@ -20,23 +20,33 @@ from finetune.outputs.writing import save_png
 from utils import atomic_write, unwrap_subset
 
 
-def _save_figure(fig, path):
-    """Laid out and written; a class name in a script the font lacks (CJK) shows as boxes there
-    without a warning per glyph (the HTML report and JSON files keep the name)."""
+def _pyplot():
+    """matplotlib's pyplot, drawing without a display (the Agg backend)."""
+    # imported here, not at the top: matplotlib is heavy to import and only the figures need it
+    import matplotlib  # noqa: PLC0415
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
-        fig.tight_layout()
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _save_figure(fig, path, dpi=100):
+    """Laid out, written whole or not at all (``utils.atomic_write``) and closed; a class name in a
+    script the font lacks (CJK) shows as boxes there without a warning per glyph (the HTML report
+    and JSON files keep the name)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
+            fig.tight_layout()
+            atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_curves(records, path):
     """Training loss per iteration and COCO AP per epoch, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(11, 4))
     losses = [x for r in records for x in r.get("iteration_losses", [])]
     ax_loss.plot(range(1, len(losses) + 1), losses, lw=0.8, label="loss (sum of terms)")
@@ -61,7 +71,6 @@ def plot_curves(records, path):
     else:
         ax_ap.text(0.5, 0.5, "no test set (--test-size 0)", ha="center", va="center", transform=ax_ap.transAxes)
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 # One colour per class (boxes and masks) when there are several; one class keeps the tutorial's
@@ -75,7 +84,7 @@ def draw_predictions(image, prediction, score_threshold=0.5, classes=None):
 
     ``image``: uint8, or float (scaled to 0-255 as the tutorial does). ``classes`` names label
     k + 1 (default: one class, "pedestrian"). Masks: full-image ``masks`` (drawn where > 0.7, as
-    the tutorial) or ``masks_rle`` (``speedups.compact_masks``; the encoded mask > 0.5), merged
+    the tutorial) or ``masks_rle`` (``mask_paste.compact_masks``; the encoded mask > 0.5), merged
     per class, so a big photo costs its own size, not its size times the detections.
     """
 
@@ -114,11 +123,7 @@ def save_preview(dataset_root, path, dataset=None):
     first image and mask file; otherwise a ``CocoFormatDataset``, whose first image is shown with
     its instances numbered 1..N (crowd regions left out).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 5))
     if dataset is None:
         img_path, mask_path = pair_images_and_masks(dataset_root)[0]
@@ -139,7 +144,6 @@ def save_preview(dataset_root, path, dataset=None):
     for ax in (a, b):
         ax.axis("off")
     _save_figure(fig, path)
-    plt.close(fig)
 
 
 def to_cpu(prediction):
@@ -179,23 +183,6 @@ def save_final_figures(model, dataset_test, device, output_dir, score_threshold,
     return written
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    with warnings.catch_warnings():  # a class name the font cannot draw (CJK): boxes, not a warning per glyph
-        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80, format="png")
-    _pyplot().close(fig)
-
-
 def _short(name, most=24):
     """A class name as a figure shows it: a long one cut, so it cannot cover the other panel."""
     return name if len(name) <= most else name[:most - 1] + "\u2026"
@@ -221,7 +208,7 @@ def plot_pr(curves_by_type, path):
         ax.grid(alpha=0.3)
         if per_class:
             ax.legend(fontsize=8, loc="lower left", title="class (AP)", title_fontsize=8)
-    _save(fig, path)
+    _save_figure(fig, path, dpi=80)
 
 
 def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
@@ -243,7 +230,7 @@ def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("true (background: false detection)")
     fig.suptitle(f"Confusion matrix, boxes: IoU >= {iou_threshold:g}, score >= {score_threshold:g}", fontsize=10)
-    _save(fig, path)
+    _save_figure(fig, path, dpi=80)
 
 
 def plot_errors(breakdown, path):
@@ -261,4 +248,4 @@ def plot_errors(breakdown, path):
     ap = breakdown["ap"]
     ax.set_xlabel(f"AP50 gained if fixed (bbox AP50 now {ap:.3f})" if ap is not None else "AP50 gained if fixed")
     ax.set_title("Error breakdown (after TIDE): kind (how many)", fontsize=10)
-    _save(fig, path)
+    _save_figure(fig, path, dpi=80)

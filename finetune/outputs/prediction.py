@@ -1,7 +1,6 @@
-"""What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
-
-Every file is written whole or not at all (``utils.atomic_write``: temporary file, then rename),
-so a run killed while writing keeps the previous version.
+"""``--predict``: the images of the files and folders named, each decoded upright in RGB, and for
+each an overlay ``<file name>.png`` and its detections as ``<file name>.json``, with
+``results.json`` and ``images.json`` (COCO's results format) for all of them.
 """
 
 import json
@@ -9,10 +8,10 @@ import os
 
 import torch
 from PIL import Image, ImageOps
-from pycocotools import mask as mask_util
 from torchvision.transforms.v2 import functional as F
 
 from finetune.data.image_files import to_rgb
+from finetune.data.masks import mask_to_rle
 from finetune.data.pennfudan import PENNFUDAN_CLASSES
 from finetune.errors import TutorialError
 from finetune.hardware import is_out_of_memory
@@ -171,9 +170,7 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
                 rle = pred["masks_rle"][j]
                 det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"])
             elif "masks" in pred:  # a model without this project's speed-ups
-                binary = (pred["masks"][j, 0] > 0.5).numpy().astype("uint8")
-                rle = mask_util.encode(binary.copy(order="F"))
-                det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"].decode("ascii"))
+                det["mask_rle"] = mask_to_rle(pred["masks"][j, 0] > 0.5)
             detections.append(det)
         record = dict(image=path, height=photo.shape[-2], width=photo.shape[-1],
                       score_threshold=score_threshold, detections=detections)

@@ -5,9 +5,11 @@ evaluation already holds (``CocoEvaluator.coco_eval[t]``: ``cocoGt``, ``cocoDt``
 detection, ``eval["precision"]``); the model is not run again. Parts:
 
 * precision-recall curves per class at IoU 0.5 and 0.75 (pycocotools' own numbers);
-* a confusion matrix over the K classes plus background (``confusion_matrix``);
-* an error breakdown after TIDE (``error_breakdown``): the AP each kind of error costs;
-* a gallery of the test images, worst first, ground truth beside the predictions;
+* a confusion matrix over the K classes plus background (``finetune.outputs.analysis.confusion_matrix``);
+* an error breakdown after TIDE (``finetune.outputs.analysis.error_breakdown``): the AP each kind
+  of error costs;
+* a gallery of the test images, worst first, ground truth beside the predictions
+  (``finetune.outputs.gallery``);
 * the run, its final and best metrics, the per-class table.
 
 The report is built in ``report.partial/`` and renamed into place, so ``report/`` is always a
@@ -21,7 +23,7 @@ import shutil
 import time
 
 from finetune.errors import TutorialError
-from finetune.hardware import device_name
+from finetune.hardware import describe_device
 from finetune.outputs import plots
 from finetune.outputs.analysis import (
     ERROR_KINDS,
@@ -46,7 +48,7 @@ def run_info(data_path, test_data_path, classes, model_name, recipe, device, rec
             ("classes", ", ".join(c["name"] for c in classes)),
             ("model", model_name + (f" from {weights}" if weights else "")),
             ("recipe", ", ".join(f"{k}={v}" for k, v in recipe.items() if v is not None)),
-            ("device", device_name(device)),
+            ("device", describe_device(device)),
             ("written", time.strftime("%Y-%m-%d %H:%M:%S"))]
     records = [r for r in (records or []) if "bbox" in r]
     if records:
@@ -215,7 +217,7 @@ def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, s
     """``output_dir/report/``: report.html, report.json, its figures and gallery/. Returns the
     path of report.html. An earlier report there moves to ``report/earlier/<its time>/``.
 
-    ``summary``: ``outputs.evaluation_summary``'s dict; ``info_rows``: ``run_info``'s rows;
+    ``summary``: ``finetune.outputs.metrics.evaluation_summary``'s dict; ``info_rows``: ``run_info``'s rows;
     ``records``: metrics.json's epochs, drawn as curves.png unless ``curves_png`` (that file) is
     given to copy; neither: no curves."""
     started = time.time()

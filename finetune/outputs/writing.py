@@ -1,7 +1,6 @@
-"""What a run leaves behind: COCO numbers by name, metrics.json, curves.png, figures, --predict files.
-
-Every file is written whole or not at all (``utils.atomic_write``: temporary file, then rename),
-so a run killed while writing keeps the previous version.
+"""Files written whole or not at all: JSON, text and PNG through ``utils.atomic_write`` (a
+temporary file, then a rename, so a run killed while writing keeps the previous version),
+``NoInterrupt`` around renames that must happen together, and ``check_output_dir``.
 """
 
 import json

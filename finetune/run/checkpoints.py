@@ -1,5 +1,5 @@
-"""The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
-from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
+"""A training run's checkpoints: checkpoint.pth (everything ``--resume`` needs) and best.pth
+(the best epoch's model), written atomically, and the training state restored from one."""
 
 import torch
 

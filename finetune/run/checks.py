@@ -1,9 +1,6 @@
-"""The command line checked before any work: flag values, the device, the output folder, and a
-checkpoint's recipe against the flags typed with it.
-
-A bad flag value is a usage line naming the flag and the accepted range (exit status 2, from
-argparse); everything else here raises ``TutorialError`` (one line, exit status 1).
-"""
+"""The run's settled flags checked before any work (settings.py calls these with the values they
+need): its checkpoint, its output folder, the device's bfloat16 support, then the data against the
+model. They only raise ``TutorialError`` (one line, exit status 1) or print a warning."""
 
 import os
 
@@ -12,7 +9,6 @@ from finetune.data.formats import check_test_data_path
 from finetune.data.labelme import is_labelme_folder
 from finetune.data.yolo import is_yolo_file
 from finetune.errors import DatasetError, TutorialError
-from finetune.hardware import pick_device
 from finetune.models.specs import check_model_flag
 from finetune.outputs.prediction import check_earlier_predictions
 from finetune.outputs.writing import check_output_dir
@@ -39,48 +35,65 @@ def check_resumable(path, checkpoint):
                             f"weights further as a new run: --weights {path} with another --output-dir.")
 
 
-def check_run(args, checkpoint, weights_file, load_checkpoint, training, is_main_process=True):
-    """Everything about a run's settled flags that can be checked before any data is read or generated.
+def check_predict_weights(task, checkpoint):
+    """``--predict`` runs a trained model: a checkpoint."""
+    if task.predict and checkpoint is None:
+        raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
+
+
+def check_folders(task, data_path, test_data_path, output_dir, overwrite, load_checkpoint, is_main_process=True):
+    """The run's folders, before any data is read or generated (and Penn-Fudan downloaded for a
+    ``test_data_path`` that would go unread).
 
     The output folder can be written, is not inside the dataset's folders and holds no other run
-    (unless ``--overwrite``: main clears that run's files later; ``load_checkpoint`` reads the
-    earlier run's checkpoint to describe it); ``--predict`` has a checkpoint and a folder to
-    write to; ``--model`` agrees with a checkpoint given to ``--test-only``/``--predict``.
-    Evaluating random weights, and flags that do nothing here, are warned about.
+    (unless ``overwrite``: main clears that run's files later; ``load_checkpoint`` reads the
+    earlier run's checkpoint to describe it); ``--predict`` has a folder to write to. Under
+    torchrun only the main process (``is_main_process``) writes, so only it checks the folders.
     """
-    if args.predict and checkpoint is None:
-        raise TutorialError("--predict needs trained weights: --weights FILE (e.g. output/checkpoint.pth).")
-    if not args.predict:  # before Penn-Fudan is downloaded for a --test-data-path that would go unread
-
-        check_test_data_path(args.data_path, args.test_data_path)
-    if args.output_dir and is_main_process:
-        check_output_outside_data(args.output_dir, args.data_path)
-        check_output_dir(args.output_dir)
-        if training:  # --overwrite removes the earlier run only once the data has passed its checks too
-            protect_earlier_run(args.output_dir, args.resume, args.overwrite, load_checkpoint)
-    if args.predict and is_main_process:
-        predict_dir = os.path.join(args.output_dir or ".", "predict")
+    if not task.predict:
+        check_test_data_path(data_path, test_data_path)
+    if output_dir and is_main_process:
+        check_output_outside_data(output_dir, data_path)
+        check_output_dir(output_dir)
+        if task.training:  # --overwrite removes the earlier run only once the data has passed its checks too
+            protect_earlier_run(output_dir, task.resume, overwrite, load_checkpoint)
+    if task.predict and is_main_process:
+        predict_dir = os.path.join(output_dir or ".", "predict")
         check_output_dir(predict_dir)
-        check_earlier_predictions(predict_dir, args.overwrite)
-    if checkpoint is not None and "model_spec" in checkpoint and not (args.resume and training):
-        check_model_flag(args.model if "model" in args.explicit else None, checkpoint["model_spec"]["model"],
-                         weights_file)
-    if args.test_only and checkpoint is None:
-        print(f"warning: --test-only with --weights {args.weights}: the numbers are those of an untrained model "
+        check_earlier_predictions(predict_dir, overwrite)
+
+
+def check_checkpoint_use(task, checkpoint, weights_file, typed_model=None):
+    """``--model`` as typed (``typed_model``; None: not typed) agrees with the checkpoint of
+    ``weights_file`` given to ``--test-only``/``--predict``; evaluating random weights is warned about."""
+    if checkpoint is not None and "model_spec" in checkpoint and not (task.resume and task.training):
+        check_model_flag(typed_model, checkpoint["model_spec"]["model"], weights_file)
+    if task.test_only and checkpoint is None:
+        print(f"warning: --test-only with --weights {task.weights}: the numbers are those of an untrained model "
               f"(new, random heads); pass --weights FILE (a checkpoint written by training) to score one.")
-    on_gpu = pick_device(args.device).type == "cuda"
-    if args.amp and training and not on_gpu and not hardware.cpu_has_bf16():
+
+
+def warn_bfloat16(device, amp, eval_bf16, training):
+    """bfloat16 asked for where it does not help, on ``device`` (``--device``): ``amp`` for
+    ``training``, or ``eval_bf16``, on a CPU without bfloat16 instructions; ``eval_bf16`` on a GPU."""
+    on_gpu = hardware.pick_device(device).type == "cuda"
+    if amp and training and not on_gpu and not hardware.cpu_has_bf16():
         print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
               "than float32 here; drop --amp.")
-    if getattr(args, "eval_bf16", False):
+    if eval_bf16:
         if on_gpu:
             print("warning: --eval-bf16 is for the CPU; evaluation on the GPU stays in float32.")
         elif not hardware.cpu_has_bf16():
             print("warning: --eval-bf16 on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs "
                   "slower than float32 here; drop --eval-bf16.")
-    if args.test_data_path and "test_size" in getattr(args, "explicit", ()):
-        print(f"warning: --test-size {args.test_size} is ignored: the test images are those of --test-data-path.")
-    elif training and args.test_size == 0:
+
+
+def note_test_size(test_data_path, test_size, test_size_typed, training):
+    """A typed ``--test-size`` (``test_size_typed``) that ``--test-data-path`` makes moot is warned
+    about; training on every image (``--test-size 0``) is said."""
+    if test_data_path and test_size_typed:
+        print(f"warning: --test-size {test_size} is ignored: the test images are those of --test-data-path.")
+    elif training and test_size == 0:
         print("--test-size 0: training on every image; no evaluation, so no COCO numbers or test figures.")
 
 
@@ -115,26 +128,28 @@ def check_objects_to_learn(data_path, train_set):
 MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
 
 
-def check_model_for_data(args, has_masks, classes, checkpoint=None):
-    """The model fits the data: a checkpoint's classes are the data's; box-only data (no annotation
-    has a segmentation) cannot train a mask model that was asked for. Returns "box-only" where the
-    tutorial's Faster R-CNN should take the place of the default Mask R-CNN (run_settings does it)."""
-    if checkpoint is not None and "model_spec" in checkpoint and checkpoint["model_spec"].get("classes"):
+def check_model_for_data(data_path, model, model_asked, has_masks, classes, checkpoint=None, checkpoint_path=None):
+    """The model fits the data: the classes of ``checkpoint`` (read from ``checkpoint_path``) are the
+    data's ``classes``; box-only data (not ``has_masks``: no annotation has a segmentation) cannot
+    train a mask ``model`` that was asked for (``model_asked``: typed, or the demo's). Returns
+    "box-only" where the tutorial's Faster R-CNN should take the place of the default Mask R-CNN
+    (settings.settle_for_data does it)."""
+    if checkpoint is not None and "model_spec" in checkpoint:
         trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
         if trained != [c["name"] for c in classes]:
             fix, have = "evaluate or continue it on data with the same categories", [c["name"] for c in classes]
-            if is_labelme_folder(args.data_path) and set(have) <= set(trained):  # labels come sorted, found ones only
+            if is_labelme_folder(data_path) and set(have) <= set(trained):  # labels come sorted, found ones only
                 fix = ("the same classes in another order" if sorted(have) == sorted(trained) else
                        "a folder without some of its classes") + f": pass --classes {','.join(trained)}"
             elif sorted(have) == sorted(trained):
                 fix = f"the same classes in another order: list them in the order {trained} in " + \
-                    ("the YAML's names" if is_yolo_file(args.data_path) else "the file's categories")
-            raise TutorialError(f"{args.resume or args.weights} was trained on the classes {trained}, but "
-                                f"{args.data_path} has {[c['name'] for c in classes]}; {fix}.")
+                    ("the YAML's names" if is_yolo_file(data_path) else "the file's categories")
+            raise TutorialError(f"{checkpoint_path} was trained on the classes {trained}, but "
+                                f"{data_path} has {[c['name'] for c in classes]}; {fix}.")
         return None
-    if has_masks or args.model not in MASK_MODELS:
+    if has_masks or model not in MASK_MODELS:
         return None
-    if "model" in getattr(args, "explicit", ()) or args.demo:
-        raise TutorialError(f"{args.data_path}: no annotation has a segmentation, so there is no mask to train "
-                            f"--model {args.model} on; use --model fasterrcnn (boxes only).")
+    if model_asked:
+        raise TutorialError(f"{data_path}: no annotation has a segmentation, so there is no mask to train "
+                            f"--model {model} on; use --model fasterrcnn (boxes only).")
     return "box-only"

@@ -1,12 +1,10 @@
-"""The command line checked before any work: flag values, the device, the output folder, and a
-checkpoint's recipe against the flags typed with it.
-
-A bad flag value is a usage line naming the flag and the accepted range (exit status 2, from
-argparse); everything else here raises ``TutorialError`` (one line, exit status 1).
-"""
+"""The command line's own checks: argparse ``type``s for flag values (a bad one is a usage line
+naming the flag and the accepted range, exit status 2), what the run is asked to do (``Task``) and
+the flag combinations that cannot go together, and ``flag``, an option written as typed."""
 
 import argparse
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -26,8 +24,8 @@ def _number(kind, low=None, high=None, low_open=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
-        if (kind is float and not math.isfinite(value)) or (low is not None and (value <= low if low_open else value < low)) \
-                or (high is not None and value > high):  # NaN and infinity included
+        below = low is not None and (value <= low if low_open else value < low)
+        if (kind is float and not math.isfinite(value)) or below or (high is not None and value > high):  # NaN, inf
             raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
         return value
 
@@ -64,7 +62,7 @@ def path_text(text):
     return text
 
 
-def device_name(text):
+def device_flag(text):
     """An argparse ``type`` for --device: auto, cpu, cuda or cuda:N (any torch device string)."""
     if text == "auto":
         return text
@@ -75,25 +73,42 @@ def device_name(text):
     return text
 
 
-def check_combinations(parser, args):
-    """Flag values that are fine alone but not together (usage errors, exit status 2)."""
-    if args.epochs == 0 and not (args.test_only or args.predict or args.check_forward):
-        parser.error("argument --epochs: 0 trains nothing; expected an integer >= 1 (0 only with --test-only "
-                     "or --predict)")
-    if args.max_size < args.min_size:
-        parser.error(f"argument --max-size: {args.max_size} is below --min-size {args.min_size}; expected "
-                     f"--max-size >= --min-size")
-    if args.test_only and args.predict:
-        parser.error("--test-only and --predict: choose one")
-    if getattr(args, "export", None):
-        if not args.export.lower().endswith(".onnx"):
-            parser.error(f"argument --export: expected a file name ending in .onnx, got {args.export!r}")
-        if args.test_only or args.resume or args.check_forward:
-            parser.error("--export writes the model of --weights CHECKPOINT: not with --test-only, --resume or "
-                         "--check-forward")
-    elif str(args.weights).lower().endswith(".onnx") and not args.predict:
-        parser.error(f"argument --weights: {args.weights} is an ONNX model, which only --predict runs; train, "
-                     f"evaluate or --export from a checkpoint (.pth)")
+class Task(NamedTuple):
+    """What a run is asked to do: train, or ``--test-only``, ``--predict``, ``--check-forward``
+    or ``--export``, with the model of ``--weights`` (or ``--resume``)."""
+
+    weights: str = "DEFAULT"
+    resume: str | None = None
+    test_only: bool = False
+    predict: list[str] | None = None
+    check_forward: bool = False
+    export: str | None = None
+
+    @property
+    def training(self):
+        return not (self.test_only or self.predict or self.check_forward or self.export)
+
+
+def combination_error(task, epochs, min_size, max_size):
+    """What is wrong with flag values that are fine alone but not together (argparse's usage error,
+    exit status 2), or None."""
+    if epochs == 0 and not (task.test_only or task.predict or task.check_forward):
+        return ("argument --epochs: 0 trains nothing; expected an integer >= 1 (0 only with --test-only "
+                "or --predict)")
+    if max_size < min_size:
+        return f"argument --max-size: {max_size} is below --min-size {min_size}; expected --max-size >= --min-size"
+    if task.test_only and task.predict:
+        return "--test-only and --predict: choose one"
+    if task.export:
+        if not task.export.lower().endswith(".onnx"):
+            return f"argument --export: expected a file name ending in .onnx, got {task.export!r}"
+        if task.test_only or task.resume or task.check_forward:
+            return ("--export writes the model of --weights CHECKPOINT: not with --test-only, --resume or "
+                    "--check-forward")
+    elif str(task.weights).lower().endswith(".onnx") and not task.predict:
+        return (f"argument --weights: {task.weights} is an ONNX model, which only --predict runs; train, "
+                f"evaluate or --export from a checkpoint (.pth)")
+    return None
 
 
 def flag(key, value=None):
@@ -108,7 +123,6 @@ def flag(key, value=None):
 
 def class_list(text):
     """``--classes a,b,c``: the names in order, each once."""
-
     names = [n.strip() for n in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r}: an empty name; expected names separated by commas, e.g. cat,dog")

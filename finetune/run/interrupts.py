@@ -1,5 +1,5 @@
-"""The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
-from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
+"""Ctrl-C during a run: training stops at the next safe point on every rank (``StopAtSafePoint``),
+the error that says what was kept, and the command lines that resume the run or redo its report."""
 
 import os
 import shlex
@@ -122,7 +122,6 @@ class StopAtSafePoint:
             for name in os.listdir(self.output_dir):
                 if name.startswith(f".tmp-{os.getpid()}-"):  # a half-written file of utils.atomic_write
                     os.remove(os.path.join(self.output_dir, name))
-
             remove_partial(self.output_dir)  # a report being drawn: the earlier one in report/ stays
             ckpt = os.path.join(self.output_dir, "checkpoint.pth")
             if os.path.exists(ckpt):

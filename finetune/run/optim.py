@@ -1,5 +1,5 @@
-"""The parts of a training run around the tutorial's loops: device, optimizer and lr schedule
-from the flags, checkpoints and resuming, Ctrl-C, and the command that continues a stopped run."""
+"""The optimizer (SGD or AdamW), the lr schedule (StepLR or cosine) and ``--amp``'s GradScaler,
+from the flags' values."""
 
 import torch
 

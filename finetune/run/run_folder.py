@@ -1,9 +1,5 @@
-"""The command line checked before any work: flag values, the device, the output folder, and a
-checkpoint's recipe against the flags typed with it.
-
-A bad flag value is a usage line naming the flag and the accepted range (exit status 2, from
-argparse); everything else here raises ``TutorialError`` (one line, exit status 1).
-"""
+"""The run's output folder: an earlier run in it is protected (or cleared by ``--overwrite``), and
+it must not lie among a dataset's files, where later runs would read its figures as images."""
 
 import contextlib
 import io
@@ -62,8 +58,6 @@ def clear_earlier_run(output_dir, resume=None):
     for path in files:
         os.remove(path)
     if files:  # else a run without a test set (--test-size 0) would leave the replaced run's as its own
-
-
         shutil.rmtree(os.path.join(output_dir, "predictions"), ignore_errors=True)
         archive_report(output_dir)
 
@@ -74,7 +68,6 @@ def check_output_outside_data(output_dir, data_path):
     never read); labelme folders and YOLO split folders are read with their subfolders."""
     out, folder = os.path.realpath(output_dir), os.path.realpath(data_path)
     if is_yolo_file(data_path):  # its split folders are searched for images, subfolders too
-
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its notes are printed when the data is read
                 splits = read_yolo_yaml(data_path)[1]
@@ -93,7 +86,6 @@ def check_output_outside_data(output_dir, data_path):
     if is_labelme_folder(data_path) and os.path.commonpath([out, folder]) == folder:
         raise TutorialError(f"--output-dir {output_dir}: inside the labelme folder {data_path}, whose subfolders are "
                             f"read too (the figures would be taken for unannotated images). Pick a folder outside it.")
-    out = os.path.realpath(output_dir)
     for sub in ("PNGImages", "PedMasks"):
         folder = os.path.realpath(os.path.join(data_path, sub))
         if out == folder:

@@ -1,14 +1,15 @@
-"""The run's settings, settled once, before any work, in this order:
+"""The run's settings, settled once, before any work, on a copy of the parsed arguments:
 
-1. the flags, as typed (``ExplicitArgumentParser`` records which were typed: ``explicit``);
-2. under ``--demo``, the demo's recipe for every flag not typed (``demo.apply_demo_recipe``);
+1. the flags, as typed (``ExplicitArgumentParser`` records which were typed: ``explicit``), and
+   ``check_combinations`` for those that cannot go together (a usage error, before ``main``);
+2. under ``--demo``, the demo's recipe for every flag not typed (``apply_demo_recipe``);
 3. with ``--resume``, the checkpoint's recipe for the flags not typed (a typed flag that
-   contradicts it is an error), and its folder as ``--output-dir``;
+   contradicts it is an error), and its folder as ``--output-dir``; then ``check_run``;
 4. once the data has been read: box-only data trains the tutorial's Faster R-CNN
    (``settle_for_data``; it needs the data, whose path steps 2 and 3 may set).
 
-Each change is printed once, where it is made. The functions of argument_checks.py only raise
-or warn; the settled namespace is a copy, so the parsed ``args`` stay as typed.
+Each change is printed once, where it is made. The namespace is read and changed here only: the
+checks of finetune/run/checks.py and flags.py take the values they need, and only raise or warn.
 """
 
 import argparse
@@ -16,6 +17,7 @@ import os
 
 import utils
 from finetune import hardware
+from finetune.models import pretrained
 from finetune.outputs import onnx_runtime
 from finetune.run import checks, demo, flags
 
@@ -53,13 +55,38 @@ class ExplicitArgumentParser(argparse.ArgumentParser):
         return namespace, extras
 
 
-def weights_file(args):
-    """The checkpoint a run reads: ``--resume``, or ``--weights`` when it names a file."""
-    return args.resume or (args.weights if str(args.weights) not in ("DEFAULT", "none", "None") else None)
+def task(args):
+    """What the flags ask the run to do (``flags.Task``): train, test, predict, check or export."""
+    return flags.Task(args.weights, args.resume, args.test_only, args.predict, args.check_forward, args.export)
 
 
 def is_training(args):
-    return not (args.test_only or args.predict or args.check_forward or getattr(args, "export", None))
+    return task(args).training
+
+
+def typed_model(args):
+    """``--model`` as typed, None when it was not (a checkpoint then says which model it is)."""
+    return args.model if "model" in args.explicit else None
+
+
+def check_combinations(parser, args):
+    """Step 1: flag values that are fine alone but not together are ``parser``'s usage error (exit status 2)."""
+    message = flags.combination_error(task(args), args.epochs, args.min_size, args.max_size)
+    if message:
+        parser.error(message)
+
+
+def apply_demo_recipe(run):
+    """Step 2: under ``--demo``, every flag not typed on the command line takes the demo's value
+    (``demo.demo_values``: ``--amp``, bfloat16, where it trains on a CPU with bfloat16
+    instructions; ``--no-amp`` turns it off). Changes ``run`` and returns it."""
+    for key, value in demo.demo_values(run.explicit, run.device).items():
+        setattr(run, key, value)
+    if utils.is_main_process() and not (run.predict or run.test_only):
+        precision = "bfloat16 autocast" if run.amp else "float32"
+        print(f"Demo: data in {run.data_path}, --model {run.model}, --weights {run.weights}, "
+              f"{run.opt} lr {run.lr}, {run.epochs} epochs, {precision} (docs/demo.md)")
+    return run
 
 
 def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
@@ -69,7 +96,7 @@ def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
     values). Checkpoints written before a setting existed keep the flag's value.
     """
     trained = checkpoint.get("args", {})
-    typed = set(getattr(args, "explicit", ()))
+    typed = set(args.explicit)
     taken = []
     for key in keys + defaulted:
         if key not in trained or trained[key] == getattr(args, key):
@@ -85,11 +112,10 @@ def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
     return args
 
 
-def settle(args, defaults, load_checkpoint):
-    """Steps 1-3 above, then every check that needs no data; returns ``(settings, checkpoint)``.
+def settle(args, load_checkpoint):
+    """Steps 2-3 above, then every check that needs no data; returns ``(settings, checkpoint)``.
 
-    ``defaults``: the parser (its defaults tell typed flags from others when ``args`` has no
-    ``explicit``); ``load_checkpoint(path)``: the weights file's contents (model_weights.py).
+    ``load_checkpoint(path)``: the weights file's contents (``pretrained.load_weights_file``).
     The process group is set up here too (``utils.init_distributed_mode``: rank, world size,
     GPU), as torchvision's train.py does first. ``checkpoint`` is None without a weights file,
     and for ``--export`` and ``--predict`` with an .onnx model, which read their file themselves.
@@ -97,37 +123,49 @@ def settle(args, defaults, load_checkpoint):
     run = argparse.Namespace(**vars(args))
     utils.init_distributed_mode(run)
     if run.demo:
-        demo.apply_demo_recipe(run, defaults)
+        apply_demo_recipe(run)
     if run.export or (run.predict and onnx_runtime.is_onnx_model(run.weights)):
         return run, None
     hardware.check_device(run.device)
-    path = weights_file(run)
+    path = pretrained.weights_file(run.weights, run.resume)
     checkpoint = load_checkpoint(path) if path else None
     if run.resume and is_training(run):
         checks.check_resumable(run.resume, checkpoint)
         take_recipe(run, checkpoint, run.resume)
-        if "output_dir" not in getattr(run, "explicit", ()):  # continue in the folder the run is in now
+        if "output_dir" not in run.explicit:  # continue in the folder the run is in now
             run.output_dir = os.path.dirname(run.resume) or "."
             print(f"Continuing in --output-dir {run.output_dir}")
     elif run.test_only and isinstance(checkpoint, dict) and isinstance(checkpoint.get("args"), dict):
         # scored on the test split it was trained with (its data, seed and sizes), unless typed
         take_recipe(run, checkpoint, path, keys=(), defaulted=TESTED_ON)
-    checks.check_run(run, checkpoint, path, load_checkpoint, is_training(run), utils.is_main_process())
+    check_run(run, checkpoint, path, load_checkpoint)
     if not utils.is_main_process():
         run.output_dir = ""  # under torchrun, rank 0 alone writes the run's files
     return run, checkpoint
 
 
+def check_run(run, checkpoint, path, load_checkpoint):
+    """Everything about the settled flags that can be checked before any data is read or
+    generated, in this order: ``--predict`` has a checkpoint; the folders (``checks.check_folders``);
+    ``--model`` against the checkpoint of ``path``; then warnings about bfloat16 and --test-size."""
+    todo, main_process = task(run), utils.is_main_process()
+    checks.check_predict_weights(todo, checkpoint)
+    checks.check_folders(todo, run.data_path, run.test_data_path, run.output_dir, run.overwrite, load_checkpoint,
+                         main_process)
+    checks.check_checkpoint_use(todo, checkpoint, path, typed_model(run))
+    checks.warn_bfloat16(run.device, run.amp, run.eval_bf16, todo.training)
+    checks.note_test_size(run.test_data_path, run.test_size, "test_size" in run.explicit, todo.training)
+
+
 def test_image_names(dataset_test):
     """The test images' file names, in order: what a resumed run must be tested on again."""
-
     base, where = utils.unwrap_subset(dataset_test)
     names = getattr(base, "imgs", None)
     return [names[i] for i in where] if names is not None else None
 
 
 def settle_for_data(run, data, checkpoint=None):
-    """Step 4, once ``data`` (dataset_formats.load_datasets' dict) is read: box-only data (no
+    """Step 4, once ``data`` (``formats.load_datasets``' dict) is read: box-only data (no
     annotation has a segmentation) trains the tutorial's Faster R-CNN, unless a mask model was
     asked for (an error then, as are a checkpoint trained on other classes and fewer training
     images than one batch). Returns ``run``, with ``model`` changed where it falls back."""
@@ -135,10 +173,12 @@ def settle_for_data(run, data, checkpoint=None):
         checks.check_objects_to_learn(run.data_path, data["train"])
         # kept in the checkpoint's arguments
         run.test_images = test_image_names(data["test"]) if data.get("test") is not None else None
-        if run.resume and isinstance(checkpoint, dict):
+        if run.resume:
             checks.check_same_test_images(run.data_path, checkpoint.get("args", {}).get("test_images"),
                                           run.test_images, run.resume)
-    box_only = checks.check_model_for_data(run, data["has_masks"], data["classes"], checkpoint) == "box-only"
+    box_only = checks.check_model_for_data(run.data_path, run.model, "model" in run.explicit or run.demo,
+                                           data["has_masks"], data["classes"], checkpoint,
+                                           run.resume or run.weights) == "box-only"
     checks.check_batch_fits(run.data_path, len(data["train"]), run.batch_size)
     if box_only:
         print(f"{run.data_path}: no annotation has a segmentation: training the tutorial's box-only Faster R-CNN "

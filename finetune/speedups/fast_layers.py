@@ -1,29 +1,28 @@
 """This project's speed-ups for torchvision's detection models, and the code that undoes them.
 
-    import speedups
-    speedups.speed_up_model(model)        # same detections, less time (docs/speed.md)
-    speedups.as_reference_model(model)    # back to stock torchvision (for comparisons)
+    from finetune.speedups import fast_layers
+    fast_layers.speed_up_model(model)        # same detections, less time (docs/speed.md)
+    fast_layers.as_reference_model(model)    # back to stock torchvision (for comparisons)
 
 Each change keeps the results (equal masks and detections; the same function up to float
 rounding) and is applied to one model instance, never to torchvision's classes:
 
-* ``paste_masks_in_image`` / ``FastMaskPasteTransform``: Mask R-CNN masks pasted into one
-  preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
+* ``FastMaskPasteTransform`` (``finetune.speedups.mask_paste``): Mask R-CNN masks pasted into
+  one preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
 * ``fold_frozen_batchnorm``: the frozen BatchNorm of ResNet bottlenecks folded into their
   convolutions at run time;
 * ``fast_roi_align`` / ``FastMultiScaleRoIAlign``: CPU RoI pooling as one weighted gather
   (``F.embedding_bag``), forward and backward several times faster than torchvision's one-core
   kernel, the same values and gradients up to float rounding;
-* one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers;
-* ``use_channels_last`` picks the memory format (channels_last on CPUs with AVX-512; on AVX2 CPUs for
-  inference only), ``inference_speedups`` switches to the inference one for an evaluation.
+* one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers.
 
-Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
-under bfloat16 autocast during evaluation, the heads in float32.
+The memory format and the opt-in bfloat16 backbone of an evaluation are in
+``finetune.speedups.inference``.
 
-Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
-``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, and
-``roi_heads.expand_boxes``. Checked against torchvision 0.29.1 (torch 2.14.1) and 0.26.0
+Private torchvision APIs used here: ``torchvision.ops.poolers``' ``_convert_to_roi_format``,
+``_filter_input`` and ``_setup_scales``, and the ``MultiScaleRoIAlign`` attributes
+``FastMultiScaleRoIAlign.forward`` reads (``scales``, ``map_levels``, ``canonical_scale``,
+``canonical_level``). Checked against torchvision 0.29.1 (torch 2.14.1) and 0.26.0
 (torch 2.11.0).
 """
 
@@ -148,7 +147,8 @@ def _roi_align_by_embedding_bag(features, rois, output_size, spatial_scale, samp
     iy, wy = _bilinear_taps(y0, (y1 - y0).clamp(min=1.0), ph, r, h)  # (K, ph, r, 2)
     ix, wx = _bilinear_taps(x0, (x1 - x0).clamp(min=1.0), pw, r, w)  # (K, pw, r, 2)
     # every (bin y, bin x, sample y, tap y, sample x, tap x): a row of the (N*H*W, C) table
-    index = image.view(k, 1, 1, 1, 1, 1, 1) * (h * w) + iy.view(k, ph, 1, r, 2, 1, 1) * w + ix.view(k, 1, pw, 1, 1, r, 2)
+    index = (image.view(k, 1, 1, 1, 1, 1, 1) * (h * w) + iy.view(k, ph, 1, r, 2, 1, 1) * w
+             + ix.view(k, 1, pw, 1, 1, r, 2))
     weight = wy.view(k, ph, 1, r, 2, 1, 1) * wx.view(k, 1, pw, 1, 1, r, 2) * (1.0 / (r * r))
     table = features.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view for channels_last maps
     taps = 4 * r * r
@@ -228,7 +228,8 @@ def as_reference_model(model):
     if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
         model.transform.__class__ = GeneralizedRCNNTransform
     for module in model.modules():
-        module.__dict__.pop("forward", None)  # folded frozen BatchNorm, shared RoI-feature layout -> the class's forward
+        # folded frozen BatchNorm, shared RoI-feature layout -> the class's forward
+        module.__dict__.pop("forward", None)
         if isinstance(module, MultiScaleRoIAlign):
             module.__class__ = MultiScaleRoIAlign  # torchvision's pooling
     return model

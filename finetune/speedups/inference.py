@@ -1,30 +1,11 @@
-"""This project's speed-ups for torchvision's detection models, and the code that undoes them.
+"""An evaluation as fast as the CPU allows: ``use_channels_last`` picks the memory format
+(channels_last on CPUs with AVX-512; on AVX2 CPUs for inference only), ``inference_speedups``
+switches a model to the inference one for an evaluation, and ``bfloat16_backbone``
+(``--eval-bf16``, opt-in since it rounds differently) runs the backbone under bfloat16 autocast,
+the heads in float32.
 
-    import speedups
-    speedups.speed_up_model(model)        # same detections, less time (docs/speed.md)
-    speedups.as_reference_model(model)    # back to stock torchvision (for comparisons)
-
-Each change keeps the results (equal masks and detections; the same function up to float
-rounding) and is applied to one model instance, never to torchvision's classes:
-
-* ``paste_masks_in_image`` / ``FastMaskPasteTransform``: Mask R-CNN masks pasted into one
-  preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
-* ``fold_frozen_batchnorm``: the frozen BatchNorm of ResNet bottlenecks folded into their
-  convolutions at run time;
-* ``fast_roi_align`` / ``FastMultiScaleRoIAlign``: CPU RoI pooling as one weighted gather
-  (``F.embedding_bag``), forward and backward several times faster than torchvision's one-core
-  kernel, the same values and gradients up to float rounding;
-* one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers;
-* ``use_channels_last`` picks the memory format (channels_last on CPUs with AVX-512; on AVX2 CPUs for
-  inference only), ``inference_speedups`` switches to the inference one for an evaluation.
-
-Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
-under bfloat16 autocast during evaluation, the heads in float32.
-
-Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
-``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, and
-``roi_heads.expand_boxes``. Checked against torchvision 0.29.1 (torch 2.14.1) and 0.26.0
-(torch 2.11.0).
+No private torch or torchvision API is used here (checked against torchvision 0.29.1 with
+torch 2.14.1, and 0.26.0 with torch 2.11.0).
 """
 
 import contextlib

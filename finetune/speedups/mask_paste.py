@@ -1,38 +1,21 @@
-"""This project's speed-ups for torchvision's detection models, and the code that undoes them.
+"""Mask R-CNN's masks pasted into the image faster and in less memory: ``paste_masks_in_image``
+(one preallocated output), ``masks_to_rles`` (each mask pasted only inside its box, encoded as a
+COCO RLE), the ``FastMaskPasteTransform`` that ``finetune.speedups.fast_layers.speed_up_model``
+installs, and ``compact_masks``, which makes a model give its masks as RLE.
 
-    import speedups
-    speedups.speed_up_model(model)        # same detections, less time (docs/speed.md)
-    speedups.as_reference_model(model)    # back to stock torchvision (for comparisons)
-
-Each change keeps the results (equal masks and detections; the same function up to float
-rounding) and is applied to one model instance, never to torchvision's classes:
-
-* ``paste_masks_in_image`` / ``FastMaskPasteTransform``: Mask R-CNN masks pasted into one
-  preallocated tensor (torchvision builds a full-image tensor per detection, then stacks them);
-* ``fold_frozen_batchnorm``: the frozen BatchNorm of ResNet bottlenecks folded into their
-  convolutions at run time;
-* ``fast_roi_align`` / ``FastMultiScaleRoIAlign``: CPU RoI pooling as one weighted gather
-  (``F.embedding_bag``), forward and backward several times faster than torchvision's one-core
-  kernel, the same values and gradients up to float rounding;
-* one copy of the pooled feature maps in the poolers' layout, shared by the box and mask poolers;
-* ``use_channels_last`` picks the memory format (channels_last on CPUs with AVX-512; on AVX2 CPUs for
-  inference only), ``inference_speedups`` switches to the inference one for an evaluation.
-
-Opt-in, since it rounds differently: ``bfloat16_backbone`` (``--eval-bf16``) runs the backbone
-under bfloat16 autocast during evaluation, the heads in float32.
-
-Private torchvision APIs are used here and nowhere else: ``torchvision.ops.poolers``'
-``_convert_to_roi_format``, ``_filter_input`` and ``_setup_scales``, and
-``roi_heads.expand_boxes``. Checked against torchvision 0.29.1 (torch 2.14.1) and 0.26.0
-(torch 2.11.0).
+Private torchvision APIs used here: ``torchvision.models.detection.roi_heads.expand_boxes`` and
+``transform.resize_boxes``/``resize_keypoints`` (undocumented module functions), and
+``GeneralizedRCNNTransform.postprocess`` overridden. Checked against torchvision 0.29.1
+(torch 2.14.1) and 0.26.0 (torch 2.11.0).
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as coco_mask
 from torchvision.models.detection.roi_heads import expand_boxes
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes, resize_keypoints
+
+from finetune.data.masks import mask_to_rle
 
 
 def _pasted_patches(masks, boxes, img_shape, padding=1):
@@ -87,18 +70,15 @@ def masks_to_rles(masks, boxes, img_shape, threshold=0.5, keep=None, padding=1):
 
     im_h, im_w = int(img_shape[0]), int(img_shape[1])
     keep = [True] * masks.shape[0] if keep is None else [bool(k) for k in keep]
-    buffer = np.zeros((im_h, im_w), dtype=np.uint8, order="F")
-    empty = coco_mask.encode(buffer)
-    empty["counts"] = empty["counts"].decode("ascii")
+    buffer = np.zeros((im_h, im_w), dtype=np.uint8, order="F")  # uint8, Fortran order: encoded without a copy
+    empty = mask_to_rle(buffer)
     rles = [dict(empty) if k else None for k in keep]
     index = [i for i, k in enumerate(keep) if k]
     chosen = torch.tensor(index, dtype=torch.long, device=masks.device)
     for j, (ya, yb, xa, xb), patch in _pasted_patches(masks[chosen], boxes[chosen], img_shape, padding):
         region = buffer[ya:yb, xa:xb]
         region[...] = (patch > threshold).cpu().numpy()
-        rle = coco_mask.encode(buffer)
-        rle["counts"] = rle["counts"].decode("ascii")
-        rles[index[j]] = rle
+        rles[index[j]] = mask_to_rle(buffer)
         region[...] = 0
     return rles
 

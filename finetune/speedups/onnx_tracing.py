@@ -1,19 +1,14 @@
-"""Ship a trained model: ONNX export, checked against PyTorch, and prediction through ONNX Runtime.
+"""What the ONNX export (``finetune.outputs.onnx_export.export_onnx``) traces instead of
+torchvision's eval-time resize: ``traceable_transform(model)``, which makes the exported graph
+compute the resized image size in float64 as eager PyTorch does, and puts the model back after.
 
-    python tv_training.py --export model.onnx --weights output/checkpoint.pth
-    python tv_training.py --predict photos/ --weights model.onnx
-
-The export is torchvision's stock graph (``speedups.as_reference_model``: the speed-ups are
-PyTorch-side only) traced by torch's TorchScript-based exporter at a fixed opset, one float RGB
-image (CHW, 0..1, any height and width) in, ``boxes``/``labels``/``scores`` (and ``masks``) out.
-The file is written beside ``<name>.json`` (classes, input and output conventions) and only once
-ONNX Runtime, run on real images, gives PyTorch's detections within the tolerances below
-(docs/export.md). ``OnnxPredictor`` answers like the PyTorch model, so ``outputs.predict``
-writes the same files for both.
-
-onnx and onnxruntime are imported inside the functions that need them: the rest of the project
-runs without them.
+Private APIs are used here: ``torch._shape_as_tensor`` (the image's shape as a tensor, traced as
+a dynamic Shape) and ``GeneralizedRCNNTransform`` internals (its ``resize`` and the ``min_size``,
+``max_size`` and ``fixed_size`` attributes it reads). Checked against torchvision 0.29.1
+(torch 2.14.1) and 0.26.0 (torch 2.11.0).
 """
+
+import contextlib
 
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
@@ -55,3 +50,17 @@ def _export_transform_class():
             return resized[0], target
 
     return ExportTransform
+
+
+@contextlib.contextmanager
+def traceable_transform(model):
+    """Within the block, ``model.transform`` is ``_export_transform_class()``'s transform (same
+    attributes, a resize the tracer follows as eager PyTorch computes it); on leaving, also on an
+    exception or a Ctrl-C, it is given back its own class. Yields ``model``."""
+    transform = model.transform
+    own_class = type(transform)
+    transform.__class__ = _export_transform_class()
+    try:
+        yield model
+    finally:
+        transform.__class__ = own_class

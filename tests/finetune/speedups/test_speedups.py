@@ -1,4 +1,4 @@
-"""The speed-ups keep the tutorial's results: speedups.py against stock torchvision, and this
+"""The speed-ups keep the tutorial's results: finetune/speedups/ against stock torchvision, and this
 project's defaults against the reference behaviour reproduced by benchmarks/bench.py.
 
 Tiny images and proposal counts keep this file to a few seconds.
@@ -208,7 +208,8 @@ def test_roi_pooling_on_one_layout_copy_gives_the_same_detections(layout_model, 
     assert type(ours.roi_heads.mask_roi_pool) is fast_layers.FastMultiScaleRoIAlign
     plain = copy.deepcopy(ours)
     del plain.roi_heads.forward  # back to RoIHeads.forward and torchvision's poolers
-    plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = torchvision.ops.MultiScaleRoIAlign
+    plain.roi_heads.box_roi_pool.__class__ = plain.roi_heads.mask_roi_pool.__class__ = (
+        torchvision.ops.MultiScaleRoIAlign)
     calls = []
     real = fast_layers._roi_align_by_embedding_bag
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:

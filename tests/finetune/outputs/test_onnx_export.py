@@ -1,5 +1,7 @@
 """--export FILE.onnx and --predict through ONNX Runtime, on tiny random-init models."""
 
+import functools
+import importlib
 import json
 import os
 import re
@@ -17,11 +19,19 @@ from pycocotools import mask as mask_util
 
 import tv_training
 import utils
+from finetune.errors import TutorialError
 from finetune.models import specs
 from finetune.outputs import onnx_export, onnx_runtime
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
+
+# benchmarks/ is not a package: on sys.path for this one import only (the module imports the standard library only)
+sys.path.insert(0, os.path.join(ROOT_DIR, "benchmarks"))
+try:
+    predict_backends = importlib.import_module("predict_backends")
+finally:
+    sys.path.pop(0)
 
 MARKERS = ("<!-- onnx-snippet -->", "<!-- /onnx-snippet -->")
 NONE = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.int64), masks_rle=[])
@@ -101,7 +111,8 @@ def test_box_only_model_exports(workdir, capsys):
     code, result = run_cli("--export", root / "boxes.onnx", "--weights", ckpt, "--predict", image)
     out = capsys.readouterr().out
     assert code == 0 and result["verified"]["images"] == 1
-    assert re.search(re.escape(os.path.basename(image)) + r": (\d+) / \1 detections >= 0.5 .*mask IoU >= -  ok", out), out
+    assert re.search(re.escape(os.path.basename(image)) + r": (\d+) / \1 detections >= 0.5 .*mask IoU >= -  ok",
+                     out), out
     with open(root / "boxes.json") as f:
         assert [o["name"] for o in json.load(f)["outputs"]] == ["boxes", "labels", "scores"]
 
@@ -259,7 +270,8 @@ def test_an_image_the_model_cannot_take_fails_alone_through_onnx(mask_export, wo
 
 
 def test_a_sidecar_or_metadata_that_does_not_belong_is_one_line(mask_export, tmp_path, capsys):
-    import onnx
+    # onnx is an optional dependency: imported only once the importorskip at the top has passed
+    import onnx  # noqa: PLC0415
 
     _, onnx_path, _ = mask_export
     copy = tmp_path / "model.onnx"
@@ -367,11 +379,6 @@ def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, 
 def test_the_benchmarks_rle_is_cocos(workdir):
     """The ONNX child's masks (numpy-only RLE) read back through pycocotools as the same pixels."""
 
-    sys.path.insert(0, os.path.join(ROOT_DIR, "benchmarks"))
-    try:
-        import predict_backends
-    finally:
-        sys.path.pop(0)
     rng = np.random.default_rng(0)
     for mask in [rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((4, 3), bool)]:
         rle = predict_backends.uncompressed_rle(mask)
@@ -383,10 +390,11 @@ def test_commands_take_explicit_parameters(mask_export, workdir, tmp_path, capsy
     """export_command and predict_command called as functions (no command-line Namespace)."""
     ckpt, onnx_path, _ = mask_export
     _, data = workdir
-    with pytest.raises(onnx_export.TutorialError, match="--model fasterrcnn contradicts"):
-        onnx_export.export_command(ckpt, str(tmp_path / "m.onnx"), tv_training.build_model,
-                                   tv_training.PennFudanDataset, tv_training.get_transform, typed_model="fasterrcnn")
-    with pytest.raises(onnx_export.TutorialError, match="--model fasterrcnn contradicts"):
+    with pytest.raises(TutorialError, match="--model fasterrcnn contradicts"):
+        make_model = functools.partial(tv_training.build_model, "maskrcnn", ckpt)
+        onnx_export.export_command(ckpt, str(tmp_path / "m.onnx"), make_model,
+                                   (tv_training.PennFudanDataset, tv_training.get_transform), typed_model="fasterrcnn")
+    with pytest.raises(TutorialError, match="--model fasterrcnn contradicts"):
         onnx_runtime.predict_command(onnx_path, [first_image(data)], str(tmp_path), typed_model="fasterrcnn")
     assert not os.listdir(tmp_path)
     # the same --model typed is no contradiction; written where asked

@@ -27,8 +27,8 @@ def edge_boxes(masks):
 
 def make_masks(rects=RECTS, height=H, width=W):
     masks = torch.zeros(len(rects), height, width, dtype=torch.uint8)
-    for i, (t, b, l, r) in enumerate(rects):
-        masks[i, t:b, l:r] = 1
+    for i, (top, bottom, left, right) in enumerate(rects):
+        masks[i, top:bottom, left:right] = 1
     return masks
 
 

@@ -163,8 +163,8 @@ def test_after_a_cuda_run_the_report_and_an_export_that_onnx_runtime_agrees_with
 @pytest.mark.skipif(not ON_CUDA, reason="NCCL needs CUDA")
 def test_torchrun_one_process_with_nccl(data, tmp_path):
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", os.path.join(ROOT_DIR, "tv_training.py"),
-           *tiny_argv(data, out, "--device", DEVICE)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
+           os.path.join(ROOT_DIR, "tv_training.py"), *tiny_argv(data, out, "--device", DEVICE)]
     proc = subprocess.run(cmd, cwd=ROOT_DIR, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend nccl" in proc.stdout and "IoU metric: segm" in proc.stdout and "max mem: " in proc.stdout

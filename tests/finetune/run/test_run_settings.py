@@ -1,4 +1,4 @@
-"""run_settings.py: the run's settings settled once, in the stated order (flags, the demo's recipe,
+"""finetune/run/settings.py: the run's settings settled once, in the stated order (flags, the demo's recipe,
 a checkpoint's, the box-only fallback), on a copy of the parsed arguments; the checks only raise or warn."""
 
 import copy
@@ -8,8 +8,8 @@ import torch
 
 import tv_training
 from finetune.errors import DatasetError, TutorialError
-from finetune.models import small_maskrcnn
-from finetune.run import checks, demo, settings
+from finetune.models import pretrained, small_maskrcnn
+from finetune.run import checks, demo, flags, settings
 
 
 def parse(*argv):
@@ -17,7 +17,7 @@ def parse(*argv):
 
 
 def settle(args, checkpoint=None):
-    return settings.settle(args, tv_training.get_args_parser(add_help=False), lambda path: checkpoint)
+    return settings.settle(args, lambda path: checkpoint)
 
 
 def resumable(**trained):
@@ -73,9 +73,27 @@ def test_box_only_data_falls_back_to_faster_rcnn_last(capsys):
 def test_the_checks_only_raise_or_warn(tmp_path):
     args = parse("--output-dir", str(tmp_path / "out"), "--weights", "none", "--device", "cpu", "--test-only")
     before = copy.deepcopy(vars(args))
-    checks.check_run(args, None, None, lambda path: None, training=False)
-    assert checks.check_model_for_data(args, False, [dict(id=1, name="car")]) == "box-only"
+    settings.check_run(args, None, None, lambda path: None)
     assert vars(args) == before
+    car = [dict(id=1, name="car")]
+    assert checks.check_model_for_data("cars.json", "maskrcnn", False, False, car) == "box-only"
+    assert checks.check_model_for_data("cars.json", "maskrcnn", False, True, car) is None
+    with pytest.raises(TutorialError, match="cars.json: no annotation has a segmentation"):
+        checks.check_model_for_data("cars.json", "maskrcnn", True, False, car)
+    spec = dict(model_spec=dict(model="maskrcnn", classes=[dict(id=1, name="pedestrian")]))
+    with pytest.raises(TutorialError, match=r"c.pth was trained on the classes \['pedestrian'\], but cars.json has"):
+        checks.check_model_for_data("cars.json", "maskrcnn", False, False, car, spec, "c.pth")
+
+
+def test_the_task_and_its_weights_file():
+    """What the flags ask for (flags.Task), and the file a run reads: --resume, else --weights FILE."""
+    assert settings.task(parse()).training and not settings.task(parse("--test-only")).training
+    assert not settings.task(parse("--export", "m.onnx", "--weights", "c.pth")).training
+    assert [pretrained.weights_file(w) for w in ("DEFAULT", "none", "None", None, "c.pth")] == [None] * 4 + ["c.pth"]
+    assert pretrained.weights_file("DEFAULT", "r.pth") == pretrained.weights_file("c.pth", "r.pth") == "r.pth"
+    assert pretrained.is_random_init("none") and not pretrained.is_random_init("DEFAULT")
+    assert flags.combination_error(settings.task(parse("--predict", "a.png", "--test-only")), 2, 800, 1333) == \
+        "--test-only and --predict: choose one"
 
 
 def test_maskrcnn_resnet18_is_one_network_with_or_without_the_demo():

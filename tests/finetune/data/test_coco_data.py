@@ -15,7 +15,7 @@ from test_arguments import cli
 
 import tv_training
 from coco_eval import CocoEvaluator
-from finetune.data import coco, formats, image_files, synthetic
+from finetune.data import coco, formats, image_files, masks, synthetic
 from finetune.errors import DatasetError, TutorialError
 from finetune.outputs import metrics, prediction
 from finetune.run import checkpoints
@@ -253,7 +253,8 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
     entries, classes, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
-    assert f"warning: {path}: 7 annotation(s) with a box reaching outside the image, clipped (ids 1, 2, 3, 4, 5, ...)" in out
+    assert (f"warning: {path}: 7 annotation(s) with a box reaching outside the image, clipped "
+            "(ids 1, 2, 3, 4, 5, ...)") in out
     assert "7 annotation(s) with an empty segmentation (its box is used as its mask) (ids 1, 2, 3, 4, 5, ...)" in out
     assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 20)" in out
     assert "1 annotation(s) with polygon parts of fewer than 3 points, dropped (ids 21)" in out
@@ -277,10 +278,12 @@ def test_broken_polygons_and_rles_are_dropped_with_one_warning_per_kind(tmp_path
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
     entries, classes, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
-    assert "1 annotation(s) with polygon points that are not finite (NaN or infinity), those parts dropped (ids 1)" in out
+    assert ("1 annotation(s) with polygon points that are not finite (NaN or infinity), those parts dropped "
+            "(ids 1)") in out
     assert ("3 annotation(s) with an RLE whose run lengths do not add up to its image (height x width), dropped "
             "(ids 2, 3, 4)") in out
-    assert "1 annotation(s) without a segmentation among annotations with one: its box is used as its mask (ids 6)" in out
+    assert ("1 annotation(s) without a segmentation among annotations with one: its box is used as its mask "
+            "(ids 6)") in out
     _, target = coco.CocoFormatDataset(entries, classes, None)[0]
     assert [int(m.sum()) for m in target["masks"]] == [100, 100, 100]
 
@@ -289,12 +292,15 @@ def test_rle_strings_read_back_as_pycocotools_wrote_them():
     rng = np.random.default_rng(0)
     for shape in [(30, 40), (1, 1), (64, 3), (200, 300)]:
         mask = np.asfortranarray((rng.random(shape) > rng.random()).astype(np.uint8))
-        counts = coco._rle_counts(coco_mask.encode(mask)["counts"].decode())
+        counts = masks.rle_counts(coco_mask.encode(mask)["counts"].decode())
         flat = mask.flatten(order="F")
         edges = np.flatnonzero(np.diff(flat)) + 1
         runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
         want = runs if flat[0] == 0 else [0] + runs  # COCO starts with a run of zeros
         assert counts == want and sum(counts) == flat.size
+        # the uncompressed RLE the synthetic data writes: the same runs, the compressed one pycocotools' own
+        assert masks.mask_to_rle(mask, compressed=False) == dict(size=list(shape), counts=want)
+        assert masks.mask_to_rle(mask)["counts"] == coco_mask.encode(mask)["counts"].decode()
 
 
 def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
@@ -367,7 +373,8 @@ def test_train_and_test_files_must_share_categories(tmp_path, capsys):
     train = simple_coco(str(tmp_path / "a"))
     test = simple_coco(str(tmp_path / "b"), categories=[dict(id=5, name="dog"), dict(id=0, name="horse")])
     with pytest.raises(DatasetError, match="its categories differ"):
-        formats.load_datasets(train, None, tv_training.get_transform, 1, None, 0, test_data_path=test)
+        formats.load_datasets(train, None, tv_training.get_transform, formats.DataSplit(1, None, 0),
+                              test_data_path=test)
 
 
 def test_a_test_file_with_a_pennfudan_folder_is_an_error_not_ignored(tmp_path, capsys):
@@ -381,8 +388,8 @@ def test_a_test_file_with_a_pennfudan_folder_is_an_error_not_ignored(tmp_path, c
                                          f"--data-path.")
     folder = make_data(str(tmp_path / "SynthPed"), num_images=3)
     with pytest.raises(DatasetError, match="applies to a COCO file or labelme folder"):
-        formats.load_datasets(folder, tv_training.PennFudanDataset, tv_training.get_transform, 1, None, 0,
-                                      test_data_path=path)
+        formats.load_datasets(folder, tv_training.PennFudanDataset, tv_training.get_transform,
+                              formats.DataSplit(1, None, 0), test_data_path=path)
 
 
 def test_pennfudan_as_coco_gives_the_same_targets(tmp_path):
@@ -414,7 +421,7 @@ def targets_as_predictions(path, labels=(1, 2)):
     file's own annotations; returns (the evaluator, the classes)."""
     entries, classes, _ = coco.load_coco_images(path)
     evaluator = CocoEvaluator(coco.coco_ground_truth(entries, classes), ["bbox", "segm"])
-    for image, target in coco.CocoFormatDataset(entries, classes, None):
+    for _, target in coco.CocoFormatDataset(entries, classes, None):
         keep = torch.isin(target["labels"], torch.tensor(labels))
         evaluator.update({target["image_id"]: dict(boxes=target["boxes"].as_subclass(torch.Tensor)[keep],
                                                    labels=target["labels"][keep], scores=torch.ones(int(keep.sum())),
@@ -537,7 +544,8 @@ def test_resume_on_coco_data_needs_only_the_checkpoint(coco_run, tmp_path, capsy
     resumed = run_main("--resume", str(copy / "checkpoint.pth"), "--epochs", "3", "-j", "0")
     printed = capsys.readouterr().out
     assert f"--data-path {train}" in printed and f"--test-data-path {val}" in printed
-    assert [r["epoch"] for r in resumed["records"]] == [0, 1, 2] and set(resumed["per_class"]) == set(result["per_class"])
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1, 2]
+    assert set(resumed["per_class"]) == set(result["per_class"])
     best = torch.load(copy / "best.pth", weights_only=True)
     values = [r["segm"]["AP"] for r in resumed["records"]]
     assert best["value"] == max(values) and best["epoch"] == values.index(max(values))

@@ -28,7 +28,8 @@ def test_the_reference_and_ours_run_on_the_same_data_and_weights_and_are_read_fr
     assert ref["command"].startswith("python benchmarks/tutorial_reference.py --data-path ")
     assert ours["command"].startswith("python tv_training.py " + " ".join(result["setup"]["common"]) + " --no-amp")
     ref_log = (out / "reference.log").read_text()
-    assert "Epoch: [0]  [0/2]" in ref_log and "That's it! The whole run took" in ref_log  # the tutorial's loop, 3 images
+    # the tutorial's loop, 3 images
+    assert "Epoch: [0]  [0/2]" in ref_log and "That's it! The whole run took" in ref_log
     # one epoch: one step time, one evaluation time, one mean loss each, all read from the log
     assert len(ref["step_seconds"]) == len(ours["step_seconds"]) == len(ref["eval_seconds_per_image"]) == 1
     # ours' parsed figures are its own metrics.json's

@@ -1,6 +1,6 @@
-"""benchmarks/bench.py and the bench_* modules beside it: their helpers, and the whole benchmark end to end at a tiny size: every
-phase runs for both configurations, and the report carries what the benchmark promises (times, ratios, memory, FLOPs, equal
-results)."""
+"""benchmarks/bench.py and the bench_* modules beside it: their helpers, and the whole benchmark end to end at a tiny
+size: every phase runs for both configurations, and the report carries what the benchmark promises (times, ratios,
+memory, FLOPs, equal results)."""
 
 import json
 import os
@@ -85,7 +85,8 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
             for a, b in zip(ours_json["detections"], reference_json["detections"], strict=True)]
     assert min(ious) > 0.999, ious
     text = (out / "bench.txt").read_text()
-    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "of which training", "of which evaluation", "Peak RSS", "GFLOP/s", "COCO AP",
+    for expected in ("ref/ours", "(a) train step", "(b) eval pass", "(c) epoch", "of which training",
+                     "of which evaluation", "Peak RSS", "GFLOP/s", "COCO AP",
                      "(e) --predict, one 400x300 photo, 100 detections", "(f) the demo's training step",
                      "Mask R-CNN settings of (a)-(d): " + json.dumps(roi_counts)):
         assert expected in text
@@ -128,7 +129,8 @@ def test_bench_compile_summary_counts_the_steps_that_win_the_compile_time_back()
     assert summary["overhead"] == pytest.approx(91.0 - 42.0)
     assert summary["break_even_steps"] == pytest.approx(6 + 49.0)
     assert summary["pays"] and summary["tutorial_steps"] == 120
-    assert not bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)), tutorial_steps=100)["pays"]
+    assert not bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0] + [6.9] * 5)),
+                                            tutorial_steps=100)["pays"]
     never = bench_report.compile_summary(dict(eager=eager, compiled=runs([40.0] + [7.5] * 5)))
     assert never["break_even_steps"] == float("inf") and not never["pays"]
 
@@ -253,4 +255,5 @@ def test_tutorial_reference_refuses_a_foreign_weights_file(tmp_path):
     proc = subprocess.run([sys.executable, script, *common, "--weights", str(bad)], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad} is not a state dict of the tutorial's Mask R-CNN")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: {bad} is not a state dict of the tutorial's Mask R-CNN")

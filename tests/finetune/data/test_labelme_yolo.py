@@ -161,7 +161,8 @@ def test_classes_on_other_data_is_one_line(scenes, tmp_path):
     (tmp_path / "PennFudanPed" / "PNGImages").mkdir(parents=True)
     for other in (scenes["coco"][0], scenes["yolo"], str(tmp_path / "PennFudanPed")):
         with pytest.raises(DatasetError, match="--classes: applies to labelme folders only") as info:
-            formats.load_datasets(other, None, tv_training.get_transform, 1, None, 0, class_names=["ball"])
+            formats.load_datasets(other, None, tv_training.get_transform, formats.DataSplit(1, None, 0),
+                                  class_names=["ball"])
         assert other in str(info.value) and one_line(info)
 
 
@@ -327,7 +328,7 @@ def test_yolo_test_split_with_boxes_only_under_polygon_training_is_warned_about(
     (tmp_path / "labels" / "val").mkdir()
     Image.new("RGB", (40, 20)).save(tmp_path / "images" / "val" / "v.png")
     (tmp_path / "labels" / "val" / "v.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    data = formats.load_datasets(path, None, tv_training.get_transform, 1, None, 0)
+    data = formats.load_datasets(path, None, tv_training.get_transform, formats.DataSplit(1, None, 0))
     assert data["has_masks"]
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert said == [f"warning: {path}'s test split: boxes only, while the training data has masks: segm AP would "

@@ -1,4 +1,5 @@
-"""The model builders of tv_training.py (and the demo's) through model_weights.py, all offline."""
+"""The model builders of tv_training.py (and the small Mask R-CNN) through finetune/models
+(pretrained.py, specs.py), all offline."""
 
 import os
 import urllib.error
@@ -208,9 +209,10 @@ def test_box_models_forward_train_and_eval(name):
 
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
-    """The demo's model: a Mask R-CNN with ResNet-18-FPN (128 channels) and slimmer heads."""
+    """The small model with ResNet's last stage (resnet_stages=4): a Mask R-CNN with ResNet-18-FPN
+    (128 channels) and slimmer heads."""
     torch.manual_seed(0)
-    model = build("maskrcnn_resnet18", None, num_classes, **TINY)
+    model = build("maskrcnn_resnet18", None, num_classes, resnet_stages=4, mask_head_convs=2, **TINY)
     assert isinstance(model, MaskRCNN) and model.backbone.out_channels == 128
     assert isinstance(model.backbone.body.layer4[0], torchvision.models.resnet.BasicBlock)  # ResNet-18/34 blocks
     assert len(model.backbone.body.layer4) == 2 and len(model.backbone.body.layer3) == 2  # ResNet-18
@@ -231,11 +233,12 @@ def test_small_maskrcnn_heads_and_size(num_classes, maskrcnn):
 
 
 def test_small_maskrcnn_without_its_last_stage_is_the_demos():
-    """resnet_stages=3 (the demo's) drops layer4 and one pyramid level; the RoI poolers and the
-    default anchors follow; the demo's settings add 4 mask-head convolutions; bad values are refused."""
+    """By default (the demo's DEMO_SMALL_MODEL) without layer4, so one pyramid level fewer: the RoI
+    poolers and the default anchors follow; 4 mask-head convolutions; bad values are refused."""
     torch.manual_seed(0)
-    model = build("maskrcnn_resnet18", None, resnet_stages=3, **TINY)
+    model = build("maskrcnn_resnet18", None, **TINY)
     assert not hasattr(model.backbone.body, "layer4") and len(model.backbone.fpn.inner_blocks) == 3
+    assert len(model.roi_heads.mask_head) == small_maskrcnn.DEMO_SMALL_MODEL["mask_head_convs"] == 4
     assert model.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
     assert model.roi_heads.mask_roi_pool.featmap_names == ["0", "1", "2"]
     assert len(model.rpn.anchor_generator.sizes) == 4  # P2-P4 + the max-pooled level
@@ -261,7 +264,7 @@ def test_small_maskrcnn_forward_train_and_eval(ratios):
     torch.manual_seed(0)
     kwargs = dict(TINY)
     if ratios is not None:  # the RPN head follows the anchor generator's shapes per location
-        kwargs["rpn_anchor_generator"] = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), (ratios,) * 5)
+        kwargs["rpn_anchor_generator"] = AnchorGenerator(((16,), (32,), (64,), (128,)), (ratios,) * 4)
     model = build("maskrcnn_resnet18", None, **kwargs)
     assert model.rpn.head.cls_logits.out_channels == (3 if ratios is None else len(ratios))
     image, target = sample()
@@ -367,7 +370,7 @@ def test_build_detector_passes_weights_through(monkeypatch):
 
 def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
     """A checkpoint's model_spec (model, classes, sizes, anchors) rebuilds the same model, with no
-    flags retyped; an older checkpoint without one is read from its stored arguments."""
+    flags retyped."""
     kwargs, anchors = small_maskrcnn.model_settings("maskrcnn_resnet18")
     spec = specs.model_spec("maskrcnn_resnet18", 3, "none", dict(min_size=64, max_size=96, **kwargs), anchors)
     torch.manual_seed(0)
@@ -383,13 +386,3 @@ def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
     assert not hasattr(again.backbone.body, "layer4")  # the demo's three stages, recorded in the spec
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
-    old = specs.checkpoint_spec({"model": {}, "args": dict(model="maskrcnn", weights="DEFAULT", min_size=96,
-                                                                   max_size=128, demo=False)})
-    assert old == specs.model_spec("maskrcnn", 2, "DEFAULT", dict(min_size=96, max_size=128))
-    assert old["pretrained_layout"] is True
-    # a demo checkpoint from before the demo dropped layer4: no resnet_stages, five anchor levels
-    earlier = specs.model_spec("maskrcnn_resnet18", 2, "none", dict(min_size=64, max_size=96,
-                                                                            **small_maskrcnn.DEMO_MODEL_KWARGS), small_maskrcnn.DEMO_ANCHORS)
-    four_stages = specs.build_model(tv_training.MODELS, earlier, None)
-    rebuilt = specs.build_model(tv_training.MODELS, earlier, four_stages.state_dict())
-    assert hasattr(rebuilt.backbone.body, "layer4") and len(rebuilt.rpn.anchor_generator.sizes) == 5

@@ -1,6 +1,7 @@
 """--aspect-ratio-group-factor: GroupedBatchSampler and create_aspect_ratio_groups."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -140,7 +141,7 @@ def test_create_aspect_ratio_groups_sees_through_subsets_without_decoding():
 
 
 def test_unwrap_subset_maps_items_to_the_base_dataset():
-    """utils.unwrap_subset, which this module, coco_utils.py, outputs.py and report.py share."""
+    """utils.unwrap_subset, which this module, coco_utils.py and finetune/outputs/ share."""
 
     base = SizesOnly(SIZES)
     outer = torch.utils.data.Subset(torch.utils.data.Subset(base, [6, 5, 4, 3, 2, 1, 0]), [0, 3, 6])
@@ -170,6 +171,6 @@ def test_pennfudan_groups_from_png_headers(tmp_path, monkeypatch):
     subset = torch.utils.data.Subset(dataset, [5, 0, 2])
     expected = []
     for i in subset.indices:
-        with Image.open(dataset.pairs[i][0]) as im:
+        with Image.open(os.path.join(dataset.root, "PNGImages", dataset.imgs[i])) as im:
             expected.append(int(im.width / im.height >= 1.0))
     assert create_aspect_ratio_groups(subset, k=0) == expected

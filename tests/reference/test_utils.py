@@ -78,7 +78,7 @@ def test_metric_logger_unknown_attribute_and_non_number():
     logger = utils.MetricLogger()
     logger.update(loss=1.0)
     with pytest.raises(AttributeError, match="no_such_meter"):
-        logger.no_such_meter
+        _ = logger.no_such_meter
     assert not hasattr(logger, "other")
     with pytest.raises(TypeError, match="loss"):
         logger.update(loss="1.0")
@@ -318,12 +318,12 @@ def test_atomic_write_failure_keeps_previous_file_and_leaves_no_temporary(tmp_pa
         utils.atomic_write(str(path), half_written_then_fails)
     assert path.read_text() == "old"
     assert _leftovers(tmp_path, {"metrics.json"}) == []
-    # the name training_run.StopAtSafePoint removes on a second Ctrl-C
+    # the name finetune.run.interrupts.StopAtSafePoint removes on a second Ctrl-C
     assert written_to == [f".tmp-{os.getpid()}-metrics.json"]
 
 
 def test_outputs_json_writer_failing_keeps_previous_file(tmp_path):
-    """outputs.py writes through utils.atomic_write: a failed metrics.json leaves the last one whole."""
+    """finetune.outputs.writing writes through utils.atomic_write: a failed metrics.json leaves the last one whole."""
 
     path = tmp_path / "metrics.json"
     writing.write_json_atomic([{"epoch": 0}], str(path))
