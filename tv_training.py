@@ -287,9 +287,9 @@ def evaluate_only(model, data_loader_test, coco_gt, device, classes, opts):
         coco_evaluator = evaluate(model, data_loader_test, device=device, coco_gt=coco_gt)
     summary = metrics.evaluation_summary(coco_evaluator, classes)
     if opts.output_dir and opts.report_info is not None:  # from the detections just made: the model is not run again
-        report.write_report(opts.output_dir, coco_evaluator, data_loader_test.dataset, classes,
-                            report.run_info(**opts.report_info), summary, opts.score_threshold,
-                            records=opts.report_info.get("records"))
+        report.write_report(opts.output_dir, report.ReportInputs(
+            coco_evaluator, data_loader_test.dataset, classes, report.run_info(**opts.report_info), summary,
+            opts.score_threshold, records=opts.report_info.get("records")))
     return summary
 
 

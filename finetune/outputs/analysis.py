@@ -4,6 +4,8 @@ truth per image, the confusion matrix over the K classes plus background, an err
 after TIDE (the AP each kind of error costs) and the per-class precision-recall curves.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from pycocotools import mask as mask_util
 
@@ -194,11 +196,16 @@ def _classify_detections(image, fg_iou, bg_iou, max_dets):
     return out, matched, gt_labels
 
 
-def error_breakdown(images, num_classes, fg_iou=0.5, bg_iou=0.1, max_dets=100):
-    """TIDE's error kinds (see above) over ``images`` (``images_from_coco``'s dicts).
+class _Tally(NamedTuple):
+    """The detections and objects of all images, as ``error_breakdown`` weighs them."""
+    dets: list  # (class, score, kind, (image, object) or None), image by image, by score
+    num_gt: np.ndarray  # objects per class (index 1..K)
+    missed_by_class: dict  # class -> objects neither found nor targeted by a cls/loc error
+    gt_class: dict  # (image, object) -> its class
 
-    Returns ``dict(ap, dap={kind: AP gained if fixed}, counts={kind: detections or objects},
-    fg_iou, bg_iou)``; AP values over the classes 1..K with ground truth (``ap`` None without any)."""
+
+def _tally(images, num_classes, fg_iou, bg_iou, max_dets):
+    """Every image's detections classified (``_classify_detections``), with the objects per class."""
     dets = []  # (class, score, kind, (image, object) or None)
     num_gt, found, targeted, missed_by_class = np.zeros(num_classes + 1, int), set(), set(), {}
     for n, image in enumerate(images):
@@ -220,40 +227,51 @@ def error_breakdown(images, num_classes, fg_iou=0.5, bg_iou=0.1, max_dets=100):
     for n, image in enumerate(images):
         real = image["gt_labels"][~image["gt_crowd"]]
         gt_class.update({(n, j): int(c) for j, c in enumerate(real)})
+    return _Tally(dets, num_gt, missed_by_class, gt_class)
 
-    def mean_ap(fix=None):
-        # (position in dets, score, true positive) per class: at equal scores the detections keep
-        # COCO's order (image by image, then by score), as its accumulate() sorts them stably
-        per_class = {c: [] for c in range(1, num_classes + 1)}
-        best = {}  # object -> (score, class, position) of its single true positive after the fix
-        for i, (c, s, kind, key) in enumerate(dets):
-            if kind == "tp" or (kind == fix and fix in ("cls", "loc")):
-                c = gt_class[key] if kind == "cls" else c
-                if key not in best or s > best[key][0]:  # one true positive per object: the
-                    best[key] = (s, c, i)  # highest-scoring; the oracle drops the other
-                continue
-            if kind == fix or kind == "ignored":
-                continue  # dropped by the oracle
-            if c in per_class:
-                per_class[c].append((i, s, False))
-        for s, c, i in best.values():
-            if c in per_class:
-                per_class[c].append((i, s, True))
-        aps = []
-        for c, found in per_class.items():
-            found.sort()
-            gt = num_gt[c] - (missed_by_class.get(c, 0) if fix == "miss" else 0)
-            ap = average_precision([s for _, s, _ in found], [t for _, _, t in found], gt)
-            if ap is not None:
-                aps.append(ap)
-        return float(np.mean(aps)) if aps else None
 
-    base = mean_ap()
-    counts = {k: sum(1 for d in dets if d[2] == k) for k in ERROR_KINDS if k != "miss"}
-    counts["miss"] = int(sum(missed_by_class.values()))
+def _mean_ap(tally, num_classes, fix=None):
+    """The mean AP over the classes with ground truth once the oracle fixes the errors of kind
+    ``fix`` (None: as is); None without any object."""
+    # (position in dets, score, true positive) per class: at equal scores the detections keep
+    # COCO's order (image by image, then by score), as its accumulate() sorts them stably
+    per_class = {c: [] for c in range(1, num_classes + 1)}
+    best = {}  # object -> (score, class, position) of its single true positive after the fix
+    for i, (c, s, kind, key) in enumerate(tally.dets):
+        if kind == "tp" or (kind == fix and fix in ("cls", "loc")):
+            c = tally.gt_class[key] if kind == "cls" else c
+            if key not in best or s > best[key][0]:  # one true positive per object: the
+                best[key] = (s, c, i)  # highest-scoring; the oracle drops the other
+            continue
+        if kind == fix or kind == "ignored":
+            continue  # dropped by the oracle
+        if c in per_class:
+            per_class[c].append((i, s, False))
+    for s, c, i in best.values():
+        if c in per_class:
+            per_class[c].append((i, s, True))
+    aps = []
+    for c, found in per_class.items():
+        found.sort()
+        gt = tally.num_gt[c] - (tally.missed_by_class.get(c, 0) if fix == "miss" else 0)
+        ap = average_precision([s for _, s, _ in found], [t for _, _, t in found], gt)
+        if ap is not None:
+            aps.append(ap)
+    return float(np.mean(aps)) if aps else None
+
+
+def error_breakdown(images, num_classes, fg_iou=0.5, bg_iou=0.1, max_dets=100):
+    """TIDE's error kinds (see above) over ``images`` (``images_from_coco``'s dicts).
+
+    Returns ``dict(ap, dap={kind: AP gained if fixed}, counts={kind: detections or objects},
+    fg_iou, bg_iou)``; AP values over the classes 1..K with ground truth (``ap`` None without any)."""
+    tally = _tally(images, num_classes, fg_iou, bg_iou, max_dets)
+    base = _mean_ap(tally, num_classes)
+    counts = {k: sum(1 for d in tally.dets if d[2] == k) for k in ERROR_KINDS if k != "miss"}
+    counts["miss"] = int(sum(tally.missed_by_class.values()))
     dap = {}
     for kind in ERROR_KINDS:
-        fixed = mean_ap(kind)
+        fixed = _mean_ap(tally, num_classes, kind)
         dap[kind] = 0.0 if base is None or fixed is None else max(0.0, fixed - base)
     return dict(ap=base, dap=dap, counts=counts, fg_iou=fg_iou, bg_iou=bg_iou)
 

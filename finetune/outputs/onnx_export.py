@@ -275,6 +275,76 @@ def _temporary(path):
     return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
 
 
+def _export_temporary(model, spec, tmp, num_images):
+    """``model`` as torchvision's stock graph exported to ``tmp`` with its metadata; returns the sidecar's dict."""
+    start = time.perf_counter()
+    fast_layers.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
+    names = export_onnx(model, tmp)
+    info = describe_model(spec, names)
+    add_metadata(tmp, dict(classes=info["classes"], model=info["model"]))
+    print(f"Exported {spec['model']} to ONNX (opset {OPSET}) in {time.perf_counter() - start:.1f} s; checking it "
+          f"against PyTorch (float32) on {num_images} image(s):")
+    return info
+
+
+def _check_against_pytorch(model, tmp, images, score_threshold):
+    """ONNX Runtime on ``tmp`` against eager PyTorch: returns (predictor, results, threshold compared at)."""
+    specs.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
+    predictor = OnnxPredictor(tmp)
+    results = verify(model, predictor, images, score_threshold)
+    floor = float(getattr(getattr(model, "roi_heads", None), "score_thresh", 0.05))
+    if not any(sum(r["counts"]) for r in results) and score_threshold > floor:
+        # nothing scored that high: the check would have compared nothing, so compare what the
+        # model outputs at all (the .onnx file gives every detection down to this floor)
+        print(f"No detection scores >= {score_threshold} on these images; checking again at the model's lowest "
+              f"score, {floor:g}:")
+        score_threshold = floor
+        results = verify(model, predictor, images, score_threshold)
+    if not any(sum(r["counts"]) for r in results):
+        print(f"warning: the model detects nothing on these {len(results)} image(s), so the check compared no "
+              f"detection; pass images with objects (--predict IMAGES) to compare real detections.")
+    return predictor, results, score_threshold
+
+
+def _raise_if_different(path, results):
+    """A ``TutorialError`` when an image's comparison is beyond the tolerances."""
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        raise TutorialError(
+            f"--export {path}: ONNX Runtime disagrees with PyTorch on {len(bad)} of {len(results)} image(s) "
+            f"(first: {bad[0]['image']}) beyond the tolerances (|score diff| <= {SCORE_TOL}, box IoU >= "
+            f"{BOX_IOU_MIN} or within {BOX_PX_TOL} px, mask IoU >= {MASK_IOU_MIN} or within {MASK_PX_TOL} "
+            f"pixels); nothing was written. See docs/export.md.")
+
+
+def _verified(results, score_threshold):
+    """The sidecar's ``verified`` entry: what the check compared, its tolerances and the worst agreement."""
+    return dict(images=len(results), score_threshold=score_threshold,
+                tolerances=dict(score_diff=SCORE_TOL, box_iou=BOX_IOU_MIN, box_px=BOX_PX_TOL,
+                                mask_iou=MASK_IOU_MIN, mask_px=MASK_PX_TOL),
+                max_score_diff=max(r["score_diff"] for r in results),
+                min_box_iou=min((r["box_iou"] for r in results if r["box_iou"] is not None),
+                                default=None),
+                min_mask_iou=min((r["mask_iou"] for r in results if r["mask_iou"] is not None),
+                                 default=None))
+
+
+def _put_in_place(info, tmp, tmp_json, path):
+    """The sidecar written beside ``tmp``, then both renamed to ``path`` and its sidecar together."""
+    writing.write_json_atomic(info, tmp_json)
+    with writing.NoInterrupt():  # the pair together: an earlier model.onnx never beside a new model.json
+        os.replace(tmp, path)
+        os.replace(tmp_json, sidecar_path(path))
+
+
+def _print_written(path, results):
+    """The line saying what was written, with the mean time per image of each side."""
+    eager = sum(r["eager_s"] for r in results) / len(results)
+    fast = sum(r["onnx_s"] for r in results) / len(results)
+    print(f"Wrote {path} and {sidecar_path(path)}: detections agree on {len(results)} image(s); "
+          f"{eager:.2f} s/img PyTorch, {fast:.2f} s/img ONNX Runtime (CPU, including the first run)")
+
+
 def export_and_verify(model, spec, path, images, score_threshold, overwrite=False):
     """Export ``model`` (this project's, from ``build_model``, on the CPU) to ``path`` with its
     sidecar JSON, after ONNX Runtime has matched eager PyTorch on ``images``.
@@ -287,56 +357,18 @@ def export_and_verify(model, spec, path, images, score_threshold, overwrite=Fals
     check_export_path(path, overwrite)
     tmp, tmp_json = _temporary(path), _temporary(sidecar_path(path))
     try:
-        start = time.perf_counter()
-        fast_layers.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
-        names = export_onnx(model, tmp)
-        info = describe_model(spec, names)
-        add_metadata(tmp, dict(classes=info["classes"], model=info["model"]))
-        print(f"Exported {spec['model']} to ONNX (opset {OPSET}) in {time.perf_counter() - start:.1f} s; checking it "
-              f"against PyTorch (float32) on {len(images)} image(s):")
-        specs.prepare_for_device(model, torch.device("cpu"))  # this project's model, as --predict runs it
-        predictor = OnnxPredictor(tmp)
-        results = verify(model, predictor, images, score_threshold)
-        floor = float(getattr(getattr(model, "roi_heads", None), "score_thresh", 0.05))
-        if not any(sum(r["counts"]) for r in results) and score_threshold > floor:
-            # nothing scored that high: the check would have compared nothing, so compare what the
-            # model outputs at all (the .onnx file gives every detection down to this floor)
-            print(f"No detection scores >= {score_threshold} on these images; checking again at the model's lowest "
-                  f"score, {floor:g}:")
-            score_threshold = floor
-            results = verify(model, predictor, images, score_threshold)
-        if not any(sum(r["counts"]) for r in results):
-            print(f"warning: the model detects nothing on these {len(results)} image(s), so the check compared no "
-                  f"detection; pass images with objects (--predict IMAGES) to compare real detections.")
-        bad = [r for r in results if not r["ok"]]
-        if bad:
-            raise TutorialError(
-                f"--export {path}: ONNX Runtime disagrees with PyTorch on {len(bad)} of {len(results)} image(s) "
-                f"(first: {bad[0]['image']}) beyond the tolerances (|score diff| <= {SCORE_TOL}, box IoU >= "
-                f"{BOX_IOU_MIN} or within {BOX_PX_TOL} px, mask IoU >= {MASK_IOU_MIN} or within {MASK_PX_TOL} "
-                f"pixels); nothing was written. See docs/export.md.")
-        info["verified"] = dict(images=len(results), score_threshold=score_threshold,
-                                tolerances=dict(score_diff=SCORE_TOL, box_iou=BOX_IOU_MIN, box_px=BOX_PX_TOL,
-                                                mask_iou=MASK_IOU_MIN, mask_px=MASK_PX_TOL),
-                                max_score_diff=max(r["score_diff"] for r in results),
-                                min_box_iou=min((r["box_iou"] for r in results if r["box_iou"] is not None),
-                                                default=None),
-                                min_mask_iou=min((r["mask_iou"] for r in results if r["mask_iou"] is not None),
-                                                 default=None))
+        info = _export_temporary(model, spec, tmp, len(images))
+        predictor, results, score_threshold = _check_against_pytorch(model, tmp, images, score_threshold)
+        _raise_if_different(path, results)
+        info["verified"] = _verified(results, score_threshold)
         del predictor  # the session holds the temporary file open on some systems
-        writing.write_json_atomic(info, tmp_json)
-        with writing.NoInterrupt():  # the pair together: an earlier model.onnx never beside a new model.json
-            os.replace(tmp, path)
-            os.replace(tmp_json, sidecar_path(path))
+        _put_in_place(info, tmp, tmp_json, path)
     except BaseException:
         for left in (tmp, tmp_json):
             if os.path.exists(left):
                 os.remove(left)
         raise
-    eager = sum(r["eager_s"] for r in results) / len(results)
-    fast = sum(r["onnx_s"] for r in results) / len(results)
-    print(f"Wrote {path} and {sidecar_path(path)}: detections agree on {len(results)} image(s); "
-          f"{eager:.2f} s/img PyTorch, {fast:.2f} s/img ONNX Runtime (CPU, including the first run)")
+    _print_written(path, results)
     return info
 
 

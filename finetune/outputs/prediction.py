@@ -113,6 +113,85 @@ def check_earlier_predictions(out_dir, overwrite):
     return earlier
 
 
+def _prepare_output(paths, out_dir, overwrite):
+    """``(images, skipped)`` of ``paths``, the skipped said, and ``out_dir`` made, an earlier prediction removed."""
+    images, skipped = list_images(paths)
+    earlier = check_earlier_predictions(out_dir, overwrite)
+    for path, why in skipped:
+        print(f"{path}: skipped ({why})")
+    for path in earlier:
+        os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+    return images, skipped
+
+
+def _run_model(model, path, device):
+    """``(photo, prediction on the CPU, None)`` for one image file, or ``(None, None, message)`` when it fails."""
+    try:
+        photo = read_photo(path)
+    except TutorialError as e:
+        return None, None, str(e)
+    image = F.to_dtype(photo, torch.float32, scale=True).to(device)
+    try:
+        pred = to_cpu(model([image])[0])
+    except RuntimeError as e:  # e.g. a 3000x1 strip, resized to a width of 0: this image only
+        why = "out of memory" if is_out_of_memory(e) else "the model cannot take it"
+        return None, None, f"{path}: {photo.shape[-1]}x{photo.shape[-2]} pixels: {why} ({str(e).splitlines()[0][:120]})"
+    finally:
+        del image
+    return photo, pred, None
+
+
+def _detections(pred, score_threshold, classes):
+    """The detections scoring at least ``score_threshold``, as the image's .json file lists them."""
+    keep = pred["scores"] >= score_threshold
+    detections = []
+    for j in torch.nonzero(keep).flatten().tolist():
+        x0, y0, x1, y1 = (round(float(v), 2) for v in pred["boxes"][j])
+        label = int(pred["labels"][j])
+        category = classes[label - 1] if 1 <= label <= len(classes) else dict(id=label, name=str(label))
+        det = dict(box_xyxy=[x0, y0, x1, y1], bbox=[x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                   score=float(pred["scores"][j]), label=label, category_id=category["id"],
+                   category_name=category["name"])
+        if "masks_rle" in pred:
+            rle = pred["masks_rle"][j]
+            det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"])
+        elif "masks" in pred:  # a model without this project's speed-ups
+            det["mask_rle"] = mask_to_rle(pred["masks"][j, 0] > 0.5)
+        detections.append(det)
+    return detections
+
+
+def _coco_results(image_id, detections):
+    """One image's detections in COCO's results format."""
+    return [dict(image_id=image_id, category_id=d["category_id"], bbox=d["bbox"], score=d["score"],
+                 **({"segmentation": d["mask_rle"]} if "mask_rle" in d else {})) for d in detections]
+
+
+def _write_image_files(photo, pred, score_threshold, classes, record, png_path, json_path):
+    """The overlay ``png_path`` and the detections ``json_path``: both files or neither."""
+    written = False
+    try:  # both files or neither: a Ctrl-C between them must not leave one alone
+        save_png(draw_predictions(photo, pred, score_threshold, classes), png_path)
+        write_json_atomic(record, json_path)
+        written = True
+    finally:
+        if not written:
+            for done in (png_path, json_path):
+                if os.path.exists(done):
+                    os.remove(done)
+
+
+def _write_coco_files(out_dir, coco_images, coco_results, classes):
+    """``images.json`` and ``results.json`` of all images, which pycocotools' ``loadRes`` takes together."""
+    write_json_atomic(dict(images=coco_images, annotations=[],
+                           categories=[dict(id=c["id"], name=c["name"]) for c in classes]),
+                      os.path.join(out_dir, "images.json"))
+    write_json_atomic(coco_results, os.path.join(out_dir, "results.json"))
+    print(f"COCO results of all images: {os.path.join(out_dir, 'results.json')} "
+          f"(with {os.path.join(out_dir, 'images.json')})")
+
+
 @torch.inference_mode()
 def predict(model, paths, device, out_dir, score_threshold, classes=None, overwrite=False):
     """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections:
@@ -127,75 +206,27 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
     a mix of two runs' files would not match ``results.json``)."""
 
 
-    images, skipped = list_images(paths)
-    earlier = check_earlier_predictions(out_dir, overwrite)
-    for path, why in skipped:
-        print(f"{path}: skipped ({why})")
-    for path in earlier:
-        os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
+    images, skipped = _prepare_output(paths, out_dir, overwrite)
     model.eval()
     mask_paste.compact_masks(model, min_score=score_threshold)  # masks as RLE, only above the threshold
     classes = classes or PENNFUDAN_CLASSES
     results, failed, coco_images, coco_results = [], [], [], []
     for path, stem in zip(images, output_names(images)):
-        try:
-            photo = read_photo(path)
-        except TutorialError as e:
-            print(f"error: {e}")
-            failed.append(str(e))
-            continue
-        image = F.to_dtype(photo, torch.float32, scale=True).to(device)
-        try:
-            pred = to_cpu(model([image])[0])
-        except RuntimeError as e:  # e.g. a 3000x1 strip, resized to a width of 0: this image only
-
-            why = "out of memory" if is_out_of_memory(e) else "the model cannot take it"
-            message = f"{path}: {photo.shape[-1]}x{photo.shape[-2]} pixels: {why} ({str(e).splitlines()[0][:120]})"
+        photo, pred, message = _run_model(model, path, device)
+        if message is not None:
             print(f"error: {message}")
             failed.append(message)
             continue
-        finally:
-            del image
-        keep = pred["scores"] >= score_threshold
-        detections = []
-        for j in torch.nonzero(keep).flatten().tolist():
-            x0, y0, x1, y1 = (round(float(v), 2) for v in pred["boxes"][j])
-            label = int(pred["labels"][j])
-            category = classes[label - 1] if 1 <= label <= len(classes) else dict(id=label, name=str(label))
-            det = dict(box_xyxy=[x0, y0, x1, y1], bbox=[x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
-                       score=float(pred["scores"][j]), label=label, category_id=category["id"],
-                       category_name=category["name"])
-            if "masks_rle" in pred:
-                rle = pred["masks_rle"][j]
-                det["mask_rle"] = dict(size=list(rle["size"]), counts=rle["counts"])
-            elif "masks" in pred:  # a model without this project's speed-ups
-                det["mask_rle"] = mask_to_rle(pred["masks"][j, 0] > 0.5)
-            detections.append(det)
+        detections = _detections(pred, score_threshold, classes)
         record = dict(image=path, height=photo.shape[-2], width=photo.shape[-1],
                       score_threshold=score_threshold, detections=detections)
         image_id = len(coco_images) + 1
         coco_images.append(dict(id=image_id, file_name=path, height=photo.shape[-2], width=photo.shape[-1]))
-        coco_results += [dict(image_id=image_id, category_id=d["category_id"], bbox=d["bbox"], score=d["score"],
-                              **({"segmentation": d["mask_rle"]} if "mask_rle" in d else {})) for d in detections]
+        coco_results += _coco_results(image_id, detections)
         json_path, png_path = os.path.join(out_dir, stem + ".json"), os.path.join(out_dir, stem + ".png")
-        written = False
-        try:  # both files or neither: a Ctrl-C between them must not leave one alone
-            save_png(draw_predictions(photo, pred, score_threshold, classes), png_path)
-            write_json_atomic(record, json_path)
-            written = True
-        finally:
-            if not written:
-                for done in (png_path, json_path):
-                    if os.path.exists(done):
-                        os.remove(done)
+        _write_image_files(photo, pred, score_threshold, classes, record, png_path, json_path)
         print(f"{path}: {len(detections)} detection(s) -> {png_path}, {json_path}")
         results.append(record)
     if coco_images:
-        write_json_atomic(dict(images=coco_images, annotations=[],
-                               categories=[dict(id=c["id"], name=c["name"]) for c in classes]),
-                          os.path.join(out_dir, "images.json"))
-        write_json_atomic(coco_results, os.path.join(out_dir, "results.json"))
-        print(f"COCO results of all images: {os.path.join(out_dir, 'results.json')} "
-              f"(with {os.path.join(out_dir, 'images.json')})")
+        _write_coco_files(out_dir, coco_images, coco_results, classes)
     return dict(predictions=results, skipped=skipped, failed=failed)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from typing import NamedTuple
 
 from finetune.errors import TutorialError
 from finetune.hardware import describe_device
@@ -127,10 +128,25 @@ def render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, 
     return "\n".join(parts)
 
 
-def _build(folder, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold,
-           records, gallery_size, curves_png):
+class ReportInputs(NamedTuple):
+    """What ``write_report`` draws the report from, and how."""
+    coco_evaluator: object  # the evaluation's CocoEvaluator (coco_eval[t]: cocoGt, cocoDt, eval)
+    dataset_test: object  # the test images, for the gallery
+    classes: list  # [{"id", "name"}] of labels 1..K
+    info_rows: list  # run_info's rows
+    summary: dict  # finetune.outputs.metrics.evaluation_summary's dict
+    score_threshold: float = 0.5  # detections counted in the confusion matrix and drawn in the gallery
+    iou_threshold: float = 0.5  # a detection matches an object from this IoU on
+    records: list | None = None  # metrics.json's epochs, drawn as curves.png unless curves_png is given
+    gallery_size: int = GALLERY_SIZE  # test images in the gallery
+    curves_png: str | None = None  # the run's curves.png, copied; neither: no curves
+
+
+def _build(folder, inputs):
     """Everything into ``folder`` (empty or holding only ``earlier/``); returns report.json's content."""
 
+    (coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold, records,
+     gallery_size, curves_png) = inputs
     names = [c["name"] for c in classes]
     figures = {}
     if curves_png and os.path.isfile(curves_png):  # the run's own, just written: a copy costs nothing
@@ -212,44 +228,46 @@ def _stamp(folder):
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
 
 
-def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold=0.5,
-                 iou_threshold=0.5, records=None, gallery_size=GALLERY_SIZE, curves_png=None):
-    """``output_dir/report/``: report.html, report.json, its figures and gallery/. Returns the
-    path of report.html. An earlier report there moves to ``report/earlier/<its time>/``.
-
-    ``summary``: ``finetune.outputs.metrics.evaluation_summary``'s dict; ``info_rows``: ``run_info``'s rows;
-    ``records``: metrics.json's epochs, drawn as curves.png unless ``curves_png`` (that file) is
-    given to copy; neither: no curves."""
-    started = time.time()
-    final, partial = os.path.join(output_dir, NAME), os.path.join(output_dir, PARTIAL)
+def _check_folders(final, partial):
+    """A ``TutorialError`` when a file stands where the report's folders go."""
     for path in (final, partial):  # checked before the work, so the message comes at once
         if os.path.lexists(path) and not os.path.isdir(path):
             raise TutorialError(f"{path}: a file, where the report's folder goes; the report was not written. Move "
                                 f"or remove it (then --test-only writes the report).")
-    remove_partial(output_dir)
-    os.makedirs(partial, exist_ok=True)
+
+
+def _build_partial(partial, inputs):
+    """The report built in ``partial``, removed again (but an ``earlier/`` in it) if that fails."""
     try:
-        _build(partial, coco_evaluator, dataset_test, classes, info_rows, summary, score_threshold, iou_threshold,
-               records, gallery_size, curves_png)
+        _build(partial, inputs)
     except BaseException:
         if not os.path.isdir(os.path.join(partial, EARLIER)):
             shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def _move_earlier(final, partial, moved):
+    """An earlier ``final`` (and its ``earlier/``) moved under ``partial/earlier/``, each rename noted in ``moved``."""
+    archive = os.path.join(partial, EARLIER)
+    if os.path.isdir(os.path.join(final, EARLIER)) and not os.path.isdir(archive):
+        os.replace(os.path.join(final, EARLIER), archive)
+        moved.append((os.path.join(final, EARLIER), archive))
+    os.makedirs(archive, exist_ok=True)
+    if os.listdir(final):  # else only earlier/ was there (--overwrite moved the report)
+        target = _free_name(archive, _stamp(final))
+        os.replace(final, target)
+        moved.append((final, target))
+    else:
+        os.rmdir(final)
+
+
+def _put_in_place(output_dir, final, partial):
+    """``partial`` renamed to ``final``, an earlier report kept under it; undone if a rename fails."""
     with NoInterrupt():
         moved = []  # (from, to) of each rename, undone in reverse if a later one fails
         try:
             if os.path.isdir(final):
-                archive = os.path.join(partial, EARLIER)
-                if os.path.isdir(os.path.join(final, EARLIER)) and not os.path.isdir(archive):
-                    os.replace(os.path.join(final, EARLIER), archive)
-                    moved.append((os.path.join(final, EARLIER), archive))
-                os.makedirs(archive, exist_ok=True)
-                if os.listdir(final):  # else only earlier/ was there (--overwrite moved the report)
-                    target = _free_name(archive, _stamp(final))
-                    os.replace(final, target)
-                    moved.append((final, target))
-                else:
-                    os.rmdir(final)
+                _move_earlier(final, partial, moved)
             os.replace(partial, final)
         except OSError as e:  # report/ made by another user, or read-only: the earlier report stays as it was
             if moved:
@@ -263,6 +281,23 @@ def write_report(output_dir, coco_evaluator, dataset_test, classes, info_rows, s
             raise TutorialError(f"{final}: cannot put the new report in place ({e.strerror or e}); the report was not "
                                 f"written, and an earlier one there is as it was. Make {final} writable or remove it "
                                 f"(then --test-only writes the report).") from None
+
+
+def write_report(output_dir, inputs):
+    """``output_dir/report/``: report.html, report.json, its figures and gallery/, drawn from
+    ``inputs`` (a ``ReportInputs``). Returns the path of report.html. An earlier report there
+    moves to ``report/earlier/<its time>/``.
+
+    ``inputs.summary``: ``finetune.outputs.metrics.evaluation_summary``'s dict; ``inputs.info_rows``:
+    ``run_info``'s rows; ``inputs.records``: metrics.json's epochs, drawn as curves.png unless
+    ``inputs.curves_png`` (that file) is given to copy; neither: no curves."""
+    started = time.time()
+    final, partial = os.path.join(output_dir, NAME), os.path.join(output_dir, PARTIAL)
+    _check_folders(final, partial)
+    remove_partial(output_dir)
+    os.makedirs(partial, exist_ok=True)
+    _build_partial(partial, inputs)
+    _put_in_place(output_dir, final, partial)
     path = os.path.join(final, "report.html")
     print(f"Saved the evaluation report to {path} ({time.time() - started:.1f} s)")
     return path

@@ -11,15 +11,15 @@ def _plain(settings):
     return dict(settings if isinstance(settings, dict) else vars(settings))
 
 
-def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, args, records, model_spec):
-    """Everything a resumed run needs, written atomically (rank 0 only). ``args``: the run's
-    settings (a dict or argparse.Namespace), whose recipe a resumed run takes."""
+def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, run_args, records, model_spec):
+    """Everything a resumed run needs, written atomically (rank 0 only). ``run_args``: the run's
+    settings (a dict or argparse.Namespace), saved as ``args``, whose recipe a resumed run takes."""
     checkpoint = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
         "epoch": epoch,
-        "args": _plain(args),
+        "args": _plain(run_args),
         "model_spec": model_spec,
         "records": records,
     }
@@ -34,17 +34,18 @@ def best_metric_value(record, metric):
     return record[iou][stat] if iou in record else None
 
 
-def save_if_best(path, records, metric, model, model_spec, args):
+def save_if_best(path, records, metric, model, model_spec, run_args):
     """Write ``path`` (model, classes, arguments, epoch, metric; no optimizer state) when the last
     epoch of ``records`` beats every earlier one on ``metric`` ("auto": segm AP for mask models,
     bbox AP otherwise); a tie keeps the earlier epoch. Earlier epochs come from ``records``, so a
-    resumed run keeps track of the best so far. Returns True when it wrote."""
+    resumed run keeps track of the best so far. ``run_args``: the run's settings (a dict or
+    argparse.Namespace), saved as ``args``. Returns True when it wrote."""
     if metric == "auto":
         metric = "segm" if "segm" in records[-1] else "bbox"
     values = [best_metric_value(r, metric) for r in records]
     if values[-1] is None or any(v is not None and v >= values[-1] for v in values[:-1]):
         return False
-    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=_plain(args),
+    utils.save_on_master(dict(model=model.state_dict(), model_spec=model_spec, args=_plain(run_args),
                               epoch=records[-1]["epoch"], metric=metric, value=values[-1]), path)
     name = f"{metric[:-2]} AP50" if metric.endswith("50") else f"{metric} AP"
     print(f"New best {name} {values[-1]:.4f} at epoch {records[-1]['epoch']}: saved {path}")

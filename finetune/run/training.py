@@ -141,10 +141,10 @@ class TrainingRun:
                 plots.save_final_figures(model, dataset_test, device, s.output_dir, s.score_threshold,
                                          self.evaluation.classes)
             if coco_evaluator is not None and s.report_info is not None:
-                report.write_report(s.output_dir, coco_evaluator, dataset_test, self.evaluation.classes,
-                                    report.run_info(**s.report_info, records=self.records), self.records[-1],
-                                    s.score_threshold, records=self.records,
-                                    curves_png=os.path.join(s.output_dir, "curves.png"))
+                report.write_report(s.output_dir, report.ReportInputs(
+                    coco_evaluator, dataset_test, self.evaluation.classes,
+                    report.run_info(**s.report_info, records=self.records), self.records[-1], s.score_threshold,
+                    records=self.records, curves_png=os.path.join(s.output_dir, "curves.png")))
         self._stop.check()
 
     def result(self):
