@@ -19,6 +19,14 @@ import tv_training
 
 HELPERS = ("engine.py", "utils.py", "coco_utils.py", "coco_eval.py", "transforms.py")
 
+# A random-init Mask R-CNN for two classes, small enough to train a step and evaluate in seconds
+# (tiny images and few boxes: the helpers run the same code on fewer)
+TINY_MODEL = '''model = torchvision.models.detection.maskrcnn_resnet50_fpn(
+    weights=None, weights_backbone=None, min_size=64, max_size=96, box_batch_size_per_image=16,
+    rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10)
+model.roi_heads.box_predictor = FastRCNNPredictor(model.roi_heads.box_predictor.cls_score.in_features, 2)
+model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)'''
+
 SCRIPT = '''
 import os, sys
 import numpy as np
@@ -82,13 +90,7 @@ dataset = torch.utils.data.Subset(PedDataset(root, get_transform(train=True)), [
 dataset_test = torch.utils.data.Subset(PedDataset(root, get_transform(train=False)), [4, 5])
 data_loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, collate_fn=utils.collate_fn)
 data_loader_test = torch.utils.data.DataLoader(dataset_test, batch_size=1, collate_fn=utils.collate_fn)
-# tiny images and few boxes (the helpers run the same code on fewer): evaluation 15x faster
-model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=64,
-                                                           max_size=96, box_batch_size_per_image=16,
-                                                           rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
-                                                           box_detections_per_img=10)
-model.roi_heads.box_predictor = FastRCNNPredictor(model.roi_heads.box_predictor.cls_score.in_features, 2)
-model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)
+{tiny_model}
 params = [p for p in model.parameters() if p.requires_grad]
 optimizer = torch.optim.SGD(params, lr=0.001, momentum=0.9, weight_decay=0.0005)
 lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
@@ -100,25 +102,32 @@ print("That's it!")
 '''
 
 
-def test_the_five_helpers_work_copied_alone(tmp_path):
-    data = make_data(tmp_path / "PennFudanPed", num_images=6, seed=2)
+def run_alone(tmp_path, script, seed):
+    """``script`` (with TINY_MODEL filled in) run in an empty folder holding only the five helpers,
+    on 6 synthetic Penn-Fudan images; returns its stdout. The project's root must not be importable
+    there; other PYTHONPATH entries (a site folder the environment relies on, such as where
+    pycocotools was installed) stay."""
+    data = make_data(tmp_path / "PennFudanPed", num_images=6, seed=seed)
     work = tmp_path / "my_project"
     work.mkdir()
     for name in HELPERS:
         shutil.copy(os.path.join(ROOT_DIR, name), work / name)
-    (work / "tutorial.py").write_text(SCRIPT)
-    # The project's root must not be importable there; other PYTHONPATH entries (a site folder the
-    # environment relies on, such as where pycocotools was installed) stay.
+    (work / "tutorial.py").write_text(script.replace("{tiny_model}", TINY_MODEL))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                         if p and os.path.realpath(p) != os.path.realpath(ROOT_DIR))
     proc = subprocess.run([sys.executable, "tutorial.py", data], cwd=work, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_the_five_helpers_work_copied_alone(tmp_path):
+    out = run_alone(tmp_path, SCRIPT, seed=2)
     assert "Epoch: [0]  [0/2]" in out and "Epoch: [0] Total time:" in out
     assert "Test:  [0/2]" in out and "IoU metric: bbox" in out and "IoU metric: segm" in out
     assert "stats 12 12" in out and out.rstrip().endswith("That's it!")
+
 
 
 # The tutorial's own script around the class: its imports (plus PIL and numpy, which torchvision
@@ -148,13 +157,7 @@ else:
 
 {dataset_class}
 
-def get_transform(train):
-    transforms = []
-    if train:
-        transforms.append(T.RandomHorizontalFlip(0.5))
-    transforms.append(T.ToDtype(torch.float, scale=True))
-    transforms.append(T.ToPureTensor())
-    return T.Compose(transforms)
+{get_transform}
 
 
 torch.manual_seed(0)
@@ -167,12 +170,7 @@ dataset = torch.utils.data.Subset(dataset, indices[:4])
 dataset_test = torch.utils.data.Subset(dataset_test, indices[4:])
 data_loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, collate_fn=utils.collate_fn)
 data_loader_test = torch.utils.data.DataLoader(dataset_test, batch_size=1, shuffle=False, collate_fn=utils.collate_fn)
-model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=64,
-                                                           max_size=96, box_batch_size_per_image=16,
-                                                           rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
-                                                           box_detections_per_img=10)
-model.roi_heads.box_predictor = FastRCNNPredictor(model.roi_heads.box_predictor.cls_score.in_features, 2)
-model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)
+{tiny_model}
 params = [p for p in model.parameters() if p.requires_grad]
 optimizer = torch.optim.SGD(params, lr=0.005, momentum=0.9, weight_decay=0.0005)
 lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
@@ -185,21 +183,10 @@ print("That's it!")
 
 
 def test_the_dataset_class_works_copied_alone_with_the_tutorial_main(tmp_path):
-    """tv_training.PennFudanDataset's own source, pasted into the tutorial's script beside the five
-    helpers in an empty folder, trains and evaluates: it needs nothing of the package."""
-    data = make_data(tmp_path / "PennFudanPed", num_images=6, seed=3)
-    work = tmp_path / "my_project"
-    work.mkdir()
-    for name in HELPERS:
-        shutil.copy(os.path.join(ROOT_DIR, name), work / name)
-    source = inspect.getsource(tv_training.PennFudanDataset)
-    (work / "tutorial.py").write_text(TUTORIAL_MAIN.replace("{dataset_class}", source))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                        if p and os.path.realpath(p) != os.path.realpath(ROOT_DIR))
-    proc = subprocess.run([sys.executable, "tutorial.py", data], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
+    """tv_training.PennFudanDataset's and get_transform's own source, pasted into the tutorial's script
+    beside the five helpers in an empty folder, train and evaluate: they need nothing of the package."""
+    script = TUTORIAL_MAIN.replace("{dataset_class}", inspect.getsource(tv_training.PennFudanDataset))
+    script = script.replace("{get_transform}", inspect.getsource(tv_training.get_transform))
+    out = run_alone(tmp_path, script, seed=3)
     assert "Epoch: [0]  [0/2]" in out and "IoU metric: bbox" in out and "IoU metric: segm" in out
     assert out.rstrip().endswith("That's it!")
