@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from finetune.data.image_files import to_rgb
-from finetune.data.masks import rle_counts, segmentation_mask
+from finetune.data.masks import clip_to_image, far_outside, far_outside_text, rle_counts, segmentation_mask
 from finetune.errors import DatasetError
 
 REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
@@ -53,18 +54,18 @@ def read_coco_file(path):
         if not isinstance(data.get(key), list):
             raise DatasetError(f"{path}: no \"{key}\" list; a COCO instances file has images, annotations and "
                                f"categories.")
-        seen = set()
+        seen, one = set(), dict(images="image", annotations="annotation", categories="category")[key]
         for i, item in enumerate(data[key]):
             missing = [f for f in fields if not isinstance(item, dict) or f not in item]
             if missing:
-                raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {key[:-1]} needs "
+                raise DatasetError(f"{path}: {key}[{i}] has no \"{missing[0]}\" (every {one} needs "
                                    f"{', '.join(fields)}).")
             if not _is_id(item["id"]):
-                raise DatasetError(f"{path}: {key[:-1]} {item['id']!r}: \"id\" is {item['id']!r}; expected an integer "
+                raise DatasetError(f"{path}: {one} {item['id']!r}: \"id\" is {item['id']!r}; expected an integer "
                                    f"(or a string). Fix it or export the file again.")
             if item["id"] in seen:
-                raise DatasetError(f"{path}: {key[:-1]} id {item['id']} appears twice (pycocotools would silently "
-                                   f"keep one); give every {key[:-1]} its own id.")
+                raise DatasetError(f"{path}: {one} id {item['id']} appears twice (pycocotools would silently "
+                                   f"keep one); give every {one} its own id.")
             seen.add(item["id"])
     _check_values(data, path)
     image_ids, category_ids = {im["id"] for im in data["images"]}, {c["id"] for c in data["categories"]}
@@ -79,7 +80,14 @@ def read_coco_file(path):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A number a float holds: not a bool, nor an integer past 1.8e308 (float() would overflow)."""
+    return isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
+                                        and abs(value) <= sys.float_info.max)
+
+
+def _is_name(value):
+    """A usable category name: text, or a number (read as text)."""
+    return isinstance(value, str) or _is_number(value)
 
 
 def _whole(value):
@@ -104,6 +112,12 @@ def _check_values(data, path):
         raise DatasetError(f"{path}: {what}: \"{key}\" is {shown}; expected {expected}. Fix it or export the file "
                            f"again.")
 
+    for c in data["categories"]:
+        what = f"category {c['id']}"
+        if not _is_name(c["name"]):
+            fail(what, "name", c["name"], "the class name (text)")
+        if c.get("supercategory") is not None and not isinstance(c["supercategory"], str):
+            fail(what, "supercategory", c["supercategory"], "the name of the category's group (text), or none")
     sizes = {}
     for im in data["images"]:
         what = f"image {im['id']}"
@@ -126,8 +140,15 @@ def _check_values(data, path):
         if "area" in ann and not _is_number(ann["area"]):
             fail(what, "area", ann["area"], "a number")
         seg = ann.get("segmentation")
-        if seg is None or (isinstance(seg, list) and all(isinstance(p, list) and all(_is_number(v) for v in p)
-                                                          for p in seg)):
+        if isinstance(seg, list) and all(isinstance(p, list) and all(_is_number(v) for v in p) for p in seg):
+            point = _far_point(seg, sizes.get(ann["image_id"]))
+            if point is not None:  # pycocotools would allocate without bound, or crash (1e12: a segfault)
+                height, width = sizes[ann["image_id"]]
+                raise DatasetError(f"{path}: {what}: \"segmentation\" has {far_outside_text(point, height, width)}; "
+                                   f"polygons are in pixels of their image. Fix the annotation or export the file "
+                                   f"again.")
+            continue
+        if seg is None:
             continue
         if not isinstance(seg, dict):
             fail(what, "segmentation", seg, "polygons [[x1, y1, x2, y2, ...], ...] or an RLE {\"size\", \"counts\"}")
@@ -136,6 +157,16 @@ def _check_values(data, path):
         if seg.get("size") != sizes.get(ann["image_id"], seg.get("size")):
             fail(what, "segmentation", seg, f"an RLE whose \"size\" is its image's [height, width], "
                                             f"{sizes[ann['image_id']]}")
+
+
+def _far_point(polygons, size):
+    """The first point of ``polygons`` far outside an image of ``size`` ([height, width]; None:
+    not known), or None. Parts with a NaN or infinity are left to ``_clean_annotation`` (dropped)."""
+    for p in polygons if size is not None else []:
+        point = far_outside(p, *size) if all(math.isfinite(v) for v in p) else None
+        if point is not None:
+            return point
+    return None
 
 
 def coco_classes(data, path):
@@ -229,6 +260,10 @@ def _clean_annotation(ann, width, height, warnings):
         finite = [p for p in seg if all(math.isfinite(v) for v in p)]
         if len(finite) < len(seg):  # pycocotools would allocate without bound on a NaN point
             warnings.add("with polygon points that are not finite (NaN or infinity), those parts dropped", ann["id"])
+        clipped = [clip_to_image(p, height, width) for p in finite]  # (points far outside: refused by the readers)
+        if any(moved for _, moved in clipped):
+            warnings.add("with polygon points a little outside the image, clipped", ann["id"])
+        finite = [p for p, _ in clipped]
         parts = [p for p in finite if isinstance(p, list) and len(p) >= 6]
         if len(parts) < len(finite):
             warnings.add("with polygon parts of fewer than 3 points, dropped", ann["id"])

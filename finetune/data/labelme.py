@@ -20,7 +20,14 @@ from PIL import Image
 
 from finetune.data.coco import KindLines
 from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
-from finetune.data.masks import mask_to_rle, polygon_area, segmentation_mask
+from finetune.data.masks import (
+    clip_to_image,
+    far_outside,
+    far_outside_text,
+    mask_to_rle,
+    polygon_area,
+    segmentation_mask,
+)
 from finetune.data.yolo import is_yolo_file
 from finetune.errors import DatasetError
 
@@ -129,29 +136,48 @@ def _labelme_image(json_path, doc):
                        f"there or fix imagePath.")
 
 
-def _points(json_path, index, shape, least):
+def _is_coordinate(v):
+    """A finite number (an integer of any size: ``far_outside`` compares it exactly); not a bool."""
+    return (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+def _points(json_path, index, shape, least, height, width):
+    """The shape's points as ``[(x, y)]``, checked: numbers, ``least`` of them, none far outside
+    the ``width`` x ``height`` image (``finetune.data.masks.far_outside``)."""
     where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{shape.get('label')}\")"
     pts = shape.get("points")
     ok = isinstance(pts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
-                                       all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                                           for v in p) for p in pts)
+                                       all(_is_coordinate(v) for v in p) for p in pts)
     if not ok:
         raise DatasetError(f"{where}: \"points\" is not a list of [x, y] numbers. Fix the shape in labelme or delete "
                            f"it.")
     if len(pts) < least:
         raise DatasetError(f"{where}: {len(pts)} point(s); a {shape.get('shape_type') or 'polygon'} needs "
                            f"{least}{' or more' if least == 3 else ''}. Fix the shape in labelme or delete it.")
+    point = far_outside([v for p in pts for v in p], height, width)
+    if point is not None:  # pycocotools would allocate without bound, or crash (1e12: a segfault)
+        raise DatasetError(f"{where}: \"points\" has {far_outside_text(point, height, width)}. Fix the shape in "
+                           f"labelme or delete it.")
     return [(float(x), float(y)) for x, y in pts]
+
+
+def _on_image(flat, height, width, clipped):
+    """The flat polygon clipped onto the image (its points at most ``SLIGHTLY_OUTSIDE`` past an
+    edge, ``_points``); ``clipped()`` is called when a point moved."""
+    flat, moved = clip_to_image(flat, height, width)
+    if moved:
+        clipped()
+    return flat
 
 
 def _labelme_mask(json_path, index, shape, height, width):
     """A labelme "mask" shape: a PNG (base64) of the region between its two points."""
-    (x0, y0), (x1, y1) = _points(json_path, index, shape, 2)[:2]
+    (x0, y0), (x1, y1) = _points(json_path, index, shape, 2, height, width)[:2]
     x0, y0 = int(min(x0, x1)), int(min(y0, y1))
     try:
         with Image.open(io.BytesIO(base64.b64decode(shape.get("mask") or "", validate=False))) as pil:
             part = np.asarray(pil.convert("L")) > 0
-    except (ValueError, TypeError, OSError, SyntaxError):
+    except (ValueError, TypeError, OSError, SyntaxError, Image.DecompressionBombError):
         raise DatasetError(f"{json_path}: shape {index} (mask \"{shape.get('label')}\"): its \"mask\" is not a "
                            f"base64 PNG. Draw the mask again in labelme or delete it.") from None
     mask = np.zeros((height, width), bool)
@@ -161,18 +187,21 @@ def _labelme_mask(json_path, index, shape, height, width):
     return mask
 
 
-def _shape_part(json_path, index, shape, height, width):
-    """One labelme shape as a flat polygon [x1, y1, ...] or a mask; None for a type without area."""
+def _shape_part(json_path, index, shape, height, width, clipped):
+    """One labelme shape as a flat polygon [x1, y1, ...] or a mask; None for a type without area.
+    Polygons and rectangles with points a little outside the image are clipped onto it
+    (``clipped()`` is called); a circle is drawn whole (pycocotools keeps the part inside)."""
     kind = shape.get("shape_type") or "polygon"  # labelme 3 wrote no shape_type: polygons
     if kind in ("polygon", "rotation"):  # "rotation": X-AnyLabeling's rotated box, its 4 corners
-        return [v for p in _points(json_path, index, shape, 3) for v in p]
+        return _on_image([v for p in _points(json_path, index, shape, 3, height, width) for v in p], height, width,
+                         clipped)
     if kind == "rectangle":  # two opposite corners, in any order (4 corners from some other tools)
-        pts = _points(json_path, index, shape, 2)
+        pts = _points(json_path, index, shape, 2, height, width)
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
-        return [x0, y0, x1, y0, x1, y1, x0, y1]
+        return _on_image([x0, y0, x1, y0, x1, y1, x0, y1], height, width, clipped)
     if kind == "circle":  # the centre and one point on the circle
-        (cx, cy), (px, py) = _points(json_path, index, shape, 2)[:2]
+        (cx, cy), (px, py) = _points(json_path, index, shape, 2, height, width)[:2]
         r = math.hypot(px - cx, py - cy)
         n = max(16, int(math.ceil(2 * math.pi * r / 2)))  # a vertex every ~2 px: rasterises like the circle
         a = np.linspace(0, 2 * math.pi, n, endpoint=False)
@@ -216,11 +245,26 @@ def _labelme_image_entry(folder, image_id, path, doc):
     image = _labelme_image(path, doc)
     width, height = image_size(image, path)
     said = (doc.get("imageWidth"), doc.get("imageHeight"))
-    if all(isinstance(v, int) for v in said) and said != (width, height):
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in said) and said != (width, height):
         raise DatasetError(f"{path}: imageWidth x imageHeight is {said[0]}x{said[1]}, but its image {image} is "
                            f"{width}x{height} pixels (upright). Annotate this image again in labelme.")
     return dict(id=image_id, file_name=os.path.relpath(image, folder) if not image.startswith(
         _EMBEDDED.get("dir", "\0")) else os.path.relpath(path, folder), width=width, height=height, path=image)
+
+
+def _check_shape_fields(path, index, shape):
+    """The fields of a shape read besides its label and points have labelme's types: ``shape_type``
+    text (or none: labelme 3's polygons), ``group_id`` a number (or text), or null."""
+    def fail(key, expected):
+        value = repr(shape[key]) if len(repr(shape[key])) <= 60 else repr(shape[key])[:57] + "..."
+        raise DatasetError(f"{path}: shape {index} (\"{shape['label']}\"): \"{key}\" is {value}; expected {expected}. "
+                           f"Fix the shape in labelme or delete it.")
+
+    if shape.get("shape_type") is not None and not isinstance(shape["shape_type"], str):
+        fail("shape_type", "text (polygon, rectangle, circle, mask, ...)")
+    group = shape.get("group_id")
+    if isinstance(group, bool) or (group is not None and not isinstance(group, (int, float, str))):
+        fail("group_id", "a number (or text), or null")
 
 
 def _shape_objects(folder, path, doc, height, width, warnings):
@@ -229,8 +273,10 @@ def _shape_objects(folder, path, doc, height, width, warnings):
     for index, shape in enumerate(doc["shapes"]):
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str) or not shape["label"]:
             raise DatasetError(f"{path}: shape {index} has no \"label\" text. Fix it in labelme or delete it.")
-        part = _shape_part(path, index, shape, height, width)
+        _check_shape_fields(path, index, shape)
         where = f"{os.path.relpath(path, folder)} shape {index}"
+        part = _shape_part(path, index, shape, height, width, lambda where=where: warnings.add(
+            "shape(s) with points a little outside the image, clipped", where))
         if part is None:
             warnings.add(f"{shape.get('shape_type')} shape(s) skipped (no area to learn from)", where)
             continue

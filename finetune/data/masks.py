@@ -1,12 +1,73 @@
 """Object outlines as COCO stores them: polygon areas and masks, binary masks as run-length
-encodings (RLE), one home for the readers, the synthetic data, ``--predict`` and the ONNX check."""
+encodings (RLE), one home for the readers, the synthetic data, ``--predict`` and the ONNX check;
+and what the readers do with polygon points outside the image (``far_outside``: an error,
+``clip_to_image``: a little outside, clipped)."""
 
 import numpy as np
 from pycocotools import mask as coco_mask
 
+# Points a little outside the image (exporters' rounding, a point dropped just past the edge) are
+# clipped onto it with a warning; further out the coordinates are wrong (another image's, pixels
+# scaled twice), and pycocotools, which walks every polygon edge pixel by pixel at 5x, would
+# allocate without bound or crash the process (a segmentation fault from 1e12 on): an error.
+SLIGHTLY_OUTSIDE = 0.01  # of the image's width (for x) or height (for y), at least 1 pixel
+EPS = 1e-6  # pixels: float noise (40.0000001), clipped without a word
+
+
+def outside_margin(size):
+    """How far (pixels) past the edges of an image side of ``size`` pixels a point may lie and be clipped."""
+    return max(1.0, SLIGHTLY_OUTSIDE * size)
+
+
+def far_outside(flat, height, width, margin=None):
+    """The first point ``(x, y)`` of the flat polygon ``flat`` (x, y, ...) further outside a
+    ``width`` x ``height`` image than ``outside_margin`` (or ``margin`` pixels), else None. A
+    coordinate that is NaN is not a place, so not outside (the readers drop or refuse it)."""
+    mx, my = (outside_margin(width), outside_margin(height)) if margin is None else (margin, margin)
+    for x, y in zip(flat[0::2], flat[1::2]):
+        if x < -mx or x > width + mx or y < -my or y > height + my:
+            return x, y
+    return None
+
+
+def _shown(value):
+    """A coordinate as ``:g`` writes it; an integer too long for a float by its first digits and length."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        return f"{str(value)[:5]}... ({len(str(abs(value)))} digits)"
+
+
+def far_outside_text(point, height, width):
+    """What the readers say of a ``far_outside`` point: 'the point (x, y), far outside the WxH image (...)'."""
+    return (f"the point ({_shown(point[0])}, {_shown(point[1])}), far outside the {width}x{height} image (more "
+            f"than {SLIGHTLY_OUTSIDE:.0%} of its size past an edge)")
+
+
+def clip_to_image(flat, height, width):
+    """``(flat, clipped)``: the flat polygon with its points moved onto the image (x in 0..width,
+    y in 0..height), as the readers clip boxes; ``flat`` itself when none is outside (by more than
+    ``EPS``: ``clipped`` False)."""
+    limits = (float(width), float(height))
+    if all(0.0 <= v <= limits[i % 2] for i, v in enumerate(flat)):
+        return flat, False
+    moved = [float(min(max(v, 0.0), limits[i % 2])) for i, v in enumerate(flat)]
+    return moved, any(abs(a - b) > EPS for a, b in zip(moved, flat))
+
 
 def _polygons_rle(flat, height, width):
-    """The union of COCO polygons ``flat`` (lists of x, y, ...) as one RLE, as pycocotools rasterises them."""
+    """The union of COCO polygons ``flat`` (lists of x, y, ...) as one RLE, as pycocotools rasterises them.
+
+    Refuses (ValueError) a point pycocotools could not rasterise: NaN, or further outside
+    the image than its width + height twice over (the readers refuse points ``SLIGHTLY_OUTSIDE``
+    past an edge; drawn shapes, a labelme circle, reach past it by their radius, less than that)."""
+    for p in flat:
+        point = far_outside(p, height, width, margin=2 * (width + height) + 16)
+        if point is not None:
+            raise ValueError(f"polygon point ({_shown(point[0])}, {_shown(point[1])}) far outside the {width}x{height} "
+                             f"image: not rasterised (pycocotools would crash)")
+        if any(v != v for v in p):
+            raise ValueError("polygon point NaN: not rasterised")
     return coco_mask.merge(coco_mask.frPyObjects(flat, height, width))
 
 

@@ -17,8 +17,7 @@ EPS = 1e-6
 
 # exporters' rounding puts points a little outside the image (1.004, -0.002): clipped with a warning;
 # beyond this the file is not normalised (pixel coordinates), an error
-SLIGHTLY_OUTSIDE = 0.01
-
+SLIGHTLY_OUTSIDE = 0.01  # normalised units, as EPS above
 
 
 def is_yolo_file(path):

@@ -183,6 +183,27 @@ def test_a_missing_image_names_every_place_looked(tmp_path):
     ("image_id_list", "image [11]: \"id\" is [11]; expected an integer (or a string)"),
     ("rle_without_counts", 'annotation 2: "segmentation" is {\'size\': [30, 40]}; expected an RLE with "counts"'),
     ("rle_of_another_size", 'expected an RLE whose "size" is its image\'s [height, width], [30, 40]'),
+    ("rle_size_huge", '"segmentation" is {\'size\': [1000000000000.0, 40], \'counts\': [0, 1200]}; expected an RLE '
+                      'whose "size" is its image\'s [height, width], [30, 40]'),
+    ("rle_size_negative", 'expected an RLE whose "size" is its image\'s [height, width], [30, 40]'),
+    # pycocotools walks every polygon edge pixel by pixel: 1e12 was a segmentation fault mid-training
+    ("polygon_far_outside", 'annotation 1: "segmentation" has the point (1e+12, 3), far outside the 40x30 image '
+                            '(more than 1% of its size past an edge); polygons are in pixels of their image. Fix the '
+                            'annotation or export the file again.'),
+    ("polygon_far_above", 'annotation 1: "segmentation" has the point (12, -1e+12), far outside the 40x30 image'),
+    ("polygon_just_past_the_margin", 'annotation 1: "segmentation" has the point (41.5, 3), far outside the 40x30'),
+    ("polygon_huge_integer", 'annotation 1: "segmentation" is [[2, 3, 10000000000'),
+    ("supercategory_list", 'category 5: "supercategory" is [\'animal\']; expected the name of the category\'s group '
+                           '(text), or none. Fix it or export the file again.'),
+    ("supercategory_dict", 'category 5: "supercategory" is {\'name\': \'animal\'}; expected the name of the'),
+    ("supercategory_number", 'category 5: "supercategory" is 3; expected the name of the category\'s group'),
+    ("name_list", 'category 0: "name" is [\'cat\']; expected the class name (text)'),
+    ("category_id_list", 'category [5]: "id" is [5]; expected an integer (or a string)'),
+    ("file_name_list", 'image 11: "file_name" is [\'a.png\']; expected the image\'s file name'),
+    ("category_id_dict", 'annotation 1: "category_id" is {}; expected an integer (or a string) id'),
+    ("bbox_huge_integer", 'annotation 1: "bbox" is [2, 3, 1000'),
+    ("area_list", 'annotation 1: "area" is [80]; expected a number'),
+    ("iscrowd_list", 'annotation 1: "iscrowd" is [0]; expected 0 or 1'),
 ])
 def test_bad_files_are_one_clear_error(change, words, tmp_path):
     path = simple_coco(str(tmp_path))
@@ -237,11 +258,76 @@ def test_bad_files_are_one_clear_error(change, words, tmp_path):
         data["annotations"][1]["segmentation"] = dict(size=[30, 40])
     elif change == "rle_of_another_size":
         data["annotations"][1]["segmentation"]["size"] = [50, 50]
+    elif change == "rle_size_huge":
+        data["annotations"][2]["segmentation"]["size"] = [1e12, 40]
+    elif change == "rle_size_negative":
+        data["annotations"][2]["segmentation"]["size"] = [-30, 40]
+    elif change == "polygon_far_outside":
+        data["annotations"][0]["segmentation"] = [[2, 3, 1e12, 3, 12, 11, 2, 11]]
+    elif change == "polygon_far_above":
+        data["annotations"][0]["segmentation"] = [[2, 3, 12, -1e12, 12, 11, 2, 11]]
+    elif change == "polygon_just_past_the_margin":  # 1 pixel past the edge is clipped, 1.5 is not
+        data["annotations"][0]["segmentation"] = [[2, 3, 41.5, 3, 12, 11, 2, 11]]
+    elif change == "polygon_huge_integer":  # more than a float holds
+        data["annotations"][0]["segmentation"] = [[2, 3, 10 ** 400, 3, 12, 11, 2, 11]]
+    elif change.startswith("supercategory_"):
+        data["categories"][0]["supercategory"] = {"list": ["animal"], "dict": {"name": "animal"},
+                                                  "number": 3}[change.split("_")[1]]
+    elif change == "name_list":
+        data["categories"][1]["name"] = ["cat"]
+    elif change == "category_id_list":
+        data["categories"][0]["id"] = [5]
+    elif change == "file_name_list":
+        data["images"][0]["file_name"] = ["a.png"]
+    elif change == "category_id_dict":
+        data["annotations"][0]["category_id"] = {}
+    elif change == "bbox_huge_integer":
+        data["annotations"][0]["bbox"] = [2, 3, 10 ** 400, 8]
+    elif change == "area_list":
+        data["annotations"][0]["area"] = [80]
+    elif change == "iscrowd_list":
+        data["annotations"][0]["iscrowd"] = [0]
     if change not in ("invalid_json",):
         json.dump(data, open(path, "w"))
     with pytest.raises(DatasetError) as info:
         coco.load_coco_images(path)
     assert words in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(path) or change in ("wrong_size", "swapped_size", "unreadable_image",
+                                                          "truncated_jpeg")  # these name the image file
+
+
+def test_polygon_points_a_little_outside_are_clipped_far_ones_never_reach_pycocotools(tmp_path, capsys, monkeypatch):
+    images = [dict(id=1, file_name="a.png", width=40, height=30)]
+    ann = dict(image_id=1, category_id=1, bbox=[0, 2, 40, 10], area=100, iscrowd=0)
+    annotations = [dict(ann, id=1, segmentation=[[-0.8, 2, 40.9, 2, 40.9, 12, -0.8, 12]]),  # within 1 px: clipped
+                   dict(ann, id=2, segmentation=[[0, 2, 40, 2, 40, 12, 0, 12]]),  # on the edges: untouched
+                   dict(ann, id=3, segmentation=[[0, 2, 40, 2, 40, 12, 0, 12],
+                                                 [5, 5, float("inf"), 5, 9, 9]])]  # infinity: that part dropped
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="bar")])
+    entries, classes, _ = coco.load_coco_images(path)
+    out = capsys.readouterr().out
+    assert f"warning: {path}: 1 annotation(s) with polygon points a little outside the image, clipped (ids 1)" in out
+    assert ("1 annotation(s) with polygon points that are not finite (NaN or infinity), those parts dropped "
+            "(ids 3)") in out
+    segs = [a["segmentation"] for a in entries[0]["anns"]]
+    assert segs[0] == [[0.0, 2.0, 40.0, 2.0, 40.0, 12.0, 0.0, 12.0]]
+    assert segs[1] == segs[2] == [[0, 2, 40, 2, 40, 12, 0, 12]]
+    _, target = coco.CocoFormatDataset(entries, classes, None)[0]
+    assert [int(m.sum()) for m in target["masks"]] == [400, 400, 400]
+
+    # a point far outside is refused when the file is read: pycocotools is never called
+    annotations[1]["segmentation"] = [[0, 2, 40, 2, 40, 1e12, 0, 12]]
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="bar")])
+    monkeypatch.setattr(masks.coco_mask, "frPyObjects", lambda *a: pytest.fail("pycocotools was called"))
+    with pytest.raises(DatasetError) as info:
+        formats.load_datasets(path, None, lambda train: None, formats.DataSplit(1, None, 0))
+    assert str(info.value) == (f'{path}: annotation 2: "segmentation" has the point (40, 1e+12), far outside the 40x30 '
+                               f'image (more than 1% of its size past an edge); polygons are in pixels of their image. '
+                               f'Fix the annotation or export the file again.')
+    # and the helpers refuse such points themselves, should anything else hand them one
+    for flat in ([0, 0, 1e12, 0, 5, 5], [0, 0, -1e12, 0, 5, 5], [0, 0, float("nan"), 0, 5, 5]):
+        with pytest.raises(ValueError, match="not rasterised"):
+            masks.polygon_area([flat], 30, 40)
 
 
 def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):

@@ -186,6 +186,18 @@ def test_a_folder_of_labelme_files_and_a_coco_file_is_ambiguous(scenes, tmp_path
     ("invalid_json", "a.json: invalid JSON at line 1, column 2"),
     ("not_utf8", "a.json: not UTF-8 text"),
     ("empty_folder", "no labelme JSON files. --data-path takes"),
+    # pycocotools walks every polygon edge pixel by pixel: 1e12 was a segmentation fault
+    ("point_far_outside", 'a.json: shape 0 (polygon "cat"): "points" has the point (1e+12, 1), far outside the 30x20 '
+                          'image (more than 1% of its size past an edge). Fix the shape in labelme or delete it.'),
+    ("point_huge_integer", 'shape 0 (polygon "cat"): "points" has the point (10000... (401 digits), 1), far outside'),
+    ("circle_far_outside", 'a.json: shape 0 (circle "cat"): "points" has the point (5, -1e+12), far outside the 30x20'),
+    ("points_dict", 'a.json: shape 0 (polygon "cat"): "points" is not a list of [x, y] numbers'),
+    ("label_list", 'a.json: shape 0 has no "label" text'),
+    ("shape_type_list", 'a.json: shape 0 ("cat"): "shape_type" is [\'polygon\']; expected text (polygon, rectangle, '
+                        'circle, mask, ...). Fix the shape in labelme or delete it.'),
+    ("group_id_list", 'a.json: shape 0 ("cat"): "group_id" is [1]; expected a number (or text), or null. Fix the '
+                      'shape in labelme or delete it.'),
+    ("group_id_dict", 'a.json: shape 0 ("cat"): "group_id" is {}; expected a number (or text), or null'),
 ])
 def test_bad_labelme_data_is_one_line_naming_the_file(change, words, tmp_path):
     Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
@@ -196,6 +208,20 @@ def test_bad_labelme_data_is_one_line_naming_the_file(change, words, tmp_path):
         shape.update(shape_type="rectangle", points=[[1, 1]])
     elif change == "no_label":
         shape["label"] = ""
+    elif change == "point_far_outside":
+        shape["points"][1][0] = 1e12
+    elif change == "point_huge_integer":  # more than a float holds
+        shape["points"][1][0] = 10 ** 400
+    elif change == "circle_far_outside":
+        shape.update(shape_type="circle", points=[[5, 5], [5, -1e12]])
+    elif change == "points_dict":
+        shape["points"] = {"x": 1, "y": 2}
+    elif change == "label_list":
+        shape["label"] = ["cat"]
+    elif change == "shape_type_list":
+        shape["shape_type"] = ["polygon"]
+    elif change.startswith("group_id_"):
+        shape["group_id"] = [1] if change == "group_id_list" else {}
     doc = dict(imagePath="a.png", imageData=None, shapes=[shape])
     if change == "missing_image":
         os.remove(tmp_path / "a.png")
@@ -208,6 +234,27 @@ def test_bad_labelme_data_is_one_line_naming_the_file(change, words, tmp_path):
     assert words in str(info.value) and one_line(info)
     if change != "empty_folder":
         assert str(tmp_path / "a.json") in str(info.value)
+
+
+def test_labelme_points_a_little_outside_the_image_are_clipped(tmp_path, capsys):
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    shapes = [dict(label="cat", shape_type="polygon", points=[[-0.5, 1], [30.8, 1], [9, 20.5]]),  # within 1 px
+              dict(label="dog", shape_type="rectangle", points=[[31, 21], [20, 10]]),
+              dict(label="ant", shape_type="polygon", points=[[0, 0], [30, 0], [30, 20]])]  # on the edges
+    (tmp_path / "a.json").write_text(json.dumps(dict(imagePath="a.png", imageData=None, shapes=shapes)))
+    data = labelme.read_labelme_folder(str(tmp_path))
+    out = capsys.readouterr().out
+    assert (f"warning: {tmp_path}: 2 shape(s) with points a little outside the image, clipped (a.json shape 0, a.json "
+            f"shape 1)") in out
+    anns = {a["id"]: a for a in data["annotations"]}
+    assert anns["a.json shape 0"]["segmentation"] == [[0.0, 1.0, 30.0, 1.0, 9.0, 20.0]]
+    assert anns["a.json shape 0"]["bbox"] == [0.0, 1.0, 30.0, 19.0]
+    assert anns["a.json shape 1"]["bbox"] == [20.0, 10.0, 10.0, 10.0]
+    assert anns["a.json shape 2"]["segmentation"] == [[0.0, 0.0, 30.0, 0.0, 30.0, 20.0]]
+    entries, classes, _ = coco.load_coco_images(str(tmp_path), data=data)
+    assert "reaching outside" not in capsys.readouterr().out  # the boxes come from the clipped points
+    _, target = coco.CocoFormatDataset(entries, classes, None)[0]
+    assert [int(m.sum()) for m in target["masks"]] == [a["area"] for a in data["annotations"]] == [283, 100, 300]
 
 
 # --- YOLO ----------------------------------------------------------------------------------------
