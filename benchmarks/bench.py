@@ -28,6 +28,8 @@ ours       this project's defaults (tv_training.py / finetune/speedups/): folded
            core count and persistent, ground truth built once, evaluation threads untouched.
 ours_amp   ours + ``--amp`` (training under bfloat16 autocast on CPU, float16 + GradScaler on
            CUDA; evaluation stays fp32, as in tv_training.py); opt-in (``--configs``).
+ours_bf16  ours + bfloat16 autocast on any device, without GradScaler (on CUDA: what the GPU check
+           times against float16 + GradScaler); opt-in (``--configs``).
 ours_malloc
            ours + glibc malloc told to serve big blocks from its heap and never trim it, so freed
            pages stay resident for later tensors (fewer page faults, more fragmentation); a
@@ -93,7 +95,7 @@ from bench_photo import photo_worker, run_photo_phase  # noqa: E402
 from bench_report import PHASES, agreement, keep_earlier_run, machine_info, report, write_results  # noqa: E402
 from bench_workers import WorkerProcess, close_all, run_compile_phase, run_phase, worker_main  # noqa: E402
 
-CONFIGS = ("reference", "ours", "ours_amp", "ours_malloc", "ours_thp", "ours_nchw", "ours_nhwc")
+CONFIGS = ("reference", "ours", "ours_amp", "ours_bf16", "ours_malloc", "ours_thp", "ours_nchw", "ours_nhwc")
 
 
 def prepare(args, out_dir):

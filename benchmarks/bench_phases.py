@@ -61,7 +61,8 @@ class Worker:
         self.config, self.spec = config, spec
         self.omp_wait_policy = omp_wait_policy  # what the OpenMP runtime started with (for the report)
         self.reference = config == "reference"
-        self.amp = config == "ours_amp"
+        self.amp = config in ("ours_amp", "ours_bf16")
+        self.bf16 = config == "ours_bf16"  # bfloat16 autocast on any device, no GradScaler
         # ours_nchw / ours_nhwc: ours with the memory format forced, to compare both in one run
         self.channels_last = dict(ours_nchw="off", ours_nhwc="on").get(config, spec["channels_last"])
         self.device = torch.device(spec["device"])
@@ -82,7 +83,8 @@ class Worker:
 
         import engine
 
-        return torch.autocast(self.device.type, dtype=engine.autocast_dtype(self.device.type), enabled=self.amp)
+        dtype = torch.bfloat16 if self.bf16 else engine.autocast_dtype(self.device.type)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp)
 
     def build_model(self, min_size, max_size):
         import torch
@@ -223,7 +225,7 @@ class Worker:
         self.model = self.build_model(self.spec["min_size"], self.spec["max_size"])
         self.model.train()
         self.optimizer = self._optimizer(self.model, self.spec["step_lr"])
-        self.scaler = optim.make_grad_scaler(self.device, self.amp)
+        self.scaler = optim.make_grad_scaler(self.device, self.amp, torch.bfloat16 if self.bf16 else None)
         train_ds, test_ds = self.datasets(self.pool_train, self.pool_test[:1])
         self.train_loader, _ = self.loaders(train_ds, test_ds)
         self.batches = iter(self.train_loader)  # workers start here, as at the start of an epoch

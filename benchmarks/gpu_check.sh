@@ -8,13 +8,19 @@
 #    speed-ups equal stock torchvision; checkpoints move between CUDA and the CPU; --predict;
 #    torchrun with NCCL;
 # 2. benchmarks/bench.py on the GPU: the tutorial's training step at 800/1333 px, batch 2
-#    (pretrained layout, synthetic data, nothing downloaded), reference / ours / ours + --amp,
-#    evaluation per image, peak GPU memory, and a profiler table of one training step;
+#    (pretrained layout, synthetic data, nothing downloaded), reference / ours float32 / ours
+#    bfloat16 (no GradScaler) / ours + --amp (float16 + GradScaler), s/step the median of 20 steps
+#    after 3 warm-up steps, evaluation per image, peak GPU memory, a profiler table of one step and
+#    the GPU's busy fraction in it;
 # 3. python tv_training.py --demo on the GPU: wall time and final bbox/segm AP;
 # 4. the whole suite on this machine's CPU (the GPU hidden), i.e. under the torch and torchvision
-#    the GPU machine has, which are not the pinned pair.
+#    the GPU machine has, which are not the pinned pair;
+# 5. benchmarks/count_ops.py: the host syncs and ops of a training step and an evaluation,
+#    stock / ours / ours sync-free (CPU; the ops a GPU runs);
+# 6. benchmarks/cli_timing.py: the tutorial's whole 2-epoch command line, reference against ours
+#    (float32 and --amp), on the GPU (its own limit, 300 s; not in the default PARTS).
 #
-# PARTS=1,3,4 runs only those parts (default: all four).
+# PARTS=1,3,4 runs only those parts (default: 1-5; PARTS=1,2,3,4,5,6 for all).
 # No package registry is needed: if pycocotools is missing it is installed from the wheels in
 # $WHEELS (default .whl/; a CPU machine fetches it with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl pycocotools).
@@ -26,11 +32,14 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 if [ -n "${QUICK:-}" ]; then  # toy sizes: checks the plumbing, measures nothing
     BENCH_SIZES="--quick"; DEMO_SIZES="--epochs 1 --train-size 10 --test-size 4"; STEPS=2; EVAL_IMAGES=3
+    COUNT_SIZES="--size 128 --eval-images 1"; BENCH_CONFIGS=reference,ours_bf16
+    CLI_SIZES="--num-images 12 --test-size 4 --min-size 64 --max-size 96 --epochs 1 --configs reference fp32"
 else
-    BENCH_SIZES=""; DEMO_SIZES=""; STEPS=10; EVAL_IMAGES=10
+    BENCH_SIZES=""; DEMO_SIZES=""; STEPS=20; EVAL_IMAGES=10; COUNT_SIZES=""; CLI_SIZES=""
+    BENCH_CONFIGS=reference,ours,ours_bf16,ours_amp
 fi
 OUT=${OUT_DIR:-output/gpu_check}
-PARTS=",${PARTS:-1,2,3,4},"
+PARTS=",${PARTS:-1,2,3,4,5},"
 part() { [[ "$PARTS" == *",$1,"* ]]; }
 WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT"
@@ -53,7 +62,7 @@ if part 1; then
 fi
 if part 2; then
     echo "== 2/4 benchmark: the tutorial's step and evaluation"
-    timeout 150 $PY benchmarks/bench.py --device "$DEVICE" --configs reference,ours,ours_amp --phases step,eval \
+    timeout 150 $PY benchmarks/bench.py --device "$DEVICE" --configs $BENCH_CONFIGS --phases step,eval \
         $BENCH_SIZES --warmup 3 --steps $STEPS --eval-images $EVAL_IMAGES --eval-repeats 2 --no-flops --profile \
         --num-images 40 --data-path "$OUT/BenchPed" --out "$OUT/bench" > "$OUT/bench.log" 2>&1 || tail -20 "$OUT/bench.log"
 fi
@@ -69,6 +78,16 @@ if part 4; then
     echo "== 4/4 the suite on the CPU under this machine's torch (the GPU hidden)"
     CUDA_VISIBLE_DEVICES= timeout 240 $PY -m pytest -q -m "not cuda" -p no:cacheprovider > "$OUT/cpu_suite.log" 2>&1
     grep -E "^(FAILED|ERROR)" "$OUT/cpu_suite.log" | head -20
+fi
+if part 5; then
+    echo "== 5/6 host syncs and ops per step (CPU counter)"
+    timeout 150 $PY benchmarks/count_ops.py $COUNT_SIZES --json "$OUT/count_ops.json" > "$OUT/count_ops.log" 2>&1 \
+        || tail -20 "$OUT/count_ops.log"
+fi
+if part 6; then
+    echo "== 6/6 the whole command line, reference against ours"
+    timeout 300 $PY benchmarks/cli_timing.py $CLI_SIZES --out "$OUT/cli_timing" --overwrite \
+        > "$OUT/cli_timing.log" 2>&1 || tail -20 "$OUT/cli_timing.log"
 fi
 
 OUT="$OUT" EVAL_IMAGES=$EVAL_IMAGES DEMO_MS="$demo_ms" TOTAL_SECONDS=$(( $(date +%s) - start )) $PY - <<'PYEOF'
@@ -101,16 +120,18 @@ try:
     bench = json.load(open(os.path.join(out, "bench", "bench.json")))["results"]
     n_eval = int(os.environ["EVAL_IMAGES"])
     print(f"Tutorial training step, 800/1333 px, batch 2 (median) | evaluation ({n_eval} images, 800 px):")
-    for c in ("reference", "ours", "ours_amp"):
+    for c in [c for c in ("reference", "ours", "ours_bf16", "ours_amp") if c in bench["step"]]:
         step = statistics.median(r["seconds"] for r in bench["step"][c]["runs"])
         ev = statistics.median(r["seconds"] for r in bench["eval"][c]["runs"]) / n_eval
         mem = max(bench[p][c]["memory"].get("cuda_max_allocated_mib", 0) for p in ("step", "eval"))
+        busy = (bench["step"][c].get("profile") or {})
+        busy = f"GPU busy {100 * busy['busy_seconds'] / busy['wall_seconds']:3.0f}%" if busy.get("wall_seconds") else ""
         print(f"  {c:9s} {step:6.3f} s/it ({2 / step:5.1f} images/s) | {ev:6.3f} s/img ({1 / ev:5.1f} images/s) | "
-              f"peak GPU memory {mem:6.0f} MiB")
+              f"peak GPU memory {mem:6.0f} MiB {busy}")
     print("  (the tutorial's published figure: 0.205-0.226 s/it on an A10G; the goal: <= 0.08 s/it with --amp)")
-    prof = bench["step"]["ours_amp"].get("profile")
+    prof = bench["step"].get("ours_bf16", {}).get("profile")
     if prof:
-        print(f"Profile of one training step (ours + --amp): {prof['wall_seconds']:.3f} s wall, GPU busy "
+        print(f"Profile of one training step (ours, bfloat16): {prof['wall_seconds']:.3f} s wall, GPU busy "
               f"{prof['busy_seconds']:.3f} s ({100 * prof['busy_seconds'] / prof['wall_seconds']:.0f}%)")
         print("\n".join(prof["table"].splitlines()[:14]))
 except (OSError, KeyError, ValueError) as e:
@@ -121,5 +142,11 @@ try:
           f"bbox AP {last['bbox']['AP']:.3f}, segm AP {last['segm']['AP']:.3f}")
 except (OSError, KeyError, ValueError, IndexError) as e:
     print(f"--demo: no result ({e}); see {out}/demo.log")
+for name, title in (("count_ops.log", "Host syncs and ops (CPU counter)"), ("cli_timing", "Whole command line")):
+    try:
+        text = open(os.path.join(out, name) if name.endswith(".log") else os.path.join(out, name, "report.txt")).read()
+        print(f"{title}:\n{text.strip()}")
+    except OSError:
+        pass
 print(f"whole check: {os.environ['TOTAL_SECONDS']} s")
 PYEOF

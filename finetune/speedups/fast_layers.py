@@ -19,6 +19,8 @@ rounding) and is applied to one model instance, never to torchvision's classes:
 The memory format and the opt-in bfloat16 backbone of an evaluation are in
 ``finetune.speedups.inference``.
 
+``speed_up_model`` also installs ``finetune.speedups.sync_free``'s paths (on a GPU by default).
+
 Private torchvision APIs used here: ``torchvision.ops.poolers``' ``_convert_to_roi_format``,
 ``_filter_input`` and ``_setup_scales``, and the ``MultiScaleRoIAlign`` attributes
 ``FastMultiScaleRoIAlign.forward`` reads (``scales``, ``map_levels``, ``canonical_scale``,
@@ -37,7 +39,9 @@ from torchvision.models.resnet import Bottleneck
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
+from finetune.speedups import sync_free as sync_free_paths
 from finetune.speedups.mask_paste import FastMaskPasteTransform
+from finetune.speedups.sync_free import bilinear_taps as _bilinear_taps
 
 
 def _conv_frozen_bn(conv, bn, x):
@@ -111,27 +115,6 @@ def _roi_heads_forward_one_layout(self, features, proposals, image_shapes, targe
     return type(self).forward(self, features, proposals, image_shapes, targets)
 
 
-def _bilinear_taps(start, length, bins, samples, size):
-    """Along one axis, for every RoI, bin and sample: the two neighbouring pixel indices and their
-    bilinear weights, as torchvision's CPU ``roi_align`` (``aligned=False``) computes them.
-
-    ``start``/``length``: (K,) RoI start and length in feature-map pixels. Returns ``index`` and
-    ``weight``, both (K, bins, samples, 2); a sample more than one pixel outside the map weighs 0.
-    """
-    step = (length / bins).view(-1, 1, 1)
-    b = torch.arange(bins, dtype=start.dtype, device=start.device).view(1, -1, 1)
-    s = torch.arange(samples, dtype=start.dtype, device=start.device).view(1, 1, -1)
-    at = start.view(-1, 1, 1) + b * step + (s + 0.5) * step / samples
-    inside = (at >= -1.0) & (at <= size)
-    at = at.nan_to_num(0.0).clamp(min=0)  # a NaN box pools zeros instead of reading outside the map
-    low = at.floor().clamp(max=size - 1)
-    at = torch.where(at >= size - 1, low, at)  # the last row/column: no neighbour beyond it
-    high = (low + 1).clamp(max=size - 1)
-    frac = at - low
-    weight = torch.stack([1 - frac, frac], -1) * inside.unsqueeze(-1)
-    return torch.stack([low, high], -1).long(), weight
-
-
 def _roi_align_by_embedding_bag(features, rois, output_size, spatial_scale, sampling_ratio):
     """roi_align as one weighted gather: each output bin is the weighted sum of the
     ``4 * sampling_ratio**2`` feature-map pixels its samples interpolate from, which is
@@ -184,6 +167,8 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
     ``fast_roi_align``."""
 
     def forward(self, x, boxes, image_shapes):
+        if sync_free_paths.active(self, x):  # all levels at once: no per-level torch.where
+            return sync_free_paths.pool_all_levels(self, x, boxes, image_shapes)
         features = _filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
             self.scales, self.map_levels = _setup_scales(features, image_shapes, self.canonical_scale,
@@ -200,11 +185,16 @@ class FastMultiScaleRoIAlign(MultiScaleRoIAlign):
         return result
 
 
-def speed_up_model(model):
+def speed_up_model(model, sync_free="auto"):
     """This project's model defaults, all keeping the results (equal masks and detections; the
     same function up to float rounding): fast mask pasting (Mask R-CNN), folded frozen
     BatchNorm, one layout conversion of the pooled features for both RoI poolers, and RoI
     pooling by weighted gathers on the CPU.
+
+    ``sync_free``: the training step and evaluation with almost no host syncs
+    (``finetune.speedups.sync_free``; the same results up to float rounding, another random
+    stream for the samplers): "auto" on CUDA tensors only, True also on the CPU (to count them),
+    False never.
 
     Only this model's transform and RoI pooler classes and some of its modules' ``forward``
     (as instance attributes) are changed; the state dict is untouched. Returns ``model``.
@@ -219,12 +209,14 @@ def speed_up_model(model):
         for name in ("box_roi_pool", "mask_roi_pool", "keypoint_roi_pool"):
             if type(getattr(roi_heads, name, None)) is MultiScaleRoIAlign:
                 getattr(roi_heads, name).__class__ = FastMultiScaleRoIAlign
+    sync_free_paths.make_sync_free(model, sync_free)
     return model
 
 
 def as_reference_model(model):
     """Undo ``speed_up_model``: torchvision's stock transform (mask pasting), bottleneck forward,
-    RoI heads forward and RoI poolers. Returns ``model``."""
+    RoI heads forward and RoI poolers, and none of the sync-free paths. Returns ``model``."""
+    sync_free_paths.undo_sync_free(model)
     if isinstance(getattr(model, "transform", None), GeneralizedRCNNTransform):
         model.transform.__class__ = GeneralizedRCNNTransform
     for module in model.modules():
