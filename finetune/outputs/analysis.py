@@ -1,7 +1,8 @@
 """The numbers of the failure report (``finetune.outputs.report``), from what a COCO evaluation
-already holds: box IoU (pycocotools', with COCO's crowd rule), detections matched to ground
-truth per image, the confusion matrix over the K classes plus background, an error breakdown
-after TIDE (the AP each kind of error costs) and the per-class precision-recall curves.
+already holds: box IoU, or mask IoU from the RLEs of a segm evaluation (pycocotools', with COCO's
+crowd rule), detections matched to ground truth per image, the confusion matrix over the K
+classes plus background, an error breakdown after TIDE (the AP each kind of error costs) and the
+per-class precision-recall curves.
 """
 
 from typing import NamedTuple
@@ -23,6 +24,27 @@ def box_iou(a, b, crowd=None):
     return np.where(np.isnan(iou), 0.0, iou)
 
 
+def mask_iou(a, b, crowd=None):
+    """IoU of the COCO RLEs ``a`` (N) and ``b`` (M) as an (N, M) array, by pycocotools (COCO's own
+    segm IoU); ``crowd`` as in ``box_iou``: the overlap divided by the area of ``a``'s mask alone."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))  # pycocotools answers [] without masks on one side
+    crowd = np.zeros(len(b), np.uint8) if crowd is None else np.asarray(crowd, bool).astype(np.uint8)
+    iou = np.asarray(mask_util.iou(list(a), list(b), crowd), float).reshape(len(a), len(b))
+    return np.where(np.isnan(iou), 0.0, iou)
+
+
+def image_iou(image, dets, gts, crowd=False):
+    """IoU of ``image``'s detections ``dets`` with its objects ``gts`` (index arrays), ``crowd``:
+    scored as on crowd regions. Masks where the image holds them (``images_from_coco`` with
+    ``masks``), else boxes."""
+    dets, gts = np.asarray(dets, int), np.asarray(gts, int)
+    flags = np.ones(len(gts), bool) if crowd else None
+    if "gt_rles" in image:
+        return mask_iou([image["det_rles"][i] for i in dets], [image["gt_rles"][j] for j in gts], flags)
+    return box_iou(image["det_boxes"][dets], image["gt_boxes"][gts], flags)
+
+
 def _xywh(boxes):
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
@@ -32,10 +54,13 @@ def _xyxy(bbox):
     return [x, y, x + w, y + h]
 
 
-def images_from_coco(coco_gt, coco_dt, image_ids=None):
+def images_from_coco(coco_gt, coco_dt, image_ids=None, masks=False):
     """One dict per image: ``image_id``, ground truth ``gt_boxes`` (xyxy), ``gt_labels`` (category
     ids), ``gt_crowd``; detections ``det_boxes``, ``det_labels``, ``det_scores`` (by score, highest
-    first). ``coco_dt`` may be an empty ``COCO()`` (no detection at all)."""
+    first). ``coco_dt`` may be an empty ``COCO()`` (no detection at all).
+
+    With ``masks`` (``coco_dt`` a segm evaluation's results) also ``gt_rles`` and ``det_rles``, the
+    objects' and detections' masks as RLEs, and the matching here scores those instead of boxes."""
     image_ids = sorted(coco_gt.getImgIds()) if image_ids is None else list(image_ids)
     dt_by_image = {}
     for ann in getattr(coco_dt, "anns", {}).values():
@@ -52,6 +77,9 @@ def images_from_coco(coco_gt, coco_dt, image_ids=None):
             det_boxes=np.array([_xyxy(d["bbox"]) for d in dts], float).reshape(-1, 4),
             det_labels=np.array([d["category_id"] for d in dts], int),
             det_scores=np.array([d["score"] for d in dts], float)))
+        if masks:  # annToRLE: polygons and uncompressed RLEs as one RLE each, on the image's size
+            images[-1].update(gt_rles=[coco_gt.annToRLE(g) for g in gts],
+                              det_rles=[d["segmentation"] for d in dts])
     return images
 
 
@@ -67,10 +95,10 @@ def match_image(image, iou_threshold=0.5, score_threshold=0.5):
     keep = keep[np.argsort(-image["det_scores"][keep], kind="stable")]
     real = np.nonzero(~image["gt_crowd"])[0]
     crowd = np.nonzero(image["gt_crowd"])[0]
-    iou = box_iou(image["det_boxes"][keep], image["gt_boxes"][real])
+    iou = image_iou(image, keep, real)
     same_class = image["det_labels"][keep][:, None] == image["gt_labels"][crowd][None, :]
-    on_crowd = ((box_iou(image["det_boxes"][keep], image["gt_boxes"][crowd], np.ones(len(crowd), bool))
-                 >= iou_threshold) & same_class).any(axis=1) if len(crowd) else np.zeros(len(keep), bool)
+    on_crowd = ((image_iou(image, keep, crowd, crowd=True) >= iou_threshold) & same_class).any(axis=1) \
+        if len(crowd) else np.zeros(len(keep), bool)
     taken, pairs, false, ignored = np.zeros(len(real), bool), [], [], []
     for i, d in enumerate(keep):
         overlaps = np.where(taken, -1.0, iou[i]) if len(real) else np.zeros(0)
@@ -156,8 +184,9 @@ def _classify_detections(image, fg_iou, bg_iou, max_dets):
         kept += list(idx[np.argsort(-image["det_scores"][idx], kind="mergesort")][:max_dets])
     kept = sorted(kept, key=lambda d: -image["det_scores"][d])
     real, crowd = np.nonzero(~image["gt_crowd"])[0], np.nonzero(image["gt_crowd"])[0]
-    iou = box_iou(image["det_boxes"], image["gt_boxes"][real])
-    crowd_iou = box_iou(image["det_boxes"], image["gt_boxes"][crowd], np.ones(len(crowd), bool))
+    every = np.arange(len(labels_all))
+    iou = image_iou(image, every, real)
+    crowd_iou = image_iou(image, every, crowd, crowd=True)
     gt_labels = image["gt_labels"][real]
     matched = np.zeros(len(real), bool)
     out = []

@@ -5,6 +5,8 @@ each an overlay ``<file name>.png`` and its detections as ``<file name>.json``, 
 
 import json
 import os
+import re
+import warnings
 
 import torch
 from PIL import Image, ImageOps
@@ -44,9 +46,13 @@ def list_images(paths):
             raise TutorialError(f"{p}: no such file or folder to predict on.")
         for path in candidates:
             try:
-                with Image.open(path):
-                    pass  # the header only: cheap
+                with warnings.catch_warnings():  # read_photo says it once, in our words
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(path):
+                        pass  # the header only: cheap
                 images.append(path)
+            except Image.DecompressionBombError:
+                images.append(path)  # an image, too big to decode: read_photo reports it, the others go on
             except (OSError, SyntaxError, ValueError):
                 if os.path.splitext(path)[1].lower() in image_extensions or p == path:
                     images.append(path)  # looks like an image, or named on purpose: report its failure
@@ -57,15 +63,45 @@ def list_images(paths):
     return images, skipped
 
 
+def _pixels(count):
+    return f"{count / 1e6:,.0f} megapixels" if count >= 1e7 else f"{count:,} pixels"
+
+
+def _too_many_pixels(path, error):
+    """The line for an image PIL refuses to decode: over twice ``Image.MAX_IMAGE_PIXELS``."""
+    found = re.search(r"\((\d+) pixels\)", str(error))  # PIL names the count only in its message
+    if not Image.MAX_IMAGE_PIXELS or not found:
+        return f"{path}: not decoded ({str(error).splitlines()[0][:160]})"
+    return (f"{path}: too many pixels ({_pixels(int(found.group(1)))}; PIL's limit is "
+            f"{_pixels(2 * Image.MAX_IMAGE_PIXELS)}, twice PIL.Image.MAX_IMAGE_PIXELS): not decoded, as it could be "
+            f"a decompression bomb. Shrink it (e.g. to 8000 pixels on its long side) to predict on it")
+
+
+def _large_note(path, width, height):
+    """The line for an image over PIL's warning size (``Image.MAX_IMAGE_PIXELS``) but under its limit."""
+    count = width * height
+    return (f"{path}: {_pixels(count)} ({width}x{height}), large (PIL warns above {_pixels(Image.MAX_IMAGE_PIXELS)}): "
+            f"it is resized to --max-size for the model, but decoding it takes {3 * count / 2 ** 30:.1f} GiB of "
+            f"memory and the model's float copy {12 * count / 2 ** 30:.1f} GiB")
+
+
 def read_photo(path):
     """An image file as a (3, H, W) uint8 tensor, turned upright as its EXIF orientation says
-    (phone photos), in RGB whatever its mode. Raises ``TutorialError`` naming the file."""
+    (phone photos), in RGB whatever its mode. Raises ``TutorialError`` naming the file. An image
+    over PIL's warning size gets one line of ours (printed) in place of PIL's warning; one over
+    twice that size is refused, as PIL refuses it."""
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return F.pil_to_tensor(to_rgb(im))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                    print(_large_note(path, im.width, im.height))
+                im = ImageOps.exif_transpose(im)
+                return F.pil_to_tensor(to_rgb(im))
+    except Image.DecompressionBombError as e:
+        raise TutorialError(_too_many_pixels(path, e)) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise TutorialError(f"{path}: cannot decode this image ({str(e).splitlines()[0][:120]}).") from None
 
 

@@ -8,6 +8,8 @@ detection, ``eval["precision"]``); the model is not run again. Parts:
 * a confusion matrix over the K classes plus background (``finetune.outputs.analysis.confusion_matrix``);
 * an error breakdown after TIDE (``finetune.outputs.analysis.error_breakdown``): the AP each kind
   of error costs;
+* both again by mask IoU (the segm evaluation's RLEs) beside the box ones, where the model and the
+  data have masks (``mask_images``);
 * a gallery of the test images, worst first, ground truth beside the predictions
   (``finetune.outputs.gallery``);
 * the run, its final and best metrics, the per-class table.
@@ -37,6 +39,7 @@ from finetune.outputs.analysis import (
 from finetune.outputs.gallery import GALLERY_SIZE, write_gallery
 from finetune.outputs.plots import plot_confusion, plot_errors, plot_pr
 from finetune.outputs.writing import NoInterrupt
+from utils import unwrap_subset
 
 NAME, PARTIAL, EARLIER = "report", "report.partial", "earlier"  # output-dir/report/, while written, old ones
 
@@ -78,9 +81,60 @@ th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd}h2{margin-top:1.6
 .g{display:inline-block;margin:6px;vertical-align:top;font-size:13px}.note{color:#555;font-size:14px}"""
 
 
-def render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, iou_threshold, score_threshold,
-                num_images):
-    """The page; image paths are relative to the report folder."""
+class Analysis(NamedTuple):
+    """The confusion matrix and error breakdown of one IoU kind (boxes, or masks from segm IoU)."""
+    matrix: object  # confusion_matrix's (K + 1) x (K + 1) counts
+    breakdown: dict  # error_breakdown's dict
+
+
+def _matrix_table(matrix, names):
+    return _table(["true \\ predicted"] + list(names) + ["background (missed)"],
+                  [[n] + list(map(int, row)) for n, row in zip(list(names) + ["background (false)"], matrix)])
+
+
+def _confusion_html(figures, analyses, names, iou_threshold, score_threshold):
+    """The confusion matrix section: boxes (figure and table), then masks where ``analyses`` has them."""
+    parts = [f"<h2>Confusion matrix (boxes, IoU &ge; {iou_threshold:g}, score &ge; {score_threshold:g})</h2>",
+             _img(figures["confusion"], "confusion matrix"), _matrix_table(analyses["boxes"].matrix, names)]
+    if "masks" in analyses:
+        parts += [f"<h3>Masks (segm IoU &ge; {iou_threshold:g}, score &ge; {score_threshold:g})</h3>",
+                  _matrix_table(analyses["masks"].matrix, names),
+                  "<p class='note'>The same matching on the IoU of the predicted masks (mask &gt; 0.5) with the "
+                  "objects' masks, as segm AP scores them: a box that fits an object whose mask does not shows "
+                  "here as a missed object and a false detection.</p>"]
+    parts.append("<p class='note'>Each detection scoring at least the threshold is matched to at most one object "
+                 "(IoU at least the threshold, its own class first, highest score first). Row <i>background</i>: "
+                 "false detections; column <i>background</i>: missed objects. Crowd regions count as neither.</p>")
+    return parts
+
+
+def _ap_text(ap):
+    return "n/a" if ap is None else f"{ap:.3f}"
+
+
+def _errors_html(figures, analyses):
+    """The error breakdown section: boxes, with masks beside them (more columns) where there are masks."""
+    boxes = analyses["boxes"].breakdown
+    kinds = [k for k in ("boxes", "masks") if k in analyses]
+    header = ["kind"] + [f"{k}: {h}" if len(kinds) > 1 else h for k in kinds
+                         for h in ("how many", "AP50 gained if fixed")]
+    rows = [[ERROR_NAMES[e]] + [v for k in kinds for v in (analyses[k].breakdown["counts"][e],
+                                                            f"{analyses[k].breakdown['dap'][e]:.3f}")]
+            for e in ERROR_KINDS]
+    as_is = f"bbox AP50 as is: {_ap_text(boxes['ap'])}" + (
+        f", segm AP50 as is: {_ap_text(analyses['masks'].breakdown['ap'])}" if "masks" in analyses else "")
+    return ["<h2>Error breakdown (after TIDE)</h2>", _img(figures["errors"], "error breakdown (boxes)"),
+            _table(header, rows),
+            f"<p class='note'>{' and '.join(kinds).capitalize()}, all scores, foreground IoU {boxes['fg_iou']:g}, "
+            f"background IoU {boxes['bg_iou']:g}; {as_is}. Definitions: "
+            "Bolya et al., &ldquo;TIDE: A General Toolbox for Identifying Object Detection Errors&rdquo;, "
+            "ECCV 2020 (docs/report.md). The gains do not add up: fixing one kind changes what the others "
+            "cost.</p>"]
+
+
+def render_html(info_rows, summary, figures, analyses, names, gallery, iou_threshold, score_threshold, num_images):
+    """The page; image paths are relative to the report folder. ``analyses``: ``{"boxes": Analysis}``,
+    and ``"masks"`` where the model and the data have masks."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Evaluation report</title>"
              f"<style>{STYLE}</style></head><body><h1>Evaluation report</h1>",
              "<h2>The run</h2>", _table(("", ""), info_rows)]
@@ -100,22 +154,8 @@ def render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, 
         parts += ["<h2>Precision-recall per class</h2>", _img(figures["pr"], "precision-recall curves"),
                   "<p class='note'>pycocotools' interpolated precision at its 101 recall points (all areas, "
                       "100 detections per image); the legend gives each class's AP at that IoU.</p>"]
-    parts += [f"<h2>Confusion matrix (boxes, IoU &ge; {iou_threshold:g}, score &ge; {score_threshold:g})</h2>",
-              _img(figures["confusion"], "confusion matrix"),
-              _table(["true \\ predicted"] + list(names) + ["background (missed)"],
-                     [[n] + list(map(int, row)) for n, row in zip(list(names) + ["background (false)"], matrix)]),
-              "<p class='note'>Each detection scoring at least the threshold is matched to at most one object "
-              "(IoU at least the threshold, its own class first, highest score first). Row <i>background</i>: "
-              "false detections; column <i>background</i>: missed objects. Crowd regions count as neither.</p>"]
-    dap_rows = [(ERROR_NAMES[k], breakdown["counts"][k], f"{breakdown['dap'][k]:.3f}") for k in ERROR_KINDS]
-    ap = breakdown["ap"]
-    parts += ["<h2>Error breakdown (after TIDE)</h2>", _img(figures["errors"], "error breakdown"),
-              _table(("kind", "how many", "AP50 gained if fixed"), dap_rows),
-              f"<p class='note'>Boxes, all scores, foreground IoU {breakdown['fg_iou']:g}, background IoU "
-              f"{breakdown['bg_iou']:g}; bbox AP50 as is: {'n/a' if ap is None else f'{ap:.3f}'}. Definitions: "
-              "Bolya et al., &ldquo;TIDE: A General Toolbox for Identifying Object Detection Errors&rdquo;, "
-              "ECCV 2020 (docs/report.md). The gains do not add up: fixing one kind changes what the others "
-              "cost.</p>"]
+    parts += _confusion_html(figures, analyses, names, iou_threshold, score_threshold)
+    parts += _errors_html(figures, analyses)
     parts += [f"<h2>Gallery: {len(gallery)} of {num_images} test images, worst first</h2>",
               "<p class='note'>Left: ground truth (green: found, orange: missed). Right: predictions scoring at "
               f"least {score_threshold:g} (blue: right class, red: false detection or wrong class). Boxes "
@@ -126,6 +166,17 @@ def render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, 
         parts.append(f"<div class='g'>{_img('gallery/' + file_name, caption)}<br>{html.escape(caption)}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def mask_images(coco_evaluator, dataset_test):
+    """``images_from_coco``'s dicts with masks, from the segm evaluation; None where there is none
+    (a box-only model) or the data has no masks (box-only data: its "masks" are its boxes)."""
+    segm = coco_evaluator.coco_eval.get("segm")
+    if segm is None or not getattr(unwrap_subset(dataset_test)[0], "with_masks", True):
+        return None
+    if not all("segmentation" in a for a in segm.cocoGt.anns.values()):
+        return None
+    return images_from_coco(segm.cocoGt, segm.cocoDt, segm.params.imgIds, masks=True)
 
 
 class ReportInputs(NamedTuple):
@@ -167,15 +218,24 @@ def _build(folder, inputs):
     breakdown = error_breakdown(images, len(classes))
     plot_errors(breakdown, os.path.join(folder, "errors.png"))
     figures["errors"] = "errors.png"
+    analyses = dict(boxes=Analysis(matrix, breakdown))
+    with_masks = mask_images(coco_evaluator, dataset_test)
+    if with_masks is not None:
+        analyses["masks"] = Analysis(confusion_matrix(with_masks, len(classes), iou_threshold, score_threshold)[0],
+                                     error_breakdown(with_masks, len(classes)))
     gallery = write_gallery(os.path.join(folder, "gallery"), images, per_image, dataset_test, names, iou_threshold,
                             score_threshold, gallery_size)
-    page = render_html(info_rows, summary, figures, breakdown, matrix, names, gallery, iou_threshold,
-                       score_threshold, len(images))
+    page = render_html(info_rows, summary, figures, analyses, names, gallery, iou_threshold, score_threshold,
+                       len(images))
     with open(os.path.join(folder, "report.html"), "w") as f:
         f.write(page)
     data = dict(run=dict(info_rows), metrics=summary, iou_threshold=iou_threshold, score_threshold=score_threshold,
                 confusion_matrix=dict(labels=names + ["background"], counts=matrix.tolist()),
                 errors=breakdown, gallery=[dict(file="gallery/" + f, image_id=int(i), **e) for f, i, e in gallery])
+    if "masks" in analyses:  # the same numbers on segm IoU; box-only runs have no such key
+        data["masks"] = dict(confusion_matrix=dict(labels=names + ["background"],
+                                                   counts=analyses["masks"].matrix.tolist()),
+                             errors=analyses["masks"].breakdown)
     with open(os.path.join(folder, "report.json"), "w") as f:
         json.dump(data, f, indent=1, default=float)
     return data

@@ -1,5 +1,6 @@
 """report.py: the confusion matrix and TIDE-style error breakdown on hand-made detections with
-known answers, and the report a tiny run and --test-only write (HTML parsed, every image there)."""
+known answers (boxes, and masks by segm IoU), and the report a tiny run and --test-only write
+(HTML parsed, every image there)."""
 
 import html.parser
 import json
@@ -11,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_main, tiny_argv
 from PIL import Image
 from pycocotools.coco import COCO
@@ -18,8 +20,11 @@ from pycocotools.cocoeval import COCOeval
 from test_arguments import cli
 
 import tv_training
+from coco_eval import CocoEvaluator
 from finetune.data import synthetic
+from finetune.data.coco import CocoFormatDataset
 from finetune.data.formats import DataSplit, load_datasets
+from finetune.data.masks import mask_to_rle
 from finetune.outputs import analysis, gallery, plots, report
 from finetune.run import run_folder
 
@@ -188,6 +193,159 @@ def test_ap_as_is_equals_pycocotools_ap50_per_class(tied, capsys):
     assert sum(ours["counts"].values()) > 5 and max(ours["dap"].values()) > 0
 
 
+
+# --- masks: the same analysis on segm IoU --------------------------------------------------------
+
+SIZE = 100  # the mask scenes' images: SIZE x SIZE
+
+
+def mask_of(*rects):
+    """A SIZE x SIZE uint8 mask, the union of ``rects`` (x0, y0, x1, y1; pixels x0..x1-1, y0..y1-1)."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    for x0, y0, x1, y1 in rects:
+        mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+# A thin L (its box x 10-50, y 10-90, filled to 1100 of 3200 pixels) and, beside it, a thin
+# crowd-region L (box x 60-95, y 10-50) with nothing in its upper right corner.
+L_OBJECT = mask_of((10, 10, 20, 90), (10, 80, 50, 90))
+L_CROWD = mask_of((60, 10, 65, 50), (60, 45, 95, 50))
+BOX_OF_L = mask_of((10, 10, 50, 90))  # fits the object's box exactly; mask IoU 1100 / 3200
+IN_THE_CORNER = mask_of((75, 15, 90, 35))  # inside the crowd region's box, outside its mask
+
+
+def ground_truth(objects):
+    """A COCO ground truth of one SIZE x SIZE image per entry of ``objects`` [[(mask, label, crowd)]]:
+    masks as compressed RLEs, crowd regions as uncompressed ones (as exporters write them)."""
+    images, annotations = [], []
+    for image_id, anns in enumerate(objects, 1):
+        images.append(dict(id=image_id, width=SIZE, height=SIZE))
+        for mask, label, crowd in anns:
+            ys, xs = np.nonzero(mask)
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label,
+                                    iscrowd=int(crowd), area=float(mask.sum()),
+                                    bbox=[float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()),
+                                          float(ys.max() + 1 - ys.min())],
+                                    segmentation=mask_to_rle(mask, compressed=not crowd)))
+    gt = COCO()
+    gt.dataset = dict(images=images, annotations=annotations, categories=[dict(id=1), dict(id=2)])
+    gt.createIndex()
+    return gt
+
+
+def evaluator(gt, detections, iou_types=("bbox", "segm")):
+    """A ``CocoEvaluator`` as an evaluation leaves it, of ``detections`` {image_id: [(mask, label, score)]}
+    (each detection's box: its mask's extent, as Mask R-CNN's boxes are not, but close enough here)."""
+    ev = CocoEvaluator(gt, list(iou_types))
+    predictions = {}
+    for image_id in gt.getImgIds():
+        dets = detections.get(image_id, [])
+        boxes = [[float(np.nonzero(m)[1].min()), float(np.nonzero(m)[0].min()), float(np.nonzero(m)[1].max() + 1),
+                  float(np.nonzero(m)[0].max() + 1)] for m, _, _ in dets]
+        predictions[image_id] = dict(boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                     labels=torch.tensor([c for _, c, _ in dets], dtype=torch.int64),
+                                     scores=torch.tensor([s for _, _, s in dets], dtype=torch.float32),
+                                     masks=torch.from_numpy(np.array([m for m, _, _ in dets], np.float32)
+                                                            .reshape(-1, 1, SIZE, SIZE)))
+    ev.update(predictions)
+    ev.synchronize_between_processes()
+    ev.accumulate()
+    return ev
+
+
+def box_and_mask_images(ev):
+    boxes, segm = ev.coco_eval["bbox"], ev.coco_eval["segm"]
+    return (analysis.images_from_coco(boxes.cocoGt, boxes.cocoDt, boxes.params.imgIds),
+            analysis.images_from_coco(segm.cocoGt, segm.cocoDt, segm.params.imgIds, masks=True))
+
+
+def l_scene():
+    """The L object found by its box's rectangle (0.9) and a detection in the crowd region's empty corner (0.8)."""
+    gt = ground_truth([[(L_OBJECT, 1, False), (L_CROWD, 1, True)]])
+    return gt, evaluator(gt, {1: [(BOX_OF_L, 1, 0.9), (IN_THE_CORNER, 1, 0.8)]})
+
+
+def test_a_box_that_fits_an_l_shaped_mask_is_found_by_box_and_missed_by_mask():
+    gt, ev = l_scene()
+    box_images, mask_images = box_and_mask_images(ev)
+    assert analysis.image_iou(mask_images[0], [0], [0])[0, 0] == pytest.approx(1100 / 3200)
+    assert analysis.image_iou(box_images[0], [0], [0])[0, 0] == pytest.approx(1.0)
+
+    boxes, per_image = analysis.confusion_matrix(box_images, 2)
+    assert boxes.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0]] and per_image[0] == dict(missed=0, false=0, confused=0)
+    masks, per_image = analysis.confusion_matrix(mask_images, 2)
+    # the L: missed, its rectangle: a false detection; the corner one, on the crowd region's box but
+    # not its mask (overlap / own area 0 by mask, 1 by box): false by mask, ignored by box
+    assert masks.tolist() == [[0, 0, 1], [0, 0, 0], [2, 0, 0]] and per_image[0] == dict(missed=1, false=2, confused=0)
+
+    by_box, by_mask = analysis.error_breakdown(box_images, 2), analysis.error_breakdown(mask_images, 2)
+    assert by_box["ap"] == pytest.approx(1.0) and sum(by_box["counts"].values()) == 0
+    assert by_mask["ap"] == 0 and by_mask["counts"] == dict(cls=0, loc=1, both=0, dupl=0, bkg=1, miss=0)
+    assert by_mask["dap"]["loc"] == pytest.approx(1.0)
+    ev.summarize()
+    assert ev.coco_eval["bbox"].stats[1] == pytest.approx(by_box["ap"]) and ev.coco_eval["segm"].stats[1] == 0
+
+
+def test_a_mask_inside_a_crowd_region_is_ignored_by_mask_too():
+    gt = ground_truth([[(L_OBJECT, 1, False), (L_CROWD, 1, True)]])
+    on_the_crowd = mask_of((60, 20, 64, 50))  # its whole mask on the crowd region's vertical bar
+    _, mask_images = box_and_mask_images(evaluator(gt, {1: [(L_OBJECT, 1, 0.9), (on_the_crowd, 1, 0.8)]}))
+    masks, per_image = analysis.confusion_matrix(mask_images, 2)
+    assert masks.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0]] and per_image[0] == dict(missed=0, false=0, confused=0)
+    assert sum(analysis.error_breakdown(mask_images, 2)["counts"].values()) == 0
+
+
+def test_mask_ap_as_is_equals_pycocotools_segm_ap50(capsys):
+    rng = np.random.default_rng(1)
+    objects, detections = [], {}
+    for image_id in range(1, 7):
+        anns = []
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = (int(v) for v in rng.integers(4, 56, 2))
+            w, h, t = int(rng.integers(15, 40)), int(rng.integers(15, 40)), int(rng.integers(3, 12))
+            shape = mask_of((x, y, x + t, y + h), (x, y + h - t, x + w, y + h))  # Ls of random thickness
+            anns.append((shape, int(rng.integers(1, 3)), bool(rng.random() < 0.15)))
+            for _ in range(int(rng.integers(0, 3))):  # rectangles and shifted copies: near misses, duplicates
+                dx, dy = (int(v) for v in rng.integers(-4, 5, 2))
+                guess = mask_of((x + dx, y + dy, x + w + dx, y + h + dy)) if rng.random() < 0.5 else \
+                    np.roll(shape, (dy, dx), axis=(0, 1))
+                detections.setdefault(image_id, []).append((guess, int(rng.integers(1, 3)), float(rng.random())))
+        objects.append(anns)
+    ev = evaluator(ground_truth(objects), detections)
+    ev.summarize()
+    capsys.readouterr()
+    _, mask_images = box_and_mask_images(ev)
+    ours = analysis.error_breakdown(mask_images, 2)
+    assert ours["ap"] == pytest.approx(ev.coco_eval["segm"].stats[1], abs=1e-9)  # segm AP50
+    assert ours["ap"] != pytest.approx(ev.coco_eval["bbox"].stats[1], abs=1e-3)  # not the box number again
+    assert sum(ours["counts"].values()) > 5
+
+
+@pytest.mark.parametrize("case", ["masks", "box_only_model", "box_only_data"])
+def test_the_report_shows_the_mask_analysis_only_with_masks(case, tmp_path):
+    gt, ev = l_scene()
+    if case == "box_only_model":
+        ev = evaluator(gt, {1: [(BOX_OF_L, 1, 0.9), (IN_THE_CORNER, 1, 0.8)]}, iou_types=("bbox",))
+    # a mask model evaluated on box-only data: its "masks" are the boxes, nothing to show
+    dataset = CocoFormatDataset([], [dict(id=1, name="a"), dict(id=2, name="b")], None, case != "box_only_data")
+    summary = dict(bbox=dict(AP=1.0, AP50=1.0, AP75=1.0, AR100=1.0), per_class={})
+    report.write_report(str(tmp_path), report.ReportInputs(ev, dataset, [dict(id=1, name="a"), dict(id=2, name="b")],
+                                                           [("data", "hand-made")], summary, gallery_size=0))
+    data = json.load(open(tmp_path / "report" / "report.json"))
+    page = open(tmp_path / "report" / "report.html").read()
+    assert data["confusion_matrix"]["counts"] == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]  # boxes as before
+    assert data["errors"]["ap"] == pytest.approx(1.0) and sum(data["errors"]["counts"].values()) == 0
+    if case == "masks":
+        assert data["masks"]["confusion_matrix"] == dict(labels=["a", "b", "background"],
+                                                         counts=[[0, 0, 1], [0, 0, 0], [2, 0, 0]])
+        assert data["masks"]["errors"]["counts"] == dict(cls=0, loc=1, both=0, dupl=0, bkg=1, miss=0)
+        assert "<h3>Masks (segm IoU" in page and "<th>masks: how many</th>" in page
+        assert "segm AP50 as is: 0.000" in page
+    else:
+        assert "masks" not in data and "Masks" not in page and "masks: how many" not in page
+        assert "<th>how many</th>" in page
+
 # --- the report of a run ------------------------------------------------------------------------
 
 class Page(html.parser.HTMLParser):
@@ -238,6 +396,9 @@ def test_a_run_writes_its_report(run):
     objects = sum(len(t["boxes"]) for t in (run_target(data, i) for i in range(3)))
     assert counts[0].sum() == objects  # every test object is found or missed, once
     assert report_data["metrics"]["bbox"] == pytest.approx(result["bbox"])
+    mask_counts = np.array(report_data["masks"]["confusion_matrix"]["counts"])  # Mask R-CNN: masks too
+    assert mask_counts[0].sum() == objects and report_data["masks"]["errors"]["ap"] == pytest.approx(
+        result["segm"]["AP50"], abs=1e-9)
 
 
 def run_target(data, i):
