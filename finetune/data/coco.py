@@ -16,16 +16,18 @@ import json
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from finetune.data.image_files import to_rgb
-from finetune.data.masks import clip_to_image, far_outside, far_outside_text, rle_counts, segmentation_mask
+from finetune.data.masks import ROUNDING, clip_to_image, far_outside, far_outside_text, rle_counts, segmentation_mask
 from finetune.errors import DatasetError
 
 REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
@@ -108,6 +110,7 @@ def _check_values(data, path):
     """The values of the fields read here have the types the COCO format gives them; the first
     that does not is an error naming the item, the field and what it should be."""
     def fail(what, key, value, expected):
+        what = "".join(c if c.isprintable() else repr(c)[1:-1] for c in what)  # an id holding a newline
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise DatasetError(f"{path}: {what}: \"{key}\" is {shown}; expected {expected}. Fix it or export the file "
                            f"again.")
@@ -137,8 +140,9 @@ def _check_values(data, path):
             fail(what, "bbox", box, "[x, y, width, height], 4 numbers")
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
             fail(what, "iscrowd", ann["iscrowd"], "0 or 1")
-        if "area" in ann and not _is_number(ann["area"]):
-            fail(what, "area", ann["area"], "a number")
+        # (COCO evaluation ranks objects by area: NaN would fall in every size range, a negative one in none)
+        if "area" in ann and not (_is_number(ann["area"]) and 0 <= ann["area"] < math.inf):
+            fail(what, "area", ann["area"], "a number of pixels >= 0")
         seg = ann.get("segmentation")
         if isinstance(seg, list) and all(isinstance(p, list) and all(_is_number(v) for v in p) for p in seg):
             point = _far_point(seg, sizes.get(ann["image_id"]))
@@ -181,14 +185,16 @@ def coco_classes(data, path):
     categories = data["categories"]
     if all(isinstance(c["id"], int) for c in categories):
         categories = sorted(categories, key=lambda c: c["id"])
+    notes = KindLines(path, "note", "", "", shown=8)  # one line for all the unused categories of a file
     for c in categories:
         if c["id"] not in used and c["name"] in parents:
-            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations and is the supercategory "
-                  f"of others: left out")
+            notes.add("category(ies) without annotations that are the supercategory of others: left out",
+                      f"{c['id']} \"{c['name']}\"")
             continue
         if c["id"] not in used:
-            print(f"note: {path}: category {c['id']} \"{c['name']}\" has no annotations: kept, its AP will be -1")
+            notes.add("category(ies) without annotations: kept, their AP will be -1", f"{c['id']} \"{c['name']}\"")
         classes.append(dict(id=c["id"], name=str(c["name"])))
+    notes.print()
     if not classes:
         raise DatasetError(f"{path}: no category to train on.")
     names = [c["name"] for c in classes]
@@ -238,44 +244,126 @@ class KindLines:
 
     def print(self):
         for kind, places in self.kinds.items():
-            more = ", ..." if len(places) > self.shown else ""
-            print(f"{self.word}: {self.source}: {len(places)} {self.what}{kind} "
-                  f"({self.label}{', '.join(map(str, places[:self.shown]))}{more})")
+            named, count = _places_text(places[:self.shown])
+            more = ", ..." if len(places) > count else ""
+            print(f"{self.word}: {self.source}: {len(places)} {self.what}{kind} ({self.label}{named}{more})")
+
+
+PLACE_CHARS, PLACES_CHARS = 48, 150  # a warning line names its first places within these (ids may be long strings)
+
+
+def _places_text(places):
+    """``(text, count)``: ``places`` joined by ", ", each cut to ``PLACE_CHARS`` (its middle left out) and its
+    control characters escaped (an id or a name holding a newline would split the line), the first ``count``
+    of them that fit ``PLACES_CHARS``."""
+    texts = ["".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p)) for p in places]
+    texts = [p if len(p) <= PLACE_CHARS else p[:PLACE_CHARS // 2 - 2] + "..." + p[-(PLACE_CHARS // 2 - 1):]
+             for p in texts]
+    kept = [texts[0]] if texts else []
+    for text in texts[1:]:
+        if len(", ".join(kept + [text])) > PLACES_CHARS:
+            break
+        kept.append(text)
+    return ", ".join(kept), len(kept)
 
 
 def _clean_annotation(ann, width, height, warnings):
-    """``ann`` with its box clipped to the image and usable polygons, or None (no area left)."""
+    """``ann`` with its box clipped to the image and usable polygons, or None (no area left).
+
+    A box that disagrees with its own segmentation (``BOX_AGREEMENT``) is taken from the
+    segmentation: masks are what the exporter drew, and the bbox field is derived from them (CVAT
+    has written bboxes of another shape; a polygon with a zero-width bbox is still an object)."""
+    seg = _clean_segmentation(ann, width, height, warnings)
+    if seg is False:
+        return None
+    box = _file_box(ann, width, height)
+    extent = _segmentation_box(seg, height, width)
+    if extent is not None and (box is None or _box_iou(box, extent) < BOX_AGREEMENT):
+        warnings.add(DISAGREEING_BOX, ann["id"])
+        box = extent
+    elif box is None:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        warnings.add("with a box that is not finite (NaN or infinity), dropped" if not all(np.isfinite([x, y, w, h]))
+                     else "with a box of zero or negative size inside the image, dropped", ann["id"])
+        return None
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    if box is not extent and _overshoot(x, y, x + w, y + h, width, height) > ROUNDING:
+        warnings.add("with a box reaching outside the image, clipped", ann["id"])
+    return dict(id=ann["id"], category_id=ann["category_id"], box=box, segmentation=seg,
+                iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]))))
+
+
+# A file's bbox is kept when its IoU with its segmentation's extent is at least this: exporters'
+# rounding (integer boxes around float polygons, a pixel either side) stays far above it.
+BOX_AGREEMENT = 0.7
+# Pixels: a box narrower or lower than this is float noise around a zero size (a YOLO w of 1e-9), no
+# object; kept, it would be 0 wide in float32 or after resizing, which torchvision's detectors refuse
+# ("All bounding boxes should have positive height and width"). Safe for images up to 65536 px.
+MIN_BOX_SIZE = 0.01
+
+
+def _file_box(ann, width, height):
+    """The annotation's ``bbox`` as ``[x0, y0, x1, y1]`` clipped to the image, or None (not finite, no area inside)."""
     x, y, w, h = (float(v) for v in ann["bbox"])
     if not all(np.isfinite([x, y, w, h])):
-        warnings.add("with a box that is not finite (NaN or infinity), dropped", ann["id"])
         return None
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
-    if w <= 0 or h <= 0 or x1 - x0 <= 0 or y1 - y0 <= 0:
-        warnings.add("with a box of zero or negative size inside the image, dropped", ann["id"])
+    if w <= 0 or h <= 0 or x1 - x0 < MIN_BOX_SIZE or y1 - y0 < MIN_BOX_SIZE:
         return None
-    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-        warnings.add("with a box reaching outside the image, clipped", ann["id"])
+    return [x0, y0, x1, y1]
+
+
+def _overshoot(x0, y0, x1, y1, width, height):
+    """How many pixels the box reaches past the image's edges, at most."""
+    return max(-x0, -y0, x1 - width, y1 - height, 0.0)
+
+
+def _box_iou(a, b):
+    """IoU of two ``[x0, y0, x1, y1]`` boxes (pycocotools' box IoU, as the evaluation computes it)."""
+    xywh = np.array([[a[0], a[1], a[2] - a[0], a[3] - a[1]], [b[0], b[1], b[2] - b[0], b[3] - b[1]]])
+    return float(coco_mask.iou(xywh[:1], xywh[1:], [0])[0, 0])
+
+
+def _segmentation_box(seg, height, width):
+    """``[x0, y0, x1, y1]``: the extent of a cleaned segmentation on the image, or None (none, or empty)."""
+    if seg is None:
+        return None
+    if isinstance(seg, list):
+        xs = [v for p in seg for v in p[0::2]]
+        ys = [v for p in seg for v in p[1::2]]
+        box = [min(xs), min(ys), max(xs), max(ys)]
+    else:
+        rle = coco_mask.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else \
+            dict(seg, counts=seg["counts"].encode())
+        x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
+        box = [x, y, x + w, y + h]
+    return box if box[2] - box[0] >= MIN_BOX_SIZE and box[3] - box[1] >= MIN_BOX_SIZE else None
+
+
+def _clean_segmentation(ann, width, height, warnings):
+    """The annotation's usable segmentation: polygons clipped onto the image (parts with NaN or
+    fewer than 3 points dropped), an RLE, or None (none, or none usable); False drops the
+    annotation (an RLE that does not cover its image)."""
     seg = ann.get("segmentation")
     if isinstance(seg, list):
         finite = [p for p in seg if all(math.isfinite(v) for v in p)]
         if len(finite) < len(seg):  # pycocotools would allocate without bound on a NaN point
             warnings.add("with polygon points that are not finite (NaN or infinity), those parts dropped", ann["id"])
         clipped = [clip_to_image(p, height, width) for p in finite]  # (points far outside: refused by the readers)
-        if any(moved for _, moved in clipped):
+        if any(moved > ROUNDING for _, moved in clipped):
             warnings.add("with polygon points a little outside the image, clipped", ann["id"])
         finite = [p for p, _ in clipped]
         parts = [p for p in finite if isinstance(p, list) and len(p) >= 6]
         if len(parts) < len(finite):
             warnings.add("with polygon parts of fewer than 3 points, dropped", ann["id"])
         if not seg:
-            warnings.add("with an empty segmentation (its box is used as its mask)", ann["id"])
-        seg = parts or None
-    elif isinstance(seg, dict) and not _rle_covers(seg["counts"], height * width):
+            warnings.add(EMPTY_SEGMENTATION, ann["id"])
+        return parts or None
+    if isinstance(seg, dict) and not _rle_covers(seg["counts"], height * width):
         # pycocotools would fail in the middle of training, or read memory past the end as mask
         warnings.add("with an RLE whose run lengths do not add up to its image (height x width), dropped", ann["id"])
-        return None
-    return dict(id=ann["id"], category_id=ann["category_id"], box=[x0, y0, x1, y1], segmentation=seg,
-                iscrowd=int(ann.get("iscrowd", 0)), area=float(ann.get("area", w * h)))
+        return False
+    return seg
 
 
 def _rle_covers(counts, pixels):
@@ -300,15 +388,40 @@ def annotation_mask(ann, height, width):
 
 
 def _found_image(path, im, places, first_id):
-    """The image file of ``im``: the first of ``places`` that exists; refuses one file listed under two ids."""
+    """The image file of ``im``: the first of ``places`` that exists (None: none does); refuses
+    one file listed under two ids."""
     found = next((p for p in places if os.path.isfile(p)), None)
     if found is None:
-        raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found; looked in "
-                           f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+        return None
     other = first_id.setdefault(os.path.realpath(found), im["id"])
     if other != im["id"]:  # one picture, two ids: its objects would be split between them
         raise DatasetError(f"{path}: images {other!r} and {im['id']!r} are both {os.path.normpath(found)}; list "
                            f"each image once (merge their annotations) or export the file again.")
+    return found
+
+
+def _found_images(path, images, place_lists, first_id, skip_missing):
+    """The image file of each of ``images`` (``place_lists``: where each may be). All of them
+    missing is an error naming where the first was looked for; some missing, an error that counts
+    them, names the first few and where the others are, unless ``skip_missing``: then they are
+    left out (None in the list) with one warning line."""
+    found = [_found_image(path, im, places, first_id) for im, places in zip(images, place_lists)]
+    missing = [im for im, f in zip(images, found) if f is None]
+    if not missing:
+        return found
+    if len(missing) == len(images):
+        im, places = images[0], place_lists[0]
+        also = f" (nor any of the other {len(images) - 1})" if len(images) > 1 else ""
+        raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found{also}; looked in "
+                           f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
+    names = ", ".join(str(im["file_name"]) for im in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    folders = [os.path.dirname(f) for f in found if f is not None]
+    where = max(set(folders), key=folders.count)
+    counted = f"{len(missing)} of {len(images)} images not found ({names})"
+    if not skip_missing:
+        raise DatasetError(f"{path}: {counted}; the other {len(images) - len(missing)} are in {where}, and these are "
+                           f"not there. Restore them, or pass --skip-missing-images to train without them.")
+    print(f"warning: {path}: {counted}: left out with their annotations (--skip-missing-images)")
     return found
 
 
@@ -348,22 +461,57 @@ def _image_annotations(anns, width, height, labels, no_mask, warnings):
     for a in anns:
         a["label"] = labels[a["category_id"]]
         if a["id"] in no_mask and not a["iscrowd"]:
-            warnings.add("without a segmentation among annotations with one: its box is used as its mask",
-                         a["id"])
+            warnings.add(NO_MASK, a["id"])
     return anns
 
 
-def load_coco_images(path, image_dir=None, data=None):
+NO_MASK = "without a segmentation among annotations with one: its box is used as its mask"
+EMPTY_SEGMENTATION = "with an empty segmentation (its box is used as its mask)"
+DISAGREEING_BOX = f"whose bbox disagrees with its segmentation (IoU < {BOX_AGREEMENT}), box taken from the segmentation"
+
+
+class ReadOptions(NamedTuple):
+    """What ``load_coco_images`` does with what some exports hold: images missing on disk (an error;
+    ``skip_missing_images``: left out with a warning), crowd regions (ignore regions as COCO has
+    them; ``crowd_as_objects``: objects, as CVAT marks every mask it exports ``iscrowd: 1``), and
+    whether the model trains ``masks`` (without, the warnings about boxes used as masks are moot)."""
+
+    skip_missing_images: bool = False
+    crowd_as_objects: bool = False
+    masks: bool = True
+
+
+def _summarise(path, warnings, entries, reading):
+    """The warning lines of a whole file: the mask ones dropped for a box-only model, the box
+    disagreement named as the file's own fault where every segmented annotation has it; crowd
+    regions made objects with ``crowd_as_objects``."""
+    if not reading.masks:
+        for kind in (NO_MASK, EMPTY_SEGMENTATION):
+            warnings.kinds.pop(kind, None)
+    anns = [a for e in entries for a in e["anns"]]
+    segmented = sum(a["segmentation"] is not None for a in anns)
+    if segmented > 1 and len(warnings.kinds.get(DISAGREEING_BOX, ())) == segmented:
+        warnings.kinds[DISAGREEING_BOX + ": every one of them, so the file's bbox fields are wrong (an exporter's "
+                       "bug)"] = warnings.kinds.pop(DISAGREEING_BOX)
+    warnings.print()
+    if reading.crowd_as_objects:
+        for a in anns:
+            a["iscrowd"] = 0
+
+
+def load_coco_images(path, image_dir=None, data=None, reading=None):
     """Read and check a COCO file and its images. Returns ``(entries, classes, has_masks)``.
 
     ``data``: the COCO dict already built from ``path`` (a labelme folder or a YOLO data.yaml,
     ``finetune.data.labelme``, ``finetune.data.yolo``), its images with the ``path`` found for each.
+    ``reading``: a ``ReadOptions`` (None: its defaults).
 
     ``entries``: one dict per image (path, image_id, width, height, its cleaned annotations,
     whether its EXIF orientation must be applied), in the file's order. Missing or unreadable
-    images and sizes that differ from the JSON are errors; problems of single annotations are
-    warnings (one line per kind) and are fixed or dropped.
+    images and sizes that differ from the JSON are errors (missing ones listed together);
+    problems of single annotations are warnings (one line per kind) and are fixed or dropped.
     """
+    reading = reading or ReadOptions()
     built = data is not None  # a labelme or YOLO reader's: its images carry the "path" it found
     data = read_coco_file(path) if data is None else data
     classes = coco_classes(data, path)
@@ -371,20 +519,24 @@ def load_coco_images(path, image_dir=None, data=None):
     by_image = {}
     for ann in data["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    warnings, entries, first_id = KindLines(path), [], {}
+    warnings, entries = KindLines(path), []
     has_masks = any(a.get("segmentation") for a in data["annotations"])
     # (the YOLO reader says this of its box lines itself)
     no_mask = set() if built or not has_masks else \
         {a["id"] for a in data["annotations"] if a.get("segmentation") is None}
-    for im in data["images"]:
-        places = [im["path"]] if built else image_places(im["file_name"], path, image_dir)
-        found = _found_image(path, im, places, first_id)
+    places = [[im["path"]] if built else image_places(im["file_name"], path, image_dir) for im in data["images"]]
+    # string ids (Label Studio, hand-made files) numbered 1..N in file order: the evaluation's ids are integers
+    numbered = any(_whole(im["id"]) is None for im in data["images"])
+    found_images = _found_images(path, data["images"], places, {}, reading.skip_missing_images)
+    for n, (im, found) in enumerate(zip(data["images"], found_images), 1):
+        if found is None:
+            continue
         size, orientation = _decoded_size(found, path)
         width, height, rotate = _checked_size(found, path, im, size, orientation)
         anns = _image_annotations(by_image.get(im["id"], []), width, height, labels, no_mask, warnings)
-        entries.append(dict(path=found, image_id=im["id"], width=width, height=height, anns=anns, exif=rotate,
-                            file_name=im["file_name"]))
-    warnings.print()
+        entries.append(dict(path=found, image_id=n if numbered else _whole(im["id"]), width=width, height=height,
+                            anns=anns, exif=rotate, file_name=im["file_name"]))
+    _summarise(path, warnings, entries, reading)
     return entries, classes, has_masks
 
 

@@ -12,21 +12,26 @@ import torch
 
 import utils
 from coco_utils import get_coco_api_from_dataset
-from finetune.data.coco import CocoFormatDataset, coco_ground_truth, load_coco_images
+from finetune.data.coco import CocoFormatDataset, ReadOptions, coco_ground_truth, load_coco_images
 from finetune.data.labelme import is_labelme_folder, read_labelme_folder, reads_as_labelme
 from finetune.data.loaders import split_indices
 from finetune.data.pennfudan import PENNFUDAN_CLASSES, check_dataset, download_pennfudan
+from finetune.data.voc import is_voc_folder, load_voc
 from finetune.data.yolo import is_yolo_file, read_yolo_split, read_yolo_yaml
 from finetune.errors import DatasetError
 
 
-def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=None):
-    """Entries of a labelme folder or a YOLO data.yaml, as ``load_coco_images`` returns them.
+def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=None, reading=None):
+    """Entries of a labelme folder, a YOLO data.yaml or a Pascal VOC folder (``finetune.data.voc``),
+    as ``load_coco_images`` returns them.
 
     Returns ``((entries, classes, has_masks), test)``; ``test`` is the same triple for the test
     set (a YOLO val/test split, or ``test_data_path``: another labelme folder), or None for the
-    seeded hold-out of ``--test-size`` images.
+    seeded hold-out of ``--test-size`` images. ``reading``: ``coco.ReadOptions`` (None: its defaults).
     """
+    reading = reading or ReadOptions()
+    if is_voc_folder(data_path):  # a Pascal VOC folder (--image-dir: where its images are)
+        return load_voc(data_path, test_data_path, class_names, image_dir, reading)
     if image_dir:
         raise DatasetError(f"--image-dir {image_dir}: applies to COCO files only; {data_path} says where its images "
                            f"are (labelme: imagePath beside each JSON; YOLO: the YAML's train/val folders).")
@@ -38,13 +43,18 @@ def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=
             raise DatasetError(f"--test-data-path {test_data_path}: a YOLO dataset's test set is its val split "
                                f"(or test); name it in {data_path} instead.")
         names, splits, root = read_yolo_yaml(data_path)
-        train = load_coco_images(data_path, data=read_yolo_split(data_path, "train", splits["train"], names, root))
+        train = load_coco_images(data_path, data=read_yolo_split(data_path, "train", splits["train"], names, root,
+                                                                 reading.masks), reading=reading)
         held = "val" if "val" in splits else "test" if "test" in splits else None
         if held is None:
             print(f"note: {data_path}: no val or test split: holding out --test-size images of train")
             return train, None
-        return train, load_coco_images(data_path, data=read_yolo_split(data_path, held, splits[held], names, root))
-    train = load_coco_images(data_path, data=read_labelme_folder(data_path, class_names))
+        if held == "val" and "test" in splits:
+            unread = ", ".join(os.path.relpath(p, root) for p in splits["test"])
+            print(f"note: {data_path}: testing on its val split; its test split ({unread}) is not read")
+        return train, load_coco_images(data_path, data=read_yolo_split(data_path, held, splits[held], names, root,
+                                                                       reading.masks), reading=reading)
+    train = load_coco_images(data_path, data=read_labelme_folder(data_path, class_names), reading=reading)
     if not test_data_path:
         return train, None
     if not is_labelme_folder(test_data_path):
@@ -53,7 +63,8 @@ def load_own_format(data_path, test_data_path=None, class_names=None, image_dir=
     # the test folder gets the training folder's classes, so labels 1..K mean the same in both
     names = class_names or [c["name"] for c in train[1]]
     why = "not in --classes" if class_names else f"not a label of {data_path}"
-    return train, load_coco_images(test_data_path, data=read_labelme_folder(test_data_path, names, why))
+    return train, load_coco_images(test_data_path, data=read_labelme_folder(test_data_path, names, why),
+                                   reading=reading)
 
 
 def _holds_other_files(folder):
@@ -80,15 +91,16 @@ def prepare_data(root, make_synthetic=None):
         if not os.path.isfile(root):
             raise DatasetError(f"{root}: no such YOLO data file. Pass the data.yaml of your dataset.")
         return
-    if is_labelme_folder(root):  # labelme JSONs: your own data, never a place for the demo's or a download
-        return
+    if is_labelme_folder(root) or is_voc_folder(root):  # labelme JSONs, VOC XMLs: your own data, never a place
+        return  # for the demo's or a download
     if str(root).lower().endswith(".json"):  # a COCO file: your own data, nothing to make
         if not os.path.isfile(root):
             raise DatasetError(f"{root}: no such COCO file. Pass the instances JSON your annotation tool exported.")
         return
     if os.path.isfile(os.path.normpath(root)):  # normpath: "photo.png/" names the file too
         raise DatasetError(f"{root}: a file, not a dataset. Pass a Penn-Fudan folder (PNGImages/, PedMasks/) or "
-                           f"your own data: a COCO instances file (.json), a labelme folder or a YOLO data.yaml.")
+                           f"your own data: a COCO instances file (.json), a labelme folder, a YOLO data.yaml or a "
+                           f"Pascal VOC folder (of XMLs).")
     if utils.is_main_process() and not os.path.isdir(os.path.join(root, "PNGImages")):
         if make_synthetic is not None:
             if _holds_other_files(root):  # only into a new or empty folder: never among the user's own files
@@ -122,7 +134,7 @@ class DataSplit(NamedTuple):
 
 
 def load_datasets(data_path, pennfudan_dataset, get_transform, split, test_data_path=None, image_dir=None, check=True,
-                  class_names=None, ground_truth=True):
+                  class_names=None, ground_truth=True, reading=None):
     """The train and test datasets of a run: a Penn-Fudan folder, a COCO file (``.json``), a labelme
     folder or a YOLO data.yaml.
 
@@ -134,21 +146,34 @@ def load_datasets(data_path, pennfudan_dataset, get_transform, split, test_data_
     ``pennfudan_dataset`` is the tutorial's class (it lives in tv_training.py); ``split`` (a
     ``DataSplit``) says how the images are held out; ``check`` decodes
     every Penn-Fudan pair first; without ``ground_truth`` a Penn-Fudan test set's COCO ground
-    truth (which reads every test image) is not built (``coco_gt`` None).
+    truth (which reads every test image) is not built (``coco_gt`` None). ``reading``: how own data
+    is read (``coco.ReadOptions``: missing images, crowd regions, whether the model has masks).
     """
     own_format = is_yolo_file(data_path) or reads_as_labelme(data_path)
     if class_names and not own_format:
         raise DatasetError(f"--classes: applies to labelme folders only; {data_path} names its classes itself.")
+    _check_coco_flags(data_path, reading)
     if not str(data_path).lower().endswith(".json") and not own_format:
         check_test_data_path(data_path, test_data_path)
         return _pennfudan_datasets(data_path, pennfudan_dataset, get_transform, split, check, ground_truth)
     if own_format:  # a labelme folder or a YOLO data.yaml, read into the same entries
-        train, test = load_own_format(data_path, test_data_path, class_names, image_dir)
+        train, test = load_own_format(data_path, test_data_path, class_names, image_dir, reading)
     else:
-        train = load_coco_images(data_path, image_dir)
-        test = load_coco_images(test_data_path, image_dir) if test_data_path else None
-    train_entries, test_entries = _train_test_entries(data_path, test_data_path, split, train, test)
+        train = load_coco_images(data_path, image_dir, reading=reading)
+        test = load_coco_images(test_data_path, image_dir, reading=reading) if test_data_path else None
+    masks = reading is None or reading.masks
+    train_entries, test_entries = _train_test_entries(data_path, test_data_path, split, train, test, masks)
     return _coco_datasets(data_path, get_transform, train, train_entries, test_entries)
+
+
+def _check_coco_flags(data_path, reading):
+    """The reading flags of COCO files (and VOC folders, read into the same route) are refused for
+    other data, where they would do nothing."""
+    typed = [flag for flag, on in (("--skip-missing-images", reading and reading.skip_missing_images),
+                                   ("--crowd-as-objects", reading and reading.crowd_as_objects)) if on]
+    if typed and not str(data_path).lower().endswith(".json") and not is_voc_folder(data_path):
+        raise DatasetError(f"{typed[0]}: applies to COCO files and VOC folders only; {data_path} is neither (its "
+                           f"reader names a missing image itself, and it has no crowd regions). Drop {typed[0]}.")
 
 
 def _pennfudan_datasets(data_path, pennfudan_dataset, get_transform, split, check, ground_truth):
@@ -167,16 +192,17 @@ def _pennfudan_datasets(data_path, pennfudan_dataset, get_transform, split, chec
                 preview=None)
 
 
-def _check_test_set(data_path, test_data_path, train, test):
-    """Refuse a test set whose categories differ from training's; say when its masks and training's disagree."""
+def _check_test_set(data_path, test_data_path, train, test, masks=True):
+    """Refuse a test set whose categories differ from training's; say when its masks and training's
+    disagree (for a model with ``masks``: a box-only one scores boxes alone)."""
     _, classes, has_masks = train
     test_entries, test_classes, test_masks = test
     if [(c["id"], c["name"]) for c in test_classes] != [(c["id"], c["name"]) for c in classes]:
         raise DatasetError(f"{test_data_path}: its categories differ from {data_path}'s "
                            f"({[c['name'] for c in test_classes]} vs {[c['name'] for c in classes]}); "
                            f"train and test files must have the same categories.")
-    where = test_data_path or f"{data_path}'s test split"
-    if has_masks and not test_masks and any(e["anns"] for e in test_entries):
+    where = test_data_path or f"{data_path}'s {_held_split(data_path)} split"
+    if masks and has_masks and not test_masks and any(e["anns"] for e in test_entries):
         print(f"warning: {where}: boxes only, while the training data has masks: segm AP would score the "
               f"predicted masks against the boxes as rectangles. Give the test set polygons too, or train "
               f"boxes only (--model fasterrcnn).")
@@ -184,20 +210,37 @@ def _check_test_set(data_path, test_data_path, train, test):
         print(f"note: {where}: its masks are not used (the training data has boxes only: a box-only model).")
 
 
-def _train_test_entries(data_path, test_data_path, split, train, test):
+def _held_split(data_path):
+    """The name of the split a dataset is tested on: a YOLO data.yaml's val (else test) split, or "test"."""
+    return "val" if is_yolo_file(data_path) and "val" in read_yolo_yaml(data_path)[1] else "test"
+
+
+def _train_test_entries(data_path, test_data_path, split, train, test, masks=True):
     """The training and test entries: the given test set (checked), or a seeded hold-out of the training entries."""
     entries = train[0]
     if test is not None:
-        _check_test_set(data_path, test_data_path, train, test)
+        _check_test_set(data_path, test_data_path, train, test, masks)
         train_entries = entries[:split.train_size] if split.train_size else entries
         return train_entries, test[0]
     train_idx, test_idx = split_indices(len(entries), split.test_size, split.train_size, split.seed)
     return [entries[i] for i in train_idx], [entries[i] for i in test_idx]
 
 
+def _check_not_all_crowd(data_path, train_entries):
+    """Training data whose every annotation is a crowd region (ignore regions, left out of the
+    targets) has nothing to train on: said so, with the fix, rather than "0 training images"."""
+    anns = [a for e in train_entries for a in e["anns"]]
+    if anns and all(a["iscrowd"] for a in anns):
+        raise DatasetError(f"{data_path}: all {len(anns)} training annotations are crowd regions (COCO \"iscrowd\": 1, "
+                           f"VOC difficult), which are left out of training as ignore regions, so there is nothing "
+                           f"to train on. CVAT marks every mask it exports so: pass --crowd-as-objects to train on "
+                           f"them as objects.")
+
+
 def _coco_datasets(data_path, get_transform, train, train_entries, test_entries):
     """``load_datasets``' dict for COCO-route entries (a COCO file, labelme folder or YOLO data.yaml)."""
     entries, classes, has_masks = train
+    _check_not_all_crowd(data_path, train_entries)
     # images whose only objects are crowd regions teach nothing: left out of training
     train_entries = [e for e in train_entries if not e["anns"] or any(not a["iscrowd"] for a in e["anns"])]
     n_ann = sum(len(e["anns"]) for e in entries)

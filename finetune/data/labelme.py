@@ -21,6 +21,7 @@ from PIL import Image
 from finetune.data.coco import KindLines
 from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
 from finetune.data.masks import (
+    ROUNDING,
     clip_to_image,
     far_outside,
     far_outside_text,
@@ -136,6 +137,11 @@ def _labelme_image(json_path, doc):
                        f"there or fix imagePath.")
 
 
+def _shown(text):
+    """``text`` for a message, its control characters escaped: a label holding a newline would split the line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _is_coordinate(v):
     """A finite number (an integer of any size: ``far_outside`` compares it exactly); not a bool."""
     return (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and not isinstance(v, bool))
@@ -144,7 +150,7 @@ def _is_coordinate(v):
 def _points(json_path, index, shape, least, height, width):
     """The shape's points as ``[(x, y)]``, checked: numbers, ``least`` of them, none far outside
     the ``width`` x ``height`` image (``finetune.data.masks.far_outside``)."""
-    where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{shape.get('label')}\")"
+    where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{_shown(shape.get('label'))}\")"
     pts = shape.get("points")
     ok = isinstance(pts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
                                        all(_is_coordinate(v) for v in p) for p in pts)
@@ -165,7 +171,7 @@ def _on_image(flat, height, width, clipped):
     """The flat polygon clipped onto the image (its points at most ``SLIGHTLY_OUTSIDE`` past an
     edge, ``_points``); ``clipped()`` is called when a point moved."""
     flat, moved = clip_to_image(flat, height, width)
-    if moved:
+    if moved > ROUNDING:  # (less: rounding, clipped without a word)
         clipped()
     return flat
 
@@ -178,7 +184,7 @@ def _labelme_mask(json_path, index, shape, height, width):
         with Image.open(io.BytesIO(base64.b64decode(shape.get("mask") or "", validate=False))) as pil:
             part = np.asarray(pil.convert("L")) > 0
     except (ValueError, TypeError, OSError, SyntaxError, Image.DecompressionBombError):
-        raise DatasetError(f"{json_path}: shape {index} (mask \"{shape.get('label')}\"): its \"mask\" is not a "
+        raise DatasetError(f"{json_path}: shape {index} (mask \"{_shown(shape.get('label'))}\"): its \"mask\" is not a "
                            f"base64 PNG. Draw the mask again in labelme or delete it.") from None
     mask = np.zeros((height, width), bool)
     h, w = min(part.shape[0], height - y0), min(part.shape[1], width - x0)
@@ -236,8 +242,11 @@ def _check_holds_labelme(folder, files, docs, coco_files):
         found = f" (its JSON files are a COCO file, {coco_files[0]}: pass that file as --data-path)" if coco_files \
             else f" (for a YOLO dataset pass its {os.path.join(folder, yamls[0])})" if yamls \
             else f" ({len(files)} JSON file(s), none with \"shapes\")" if files else ""
+        if files and any(f.lower().endswith(".xml") for f in os.listdir(folder)):  # VOC XMLs beside stray JSONs
+            found += " (its XML files are read as Pascal VOC once the JSON files are moved out)"
         raise DatasetError(f"{folder}: no labelme JSON files{found}. --data-path takes a folder of labelme JSONs "
-                           f"beside their images, a COCO file (.json), a YOLO data.yaml or a Penn-Fudan folder.")
+                           f"beside their images, a COCO file (.json), a YOLO data.yaml, a Pascal VOC folder "
+                           f"(Annotations/ and JPEGImages/, or XMLs beside their images) or a Penn-Fudan folder.")
 
 
 def _labelme_image_entry(folder, image_id, path, doc):
@@ -257,8 +266,8 @@ def _check_shape_fields(path, index, shape):
     text (or none: labelme 3's polygons), ``group_id`` a number (or text), or null."""
     def fail(key, expected):
         value = repr(shape[key]) if len(repr(shape[key])) <= 60 else repr(shape[key])[:57] + "..."
-        raise DatasetError(f"{path}: shape {index} (\"{shape['label']}\"): \"{key}\" is {value}; expected {expected}. "
-                           f"Fix the shape in labelme or delete it.")
+        raise DatasetError(f"{path}: shape {index} (\"{_shown(shape['label'])}\"): \"{key}\" is {value}; expected "
+                           f"{expected}. Fix the shape in labelme or delete it.")
 
     if shape.get("shape_type") is not None and not isinstance(shape["shape_type"], str):
         fail("shape_type", "text (polygon, rectangle, circle, mask, ...)")
@@ -278,7 +287,7 @@ def _shape_objects(folder, path, doc, height, width, warnings):
         part = _shape_part(path, index, shape, height, width, lambda where=where: warnings.add(
             "shape(s) with points a little outside the image, clipped", where))
         if part is None:
-            warnings.add(f"{shape.get('shape_type')} shape(s) skipped (no area to learn from)", where)
+            warnings.add(f"{_shown(shape.get('shape_type'))} shape(s) skipped (no area to learn from)", where)
             continue
         group = shape.get("group_id")
         key = (shape["label"], group) if group is not None else (shape["label"], "shape", index)
@@ -346,7 +355,7 @@ def _labelme_annotations(objects, labels, why, notes):
             continue
         annotations.append(_annotation(obj["where"], image_id, category[obj["label"]], obj["parts"], height, width))
     for label, places in dropped.items():
-        notes.kinds[f"object(s) labelled \"{label}\" left out ({why})"] = places
+        notes.kinds[f"object(s) labelled \"{_shown(label)}\" left out ({why})"] = places
     return annotations
 
 

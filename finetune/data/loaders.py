@@ -34,8 +34,9 @@ def ignore_ctrl_c(worker_id):
 
 
 def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, aspect_ratio_group_factor=-1,
-                 pin_memory=False):
-    """Train/test DataLoaders; returns (train_loader, test_loader, train_sampler, shuffle_generator)."""
+                 pin_memory=False, train_collate=utils.collate_fn):
+    """Train/test DataLoaders; returns (train_loader, test_loader, train_sampler, shuffle_generator).
+    ``train_collate`` makes the training batches (``augmentation.train_collate``: copy-paste or the tutorial's)."""
     shuffle_gen = torch.Generator().manual_seed(seed)
     if distributed:
         train_sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=seed)
@@ -48,14 +49,13 @@ def make_loaders(dataset, dataset_test, batch_size, workers, distributed, seed, 
         batch_sampler = GroupedBatchSampler(train_sampler, group_ids, batch_size)
     else:
         batch_sampler = torch.utils.data.BatchSampler(train_sampler, batch_size, drop_last=True)
-    common = dict(num_workers=workers, collate_fn=utils.collate_fn, pin_memory=pin_memory,
-                  worker_init_fn=ignore_ctrl_c if workers > 0 else None)
+    common = dict(num_workers=workers, pin_memory=pin_memory, worker_init_fn=ignore_ctrl_c if workers > 0 else None)
     # training workers start afresh each epoch, seeded from the epoch's seed (torch.manual_seed at
     # its start): persistent ones would carry their random flips over from epoch 0, and a run
     # resumed at epoch N would draw others than the uninterrupted run
-    train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    train_loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=train_collate, **common)
     test_loader = torch.utils.data.DataLoader(dataset_test, batch_size=1, sampler=test_sampler,
-                                              persistent_workers=workers > 0, **common)
+                                              collate_fn=utils.collate_fn, persistent_workers=workers > 0, **common)
     return train_loader, test_loader, train_sampler, shuffle_gen
 
 

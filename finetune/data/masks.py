@@ -12,6 +12,9 @@ from pycocotools import mask as coco_mask
 # allocate without bound or crash the process (a segmentation fault from 1e12 on): an error.
 SLIGHTLY_OUTSIDE = 0.01  # of the image's width (for x) or height (for y), at least 1 pixel
 EPS = 1e-6  # pixels: float noise (40.0000001), clipped without a word
+# Pixels: a box edge or point this far past the image is exporters' rounding (x + w = 640.4 on a
+# 640-pixel image), clipped without a word; further, the readers' warnings count it.
+ROUNDING = 0.5
 
 
 def outside_margin(size):
@@ -45,14 +48,14 @@ def far_outside_text(point, height, width):
 
 
 def clip_to_image(flat, height, width):
-    """``(flat, clipped)``: the flat polygon with its points moved onto the image (x in 0..width,
-    y in 0..height), as the readers clip boxes; ``flat`` itself when none is outside (by more than
-    ``EPS``: ``clipped`` False)."""
+    """``(flat, distance)``: the flat polygon with its points moved onto the image (x in 0..width,
+    y in 0..height), as the readers clip boxes, and the farthest a point moved (pixels; 0.0 and
+    ``flat`` itself when none is outside). The readers warn past ``ROUNDING``."""
     limits = (float(width), float(height))
     if all(0.0 <= v <= limits[i % 2] for i, v in enumerate(flat)):
-        return flat, False
+        return flat, 0.0
     moved = [float(min(max(v, 0.0), limits[i % 2])) for i, v in enumerate(flat)]
-    return moved, any(abs(a - b) > EPS for a, b in zip(moved, flat))
+    return moved, max(abs(a - b) for a, b in zip(moved, flat))
 
 
 def _near_the_image(flat, height, width, margin):

@@ -6,18 +6,16 @@ built from them.
 """
 
 import os
+import sys
 
 from finetune.data.coco import KindLines
 from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
-from finetune.data.masks import polygon_area
+from finetune.data.masks import ROUNDING, polygon_area
 from finetune.errors import DatasetError
-
-# a box may touch 0 or 1 written with float noise (1.0000001): still inside the image
-EPS = 1e-6
 
 # exporters' rounding puts points a little outside the image (1.004, -0.002): clipped with a warning;
 # beyond this the file is not normalised (pixel coordinates), an error
-SLIGHTLY_OUTSIDE = 0.01  # normalised units, as EPS above
+SLIGHTLY_OUTSIDE = 0.01  # normalised units
 
 
 def is_yolo_file(path):
@@ -52,6 +50,12 @@ def _yaml_names(path, doc):
                            f"names: [cat, dog].")
     if not all(isinstance(k, int) and k >= 0 for k in names):
         raise DatasetError(f"{path}: \"names\" keys {sorted(map(str, names))} are not class ids 0, 1, ...")
+    bad = next((k for k, name in names.items() if not _is_name(name)), None)
+    if bad is not None:  # str() would make a class of None, a list or a 400-digit number
+        quote = " (YAML reads an unquoted yes, no, on or off as true or false: quote the name)" \
+            if isinstance(names[bad], bool) else ""
+        raise DatasetError(f"{path}: \"names\" gives class {bad} the name {repr(names[bad])[:60]}; a class name is "
+                           f"text (or a number){quote}. Fix names, e.g. names: [cat, dog].")
     if "kpt_shape" in doc:  # pose labels: box + keypoints per line, which would read as a polygon
         raise DatasetError(f"{path}: a pose dataset (kpt_shape {doc['kpt_shape']}); keypoints are not supported "
                            f"here. Train on box or polygon (segmentation) labels.")
@@ -61,6 +65,12 @@ def _yaml_names(path, doc):
     if len({str(n) for n in names.values()}) < len(names):
         raise DatasetError(f"{path}: \"names\" repeats a name ({list(names.values())}); give each class its own.")
     return names
+
+
+def _is_name(value):
+    """A class name: text, or a number a float holds (read as text, as the COCO reader reads category names)."""
+    return isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and abs(value) <= sys.float_info.max)
 
 
 def _yaml_root(path, doc):
@@ -194,7 +204,9 @@ def _yolo_objects(txt, names, width, height, warnings):
             raise DatasetError(f"{where}: a polygon of {len(coords) // 2} point(s); it needs 3 or more (or 4 numbers "
                                f"for a box). Fix or delete the line.")
         bad = next((v for v in coords if not (-SLIGHTLY_OUTSIDE <= v <= 1 + SLIGHTLY_OUTSIDE)), None)
-        if bad is None and any(not (-EPS <= v <= 1 + EPS) for v in coords):
+        # (past an edge by at most ROUNDING pixels: rounding, clipped without a word)
+        if bad is None and any(not (-ROUNDING / side <= v <= 1 + ROUNDING / side)
+                               for v, side in zip(coords, [width, height] * len(coords))):
             warnings.add("line(s) with a coordinate slightly outside 0..1, clipped to the image",
                          f"{os.path.basename(txt)} line {n}")
         if bad is not None:
@@ -217,9 +229,10 @@ def _yolo_objects(txt, names, width, height, warnings):
     return objects
 
 
-def read_yolo_split(yaml_path, key, entries, names, root):
+def read_yolo_split(yaml_path, key, entries, names, root, masks=True):
     """One split of a YOLO dataset as a COCO instances dict (images also have ``path``); file
-    names and the places in notes are relative to the dataset's ``root``."""
+    names and the places in notes are relative to the dataset's ``root``. Without ``masks`` (a
+    box-only model) box lines among polygon lines are not warned about."""
     notes, warnings = KindLines(yaml_path, "note", "", "", 3), KindLines(yaml_path, "warning", "", "", 3)
     images, annotations, negatives, boxes_in_masks = [], [], [], []
     found = _split_images(entries, yaml_path, key, notes)
@@ -258,7 +271,7 @@ def read_yolo_split(yaml_path, key, entries, names, root):
                 boxes_in_masks.append(ann_id)
             annotations.append(dict(id=ann_id, image_id=image_id, category_id=cls, bbox=box, iscrowd=0,
                                     area=box[2] * box[3]))
-    if boxes_in_masks:  # Ultralytics would drop every polygon instead; here both are kept
+    if boxes_in_masks and masks:  # Ultralytics would drop every polygon instead; here both are kept
         warnings.kinds[f"box line(s) in {key} among polygon lines: each box is used as its mask (for boxes only, "
                        f"--model fasterrcnn)"] = boxes_in_masks
     if negatives:

@@ -25,6 +25,7 @@ import torchvision
 from pycocotools import mask as mask_util
 
 import utils
+from finetune.data.coco import ReadOptions
 from finetune.data.formats import DataSplit, load_datasets
 from finetune.errors import DatasetError, TutorialError
 from finetune.models import pretrained, specs
@@ -259,7 +260,9 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
     try:
         split = DataSplit(trained.get("test_size", 50), trained.get("train_size"), trained.get("seed", 0))
         data = load_datasets(data_path, pennfudan_dataset, get_transform, split, trained.get("test_data_path"),
-                             trained.get("image_dir"), check=False, ground_truth=False)
+                             trained.get("image_dir"), check=False, ground_truth=False,
+                             reading=ReadOptions(trained.get("skip_missing_images", False),
+                                                 trained.get("crowd_as_objects", False)))
     except DatasetError as e:
         raise TutorialError(f"{e} (To check the export on other images: --predict IMAGES.)") from None
     test = data["test"]

@@ -77,13 +77,17 @@ def test_roboflow_supercategory_is_left_out_and_an_unused_class_kept(tmp_path, c
     train, _ = synthetic.make_synthetic_coco(str(tmp_path / "d"), num_train=4, num_val=2, seed=1,
                                                   height_range=(64, 72), width_range=(64, 80))
     data = json.load(open(train))
-    data["categories"].append(dict(id=9, name="bicycle", supercategory="shapes"))
+    data["categories"] += [dict(id=9, name="bicycle", supercategory="shapes"), dict(id=10, name="bus")]
     json.dump(data, open(train, "w"))
     _, classes, _ = coco.load_coco_images(train)
-    assert [c["name"] for c in classes] == ["pedestrian", "ball", "sign", "bicycle"]
+    assert [c["name"] for c in classes] == ["pedestrian", "ball", "sign", "bicycle", "bus"]
     out = capsys.readouterr().out
-    assert 'category 0 "shapes" has no annotations and is the supercategory of others: left out' in out
-    assert 'category 9 "bicycle" has no annotations: kept, its AP will be -1' in out
+    assert (f'note: {train}: 1 category(ies) without annotations that are the supercategory of others: left out '
+            f'(0 "shapes")') in out
+    # one line for every unused category of the file, not one each
+    assert (f'note: {train}: 2 category(ies) without annotations: kept, their AP will be -1 (9 "bicycle", '
+            f'10 "bus")') in out
+    assert out.count("without annotations") == 2
     data["annotations"] = []  # a split without objects: the same classes as the file with them
     json.dump(data, open(train, "w"))
     assert coco.load_coco_images(train)[1] == classes
@@ -148,15 +152,62 @@ def test_an_exif_rotated_image_is_turned_upright_as_tools_show_it(tmp_path):
     assert target["boxes"].tolist() == [[30, 20, 40, 30]]  # the box on the white corner, as annotated
 
 
-def test_a_missing_image_names_every_place_looked(tmp_path):
+def test_images_none_of_which_are_found_name_every_place_looked(tmp_path):
     path = simple_coco(str(tmp_path))
+    os.remove(tmp_path / "train" / "a.png")
     os.remove(tmp_path / "train" / "b.png")
     with pytest.raises(DatasetError) as info:
         coco.load_coco_images(path)
     message = str(info.value)
-    assert "image b.png (id 12) not found; looked in" in message and "--image-dir" in message
-    for place in coco.image_places("b.png", path):
+    assert "image a.png (id 11) not found (nor any of the other 1); looked in" in message and "--image-dir" in message
+    for place in coco.image_places("a.png", path):
         assert place in message
+
+
+def many_images_coco(folder, count):
+    """``count`` 24x16 images with one box each, in ``folder``/train."""
+    os.makedirs(os.path.join(folder, "train"), exist_ok=True)
+    images = [dict(id=i, file_name=f"im{i:02d}.png", width=24, height=16) for i in range(1, count + 1)]
+    for im in images:
+        Image.new("RGB", (24, 16)).save(os.path.join(folder, "train", im["file_name"]))
+    annotations = [dict(id=i, image_id=i, category_id=1, bbox=[2, 2, 8, 8], area=64, iscrowd=0)
+                   for i in range(1, count + 1)]
+    return write_coco(folder, images, annotations, [dict(id=1, name="box")])
+
+
+def test_several_missing_images_are_listed_together_with_where_the_rest_are(tmp_path, capsys):
+    path = many_images_coco(str(tmp_path), 12)
+    for i in (2, 3, 5, 7, 8, 9, 11):
+        os.remove(tmp_path / "train" / f"im{i:02d}.png")
+    for image_dir in (None, str(tmp_path / "train")):  # --image-dir the folder of the others: the same error
+        with pytest.raises(DatasetError) as info:
+            coco.load_coco_images(path, image_dir)
+        assert str(info.value) == (
+            f"{path}: 7 of 12 images not found (im02.png, im03.png, im05.png, im07.png, im08.png, ...); the other 5 "
+            f"are in {tmp_path / 'train'}, and these are not there. Restore them, or pass --skip-missing-images to "
+            f"train without them.")
+    entries, _, _ = coco.load_coco_images(path, reading=coco.ReadOptions(skip_missing_images=True))
+    assert [e["image_id"] for e in entries] == [1, 4, 6, 10, 12]
+    assert [a["id"] for e in entries for a in e["anns"]] == [1, 4, 6, 10, 12]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and f"warning: {path}: 7 of 12 images not found (im02.png" in out
+    assert "left out with their annotations (--skip-missing-images)" in out
+
+
+def test_skip_missing_images_trains_on_the_rest(tmp_path, capsys):
+    path = many_images_coco(str(tmp_path), 6)
+    os.remove(tmp_path / "train" / "im03.png")
+    common = ["--data-path", path, "--weights", "none", "--min-size", "64",
+              "--max-size", "96", "--epochs", "1", "-j", "0", "--test-size", "1"]
+    code, _, err = cli([*common, "--output-dir", str(tmp_path / "out")], capsys)
+    assert code == 1 and "1 of 6 images not found (im03.png)" in err and "Traceback" not in err
+    result = run_main(*common, "--skip-missing-images", "--output-dir", str(tmp_path / "out2"))
+    assert result["bbox"]["AP"] >= 0
+    out = capsys.readouterr().out
+    assert "1 of 6 images not found (im03.png): left out" in out and f"Dataset {path}: 5 images" in out
+    for flag in ("--skip-missing-images", "--crowd-as-objects"):  # for other data they would do nothing
+        code, _, err = cli([*common, flag, "--data-path", str(tmp_path / "train"), "--output-dir", ""], capsys)
+        assert code == 1 and f"error: {flag}: applies to COCO files and VOC folders only" in err
 
 
 @pytest.mark.parametrize("change, words", [
@@ -334,8 +385,9 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
     images = [dict(id=1, file_name="a.png", width=40, height=30)]
     ann = dict(image_id=1, category_id=1, area=10, iscrowd=0)
     annotations = ([dict(ann, id=i, bbox=[30, 20, 20, 20], segmentation=[]) for i in range(1, 8)]  # outside + empty
-                   + [dict(ann, id=20, bbox=[5, 5, 0, 4], segmentation=[[5, 5, 6, 5, 6, 9]]),  # zero width
-                      dict(ann, id=21, bbox=[1, 1, 8, 8], segmentation=[[1, 1, 9, 1, 9, 9, 1, 9], [2, 2, 3, 3]])])
+                   + [dict(ann, id=20, bbox=[5, 5, 0, 4]),  # zero width, no segmentation
+                      dict(ann, id=21, bbox=[1, 1, 8, 8], segmentation=[[1, 1, 9, 1, 9, 9, 1, 9], [2, 2, 3, 3]]),
+                      dict(ann, id=22, bbox=[5, 5, 0, 4], segmentation=[[5, 5, 9, 5, 9, 9]])])  # zero width
     path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
     entries, classes, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
@@ -344,11 +396,14 @@ def test_bad_annotations_are_fixed_with_one_warning_per_kind(tmp_path, capsys):
     assert "7 annotation(s) with an empty segmentation (its box is used as its mask) (ids 1, 2, 3, 4, 5, ...)" in out
     assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 20)" in out
     assert "1 annotation(s) with polygon parts of fewer than 3 points, dropped (ids 21)" in out
+    assert "1 annotation(s) whose bbox disagrees with its segmentation (IoU < 0.7), box taken from the segmentation " \
+           "(ids 22)" in out  # a real polygon is not dropped for its zero-width bbox
     _, target = coco.CocoFormatDataset(entries, classes, None)[0]
-    assert len(target["boxes"]) == 8 and target["boxes"][0].tolist() == [30.0, 20.0, 40.0, 30.0]
+    assert len(target["boxes"]) == 9 and target["boxes"][0].tolist() == [30.0, 20.0, 40.0, 30.0]
+    assert target["boxes"][-1].tolist() == [5.0, 5.0, 9.0, 9.0]
     assert int(target["masks"][0].sum()) == 100  # the clipped box as its mask
     gt = coco.coco_ground_truth(entries, classes)  # pycocotools takes every cleaned annotation
-    assert len(gt.getAnnIds()) == 8
+    assert len(gt.getAnnIds()) == 9
 
 
 def test_broken_polygons_and_rles_are_dropped_with_one_warning_per_kind(tmp_path, capsys):
@@ -393,6 +448,7 @@ def test_a_box_that_is_not_finite_is_dropped_not_clipped(tmp_path, capsys):
     path = simple_coco(str(tmp_path))
     data = json.load(open(path))
     data["annotations"][0]["bbox"] = [float("nan"), 1, 5, 5]  # json writes NaN, and Python's json reads it back
+    del data["annotations"][0]["segmentation"]  # (with one, the box is taken from it)
     json.dump(data, open(path, "w"))
     entries, _, _ = coco.load_coco_images(path)
     out = capsys.readouterr().out
@@ -635,3 +691,150 @@ def test_resume_on_coco_data_needs_only_the_checkpoint(coco_run, tmp_path, capsy
     best = torch.load(copy / "best.pth", weights_only=True)
     values = [r["segm"]["AP"] for r in resumed["records"]]
     assert best["value"] == max(values) and best["epoch"] == values.index(max(values))
+
+
+# --- what real exports do -------------------------------------------------------------------
+
+def cvat_like(folder, boxes, segmentations, iscrowd=0):
+    """One 60x40 image whose annotations have these bboxes and segmentations."""
+    images = [dict(id=1, file_name="a.png", width=60, height=40)]
+    annotations = [dict(id=i + 1, image_id=1, category_id=1, bbox=b, segmentation=s, area=10, iscrowd=iscrowd)
+                   for i, (b, s) in enumerate(zip(boxes, segmentations))]
+    return write_coco(folder, images, annotations, [dict(id=1, name="car")])
+
+
+def test_bboxes_that_disagree_with_their_polygons_are_taken_from_the_polygons(tmp_path, capsys):
+    square = [[10, 10, 30, 10, 30, 30, 10, 30]]
+    # 1: the polygon's own box, to rounding; 2: a box of another object; 3: outside the polygon's half
+    path = cvat_like(str(tmp_path), [[10, 10, 20.4, 20.3], [40, 2, 15, 6], [10, 10, 10, 20]],
+                     [square, square, square])
+    entries, _, _ = coco.load_coco_images(path)
+    assert [a["box"] for a in entries[0]["anns"]] == [[10.0, 10.0, 30.4, 30.3]] + [[10.0, 10.0, 30.0, 30.0]] * 2
+    out = capsys.readouterr().out
+    assert out == (f"warning: {path}: 2 annotation(s) whose bbox disagrees with its segmentation (IoU < 0.7), box "
+                   f"taken from the segmentation (ids 2, 3)\n")
+    # every annotation's box wrong (the CVAT file): said to be the file's fault
+    path = cvat_like(str(tmp_path / "all"), [[40, 2, 15, 6], [0, 0, 5, 5]], [square, [[35, 5, 55, 5, 55, 35]]])
+    entries, _, _ = coco.load_coco_images(path)
+    assert [a["box"] for a in entries[0]["anns"]] == [[10.0, 10.0, 30.0, 30.0], [35.0, 5.0, 55.0, 35.0]]
+    out = capsys.readouterr().out
+    assert "2 annotation(s) whose bbox disagrees with its segmentation" in out and \
+        "every one of them, so the file's bbox fields are wrong" in out
+
+
+def test_an_rle_mask_gives_the_box_where_the_bbox_disagrees(tmp_path):
+    m = np.zeros((40, 60), np.uint8)
+    m[5:25, 30:50] = 1
+    counts = masks.mask_to_rle(m, compressed=False)
+    path = cvat_like(str(tmp_path), [[0, 0, 10, 10], [30, 5, 20, 20]], [counts, masks.mask_to_rle(m)])
+    entries, _, _ = coco.load_coco_images(path)
+    assert [a["box"] for a in entries[0]["anns"]] == [[30.0, 5.0, 50.0, 25.0]] * 2
+
+
+def test_boxes_past_the_edge_by_rounding_are_clipped_without_a_word(tmp_path, capsys):
+    path = cvat_like(str(tmp_path), [[50, 30, 10.4, 10.5], [-0.3, 0, 10, 10], [50, 30, 12, 10]],
+                     [None, None, None])
+    entries, _, _ = coco.load_coco_images(path)
+    assert [a["box"] for a in entries[0]["anns"]] == [[50.0, 30.0, 60.0, 40.0], [0.0, 0.0, 9.7, 10.0],
+                                                      [50.0, 30.0, 60.0, 40.0]]
+    assert capsys.readouterr().out == (f"warning: {path}: 1 annotation(s) with a box reaching outside the image, "
+                                       f"clipped (ids 3)\n")
+
+
+def test_an_export_of_crowd_masks_only_says_so_and_trains_with_crowd_as_objects(tmp_path, capsys):
+    m = np.zeros((40, 60), np.uint8)
+    m[5:25, 30:50] = 1
+    rle = masks.mask_to_rle(m, compressed=False)  # as CVAT writes its brush masks: uncompressed, iscrowd 1
+    path = cvat_like(str(tmp_path), [[30, 5, 20, 20]] * 2, [rle, rle], iscrowd=1)
+    with pytest.raises(DatasetError) as info:
+        formats.load_datasets(path, None, tv_training.get_transform, formats.DataSplit(0, None, 0))
+    assert str(info.value) == (f'{path}: all 2 training annotations are crowd regions (COCO "iscrowd": 1, VOC '
+                               f'difficult), which are left out of training as ignore regions, so there is nothing to '
+                               f'train on. CVAT marks every mask it exports so: pass --crowd-as-objects to train on '
+                               f'them as objects.')
+    # as a test file, crowd regions only are fine (ignore regions in the evaluation)
+    assert len(coco.load_coco_images(path)[0][0]["anns"]) == 2
+    entries, classes, _ = coco.load_coco_images(path, reading=coco.ReadOptions(crowd_as_objects=True))
+    _, target = coco.CocoFormatDataset(entries, classes, None)[0]
+    assert len(target["boxes"]) == 2 and int(target["masks"][0].sum()) == 400
+    assert [a["iscrowd"] for a in coco.coco_ground_truth(entries, classes).dataset["annotations"]] == [0, 0]
+
+
+def test_a_box_only_model_hears_nothing_of_boxes_used_as_masks(tmp_path, capsys):
+    path = cvat_like(str(tmp_path), [[10, 10, 20, 20], [30, 5, 20, 20]], [[[10, 10, 30, 10, 30, 30]], None])
+    coco.load_coco_images(path)
+    assert "its box is used as its mask" in capsys.readouterr().out
+    coco.load_coco_images(path, reading=coco.ReadOptions(masks=False))
+    assert capsys.readouterr().out == ""
+
+
+# --- found by the property-based tests (tests/finetune/data/test_reader_properties.py) ---------
+
+@pytest.mark.parametrize("area", [float("nan"), float("inf"), -5])
+def test_an_area_that_is_not_a_pixel_count_is_one_error(area, tmp_path):
+    """COCO evaluation ranks objects by area: NaN fell in every size range, a negative one in none (silently)."""
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    data["annotations"][0]["area"] = area
+    json.dump(data, open(path, "w"))
+    with pytest.raises(DatasetError) as info:
+        coco.load_coco_images(path)
+    assert f'annotation 1: "area" is {area!r}; expected a number of pixels >= 0' in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_box_of_float_noise_size_is_dropped_not_trained_on(tmp_path, capsys):
+    """A width of 1e-9 px is 0 in float32: torchvision's detectors would stop the run on it."""
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    data["annotations"][0]["bbox"] = [12, 4, 1e-9, 8]
+    del data["annotations"][0]["segmentation"]  # (with one, the box is taken from it)
+    json.dump(data, open(path, "w"))
+    entries, classes, _ = coco.load_coco_images(path)
+    assert "1 annotation(s) with a box of zero or negative size inside the image, dropped (ids 1)" in \
+        capsys.readouterr().out
+    boxes = coco.CocoFormatDataset(entries, classes, None)[0][1]["boxes"]
+    assert boxes.tolist() == [[20.0, 5.0, 30.0, 15.0]] and bool((boxes[:, 2:] > boxes[:, :2]).all())
+
+
+def test_a_warning_line_names_long_ids_in_short(tmp_path, capsys):
+    """String ids (UUIDs and longer) would make a warning line of any length: each is cut, and so is the list."""
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    extra = [dict(id=f"{k}-" + "x" * 200, image_id=11, category_id=5, bbox=[float("nan"), 1, 5, 5]) for k in range(6)]
+    data["annotations"] += extra
+    json.dump(data, open(path, "w"))
+    coco.load_coco_images(path)
+    line, = [s for s in capsys.readouterr().out.splitlines() if "not finite" in s]
+    assert line.startswith(f"warning: {path}: 6 annotation(s) with a box that is not finite (NaN or infinity), "
+                           f"dropped (ids 0-xxx") and line.endswith("xxx, ...)")
+    places = line.split("dropped (ids ", 1)[1]
+    assert len(places) <= coco.PLACES_CHARS + len(", ...)") and places.count("...") >= 3
+
+
+def test_an_id_holding_a_newline_is_named_on_the_warnings_line(tmp_path, capsys):
+    path = simple_coco(str(tmp_path))
+    data = json.load(open(path))
+    data["annotations"].append(dict(id="a\nb", image_id=11, category_id=5, bbox=[float("nan"), 1, 5, 5]))
+    json.dump(data, open(path, "w"))
+    coco.load_coco_images(path)
+    out = capsys.readouterr().out
+    assert "with a box that is not finite (NaN or infinity), dropped (ids a\\nb)" in out
+    assert all(line.startswith(("warning: ", "note: ")) for line in out.splitlines())
+
+
+def test_string_image_ids_are_numbered_so_evaluation_takes_them(tmp_path):
+    images = [dict(id="img-a", file_name="a.png", width=40, height=30), dict(id="img-b", file_name="b.png", width=40,
+                                                                              height=30)]
+    annotations = [dict(id="x", image_id="img-b", category_id=1, bbox=[2, 2, 10, 10], area=100, iscrowd=0)]
+    path = write_coco(str(tmp_path), images, annotations, [dict(id=1, name="thing")])
+    entries, classes, _ = coco.load_coco_images(path)
+    assert [(e["image_id"], len(e["anns"])) for e in entries] == [(1, 0), (2, 1)]
+    gt = coco.coco_ground_truth(entries, classes)
+    evaluator = CocoEvaluator(gt, ["bbox"])
+    evaluator.update({2: dict(boxes=torch.tensor([[2.0, 2.0, 12.0, 12.0]]), scores=torch.tensor([0.9]),
+                          labels=torch.tensor([1]))})
+    evaluator.synchronize_between_processes()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.coco_eval["bbox"].stats[1] == pytest.approx(1.0)

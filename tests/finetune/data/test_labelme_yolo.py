@@ -330,15 +330,15 @@ def test_yolo_labels_beside_the_images_a_byte_order_mark_and_points_a_little_out
     # images above the dataset sends the YOLO rule outside it)
     root = tmp_path / "images" / "flat"
     (root / "train").mkdir(parents=True)
-    Image.new("RGB", (40, 20)).save(root / "train" / "x.png")
+    Image.new("RGB", (400, 200)).save(root / "train" / "x.png")
     (root / "train" / "x.txt").write_bytes("\ufeff0 0.5 0.5 0.5 0.5\n1 0.2 0.2 1.004 0.2 1.004 0.9\n".encode())
     (root / "data.yaml").write_text("train: train\nnames: [cat, dog]\n")
     (entries, classes, _), _ = formats.load_own_format(str(root / "data.yaml"))
     out = capsys.readouterr().out
     assert "1 line(s) with a coordinate slightly outside 0..1, clipped to the image (x.txt line 2)" in out
     (cat, dog), = named_targets(entries, classes)
-    assert cat[0] == "cat" and cat[1].tolist() == [10, 5, 30, 15]
-    assert dog[0] == "dog" and dog[1].tolist() == [8, 4, 40, 18]  # x 1.004 clipped to the image's edge
+    assert cat[0] == "cat" and cat[1].tolist() == [100, 50, 300, 150]
+    assert dog[0] == "dog" and dog[1].tolist() == [80, 40, 400, 180]  # x 1.004 clipped to the image's edge
 
 
 def test_a_yolo_split_without_any_label_file_is_an_error_naming_where_it_looked(tmp_path):
@@ -378,9 +378,24 @@ def test_yolo_test_split_with_boxes_only_under_polygon_training_is_warned_about(
     data = formats.load_datasets(path, None, tv_training.get_transform, formats.DataSplit(1, None, 0))
     assert data["has_masks"]
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
-    assert said == [f"warning: {path}'s test split: boxes only, while the training data has masks: segm AP would "
+    assert said == [f"warning: {path}'s val split: boxes only, while the training data has masks: segm AP would "
                     f"score the predicted masks against the boxes as rectangles. Give the test set polygons too, or "
                     f"train boxes only (--model fasterrcnn)."]
+    # a box-only model scores boxes alone: nothing to warn about
+    formats.load_datasets(path, None, tv_training.get_transform, formats.DataSplit(1, None, 0),
+                          reading=coco.ReadOptions(masks=False))
+    assert "warning:" not in capsys.readouterr().out
+
+
+def test_a_yolo_yaml_with_val_and_test_says_which_it_tests_on(tmp_path, capsys):
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n",
+                        "train: images/train\nval: images/train\ntest: images/test\nnames: [cat, dog]\n")
+    (tmp_path / "images" / "test").mkdir()
+    Image.new("RGB", (40, 20)).save(tmp_path / "images" / "test" / "t.png")
+    formats.load_datasets(path, None, tv_training.get_transform, formats.DataSplit(1, None, 0))
+    out = capsys.readouterr().out
+    assert f"note: {path}: testing on its val split; its test split (images/test) is not read" in out
+    assert "test split:" not in out
 
 
 def labelme_folder(folder, docs):
@@ -497,3 +512,39 @@ def test_a_tiny_run_per_format_then_test_only_and_resume(fmt, scenes, one_thread
         code, _, err = cli(["--test-only", "--weights", ckpt, "--data-path", scenes["labelme"][0], "--test-data-path",
                             scenes["labelme"][1], "--output-dir", "", "--classes", "pedestrian,sign,ball"], capsys)
         assert code == 1 and err.strip().endswith("another order: pass --classes sign,pedestrian,ball.")
+
+
+# --- found by the property-based tests (tests/finetune/data/test_reader_properties.py) ---------
+
+def test_a_yolo_box_of_float_noise_width_is_dropped_not_trained_on(tmp_path, capsys):
+    """A box line of width 1e-9 was a box 0 px wide in float32, which torchvision's detectors refuse."""
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 1e-9 0.5\n1 0.25 0.5 0.5 1\n")
+    (entries, classes, has_masks), _ = formats.load_own_format(path)
+    assert "1 annotation(s) with a box of zero or negative size inside the image, dropped" in capsys.readouterr().out
+    assert [(n, box.tolist()) for n, box, _ in named_targets(entries, classes, has_masks)[0]] == \
+        [("dog", [0, 0, 20, 20])]
+
+
+@pytest.mark.parametrize("names, words", [
+    ("[cat, null]", "gives class 1 the name None; a class name is text (or a number). Fix names"),
+    ("[cat, [a, b]]", "gives class 1 the name ['a', 'b']; a class name is text"),
+    ("{0: cat, 1: no}", "gives class 1 the name False; a class name is text (or a number) (YAML reads an unquoted "
+                        "yes, no, on or off as true or false: quote the name)"),
+    (f"[cat, {10 ** 400}]", "gives class 1 the name 1000000000"),
+])
+def test_yolo_names_that_are_not_text_are_one_error(names, words, tmp_path):
+    """str() made classes named "None", "['a', 'b']", "False" or a 400-digit number, silently."""
+    path = yolo_dataset(tmp_path, "0 0.5 0.5 0.2 0.2\n", f"train: images/train\nnames: {names}\n")
+    with pytest.raises(DatasetError) as info:
+        formats.load_own_format(path)
+    assert words in str(info.value) and str(info.value).startswith(f"{path}: \"names\"") and one_line(info)
+
+
+def test_a_labelme_label_holding_a_newline_is_named_on_one_line(tmp_path):
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    doc = dict(imagePath="a.png", shapes=[dict(label="ca\nt", shape_type="polygon", points=[[1, 1], [9, 1]])])
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError) as info:
+        labelme.read_labelme_folder(str(tmp_path))
+    assert 'shape 0 (polygon "ca\\nt"): 2 point(s); a polygon needs 3 or more' in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
