@@ -47,12 +47,14 @@ def autocast_dtype(device_type):
 
 
 def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, scaler=None, *, loss_history=None,
-                    clip_grad_norm=None):
+                    clip_grad_norm=None, amp_dtype=None):
     """Train ``model`` for one pass over ``data_loader``; returns the ``MetricLogger``.
 
     Epoch 0 warms the learning rate up linearly from ``lr / 1000`` over
     ``min(1000, len(data_loader) - 1)`` iterations. Passing a ``torch.amp.GradScaler`` turns
-    on mixed precision (autocast) for the forward pass. If ``loss_history`` is a list, one
+    on mixed precision (autocast) for the forward pass, to ``amp_dtype`` (None:
+    ``autocast_dtype(device.type)``; bfloat16 on CUDA goes with a disabled scaler).
+    If ``loss_history`` is a list, one
     dict of per-iteration loss values is appended to it per step (for loss curves).
     ``clip_grad_norm`` clips the gradients' total norm before each step (off by default).
     """
@@ -71,9 +73,10 @@ def train_one_epoch(model, optimizer, data_loader, device, epoch, print_freq, sc
             )
 
     use_amp = scaler is not None
+    dtype = amp_dtype if amp_dtype is not None else autocast_dtype(device.type)
     for iteration, (images, targets) in enumerate(metric_logger.log_every(data_loader, print_freq, header)):
         images, targets = _to_device(images, targets, device)
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype(device.type), enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=use_amp):
             loss_dict = model(images, targets)
             losses = sum(loss_dict.values())
 

@@ -31,6 +31,9 @@ if __name__ == "__main__":  # run as a script: Ctrl-C while torch loads (seconds
     signal.signal(signal.SIGINT, lambda *_: (os.write(2, b"\ninterrupted while starting: nothing was done\n"),
                                              os._exit(130)))
 
+if sys.platform == "darwin":  # torch reads it once, as it loads: ops MPS lacks then run on the CPU (0 turns it off)
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
 from finetune import versions
 
 try:  # a torchvision built for another torch fails here ("operator torchvision::nms does not exist")
@@ -53,11 +56,11 @@ from torchvision.transforms.v2 import functional as F
 import utils
 from engine import evaluate, train_one_epoch
 from finetune import hardware
-from finetune.data import loaders
+from finetune.data import augmentation, loaders
 from finetune.data.formats import DataSplit, load_datasets, prepare_data
 from finetune.data.loaders import make_loaders
 from finetune.errors import TutorialError
-from finetune.models import pretrained, small_maskrcnn, specs
+from finetune.models import pretrained, small_maskrcnn, specs, torchvision_models
 from finetune.outputs import metrics, onnx_export, onnx_runtime, prediction, report
 from finetune.run import demo, exits, flags, optim, options, settings, training
 from finetune.speedups import inference, mask_paste
@@ -192,6 +195,10 @@ MODELS = {
     "fasterrcnn": get_model_object_detection,
     "mobilenet": get_model_mobilenet,
     "maskrcnn_resnet18": small_maskrcnn.get_model_maskrcnn_resnet18,  # not in the tutorial: the demo's
+    # not in the tutorial either: torchvision's v2 recipe (stronger) and MobileNetV3-FPN (for a CPU)
+    "maskrcnn_v2": torchvision_models.get_model_maskrcnn_v2,
+    "fasterrcnn_v2": torchvision_models.get_model_fasterrcnn_v2,
+    "fasterrcnn_mobilenet_v3": torchvision_models.get_model_fasterrcnn_mobilenet_v3,
 }
 
 
@@ -233,17 +240,18 @@ def check_forward(model, data_loader, device):
 # ---------------------------------------------------------------------------------------
 
 def build_model(model_name, weights, classes, device, checkpoint=None, min_size=800, max_size=1333,
-                demo_settings=False, channels_last="auto"):
+                demo_settings=False, channels_last="auto", backbone=None):
     """The model to train or evaluate, on ``device``, with this project's speed-ups (all models).
 
     From a ``checkpoint`` it is rebuilt as the checkpoint describes (its classes too); otherwise
     ``model_name`` (a key of ``MODELS``) with ``weights`` ("DEFAULT", "none") for ``classes`` (and
-    the demo's model settings with ``demo_settings``). Returns ``(model, model_spec)``.
+    the demo's model settings with ``demo_settings``; ``backbone``: the builder's
+    ``weights_backbone``/``trainable_backbone_layers`` where given). Returns ``(model, model_spec)``.
     """
     kwargs, anchors = small_maskrcnn.model_settings(model_name) if demo_settings else ({}, None)
     if model_name == "maskrcnn_resnet18":  # one network, with or without the demo's other settings
         kwargs = dict(small_maskrcnn.DEMO_SMALL_MODEL, **kwargs)
-    kwargs = dict(min_size=min_size, max_size=max_size, **kwargs)
+    kwargs = dict(min_size=min_size, max_size=max_size, **kwargs, **(backbone or {}))
     if checkpoint is not None:  # a plain state dict is taken as model_name with these settings
         spec, state = specs.checkpoint_spec(checkpoint, model_name, kwargs, anchors, classes), \
             checkpoint["model"]
@@ -309,11 +317,13 @@ def train(model, optimizer, lr_scheduler, data_loader, data_loader_test, device,
         coco_evaluator = None
         for epoch in range(run.start_epoch, num_epochs):
             run.sampling.seed_epoch(epoch)  # (seed, epoch) alone: a resumed run repeats the uninterrupted one
-            epoch_start, losses = time.time(), []
+            epoch_start = time.time()
+            losses = run.loss_history(optimizer, epoch, len(data_loader))  # a list; --tensorboard: written live
             # train for one epoch, printing every print_freq iterations
             metric_logger = train_one_epoch(model, optimizer, data_loader, device, epoch,
                                             print_freq=run.options.print_freq, scaler=run.options.scaler,
-                                            loss_history=losses, clip_grad_norm=run.options.clip_grad_norm)
+                                            loss_history=losses, clip_grad_norm=run.options.clip_grad_norm,
+                                            amp_dtype=run.options.amp_dtype)
             lr = optimizer.param_groups[0]["lr"]
             # update the learning rate
             lr_scheduler.step()
@@ -348,16 +358,18 @@ def main(args):
 
     # the data: Penn-Fudan (downloaded), the demo's (generated) or your own, with get_transform
     prepare_data(args.data_path, demo.make_demo_data if args.demo else None)
-    data = load_datasets(args.data_path, PennFudanDataset, get_transform,
+    data = load_datasets(args.data_path, PennFudanDataset, options.data_transform(args, get_transform),
                          DataSplit(args.test_size, args.train_size, args.seed), args.test_data_path, args.image_dir,
-                         check=utils.is_main_process(), class_names=args.classes)
+                         check=utils.is_main_process(), class_names=args.classes, reading=options.read_options(args))
     args = settings.settle_for_data(args, data, checkpoint)  # box-only data: Faster R-CNN
     data_loader, data_loader_test, train_sampler, shuffle_gen = make_loaders(
         data["train"], data["test"], args.batch_size, loaders.loader_workers(args.workers), args.distributed,
-        args.seed, args.aspect_ratio_group_factor, pin_memory=device.type == "cuda")
+        args.seed, args.aspect_ratio_group_factor, pin_memory=device.type == "cuda",
+        train_collate=augmentation.train_collate(args.use_copypaste))  # --use-copypaste: in the training batches
 
     # the model from its builder above, moved to the device (wrapped in DDP under torchrun)
     model_without_ddp, spec = options.model_builder(args, build_model)(data["classes"], device, checkpoint)
+    augmentation.train_at_preset_size(model_without_ddp, args.data_augmentation)  # lsj, multiscale: as they sized
     model = DistributedDataParallel(model_without_ddp, [args.gpu] if args.gpu is not None else None) \
         if args.distributed else model_without_ddp
     if args.check_forward:
@@ -383,23 +395,42 @@ def get_args_parser(add_help=True):
                                     add_help=add_help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", default="data/PennFudanPed", type=flags.path_text,
                    help="dataset root with PNGImages/ and PedMasks/ (downloaded when missing); or your own data: a "
-                        "COCO instances file (.json), a folder of labelme JSONs, a YOLO data.yaml")
+                        "COCO instances file (.json), a folder of labelme JSONs, a YOLO data.yaml, a Pascal VOC folder "
+                        "(Annotations/ + JPEGImages/, or XMLs beside their images)")
     p.add_argument("--test-data-path", default=None, type=flags.path_text,
-                   help="a COCO file (or labelme folder) to test on (same categories); None: hold out --test-size "
-                        "images of --data-path (a YOLO data.yaml tests on its val split)")
+                   help="a COCO file (or labelme or VOC folder) to test on (same categories); None: hold out "
+                        "--test-size images of --data-path (a YOLO data.yaml tests on its val split, a VOC folder on "
+                        "its ImageSets/Main/val.txt or test.txt)")
     p.add_argument("--image-dir", default=None, type=flags.path_text,
-                   help="where a COCO file's images are; None: looked for beside the file (docs/own-data.md)")
+                   help="where a COCO file's (or VOC folder's) images are; None: looked for beside the file (VOC: "
+                        "in JPEGImages/, then beside each XML; docs/own-data.md)")
+    p.add_argument("--skip-missing-images", action="store_true",
+                   help="train on the images of a COCO file (or VOC folder) that are on disk, leaving out (with one "
+                        "warning) those that are not; default: off, a missing image is an error that lists them")
+    p.add_argument("--crowd-as-objects", action="store_true",
+                   help="train on a COCO file's crowd regions (iscrowd 1; a VOC folder's difficult objects) as "
+                        "objects, as CVAT marks the masks it exports; default: off, they are ignore regions as in COCO")
     p.add_argument("--classes", default=None, type=flags.class_list, metavar="A,B,C",
-                   help="a labelme folder's classes in this order, other labels left out; None: every label, sorted "
-                        "(docs/own-data.md)")
+                   help="a labelme (or VOC) folder's classes in this order, other labels left out; None: every "
+                        "label, sorted (docs/own-data.md)")
     p.add_argument("--model", default="maskrcnn", choices=sorted(MODELS),
                    help="maskrcnn (the tutorial), fasterrcnn (section 1), mobilenet (section 2), "
-                        "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's)")
+                        "maskrcnn_resnet18 (small Mask R-CNN for training from scratch; --demo's), maskrcnn_v2 / "
+                        "fasterrcnn_v2 (torchvision's stronger v2 recipe), fasterrcnn_mobilenet_v3 (MobileNetV3-"
+                        "Large FPN: fast on a CPU); docs/recipes.md")
     p.add_argument("--weights", default="DEFAULT", type=flags.path_text,
                    help="DEFAULT (pretrained, downloaded: COCO; an ImageNet backbone for mobilenet and "
-                        "maskrcnn_resnet18), none (random init) or a checkpoint file")
+                        "maskrcnn_resnet18), a torchvision weight enum name (e.g. "
+                        "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1), none (random init) or a checkpoint file")
+    p.add_argument("--weights-backbone", default=None,
+                   help="ImageNet backbone weights as a torchvision enum name (ResNet50_Weights.IMAGENET1K_V1; "
+                        "fasterrcnn_mobilenet_v3: MobileNet_V3_Large_Weights.IMAGENET1K_V1), used with --weights "
+                        "none, as train.py; default: None (no backbone weights; --weights DEFAULT has its own)")
+    p.add_argument("--trainable-backbone-layers", default=None, type=flags.non_negative_int,
+                   help="backbone stages that train with pretrained weights, as train.py: 0 to 5 (fasterrcnn_"
+                        "mobilenet_v3: 0 to 6); default: None, torchvision's (3; all with random init)")
     p.add_argument("--device", default="auto", type=flags.device_flag,
-                   help="cuda, cuda:N, cpu or auto (cuda when available, else cpu)")
+                   help="cuda, cuda:N, mps, cpu or auto (cuda when available, then Apple's mps, else cpu)")
     p.add_argument("-b", "--batch-size", default=2, type=flags.positive_int, help="images per batch (per process)")
     p.add_argument("--epochs", default=2, type=flags.non_negative_int,
                    help="number of epochs (0 only with --test-only or --predict)")
@@ -435,6 +466,10 @@ def get_args_parser(add_help=True):
                    help="mixed precision for training: float16 + GradScaler on CUDA, bfloat16 on CPU (no loss "
                         "scaling needed; slow without bf16 hardware); --demo turns it on for a CPU with bf16 "
                         "instructions")
+    p.add_argument("--amp-dtype", default="auto", choices=["auto", "bfloat16", "float16"],
+                   help="what --amp autocasts to: auto (bfloat16 on GPUs that have it, Ampere on, and on the CPU; "
+                        "float16 + GradScaler on older GPUs), bfloat16 (no GradScaler), float16 (+ GradScaler, CUDA "
+                        "only); the log says which")
     p.add_argument("--eval-bf16", action="store_true",
                    help="evaluation, --test-only and --predict on the CPU with the backbone in bfloat16 (heads in "
                         "float32): faster on CPUs with bf16 instructions, COCO numbers within 0.005 of float32 on "
@@ -451,6 +486,12 @@ def get_args_parser(add_help=True):
     p.add_argument("--max-size", default=1333, type=flags.positive_int, help="model input: longer side at most this")
     p.add_argument("--aspect-ratio-group-factor", default=-1, type=flags.group_factor,
                    help="group batches by aspect ratio, K: 2K+1 log-spaced bin edges (-1: off, as in the tutorial)")
+    p.add_argument("--data-augmentation", default="hflip", choices=augmentation.PRESETS,
+                   help="training augmentation, torchvision train.py's presets: hflip (the tutorial's flip), lsj "
+                        "(large-scale jitter), multiscale, ssd, ssdlite; sizes follow --min-size (docs/recipes.md)")
+    p.add_argument("--use-copypaste", action="store_true",
+                   help="Simple Copy-Paste between the images of each training batch (with --data-augmentation lsj "
+                        "and masks, as train.py); default: off")
     p.add_argument("--check-forward", action="store_true",
                    help="the tutorial's 'testing forward()' check: one training batch and inference, then exit")
     p.add_argument("--demo", action="store_true",
@@ -464,6 +505,10 @@ def get_args_parser(add_help=True):
     p.add_argument("--score-threshold", default=0.5, type=flags.unit_interval,
                    help="--predict / figures / the report's confusion matrix and gallery: lowest score kept, "
                         "from 0 to 1")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                   help="also write TensorBoard event files to --output-dir/tensorboard/ (losses and lr per "
+                        "iteration, COCO numbers and per-class AP per epoch, the prediction figures; needs pip "
+                        "install tensorboard; view: tensorboard --logdir output/tensorboard); default: off")
     p.add_argument("--dist-url", default="env://", help="url used to set up distributed training")
     return p
 

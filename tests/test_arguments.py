@@ -68,7 +68,7 @@ def trained(data, tmp_path_factory):
     (["--test-size", "-3"], "argument --test-size: expected an integer >= 0"),
     (["--train-size", "0"], "argument --train-size: expected an integer >= 1"),
     (["--min-size", "900", "--max-size", "800"], "argument --max-size: 800 is below --min-size 900"),
-    (["--device", "gpu0"], "argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"),
+    (["--device", "gpu0"], "argument --device: expected auto, cpu, mps, cuda or cuda:N, got 'gpu0'"),
     (["--aspect-ratio-group-factor", "-2"], "argument --aspect-ratio-group-factor: expected an integer >= -1"),
     # an unset shell variable ("$OUT") would otherwise read as the flag left out: a training run
     (["--export", ""], "argument --export: an empty path (an unset shell variable?)"),

@@ -371,3 +371,30 @@ def test_nothing_runs_at_import():
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout == "", proc.stderr
 
+
+
+def test_main_with_fasterrcnn_mobilenet_v3_trains_and_rebuilds_from_its_checkpoint(data, tmp_path):
+    """--model fasterrcnn_mobilenet_v3 --weights none end to end: boxes only, and --test-only rebuilds it
+    from the checkpoint without --model."""
+    out = str(tmp_path / "mnv3")
+    result = run_main(*tiny_argv(data, out, "--model", "fasterrcnn_mobilenet_v3", "--epochs", "1", **RECIPE))
+    assert "segm" not in result and list(result["bbox"]) == metrics.COCO_STAT_NAMES
+    ckpt = torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)
+    assert ckpt["model_spec"]["model"] == "fasterrcnn_mobilenet_v3"
+    again = run_main(*tiny_argv(data, "", "--test-only", "--weights", os.path.join(out, "checkpoint.pth"), **RECIPE))
+    assert again["bbox"] == pytest.approx(result["bbox"], abs=1e-6)
+    resumed = run_main(*tiny_argv(data, out, "--resume", os.path.join(out, "checkpoint.pth"), **RECIPE))
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1]
+    assert torch.load(os.path.join(out, "checkpoint.pth"), weights_only=True)["model_spec"]["model"] == \
+        "fasterrcnn_mobilenet_v3"
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--model", "maskrcnn_v2", "--weights", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"],
+     "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"),
+    (["--model", "fasterrcnn_mobilenet_v3", "--trainable-backbone-layers", "7"], "0 to 6"),
+    (["--model", "mobilenet", "--weights-backbone", "ResNet50_Weights.IMAGENET1K_V1"], "no separate backbone")])
+def test_model_flag_errors_are_one_usage_line(data, tmp_path, capsys, flags, words):
+    code, _, err = cli(tiny_argv(data, str(tmp_path / "x"), *flags), capsys)
+    assert code == 2 and words in err.strip().splitlines()[-1]
+    assert not os.path.exists(tmp_path / "x")  # refused before anything ran

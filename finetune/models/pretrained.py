@@ -10,13 +10,67 @@ import torchvision
 from finetune.errors import TutorialError
 
 # What weights="DEFAULT" downloads for each model of tv_training.MODELS, and whether the
-# pretrained model has a layout of its own (frozen BatchNorm, 3 trainable ResNet stages).
+# pretrained model has a layout of its own (frozen BatchNorm, 3 trainable backbone stages).
 PRETRAINED = {
     "maskrcnn": ("MaskRCNN_ResNet50_FPN_Weights", True),
     "fasterrcnn": ("FasterRCNN_ResNet50_FPN_Weights", True),
     "mobilenet": ("MobileNet_V2_Weights", False),  # an ImageNet backbone, trainable BatchNorm
     "maskrcnn_resnet18": ("ResNet18_Weights", False),  # likewise
+    "maskrcnn_v2": ("MaskRCNN_ResNet50_FPN_V2_Weights", True),
+    "fasterrcnn_v2": ("FasterRCNN_ResNet50_FPN_V2_Weights", True),
+    "fasterrcnn_mobilenet_v3": ("FasterRCNN_MobileNet_V3_Large_FPN_Weights", True),
 }
+# --weights-backbone: the ImageNet weights each torchvision detector builder takes, and the most
+# --trainable-backbone-layers it has (ResNet: conv1 + 4 stages; MobileNetV3: 6 stages).
+BACKBONES = {"maskrcnn": ("ResNet50_Weights", 5), "fasterrcnn": ("ResNet50_Weights", 5),
+             "maskrcnn_v2": ("ResNet50_Weights", 5), "fasterrcnn_v2": ("ResNet50_Weights", 5),
+             "fasterrcnn_mobilenet_v3": ("MobileNet_V3_Large_Weights", 6)}
+# The v2 recipe keeps BatchNorm trainable even with pretrained weights (torchvision's builders).
+TRAINABLE_BN = ("maskrcnn_v2", "fasterrcnn_v2")
+
+
+def is_weight_enum(weights):
+    """Whether ``weights`` is a torchvision weight enum name, e.g. ``ResNet50_Weights.IMAGENET1K_V1``."""
+    head, dot, _ = str(weights).partition(".")
+    return bool(dot) and head.endswith("_Weights") and "/" not in str(weights) and "\\" not in str(weights)
+
+
+def weights_error(model, weights, flag="--weights"):
+    """One line saying why ``weights`` (``flag``'s value: an enum name) does not fit ``--model
+    model``, naming the enum class it takes and its values; None when it fits (or is not an enum)."""
+    if flag != "--weights" and model not in BACKBONES:
+        return (f"argument {flag}: --model {model} takes no separate backbone weights (its --weights are the "
+                f"backbone's); models that do: {', '.join(sorted(BACKBONES))}")
+    if not is_weight_enum(weights):
+        return None
+    expected = PRETRAINED[model][0] if flag == "--weights" else BACKBONES[model][0]
+    try:
+        found = type(torchvision.models.get_weight(str(weights))).__name__
+    except (KeyError, ValueError, AttributeError):
+        found = None
+    if found == expected:
+        return None
+    values = ", ".join(f"{expected}.{w.name}" for w in torchvision.models.get_weight(f"{expected}.DEFAULT").__class__)
+    what = f"{weights} is not a torchvision weight enum" if found is None else f"{weights} are {found}'s weights"
+    return f"argument {flag}: {what}; --model {model} takes {values}" + (" (or DEFAULT, none)" if flag == "--weights"
+                                                                          else " (or DEFAULT)")
+
+
+def trainable_layers_error(model, layers, weights, weights_backbone):
+    """One line for ``--trainable-backbone-layers`` that does not fit (None when it does): out of
+    range, a model without a torchvision backbone builder, or random init (every layer trains)."""
+    if layers is None:
+        return None
+    if model not in BACKBONES:
+        return (f"argument --trainable-backbone-layers: --model {model} has no such setting (every layer of its "
+                f"backbone trains); models that do: {', '.join(sorted(BACKBONES))}")
+    most = BACKBONES[model][1]
+    if not 0 <= layers <= most:
+        return f"argument --trainable-backbone-layers: {layers} is out of range for --model {model}: 0 to {most}"
+    if is_random_init(weights) and weights_backbone is None:
+        return ("argument --trainable-backbone-layers: with --weights none (and no --weights-backbone) every "
+                "layer trains from random init; give pretrained weights or drop the flag")
+    return None
 
 
 def is_random_init(weights):
@@ -25,9 +79,9 @@ def is_random_init(weights):
 
 
 def is_named_weights(weights):
-    """Whether ``--weights`` names weights, "DEFAULT" (pretrained, downloaded) or "none" (random
-    init), rather than a file to read."""
-    return str(weights) == "DEFAULT" or is_random_init(weights)
+    """Whether ``--weights`` names weights, "DEFAULT" or a torchvision enum name (pretrained,
+    downloaded) or "none" (random init), rather than a file to read."""
+    return str(weights) == "DEFAULT" or is_random_init(weights) or is_weight_enum(weights)
 
 
 def weights_file(weights, resume=None):
@@ -36,54 +90,74 @@ def weights_file(weights, resume=None):
     return resume or (None if is_named_weights(weights) else weights)
 
 
-def pretrained_layout(model, trainable_layers=3):
-    """Give a randomly built ResNet-FPN model the layout of the pretrained one, without downloading.
+def _freeze_bn(module):
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(module, name, torchvision.ops.FrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            _freeze_bn(child)
 
-    Pretrained builders use FrozenBatchNorm2d and train only the last 3 ResNet stages; random
-    init (``weights_backbone=None``) uses trainable BatchNorm and trains all 5. A checkpoint
-    fine-tuned from the pretrained weights must be loaded back into the same layout.
+
+def _trainable_prefixes(body, trainable_layers):
+    """The names of ``body``'s modules that train with ``trainable_layers`` stages trainable, as
+    torchvision's ResNet and MobileNetV3 FPN extractors choose them."""
+    if hasattr(body, "layer1"):
+        return ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    blocks = list(body.children())  # MobileNetV3: stages start at the blocks marked _is_cn
+    stages = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
+    first = len(blocks) if trainable_layers == 0 else stages[len(stages) - trainable_layers]
+    return [f"{i}." for i in range(first, len(blocks))]
+
+
+def pretrained_layout(model, trainable_layers=3, frozen_bn=True):
+    """Give a randomly built FPN model the layout of the pretrained one, without downloading.
+
+    Pretrained builders use FrozenBatchNorm2d (not the v2 models: ``frozen_bn=False``) and train
+    only the last ``trainable_layers`` backbone stages; random init (``weights_backbone=None``)
+    uses trainable BatchNorm and trains all. A checkpoint fine-tuned from the pretrained weights
+    must be loaded back into the same layout.
     """
     body = model.backbone.body
-
-    def freeze_bn(module):
-        for name, child in module.named_children():
-            if isinstance(child, torch.nn.BatchNorm2d):
-                setattr(module, name, torchvision.ops.FrozenBatchNorm2d(child.num_features, eps=child.eps))
-            else:
-                freeze_bn(child)
-
-    freeze_bn(body)
-    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if frozen_bn:
+        _freeze_bn(body)
+    trainable = _trainable_prefixes(body, trainable_layers)
     for name, p in body.named_parameters():
         p.requires_grad_(any(name.startswith(layer) for layer in trainable))
     return model
 
 
-def pretrained_url(name):
-    """The download address of model ``name``'s DEFAULT weights."""
+def pretrained_url(name, weights="DEFAULT"):
+    """The download address of model ``name``'s ``weights`` (DEFAULT or an enum name)."""
     enum_name, _ = PRETRAINED[name]
-    return torchvision.models.get_weight(f"{enum_name}.DEFAULT").url
+    return torchvision.models.get_weight(str(weights) if is_weight_enum(weights) else f"{enum_name}.DEFAULT").url
 
 
 def build_detector(model_fn, name, num_classes, weights, **kwargs):
-    """``model_fn(num_classes, weights=..., **kwargs)`` with ``weights`` = "DEFAULT", None or "layout".
+    """``model_fn(num_classes, weights=..., **kwargs)`` with ``weights`` = "DEFAULT", an enum name, None or "layout".
 
-    "DEFAULT" downloads; a download that fails raises a ``TutorialError`` naming the file to fetch
-    and where to put it. None is a real random init (``weights_backbone=None`` too: no ImageNet
-    backbone download behind the caller's back; trainable BatchNorm, all 5 ResNet stages train);
-    "layout" is the pretrained configuration with random values, to load a checkpoint fine-tuned
-    from the pretrained weights. ``name`` is the model's key in ``PRETRAINED``.
+    "DEFAULT" (or an enum: ``kwargs``' ``weights_backbone`` too) downloads; a download that fails
+    raises a ``TutorialError`` naming the file to fetch and where to put it. None is a real random
+    init (``weights_backbone=None`` too: no ImageNet backbone download behind the caller's back;
+    trainable BatchNorm, every backbone stage trains); "layout" is the pretrained configuration
+    with random values, to load a checkpoint fine-tuned from the pretrained weights. ``name`` is
+    the model's key in ``PRETRAINED``.
     """
     _, has_layout = PRETRAINED[name]
-    if weights in (None, "layout"):
+    if weights == "layout" or (weights is None and not kwargs.get("weights_backbone")):
+        layers = kwargs.pop("trainable_backbone_layers", None)  # random init: torchvision trains them all
         if has_layout:  # no ImageNet backbone download behind the caller's back
             kwargs["weights_backbone"] = None
         model = model_fn(num_classes, weights=None, **kwargs)
-        return pretrained_layout(model) if weights == "layout" and has_layout else model
+        if weights == "layout" and has_layout:
+            return pretrained_layout(model, 3 if layers is None else layers, name not in TRAINABLE_BN)
+        return model
     try:
         return model_fn(num_classes, weights=weights, **kwargs)
     except (OSError, RuntimeError) as e:  # no network (URLError), or a download/cache failing its hash
-        url = pretrained_url(name)
+        url = pretrained_url(name, weights)
+        backbone = kwargs.get("weights_backbone")
+        if is_random_init(weights) and backbone:
+            url = torchvision.models.get_weight(str(backbone)).url
         cache = os.path.join(torch.hub.get_dir(), "checkpoints")
         raise TutorialError(
             f"cannot get pretrained weights {url} ({str(e).splitlines()[0][:160]}). Download "

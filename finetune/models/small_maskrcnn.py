@@ -30,14 +30,18 @@ DEMO_ANCHORS = dict(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=(
 DEMO_SMALL_MODEL = dict(resnet_stages=3, mask_head_convs=4)
 
 
+# Models that keep their own anchors under --demo: section 2's MobileNetV2 has one pyramid level and
+# MobileNetV3-FPN three (not 5), and torchvision's v2 builders pass rpn_anchor_generator themselves.
+OWN_ANCHORS = ("mobilenet", "fasterrcnn_mobilenet_v3", "maskrcnn_v2", "fasterrcnn_v2")
+
+
 def model_settings(model_name):
     """The demo's model settings for ``model_name``: (builder kwargs, anchors or None).
 
-    The small RPN/RoI settings apply to every model; the small anchors to the FPN models (the
-    MobileNet model of tutorial section 2 brings its own single-level anchors). The small model
-    takes ``DEMO_SMALL_MODEL`` (no last ResNet stage, so one pyramid level fewer).
+    The small RPN/RoI settings apply to every model; the small anchors to the FPN models but those
+    of ``OWN_ANCHORS``. The small model takes ``DEMO_SMALL_MODEL`` (no last ResNet stage, so one pyramid level fewer).
     """
-    if model_name == "mobilenet":
+    if model_name in OWN_ANCHORS:
         return dict(DEMO_MODEL_KWARGS), None
     if model_name == "maskrcnn_resnet18":
         anchors = {k: v[:DEMO_SMALL_MODEL['resnet_stages'] + 1] for k, v in DEMO_ANCHORS.items()}

@@ -7,7 +7,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from finetune.data.pennfudan import PENNFUDAN_CLASSES
 from finetune.errors import TutorialError
-from finetune.models.pretrained import PRETRAINED, build_detector
+from finetune.models.pretrained import PRETRAINED, build_detector, is_weight_enum
 from finetune.speedups import fast_layers, inference
 
 
@@ -21,7 +21,8 @@ def model_spec(name, num_classes, weights, kwargs=None, anchors=None, classes=No
     classes = classes or PENNFUDAN_CLASSES
     return dict(model=name, num_classes=num_classes, classes=[dict(c) for c in classes], kwargs=dict(kwargs or {}),
                 anchors=None if anchors is None else {k: [list(v) for v in anchors[k]] for k in anchors},
-                pretrained_layout=str(weights) == "DEFAULT" and PRETRAINED[name][1])
+                pretrained_layout=PRETRAINED[name][1] and (str(weights) == "DEFAULT" or is_weight_enum(weights) or
+                                                           bool((kwargs or {}).get("weights_backbone"))))
 
 
 def checkpoint_spec(checkpoint, model=None, kwargs=None, anchors=None, classes=None):

@@ -7,6 +7,7 @@ import os
 from finetune import hardware
 from finetune.data.formats import check_test_data_path
 from finetune.data.labelme import is_labelme_folder
+from finetune.data.voc import is_voc_folder
 from finetune.data.yolo import is_yolo_file
 from finetune.errors import DatasetError, TutorialError
 from finetune.models.specs import check_model_flag
@@ -76,13 +77,14 @@ def check_checkpoint_use(task, checkpoint, weights_file, typed_model=None):
 def warn_bfloat16(device, amp, eval_bf16, training):
     """bfloat16 asked for where it does not help, on ``device`` (``--device``): ``amp`` for
     ``training``, or ``eval_bf16``, on a CPU without bfloat16 instructions; ``eval_bf16`` on a GPU."""
-    on_gpu = hardware.pick_device(device).type == "cuda"
+    kind = hardware.pick_device(device).type
+    on_gpu = kind != "cpu"  # CUDA or Apple's MPS: the CPU's instructions do not matter
     if amp and training and not on_gpu and not hardware.cpu_has_bf16():
         print("warning: --amp on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs slower "
               "than float32 here; drop --amp.")
     if eval_bf16:
         if on_gpu:
-            print("warning: --eval-bf16 is for the CPU; evaluation on the GPU stays in float32.")
+            print(f"warning: --eval-bf16 is for the CPU; evaluation on {kind} stays in float32.")
         elif not hardware.cpu_has_bf16():
             print("warning: --eval-bf16 on a CPU without bfloat16 instructions (avx512_bf16 or AMX): bfloat16 runs "
                   "slower than float32 here; drop --eval-bf16.")
@@ -125,7 +127,7 @@ def check_objects_to_learn(data_path, train_set):
                            f"nothing to learn. Check the annotations (and --classes or --train-size).")
 
 
-MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18")
+MASK_MODELS = ("maskrcnn", "maskrcnn_resnet18", "maskrcnn_v2")
 
 
 def check_model_for_data(data_path, model, model_asked, has_masks, classes, checkpoint=None, checkpoint_path=None):
@@ -138,7 +140,8 @@ def check_model_for_data(data_path, model, model_asked, has_masks, classes, chec
         trained = [c["name"] for c in checkpoint["model_spec"]["classes"]]
         if trained != [c["name"] for c in classes]:
             fix, have = "evaluate or continue it on data with the same categories", [c["name"] for c in classes]
-            if is_labelme_folder(data_path) and set(have) <= set(trained):  # labels come sorted, found ones only
+            named_by_objects = is_labelme_folder(data_path) or is_voc_folder(data_path)
+            if named_by_objects and set(have) <= set(trained):  # labels come sorted, found ones only
                 fix = ("the same classes in another order" if sorted(have) == sorted(trained) else
                        "a folder without some of its classes") + f": pass --classes {','.join(trained)}"
             elif sorted(have) == sorted(trained):

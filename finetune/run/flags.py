@@ -63,13 +63,13 @@ def path_text(text):
 
 
 def device_flag(text):
-    """An argparse ``type`` for --device: auto, cpu, cuda or cuda:N (any torch device string)."""
+    """An argparse ``type`` for --device: auto, cpu, mps, cuda or cuda:N (any torch device string)."""
     if text == "auto":
         return text
     try:
         torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {text!r}") from None
     return text
 
 
@@ -108,6 +108,15 @@ def combination_error(task, epochs, min_size, max_size):
     elif str(task.weights).lower().endswith(".onnx") and not task.predict:
         return (f"argument --weights: {task.weights} is an ONNX model, which only --predict runs; train, "
                 f"evaluate or --export from a checkpoint (.pth)")
+    return None
+
+
+def augmentation_error(data_augmentation, use_copypaste):
+    """--use-copypaste goes with --data-augmentation lsj only, as in torchvision's train.py (its
+    fixed-size canvases are what one image's objects are pasted into); the message, or None."""
+    if use_copypaste and data_augmentation != "lsj":
+        return (f"argument --use-copypaste: works with --data-augmentation lsj only (as torchvision's train.py), got "
+                f"--data-augmentation {data_augmentation}; add --data-augmentation lsj or drop --use-copypaste")
     return None
 
 

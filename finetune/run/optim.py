@@ -1,5 +1,5 @@
-"""The optimizer (SGD or AdamW), the lr schedule (StepLR or cosine) and ``--amp``'s GradScaler,
-from the flags' values."""
+"""The optimizer (SGD or AdamW), the lr schedule (StepLR or cosine) and ``--amp``'s GradScaler
+(scaling for float16 only), from the flags' values."""
 
 import torch
 
@@ -17,17 +17,19 @@ def make_optimizer(model, opt, lr, momentum, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def make_grad_scaler(device, amp):
+def make_grad_scaler(device, amp, dtype=None):
     """The ``scaler`` for ``engine.train_one_epoch``: None without ``amp`` (float32), else a
-    ``torch.amp.GradScaler``, which makes the engine autocast. It scales the loss only on CUDA,
-    whose autocast type is float16. The CPU autocasts to bfloat16, which has float32's exponent
-    range: there a disabled scaler passes the loss and the step through unchanged, instead of
-    multiplying and checking every gradient for nothing.
+    ``torch.amp.GradScaler``, which makes the engine autocast (to ``dtype``: ``hardware.amp_dtype``;
+    None, the engine's own choice: float16 on CUDA, bfloat16 elsewhere). It scales the loss only
+    for float16, whose narrow exponent range lets small gradients underflow to zero. bfloat16
+    has float32's range: there a disabled scaler passes the loss and the step through unchanged,
+    instead of multiplying and checking every gradient for nothing.
     """
     if not amp:
         return None
     device_type = torch.device(device).type
-    return torch.amp.GradScaler(device_type, enabled=device_type == "cuda")
+    float16 = dtype == torch.float16 if dtype is not None else device_type == "cuda"
+    return torch.amp.GradScaler(device_type, enabled=float16)
 
 
 def make_lr_scheduler(optimizer, name, epochs, step_size, gamma):

@@ -17,24 +17,29 @@ import os
 
 import utils
 from finetune import hardware
+from finetune.data import augmentation
+from finetune.errors import TutorialError
 from finetune.models import pretrained
-from finetune.outputs import onnx_runtime
+from finetune.outputs import onnx_runtime, tensorboard
 from finetune.run import checks, demo, flags
 
 # Settings a checkpoint fixes for a resumed run: what shapes the model, the optimizer and the
 # data it sees. Typed with another value, they would not continue the same run.
 RECIPE = ("model", "demo", "opt", "lr", "momentum", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma",
           "clip_grad_norm", "batch_size", "amp", "seed", "test_size", "train_size", "min_size", "max_size",
-          "aspect_ratio_group_factor")
+          "aspect_ratio_group_factor", "data_augmentation", "use_copypaste")
 
 
 # Taken from the checkpoint unless typed: where its data was, how it was read (a labelme folder's
-# class order), how far it was to go, and its loader workers (each draws its own random flips).
-DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "epochs", "workers")
+# class order), how far it was to go, and its loader workers (each draws its own random flips);
+# --amp-dtype (another GPU may need another) and --tensorboard.
+DEFAULTED = ("data_path", "test_data_path", "image_dir", "classes", "skip_missing_images", "crowd_as_objects",
+             "epochs", "workers", "amp_dtype", "tensorboard")
 
 
 # --test-only with a checkpoint, unless typed: the data and split it was trained and tested on.
-TESTED_ON = ("data_path", "test_data_path", "image_dir", "classes", "seed", "test_size", "train_size")
+TESTED_ON = ("data_path", "test_data_path", "image_dir", "classes", "skip_missing_images", "crowd_as_objects",
+             "seed", "test_size", "train_size")
 
 
 class ExplicitArgumentParser(argparse.ArgumentParser):
@@ -72,6 +77,12 @@ def typed_model(args):
 def check_combinations(parser, args):
     """Step 1: flag values that are fine alone but not together are ``parser``'s usage error (exit status 2)."""
     message = flags.combination_error(task(args), args.epochs, args.min_size, args.max_size)
+    if not args.resume:  # resumed, the checkpoint's preset counts (checked in settle)
+        message = message or flags.augmentation_error(args.data_augmentation, args.use_copypaste)
+    backbone = None if pretrained.is_random_init(args.weights_backbone) else args.weights_backbone
+    message = message or pretrained.weights_error(args.model, args.weights) or \
+        (backbone and pretrained.weights_error(args.model, backbone, "--weights-backbone")) or \
+        pretrained.trainable_layers_error(args.model, args.trainable_backbone_layers, args.weights, backbone)
     if message:
         parser.error(message)
 
@@ -132,6 +143,9 @@ def settle(args, load_checkpoint):
     if run.resume and is_training(run):
         checks.check_resumable(run.resume, checkpoint)
         take_recipe(run, checkpoint, run.resume)
+        mismatch = flags.augmentation_error(run.data_augmentation, run.use_copypaste)  # a checkpoint older than them
+        if mismatch:
+            raise TutorialError(f"{run.resume}: {mismatch}")
         if "output_dir" not in run.explicit:  # continue in the folder the run is in now
             run.output_dir = os.path.dirname(run.resume) or "."
             print(f"Continuing in --output-dir {run.output_dir}")
@@ -154,6 +168,9 @@ def check_run(run, checkpoint, path, load_checkpoint):
                          main_process)
     checks.check_checkpoint_use(todo, checkpoint, path, typed_model(run))
     checks.warn_bfloat16(run.device, run.amp, run.eval_bf16, todo.training)
+    hardware.note_precision(run.device, run.amp, run.amp_dtype, todo.training, main_process)  # --amp-dtype
+    hardware.note_device(run.device, main_process)  # mps: what its CPU fallback does
+    tensorboard.check_tensorboard(run.tensorboard, todo.training, run.output_dir)
     checks.note_test_size(run.test_data_path, run.test_size, "test_size" in run.explicit, todo.training)
 
 
@@ -180,6 +197,7 @@ def settle_for_data(run, data, checkpoint=None):
                                            data["has_masks"], data["classes"], checkpoint,
                                            run.resume or run.weights) == "box-only"
     checks.check_batch_fits(run.data_path, len(data["train"]), run.batch_size)
+    augmentation.check_copy_paste(run.data_path, run.use_copypaste, data["has_masks"])
     if box_only:
         print(f"{run.data_path}: no annotation has a segmentation: training the tutorial's box-only Faster R-CNN "
               f"(--model fasterrcnn) instead of Mask R-CNN")

@@ -1,6 +1,7 @@
 """What this project adds around the tutorial's training loop (``tv_training.train``): each epoch's
-seeds, its record, checkpoint.pth, best.pth, metrics.json and curves.png, the figures and the
-report at the end, Ctrl-C at a safe point, and errors mid-run as one line."""
+seeds, its record, checkpoint.pth, best.pth, metrics.json and curves.png (and TensorBoard's
+files), the figures and the report at the end, Ctrl-C at a safe point, and errors mid-run as one
+line."""
 
 import contextlib
 import dataclasses
@@ -11,7 +12,7 @@ import torch
 import utils
 from engine import NonFiniteLossError
 from finetune.errors import TutorialError
-from finetune.outputs import metrics, plots, report
+from finetune.outputs import metrics, plots, report, tensorboard
 from finetune.run import checkpoints, interrupts, run_folder
 from finetune.speedups import inference
 
@@ -54,7 +55,7 @@ class Saving:
     preview.png from ``preview`` (data root, dataset or None); the report from ``report_info``
     (``report.run_info``'s arguments but the records), its figures at ``score_threshold``.
     ``replace_earlier_run`` (--overwrite): an earlier run there is removed first, unless it is the
-    one continued from ``resumed_from``."""
+    one continued from ``resumed_from``. ``tensorboard``: event files in ``output_dir/tensorboard``."""
 
     output_dir: str = ""
     run_args: dict | None = None
@@ -65,15 +66,18 @@ class Saving:
     report_info: dict | None = None
     replace_earlier_run: bool = False
     resumed_from: str | None = None
+    tensorboard: bool = False
 
 
 @dataclasses.dataclass
 class EpochOptions:
-    """``train_one_epoch``'s options: the GradScaler (None: none), the log's period, gradient clipping."""
+    """``train_one_epoch``'s options: the GradScaler (None: none), the log's period, gradient
+    clipping, and the autocast type with a scaler (``hardware.amp_dtype``; None: the engine's)."""
 
     scaler: object = None
     print_freq: int = 10
     clip_grad_norm: float | None = None
+    amp_dtype: torch.dtype | None = None
 
 
 class TrainingRun:
@@ -84,7 +88,7 @@ class TrainingRun:
         self.sampling, self.evaluation, self.saving, self.options = sampling, evaluation, saving, options
         self.start_epoch, self.records = start_epoch, list(records or [])
         self.checkpoint_path = os.path.join(saving.output_dir, "checkpoint.pth") if saving.output_dir else None
-        self.trained, self._stop = False, None
+        self.trained, self._stop, self._board = False, None, None
 
     @contextlib.contextmanager
     def safe_points(self):
@@ -107,10 +111,25 @@ class TrainingRun:
         except OSError as e:  # the output folder filled up or became unwritable mid-run
             kept = self._kept("; the last complete epoch is in {0} (--resume {0} once it is fixed)")
             raise TutorialError(f"{e.filename or out}: cannot be written ({e.strerror or e}){kept}") from None
+        finally:
+            if self._board is not None:  # what is written so far stays readable, after an error too
+                self._board.close()
 
     def _kept(self, template):
         path = self.checkpoint_path
         return template.format(path) if path and os.path.exists(path) else ""
+
+    def loss_history(self, optimizer, epoch, iterations):
+        """The list ``train_one_epoch`` appends each iteration's losses to; with ``--tensorboard``
+        one that writes them (and the lr) to TensorBoard at once, opened at the first epoch
+        (``iterations``: the epoch's, which number the steps)."""
+        s = self.saving
+        if not (s.tensorboard and s.output_dir):
+            return []
+        if self._board is None:
+            self._board = tensorboard.TensorBoardLog(os.path.join(s.output_dir, "tensorboard"), self.start_epoch,
+                                                     iterations)
+        return self._board.iteration_log(optimizer, epoch)
 
     def fast_evaluation(self, model, device):
         """--eval-bf16, and the memory format that evaluates fastest on this CPU."""
@@ -130,6 +149,8 @@ class TrainingRun:
             checkpoints.save_if_best(os.path.join(s.output_dir, "best.pth"), self.records, s.best_metric, model,
                                      s.spec, s.run_args)
             metrics.save_epoch_outputs(s.output_dir, self.records)
+        if self._board is not None:
+            self._board.epoch(self.records[-1])
         self._stop.check()
 
     def finish(self, model, device, dataset_test, coco_evaluator):
@@ -138,8 +159,10 @@ class TrainingRun:
         s = self.saving
         if s.output_dir:
             with self.fast_evaluation(model, device):
-                plots.save_final_figures(model, dataset_test, device, s.output_dir, s.score_threshold,
-                                         self.evaluation.classes)
+                figures = plots.save_final_figures(model, dataset_test, device, s.output_dir, s.score_threshold,
+                                                   self.evaluation.classes)
+            if self._board is not None:
+                self._board.figures(figures, self.records[-1]["epoch"] if self.records else 0)
             if coco_evaluator is not None and s.report_info is not None:
                 report.write_report(s.output_dir, report.ReportInputs(
                     coco_evaluator, dataset_test, self.evaluation.classes,

@@ -386,3 +386,112 @@ def test_checkpoint_spec_rebuilds_the_model_it_describes(tmp_path):
     assert not hasattr(again.backbone.body, "layer4")  # the demo's three stages, recorded in the spec
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+
+NEW_MODELS = ("maskrcnn_v2", "fasterrcnn_v2", "fasterrcnn_mobilenet_v3")
+
+
+def _targets(with_masks):
+    boxes = torch.tensor([[5.0, 5.0, 40.0, 50.0]])
+    target = dict(boxes=boxes, labels=torch.tensor([2]))
+    if with_masks:
+        target["masks"] = torch.zeros(1, H, W, dtype=torch.uint8)
+        target["masks"][0, 5:50, 5:40] = 1
+    return [target]
+
+
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_new_models_build_train_and_rebuild_from_their_checkpoint(name):
+    """Random init for 3 classes: predictors sized 4, one training step, the same outputs rebuilt from the spec."""
+    torch.manual_seed(0)
+    classes = [dict(id=k, name=f"c{k}") for k in (1, 2, 3)]
+    model, spec = tv_training.build_model(name, "none", classes, torch.device("cpu"), min_size=64, max_size=96)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 16
+    has_masks = name == "maskrcnn_v2"
+    assert (model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 4) if has_masks else \
+        not model.roi_heads.has_mask()
+    model.train()
+    losses = model([torch.rand(3, H, W)], _targets(has_masks))
+    assert set(losses) == (MASK_LOSSES if has_masks else BOX_LOSSES)
+    sum(losses.values()).backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01).step()
+    model.eval()
+    again, _ = tv_training.build_model(name, "none", classes, torch.device("cpu"),
+                                       checkpoint=dict(model=model.state_dict(), model_spec=spec))
+    image = [torch.rand(3, H, W)]
+    with torch.inference_mode():
+        a, b = model(image)[0], again.eval()(image)[0]
+    assert spec["model"] == name and torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+
+
+@pytest.mark.parametrize("name,layers", [("maskrcnn_v2", 2), ("fasterrcnn_mobilenet_v3", 4)])
+def test_pretrained_layout_of_the_new_models_is_torchvisions(name, layers):
+    """The layout a checkpoint from pretrained weights is rebuilt in (no download) has torchvision's
+    trainable parameters and norm layers for --trainable-backbone-layers (v2: trainable BatchNorm)."""
+    builder = {"maskrcnn_v2": torchvision.models.detection.maskrcnn_resnet50_fpn_v2,
+               "fasterrcnn_mobilenet_v3": torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn}[name]
+    # torchvision's own pretrained-backbone layout: a backbone "trained" means frozen stages, built offline by
+    # passing a weights enum would download, so compare with the extractor's choice on a random backbone
+    mine = build(name, "layout", trainable_backbone_layers=layers)
+    plain = builder(weights=None, weights_backbone=None)
+    trainable = {n for n, p in mine.backbone.body.named_parameters() if p.requires_grad}
+    assert trainable and trainable < {n for n, _ in plain.backbone.body.named_parameters()}
+    frozen = any(isinstance(m, FrozenBatchNorm2d) for m in mine.backbone.body.modules())
+    assert frozen == (name == "fasterrcnn_mobilenet_v3")
+    if name == "maskrcnn_v2":
+        assert {n.split(".")[0] for n in trainable} == {"layer3", "layer4"}
+    else:  # the last 4 of MobileNetV3's 6 stages
+        blocks = list(mine.backbone.body.children())
+        stages = [0] + [i for i, b in enumerate(blocks) if getattr(b, "_is_cn", False)] + [len(blocks) - 1]
+        assert min(int(n.split(".")[0]) for n in trainable) == stages[len(stages) - layers]
+
+
+def test_weight_enum_names_fit_their_model_or_are_one_line():
+    assert pretrained.is_named_weights("MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1")
+    assert pretrained.weights_file("MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1") is None
+    assert pretrained.weights_error("maskrcnn_v2", "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1") is None
+    assert pretrained.weights_error("fasterrcnn", "ResNet50_Weights.IMAGENET1K_V2", "--weights-backbone") is None
+    wrong = pretrained.weights_error("maskrcnn_v2", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1")
+    assert "\n" not in wrong and "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1" in wrong
+    bad = pretrained.weights_error("fasterrcnn_mobilenet_v3", "Nope_Weights.X", "--weights-backbone")
+    assert "not a torchvision weight enum" in bad and "MobileNet_V3_Large_Weights.IMAGENET1K_V1" in bad
+    assert "no separate backbone" in pretrained.weights_error("mobilenet", "DEFAULT", "--weights-backbone")
+
+
+def test_trainable_backbone_layers_range_and_models():
+    assert pretrained.trainable_layers_error("fasterrcnn_mobilenet_v3", 6, "DEFAULT", None) is None
+    assert "0 to 5" in pretrained.trainable_layers_error("maskrcnn_v2", 6, "DEFAULT", None)
+    assert "no such setting" in pretrained.trainable_layers_error("maskrcnn_resnet18", 2, "DEFAULT", None)
+    assert "random init" in pretrained.trainable_layers_error("fasterrcnn", 2, "none", None)
+    assert pretrained.trainable_layers_error("fasterrcnn", 2, "none", "ResNet50_Weights.IMAGENET1K_V1") is None
+
+
+def test_an_uncached_weight_enum_is_the_offline_error(monkeypatch):
+    """Offline, an enum's file is named in the same one-line error as DEFAULT's."""
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    with pytest.raises(TutorialError, match=r"fasterrcnn_resnet50_fpn_v2_coco-dd69338a\.pth by hand") as e:
+        build("fasterrcnn_v2", "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_new_models_build_with_the_demos_settings(name):
+    """--demo's small RPN/RoI settings; the v2 builders pass their own anchors, MobileNetV3-FPN has 3 levels."""
+    model, spec = tv_training.build_model(name, "none", [dict(id=1, name="a")], torch.device("cpu"), min_size=64,
+                                          max_size=96, demo_settings=True)
+    assert spec["anchors"] is None and model.rpn._pre_nms_top_n["training"] == spec["kwargs"]["rpn_pre_nms_top_n_train"]
+
+
+def test_a_checkpoint_records_trainable_backbone_layers_and_weight_enums():
+    """A checkpoint fine-tuned from pretrained weights with --trainable-backbone-layers 1 is rebuilt (offline)
+    with only ResNet's layer4 trainable, as it trained."""
+    spec = specs.model_spec("fasterrcnn_v2", 3, "FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+                            dict(TINY, trainable_backbone_layers=1))
+    assert spec["pretrained_layout"]
+    state = build("fasterrcnn_v2", "layout", num_classes=3, **TINY).state_dict()
+    model = specs.build_model(tv_training.MODELS, spec, state)
+    trainable = {n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4"}

@@ -1,0 +1,174 @@
+"""The recipes table of docs/recipes.md: each --data-augmentation preset with the demo's model, and
+each --model with hflip, trained the same way on the synthetic COCO data, two seeds each.
+
+    python benchmarks/recipes.py                          # the full table (its estimate printed first)
+    python benchmarks/recipes.py --quick                  # a toy size, to check the script itself
+    python benchmarks/recipes.py --models maskrcnn fasterrcnn --seeds 0
+
+The data is ``python -m finetune.data.synthetic DIR --coco NUM_VAL`` (pedestrians, balls and signs:
+three classes; crowd regions and empty images included). Every run is a fresh ``tv_training.py
+--demo`` process (the demo's from-scratch recipe, random init: nothing is downloaded) with the same
+epochs, sizes and seed set, so rows differ only by the preset or the model. The table gives, per row,
+the mean over the seeds of the last epoch's bbox and segm AP (box-only models: bbox only) and of the
+training seconds per epoch, and names the CPU (model name, family/model, bf16/AMX flags). Writes
+``results.json``, ``table.md`` and each run's log and folder to ``--out``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = ("hflip", "lsj", "multiscale", "ssd", "ssdlite")
+DEMO_MODEL = "maskrcnn_resnet18"
+# the full table's budget and data: 48 training and 16 test images of 96-160 px, 2 epochs at the demo's sizes
+# (under 25 minutes on 2 cores with the seven models, mobilenet's 64M-parameter box head the slowest)
+FULL = dict(num_train=48, num_val=16, height=(96, 128), width=(96, 160), epochs=2, min_size=128, max_size=224)
+QUICK = dict(num_train=6, num_val=2, height=(64, 80), width=(64, 96), epochs=1, min_size=64, max_size=96)
+# training seconds per image and epoch, for the estimate printed before the runs, on the AMD EPYC (family 25,
+# model 17, 2 cores, bfloat16 autocast): maskrcnn_resnet18 (hflip 0.085, lsj 0.185) and fasterrcnn (0.28) measured
+# at the full size, one epoch; mobilenet measured at --quick's 64 px (2.5); maskrcnn and any other model assumed
+# (0.35, 0.5): the progress lines then project the rest from the runs done
+SECONDS_PER_IMAGE = {"maskrcnn_resnet18": 0.085, "fasterrcnn": 0.28, "mobilenet": 2.5, "maskrcnn": 0.35}
+SIZED_PRESET_COST = 2.2  # lsj and multiscale train at the size they chose (larger than the model's own resize)
+ASSUMED_SECONDS_PER_IMAGE = 0.5
+
+
+def model_choices():
+    """Every ``--model`` of tv_training.py (imported here: this process sets nothing before torch loads)."""
+    sys.path.insert(0, ROOT)
+    import tv_training
+
+    return sorted(tv_training.MODELS)
+
+
+def cpu_line():
+    """The CPU as lscpu names it: model name, family/model, and its bf16/AMX flags."""
+    fields = {}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    flags = sorted(f for f in fields.get("Flags", "").split() if "bf16" in f or f.startswith("amx"))
+    family, model = fields.get("CPU family", "?"), fields.get("Model", "?")
+    return (f"{fields.get('Model name', '?')} (family {family}, model {model}), {os.cpu_count()} cores; "
+            f"bf16/AMX flags: {' '.join(flags) or 'none'}")
+
+
+def make_data(root, budget):
+    """The synthetic COCO files (train.json, val.json) in ``root``, written once."""
+    if not os.path.isfile(os.path.join(root, "val.json")):
+        subprocess.run([sys.executable, "-m", "finetune.data.synthetic", root, "--coco", str(budget["num_val"]),
+                        "--num-images", str(budget["num_train"]), "--height", *map(str, budget["height"]),
+                        "--width", *map(str, budget["width"])], cwd=ROOT, check=True)
+    return os.path.join(root, "train.json"), os.path.join(root, "val.json")
+
+
+def plan(models, seeds, presets=PRESETS):
+    """The runs, as (row, model, preset, seed): the presets with the demo's model, then each other model with hflip."""
+    rows = [(f"--data-augmentation {p}", DEMO_MODEL, p) for p in presets]
+    rows += [(f"--model {m}", m, "hflip") for m in models if m != DEMO_MODEL]
+    return [(row, model, preset, seed) for row, model, preset in rows for seed in seeds]
+
+
+def estimate_seconds(runs, budget):
+    """What the runs should take: training at ``SECONDS_PER_IMAGE``, evaluation at a third of it per test image."""
+    total = 0.0
+    for _, model, preset, _ in runs:
+        per_image = SECONDS_PER_IMAGE.get(model, ASSUMED_SECONDS_PER_IMAGE)
+        per_image *= SIZED_PRESET_COST if preset in ("lsj", "multiscale") else 1
+        total += budget["epochs"] * per_image * (budget["num_train"] + budget["num_val"] / 3) + 12  # + starting
+    return total
+
+
+def run_one(model, preset, seed, data, budget, out_dir):
+    """One ``tv_training.py --demo`` run; returns its row values (mean epoch seconds, last bbox/segm AP)."""
+    train, val = data
+    cmd = [sys.executable, "tv_training.py", "--demo", "--data-path", train, "--test-data-path", val,
+           "--model", model, "--data-augmentation", preset, "--seed", str(seed), "--epochs", str(budget["epochs"]),
+           "--min-size", str(budget["min_size"]), "--max-size", str(budget["max_size"]), "--output-dir", out_dir,
+           "--overwrite", "--print-freq", "1000"]
+    with open(out_dir + ".log", "w") as log:
+        status = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        return dict(returncode=status)
+    with open(os.path.join(out_dir, "metrics.json")) as f:
+        records = json.load(f)
+    last = records[-1]
+    return dict(returncode=0, epoch_seconds=sum(r["train_time_s"] for r in records) / len(records),
+                bbox=last["bbox"]["AP"], segm=last.get("segm", {}).get("AP"))
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def table(results, cpu, budget, seeds):
+    """The markdown table: one line per row, means over the seeds."""
+    lines = [f"Measured on {cpu}; synthetic COCO data ({budget['num_train']} training, {budget['num_val']} test "
+             f"images, 3 classes), --demo's recipe (random init), {budget['epochs']} epochs at --min-size "
+             f"{budget['min_size']} --max-size {budget['max_size']}, seeds {', '.join(map(str, seeds))}.", "",
+             "| run | bbox AP | segm AP | s / epoch |", "|---|---|---|---|"]
+    for row in dict.fromkeys(r["row"] for r in results):
+        runs = [r for r in results if r["row"] == row and r["returncode"] == 0]
+        if not runs:
+            lines.append(f"| {row} | failed | failed | |")
+            continue
+        segm = mean([r["segm"] for r in runs])
+        lines.append(f"| {row} | {mean([r['bbox'] for r in runs]):.3f} | "
+                     f"{'-' if segm is None else f'{segm:.3f}'} | {mean([r['epoch_seconds'] for r in runs]):.1f} |")
+    return "\n".join(lines)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None,
+                   help="the models of the hflip rows (default None: every --model choice of tv_training.py)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="the seeds of every row")
+    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS,
+                   help="the presets of the demo model's rows")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per run (default None: the budget's, 2; --quick: 1)")
+    p.add_argument("--quick", action="store_true", help="a toy size (6 images, 1 epoch, 64 px) to check the script")
+    p.add_argument("--out", default="output/recipes", help="where the data, runs, results.json and table.md go")
+    return p
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    budget = dict(QUICK if args.quick else FULL)
+    budget["epochs"] = args.epochs or budget["epochs"]
+    models = args.models or model_choices()
+    runs = plan(models, args.seeds, args.presets)
+    os.makedirs(args.out, exist_ok=True)
+    cpu = cpu_line()
+    print(f"{len(runs)} runs on {cpu}; estimated {estimate_seconds(runs, budget) / 60:.0f} min", flush=True)
+    data = make_data(os.path.join(args.out, "data-quick" if args.quick else "data"), budget)
+    results, start = [], time.perf_counter()
+    for i, (row, model, preset, seed) in enumerate(runs, 1):
+        name = f"{model}_{preset}_seed{seed}"
+        result = dict(row=row, model=model, preset=preset, seed=seed,
+                      **run_one(model, preset, seed, data, budget, os.path.join(args.out, name)))
+        results.append(result)
+        elapsed = time.perf_counter() - start
+        print(f"[{i}/{len(runs)}] {name}: {result} ({elapsed / 60:.1f} min, about "
+              f"{elapsed / i * (len(runs) - i) / 60:.1f} min left)", flush=True)
+    text = table(results, cpu, budget, args.seeds)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(dict(cpu=cpu, budget=budget, seeds=args.seeds, runs=results), f, indent=1)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    return dict(results=results, table=text)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if all(r["returncode"] == 0 for r in main()["results"]) else 1)
