@@ -29,21 +29,6 @@ from finetune.speedups import fast_layers, op_count  # noqa: E402
 
 CONFIGS = ("stock", "ours", "ours_sync_free")
 
-
-def batch(size, n=2):
-    """``n`` random ``size``-px images with two boxes and masks each."""
-    gen = torch.Generator().manual_seed(0)
-    boxes = torch.tensor([[20.0, 30.0, 120.0, 200.0], [130.0, 40.0, 230.0, 250.0]]) * size / 256
-    images, targets = [], []
-    for _ in range(n):
-        images.append(torch.rand(3, size, size, generator=gen))
-        masks = torch.zeros(2, size, size, dtype=torch.uint8)
-        for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-            masks[j, y0:y1, x0:x1] = 1
-        targets.append(dict(boxes=boxes.clone(), labels=torch.ones(2, dtype=torch.int64), masks=masks))
-    return images, targets
-
-
 def models(size):
     torch.manual_seed(0)
     stock = tv_training.MODELS["maskrcnn"](2, weights=None, weights_backbone=None, min_size=size, max_size=size)
@@ -53,7 +38,7 @@ def models(size):
 
 def count(size, eval_images):
     """Per configuration: the step's and the evaluation's counters."""
-    images, targets = batch(size)
+    images, targets = op_count.example_batch(size)
     result = {}
     for name, model in models(size).items():
         op_count.count_training_step(model, images, targets)
@@ -95,7 +80,8 @@ def main(argv=None):
     print(report(result, args.eval_images, args.size))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({c: {ph: dict(ops=r.total, syncs=dict(r.syncs), host_reads=dict(r.host_reads))
+            json.dump({c: {ph: dict(total=r.total, ops=dict(r.ops.most_common()), syncs=dict(r.syncs),
+                                    host_reads=dict(r.host_reads))
                            for ph, r in phases.items()} for c, phases in result.items()}, f, indent=1)
     return result
 

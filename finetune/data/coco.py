@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as F
 
 from finetune.data.image_files import to_rgb
 from finetune.data.masks import ROUNDING, clip_to_image, far_outside, far_outside_text, rle_counts, segmentation_mask
-from finetune.errors import DatasetError
+from finetune.errors import DatasetError, one_line
 
 REQUIRED_FIELDS = {"images": ("id", "file_name", "width", "height"),
                    "annotations": ("id", "image_id", "category_id", "bbox"),
@@ -110,7 +110,7 @@ def _check_values(data, path):
     """The values of the fields read here have the types the COCO format gives them; the first
     that does not is an error naming the item, the field and what it should be."""
     def fail(what, key, value, expected):
-        what = "".join(c if c.isprintable() else repr(c)[1:-1] for c in what)  # an id holding a newline
+        what = one_line(what)  # an id holding a newline
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise DatasetError(f"{path}: {what}: \"{key}\" is {shown}; expected {expected}. Fix it or export the file "
                            f"again.")
@@ -249,6 +249,23 @@ class KindLines:
             print(f"{self.word}: {self.source}: {len(places)} {self.what}{kind} ({self.label}{named}{more})")
 
 
+def check_label_names(folder, used, class_names, why, warnings, noun="labels", rename="rename them to merge them"):
+    """For the folder readers (labelme, VOC): refuse a folder whose ``used`` label names (its ``noun``)
+    include none of ``class_names``; add a ``warnings`` line (``KindLines``) per name differing from
+    another only in case or spaces ("cat" and "Cat ": two classes, almost always a slip), saying how to
+    ``rename`` them."""
+    if class_names is not None and used and not used & set(class_names):
+        raise DatasetError(f"{folder}: none of its {noun} ({', '.join(sorted(used))}) is one of the classes "
+                           f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
+                           f"spelling{' of --classes' if why == 'not in --classes' else ''}, or the folder.")
+    twins = {}
+    for label in used:
+        twins.setdefault(label.strip().casefold(), []).append(label)
+    for group in sorted(g for g in twins.values() if len(g) > 1):
+        for label in sorted(group):
+            warnings.add(f"{noun} that differ only in case or spaces, each a class of its own ({rename})", repr(label))
+
+
 PLACE_CHARS, PLACES_CHARS = 48, 150  # a warning line names its first places within these (ids may be long strings)
 
 
@@ -256,7 +273,7 @@ def _places_text(places):
     """``(text, count)``: ``places`` joined by ", ", each cut to ``PLACE_CHARS`` (its middle left out) and its
     control characters escaped (an id or a name holding a newline would split the line), the first ``count``
     of them that fit ``PLACES_CHARS``."""
-    texts = ["".join(c if c.isprintable() else repr(c)[1:-1] for c in str(p)) for p in places]
+    texts = [one_line(p) for p in places]
     texts = [p if len(p) <= PLACE_CHARS else p[:PLACE_CHARS // 2 - 2] + "..." + p[-(PLACE_CHARS // 2 - 1):]
              for p in texts]
     kept = [texts[0]] if texts else []
@@ -414,7 +431,7 @@ def _found_images(path, images, place_lists, first_id, skip_missing):
         also = f" (nor any of the other {len(images) - 1})" if len(images) > 1 else ""
         raise DatasetError(f"{path}: image {im['file_name']} (id {im['id']}) not found{also}; looked in "
                            f"{', '.join(places)}. Pass --image-dir FOLDER where the images are.")
-    names = ", ".join(str(im["file_name"]) for im in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    names = ", ".join(one_line(im["file_name"]) for im in missing[:5]) + (", ..." if len(missing) > 5 else "")
     folders = [os.path.dirname(f) for f in found if f is not None]
     where = max(set(folders), key=folders.count)
     counted = f"{len(missing)} of {len(images)} images not found ({names})"

@@ -18,7 +18,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from finetune.data.coco import KindLines
+from finetune.data.coco import KindLines, check_label_names
 from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
 from finetune.data.masks import (
     ROUNDING,
@@ -30,7 +30,7 @@ from finetune.data.masks import (
     segmentation_mask,
 )
 from finetune.data.yolo import is_yolo_file
-from finetune.errors import DatasetError
+from finetune.errors import DatasetError, one_line
 
 
 def _json_files(folder):
@@ -137,11 +137,6 @@ def _labelme_image(json_path, doc):
                        f"there or fix imagePath.")
 
 
-def _shown(text):
-    """``text`` for a message, its control characters escaped: a label holding a newline would split the line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 def _is_coordinate(v):
     """A finite number (an integer of any size: ``far_outside`` compares it exactly); not a bool."""
     return (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and not isinstance(v, bool))
@@ -150,7 +145,7 @@ def _is_coordinate(v):
 def _points(json_path, index, shape, least, height, width):
     """The shape's points as ``[(x, y)]``, checked: numbers, ``least`` of them, none far outside
     the ``width`` x ``height`` image (``finetune.data.masks.far_outside``)."""
-    where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{_shown(shape.get('label'))}\")"
+    where = f"{json_path}: shape {index} ({shape.get('shape_type') or 'polygon'} \"{one_line(shape.get('label'))}\")"
     pts = shape.get("points")
     ok = isinstance(pts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and
                                        all(_is_coordinate(v) for v in p) for p in pts)
@@ -184,7 +179,8 @@ def _labelme_mask(json_path, index, shape, height, width):
         with Image.open(io.BytesIO(base64.b64decode(shape.get("mask") or "", validate=False))) as pil:
             part = np.asarray(pil.convert("L")) > 0
     except (ValueError, TypeError, OSError, SyntaxError, Image.DecompressionBombError):
-        raise DatasetError(f"{json_path}: shape {index} (mask \"{_shown(shape.get('label'))}\"): its \"mask\" is not a "
+        label = one_line(shape.get("label"))
+        raise DatasetError(f"{json_path}: shape {index} (mask \"{label}\"): its \"mask\" is not a "
                            f"base64 PNG. Draw the mask again in labelme or delete it.") from None
     mask = np.zeros((height, width), bool)
     h, w = min(part.shape[0], height - y0), min(part.shape[1], width - x0)
@@ -266,7 +262,7 @@ def _check_shape_fields(path, index, shape):
     text (or none: labelme 3's polygons), ``group_id`` a number (or text), or null."""
     def fail(key, expected):
         value = repr(shape[key]) if len(repr(shape[key])) <= 60 else repr(shape[key])[:57] + "..."
-        raise DatasetError(f"{path}: shape {index} (\"{_shown(shape['label'])}\"): \"{key}\" is {value}; expected "
+        raise DatasetError(f"{path}: shape {index} (\"{one_line(shape['label'])}\"): \"{key}\" is {value}; expected "
                            f"{expected}. Fix the shape in labelme or delete it.")
 
     if shape.get("shape_type") is not None and not isinstance(shape["shape_type"], str):
@@ -287,7 +283,7 @@ def _shape_objects(folder, path, doc, height, width, warnings):
         part = _shape_part(path, index, shape, height, width, lambda where=where: warnings.add(
             "shape(s) with points a little outside the image, clipped", where))
         if part is None:
-            warnings.add(f"{_shown(shape.get('shape_type'))} shape(s) skipped (no area to learn from)", where)
+            warnings.add(f"{one_line(shape.get('shape_type'))} shape(s) skipped (no area to learn from)", where)
             continue
         group = shape.get("group_id")
         key = (shape["label"], group) if group is not None else (shape["label"], "shape", index)
@@ -329,22 +325,6 @@ def _note_unannotated_images(folder, paired, notes):
                 notes.add("image(s) without a labelme JSON not used (save an empty one in labelme to train on it as "
                           "a negative)", os.path.relpath(full, folder))
 
-
-def _check_labels(folder, used, class_names, why, warnings):
-    """Refuse labels none of which is one of ``class_names``; warn of labels that differ only in case or spaces."""
-    if class_names is not None and used and not used & set(class_names):
-        raise DatasetError(f"{folder}: none of its labels ({', '.join(sorted(used))}) is one of the classes "
-                           f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
-                           f"spelling{' of --classes' if why == 'not in --classes' else ''}, or the folder.")
-    twins = {}
-    for label in used:  # "cat" and "Cat " are two classes: almost always a slip in labelme
-        twins.setdefault(label.strip().casefold(), []).append(label)
-    for group in sorted(g for g in twins.values() if len(g) > 1):
-        for label in sorted(group):
-            warnings.add("labels that differ only in case or spaces, each a class of its own (rename them in labelme "
-                         "to merge them)", repr(label))
-
-
 def _labelme_annotations(objects, labels, why, notes):
     """The COCO annotations of the objects labelled with one of ``labels``; a note per label left out."""
     category = {name: k + 1 for k, name in enumerate(labels)}
@@ -355,7 +335,7 @@ def _labelme_annotations(objects, labels, why, notes):
             continue
         annotations.append(_annotation(obj["where"], image_id, category[obj["label"]], obj["parts"], height, width))
     for label, places in dropped.items():
-        notes.kinds[f"object(s) labelled \"{_shown(label)}\" left out ({why})"] = places
+        notes.kinds[f"object(s) labelled \"{one_line(label)}\" left out ({why})"] = places
     return annotations
 
 
@@ -376,7 +356,7 @@ def read_labelme_folder(folder, class_names=None, why="not in --classes"):
     images, objects = _read_labelme_docs(folder, docs, warnings)
     used = {obj["label"] for _, obj, _, _ in objects}
     _note_unannotated_images(folder, _paired_images(images, docs), notes)
-    _check_labels(folder, used, class_names, why, warnings)
+    check_label_names(folder, used, class_names, why, warnings, "labels", "rename them in labelme to merge them")
     labels = sorted(used) if class_names is None else list(class_names)
     annotations = _labelme_annotations(objects, labels, why, notes)
     warnings.print()

@@ -14,7 +14,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 
-from finetune.data.coco import KindLines, load_coco_images
+from finetune.data.coco import KindLines, check_label_names, load_coco_images
 from finetune.data.image_files import IMAGE_EXTENSIONS, image_size
 from finetune.errors import DatasetError
 
@@ -237,22 +237,6 @@ def _clipped_area(box, width, height):
     x0, y0, x1, y1 = max(box[0], 0.0), max(box[1], 0.0), min(box[0] + box[2], width), min(box[1] + box[3], height)
     return max(x1 - x0, 0.0) * max(y1 - y0, 0.0)  # (none inside: load_coco_images drops the box)
 
-
-def _check_labels(folder, used, class_names, why, warnings):
-    """Refuse labels none of which is one of ``class_names``; warn of labels that differ only in case or spaces."""
-    if class_names is not None and used and not used & set(class_names):
-        raise DatasetError(f"{folder}: none of its object names ({', '.join(sorted(used))}) is one of the classes "
-                           f"{', '.join(class_names)} ({why}); nothing would be left to learn or score. Check the "
-                           f"spelling{' of --classes' if why == 'not in --classes' else ''}, or the folder.")
-    twins = {}
-    for label in used:  # "cat" and "Cat" are two classes: almost always a slip in the annotation tool
-        twins.setdefault(label.strip().casefold(), []).append(label)
-    for group in sorted(g for g in twins.values() if len(g) > 1):
-        for label in sorted(group):
-            warnings.add("object names that differ only in case, each a class of its own (rename them to merge "
-                         "them)", repr(label))
-
-
 def _coco_dict(folder, source, docs, labels, why, notes):
     """The COCO instances dict of the read XMLs ``docs`` (images also have ``path``), with the
     categories ``labels`` (1..K); objects of other names are left out, one note line per name.
@@ -343,7 +327,7 @@ def read_voc_folder(folder, class_names=None, why="not in --classes", image_dir=
     docs = {path: _read_xml(folder, path, image_dirs) for path in train_xmls + (test_xmls or [])}
     notes, warnings = KindLines(folder, "note", "", "", 3), KindLines(folder, "warning", "", "", 3)
     used = {obj["name"] for d in docs.values() for obj in d["objects"]}
-    _check_labels(folder, used, class_names, why, warnings)
+    check_label_names(folder, used, class_names, why, warnings, "object names", "rename them to merge them")
     warnings.print()
     labels = sorted(used) if class_names is None else list(class_names)
     if not labels:

@@ -121,6 +121,21 @@ class OpCounter(TorchDispatchMode):
         return sum(self.syncs.values())
 
 
+def example_batch(size=256, n=2):
+    """The counted step's batch: ``n`` random ``size``-px images (seed 0) with two people each, as
+    boxes and masks (their boxes scaled from a 256-px image's)."""
+    gen = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 200.0], [130.0, 40.0, 230.0, 250.0]]) * size / 256
+    images, targets = [], []
+    for _ in range(n):
+        images.append(torch.rand(3, size, size, generator=gen))
+        masks = torch.zeros(2, size, size, dtype=torch.uint8)
+        for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+            masks[j, y0:y1, x0:x1] = 1
+        targets.append(dict(boxes=boxes.clone(), labels=torch.ones(2, dtype=torch.int64), masks=masks))
+    return images, targets
+
+
 def _model_tensors(model, images, targets=None):
     tensors = list(model.parameters()) + list(model.buffers()) + _tensors(images) + _tensors(targets)
     return tensors + [t.grad for t in model.parameters() if t.grad is not None]

@@ -18,7 +18,7 @@ from finetune.speedups import fast_layers, op_count, sync_free
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-# Measured (AMD EPYC family 25 model 17, torch 2.14.1, torchvision 0.29.1) by counting_batch's
+# Measured (AMD EPYC family 25 model 17, torch 2.14.1, torchvision 0.29.1) by op_count.example_batch's
 # step (benchmarks/count_ops.py): stock torchvision 65 syncs in 2119 ops dispatched, this
 # project's model without the sync-free paths 65 in 2928, with them 7 (nonzero 5: the box head's
 # sampled proposals per image, its positives for the box loss and per image for the mask head;
@@ -30,28 +30,13 @@ SYNC_FREE_STEP_SYNCS = 7
 SYNC_FREE_STEP_OPS = 2277 + 76  # a first step
 SYNC_FREE_EVAL_SYNCS_PER_IMAGE = 3
 
-
-def counting_batch(size=256, n=2):
-    """Batch ``n`` of ``size``-px images, two people each (boxes and masks)."""
-    gen = torch.Generator().manual_seed(0)
-    images, targets = [], []
-    boxes = torch.tensor([[20.0, 30.0, 120.0, 200.0], [130.0, 40.0, 230.0, 250.0]]) * size / 256
-    for _ in range(n):
-        images.append(torch.rand(3, size, size, generator=gen))
-        masks = torch.zeros(2, size, size, dtype=torch.uint8)
-        for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-            masks[j, y0:y1, x0:x1] = 1
-        targets.append(dict(boxes=boxes.clone(), labels=torch.ones(2, dtype=torch.int64), masks=masks))
-    return images, targets
-
-
 def test_counts_of_the_tutorial_step_do_not_regress():
     """The tutorial's Mask R-CNN (random init), batch 2 at 256 px: syncs and ops of a training
     step and of an evaluation with the sync-free paths at most as measured; stock's counted too."""
     torch.manual_seed(0)
     stock = tv_training.MODELS["maskrcnn"](2, weights=None, weights_backbone=None, min_size=256, max_size=256)
     ours = fast_layers.speed_up_model(copy.deepcopy(stock), sync_free=True)
-    images, targets = counting_batch()
+    images, targets = op_count.example_batch()
     step = op_count.count_training_step(ours, images, targets)
     assert step.total_syncs <= SYNC_FREE_STEP_SYNCS, step.syncs
     assert step.total <= SYNC_FREE_STEP_OPS
@@ -163,7 +148,7 @@ def test_low_quality_matches_as_mask_ops():
 # ----- whole models against stock torchvision --------------------------------------------------
 
 def tiny_batch(n=2):
-    images, targets = counting_batch(size=96, n=n)
+    images, targets = op_count.example_batch(size=96, n=n)
     return [torch.nn.functional.interpolate(i[None], size=(80, 96))[0] for i in images], [
         dict(t, boxes=t["boxes"] * torch.tensor([1, 80 / 96, 1, 80 / 96]),
              masks=torch.nn.functional.interpolate(t["masks"][None].float(), size=(80, 96))[0].to(torch.uint8))
