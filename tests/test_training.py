@@ -19,7 +19,7 @@ from test_arguments import cli
 import tv_training
 from finetune import hardware
 from finetune.data import loaders
-from finetune.errors import TrainingInterrupted
+from finetune.errors import TrainingInterrupted, TutorialError
 from finetune.outputs import metrics
 from finetune.run import checkpoints, demo, interrupts, optim, settings
 from finetune.speedups import inference
@@ -393,8 +393,22 @@ def test_main_with_fasterrcnn_mobilenet_v3_trains_and_rebuilds_from_its_checkpoi
     (["--model", "maskrcnn_v2", "--weights", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"],
      "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"),
     (["--model", "fasterrcnn_mobilenet_v3", "--trainable-backbone-layers", "7"], "0 to 6"),
-    (["--model", "mobilenet", "--weights-backbone", "ResNet50_Weights.IMAGENET1K_V1"], "no separate backbone")])
+    (["--model", "mobilenet", "--weights-backbone", "ResNet50_Weights.IMAGENET1K_V1"], "no separate backbone"),
+    (["--model", "maskrcnn", "--weights", "none", "--weights-backbone", "garbage"],
+     "garbage is not a torchvision weight enum; --model maskrcnn takes ResNet50_Weights.IMAGENET1K_V1")])
 def test_model_flag_errors_are_one_usage_line(data, tmp_path, capsys, flags, words):
     code, _, err = cli(tiny_argv(data, str(tmp_path / "x"), *flags), capsys)
     assert code == 2 and words in err.strip().splitlines()[-1]
     assert not os.path.exists(tmp_path / "x")  # refused before anything ran
+
+
+def test_weights_flags_are_checked_again_with_the_demo_recipe_and_in_main(data, tmp_path, capsys):
+    """--demo trains from --weights none, so --trainable-backbone-layers is refused there too (cli checked
+    the typed flags before the demo's values); ``main(args)`` called without cli refuses a bad enum in one line."""
+    code, _, err = cli(tiny_argv(data, str(tmp_path / "x"), "--model", "maskrcnn", "--trainable-backbone-layers",
+                                 "2"), capsys)
+    assert code == 1 and "every layer trains" in err and "--demo trains from --weights none" in err
+    with pytest.raises(TutorialError, match="MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1"):
+        run_main(*tiny_argv(data, str(tmp_path / "y"), "--model", "maskrcnn_v2", "--weights",
+                            "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"))
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")

@@ -41,9 +41,14 @@ def weights_error(model, weights, flag="--weights"):
     if flag != "--weights" and model not in BACKBONES:
         return (f"argument {flag}: --model {model} takes no separate backbone weights (its --weights are the "
                 f"backbone's); models that do: {', '.join(sorted(BACKBONES))}")
-    if not is_weight_enum(weights):
-        return None
     expected = PRETRAINED[model][0] if flag == "--weights" else BACKBONES[model][0]
+    if not is_weight_enum(weights):
+        if flag == "--weights" or str(weights).upper() == "DEFAULT":
+            return None  # --weights: DEFAULT, none or a file (looked for later)
+        # torchvision's builders also take a member's short name (IMAGENET1K_V1); anything else is a KeyError there
+        members = torchvision.models.get_weight(f"{expected}.DEFAULT").__class__.__members__
+        if str(weights) in members:
+            return None
     try:
         found = type(torchvision.models.get_weight(str(weights))).__name__
     except (KeyError, ValueError, AttributeError):
@@ -54,6 +59,18 @@ def weights_error(model, weights, flag="--weights"):
     what = f"{weights} is not a torchvision weight enum" if found is None else f"{weights} are {found}'s weights"
     return f"argument {flag}: {what}; --model {model} takes {values}" + (" (or DEFAULT, none)" if flag == "--weights"
                                                                           else " (or DEFAULT)")
+
+
+def backbone_enum_name(model, weights_backbone):
+    """``--weights-backbone`` as a full enum name (``ResNet50_Weights.IMAGENET1K_V1``), where it was
+    given as DEFAULT or a member's short name (``IMAGENET1K_V1``), as torchvision's builders take
+    them; None for none (or None)."""
+    if weights_backbone is None or is_random_init(weights_backbone):
+        return None
+    if is_weight_enum(weights_backbone) or model not in BACKBONES:
+        return weights_backbone
+    short = "DEFAULT" if str(weights_backbone).upper() == "DEFAULT" else str(weights_backbone)
+    return f"{BACKBONES[model][0]}.{torchvision.models.get_weight(f'{BACKBONES[model][0]}.{short}').name}"
 
 
 def trainable_layers_error(model, layers, weights, weights_backbone):

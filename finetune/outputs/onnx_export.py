@@ -55,6 +55,11 @@ BOX_IOU_MIN = 0.99  # min IoU of matched boxes
 MASK_IOU_MIN = 0.95  # min IoU of matched masks (mask > 0.5); tiny masks flip a larger share of pixels
 
 
+# Pixels whose ONNX Runtime probability is this close to 0.5 may round to either side; the mask IoU
+# leaves them out. Untrained mask heads put whole masks there (logits near 0).
+MASK_PROB_BAND = 1e-3
+
+
 MATCH_IOU = 0.5  # a detection of one side is matched to the same class's best box above this IoU
 
 
@@ -139,13 +144,18 @@ def describe_model(spec, output_names, opset=OPSET):
     )
 
 
-def _mask_iou(rle_a, rle_b):
-    """(IoU, number of pixels in one mask only) of two RLE masks."""
+def _mask_iou(rle_a, rle_b, uncertain=None):
+    """(IoU, number of pixels in one mask only) of two RLE masks, leaving out the pixels of the RLE
+    ``uncertain`` (None: none)."""
 
     a, b = (dict(r, counts=r["counts"].encode()) for r in (rle_a, rle_b))
     union = mask_util.merge([a, b], intersect=False)
     inter = mask_util.merge([a, b], intersect=True)
     union_px, inter_px = int(mask_util.area(union)), int(mask_util.area(inter))
+    if uncertain is not None:
+        band = dict(uncertain, counts=uncertain["counts"].encode())
+        union_px -= int(mask_util.area(mask_util.merge([union, band], intersect=True)))
+        inter_px -= int(mask_util.area(mask_util.merge([inter, band], intersect=True)))
     return (1.0 if union_px == 0 else inter_px / union_px), union_px - inter_px
 
 
@@ -158,7 +168,8 @@ def compare_predictions(reference, other, score_threshold):
     pixels, max pixels in one mask only), ``unmatched`` (scores of detections left without a
     partner that score clearly above the threshold: a real difference), ``ok``. A matched pair
     agrees if its box IoU is at least ``BOX_IOU_MIN`` or its coordinates are within
-    ``BOX_PX_TOL``, and likewise for masks (``MASK_IOU_MIN``, ``MASK_PX_TOL``)."""
+    ``BOX_PX_TOL``, and likewise for masks (``MASK_IOU_MIN``, ``MASK_PX_TOL``), whose IoU leaves out
+    the pixels of ``other``'s ``masks_near_threshold`` where it has them (``OnnxPredictor.mask_band``)."""
     low = max(score_threshold - SCORE_TOL, 0.0)
     ref_idx = torch.nonzero(reference["scores"] >= low).flatten().tolist()
     oth_idx = torch.nonzero(other["scores"] >= low).flatten().tolist()
@@ -181,7 +192,9 @@ def compare_predictions(reference, other, score_threshold):
                                       - other["boxes"][oth_idx[b]].double()).abs().max())) for a, b in pairs]
     mask = []
     if "masks_rle" in reference and "masks_rle" in other:
-        mask = [_mask_iou(reference["masks_rle"][ref_idx[a]], other["masks_rle"][oth_idx[b]]) for a, b in pairs]
+        uncertain = other.get("masks_near_threshold") or [None] * len(other["masks_rle"])
+        mask = [_mask_iou(reference["masks_rle"][ref_idx[a]], other["masks_rle"][oth_idx[b]], uncertain[oth_idx[b]])
+                for a, b in pairs]
     counts = (int((reference["scores"] >= score_threshold).sum()), int((other["scores"] >= score_threshold).sum()))
     ok = (not unmatched and score_diff <= SCORE_TOL and all(iou >= BOX_IOU_MIN or px <= BOX_PX_TOL for iou, px in box)
           and all(iou >= MASK_IOU_MIN or px <= MASK_PX_TOL for iou, px in mask))
@@ -208,7 +221,7 @@ def verify(model, predictor, images, score_threshold):
     model.eval()
     low = max(score_threshold - SCORE_TOL, 0.0)
     mask_paste.compact_masks(model, min_score=low)  # masks as RLE, as --predict runs the model
-    predictor.mask_min_score = low
+    predictor.mask_min_score, predictor.mask_band = low, MASK_PROB_BAND
     results = []
     for name, image in images:
         try:

@@ -55,7 +55,11 @@ class OnnxPredictor:
     ``masks_rle`` instead (COCO RLE of mask > 0.5, None below that score), as
     ``finetune.speedups.mask_paste.compact_masks`` makes the PyTorch model do for ``prediction.predict``.
     ``threads``: ONNX Runtime's intra-op threads (None: its default, one per physical core).
+    ``mask_band`` (with ``mask_min_score``): also ``masks_near_threshold``, RLEs of the pixels whose
+    probability is within this much of 0.5, which float rounding may put on either side.
     """
+
+    mask_band = None
 
     def __init__(self, path, mask_min_score=None, threads=None):
         ort = require("onnxruntime", f"--weights {path}")
@@ -96,20 +100,25 @@ class OnnxPredictor:
                 raise RuntimeError(f"{memory}ONNX Runtime: {text[:200]}") from None
             pred = {k: torch.from_numpy(v) for k, v in values.items()}
             if "masks" in pred and self.mask_min_score is not None:
-                pred["masks_rle"] = masks_as_rles(pred.pop("masks"), pred["scores"] >= self.mask_min_score)
+                masks, keep = pred.pop("masks"), pred["scores"] >= self.mask_min_score
+                pred["masks_rle"] = masks_as_rles(masks, keep)
+                if self.mask_band is not None:
+                    pred["masks_near_threshold"] = masks_as_rles((masks - 0.5).abs() < self.mask_band, keep,
+                                                                 threshold=None)
             results.append(pred)
         return results
 
 
-def masks_as_rles(masks, keep):
-    """COCO RLEs (``counts`` as str) of ``masks[i, 0] > 0.5`` where ``keep[i]``, None elsewhere."""
+def masks_as_rles(masks, keep, threshold=0.5):
+    """COCO RLEs (``counts`` as str) of ``masks[i, 0] > threshold`` where ``keep[i]``, None elsewhere
+    (``threshold`` None: ``masks`` are boolean already)."""
 
     rles = []
     for mask, k in zip(masks, keep.tolist()):
         if not k:
             rles.append(None)
             continue
-        rles.append(mask_to_rle(mask[0] > 0.5))
+        rles.append(mask_to_rle(mask[0] if threshold is None else mask[0] > threshold))
     return rles
 
 

@@ -47,7 +47,7 @@ def data_transform(args, tutorial_transform):
 def model_builder(args, build_model):
     """``build_model`` (tv_training's) with the model flags filled in: call it with
     ``(classes, device, checkpoint)``."""
-    weights_backbone = None if pretrained.is_random_init(args.weights_backbone) else args.weights_backbone
+    weights_backbone = pretrained.backbone_enum_name(args.model, args.weights_backbone)
     backbone = {k: v for k, v in (("weights_backbone", weights_backbone),
                                   ("trainable_backbone_layers", args.trainable_backbone_layers)) if v is not None}
     return functools.partial(build_model, args.model, args.weights, min_size=args.min_size, max_size=args.max_size,

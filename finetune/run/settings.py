@@ -79,12 +79,18 @@ def check_combinations(parser, args):
     message = flags.combination_error(task(args), args.epochs, args.min_size, args.max_size)
     if not args.resume:  # resumed, the checkpoint's preset counts (checked in settle)
         message = message or flags.augmentation_error(args.data_augmentation, args.use_copypaste)
-    backbone = None if pretrained.is_random_init(args.weights_backbone) else args.weights_backbone
-    message = message or pretrained.weights_error(args.model, args.weights) or \
-        (backbone and pretrained.weights_error(args.model, backbone, "--weights-backbone")) or \
-        pretrained.trainable_layers_error(args.model, args.trainable_backbone_layers, args.weights, backbone)
+    message = message or weights_flags_error(args)
     if message:
         parser.error(message)
+
+
+def weights_flags_error(args):
+    """One line for ``--weights``, ``--weights-backbone`` or ``--trainable-backbone-layers`` that
+    does not fit ``--model`` (``pretrained.weights_error``, ``trainable_layers_error``); None when they fit."""
+    backbone = None if pretrained.is_random_init(args.weights_backbone) else args.weights_backbone
+    return pretrained.weights_error(args.model, args.weights) or \
+        (backbone and pretrained.weights_error(args.model, backbone, "--weights-backbone")) or \
+        pretrained.trainable_layers_error(args.model, args.trainable_backbone_layers, args.weights, backbone)
 
 
 def apply_demo_recipe(run):
@@ -135,6 +141,12 @@ def settle(args, load_checkpoint):
     utils.init_distributed_mode(run)
     if run.demo:
         apply_demo_recipe(run)
+    # again with --demo's values (its --weights none), and for main(args) called without cli()'s check
+    message = weights_flags_error(run)
+    if message:
+        raise TutorialError(message.replace("argument ", "", 1) + (" (--demo trains from --weights none)"
+                                                                    if run.demo and "weights" not in run.explicit
+                                                                    else ""))
     if run.export or (run.predict and onnx_runtime.is_onnx_model(run.weights)):
         return run, None
     hardware.check_device(run.device)

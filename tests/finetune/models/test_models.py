@@ -459,6 +459,21 @@ def test_weight_enum_names_fit_their_model_or_are_one_line():
     assert "no separate backbone" in pretrained.weights_error("mobilenet", "DEFAULT", "--weights-backbone")
 
 
+def test_backbone_weights_take_torchvisions_short_names_and_default():
+    """--weights-backbone as torchvision's builders take it: DEFAULT (any case) or a member's short name
+    become the full enum name (the offline error names its file); anything else is one usage line."""
+    assert pretrained.backbone_enum_name("maskrcnn", "DEFAULT") == "ResNet50_Weights.IMAGENET1K_V2"
+    assert pretrained.backbone_enum_name("maskrcnn", "default") == "ResNet50_Weights.IMAGENET1K_V2"
+    assert pretrained.backbone_enum_name("fasterrcnn", "IMAGENET1K_V1") == "ResNet50_Weights.IMAGENET1K_V1"
+    assert pretrained.backbone_enum_name("fasterrcnn_mobilenet_v3", "DEFAULT") == \
+        "MobileNet_V3_Large_Weights.IMAGENET1K_V2"  # the enum's DEFAULT, as torchvision's verify() reads it
+    assert pretrained.backbone_enum_name("maskrcnn", "none") is None
+    for short in ("IMAGENET1K_V1", "DEFAULT"):
+        assert pretrained.weights_error("maskrcnn", short, "--weights-backbone") is None
+    assert "garbage is not a torchvision weight enum" in pretrained.weights_error("maskrcnn", "garbage",
+                                                                                  "--weights-backbone")
+
+
 def test_trainable_backbone_layers_range_and_models():
     assert pretrained.trainable_layers_error("fasterrcnn_mobilenet_v3", 6, "DEFAULT", None) is None
     assert "0 to 5" in pretrained.trainable_layers_error("maskrcnn_v2", 6, "DEFAULT", None)

@@ -192,6 +192,31 @@ def test_compare_predictions_on_slivers_and_few_pixel_masks():
     assert not onnx_export.compare_predictions(sliver, moved, 0.5)["ok"]
 
 
+def test_mask_pixels_at_the_threshold_are_left_out_of_the_mask_iou():
+    """An untrained mask head's probabilities sit near 0.5: pixels within ``MASK_PROB_BAND`` of it may round
+    to either side, so the ONNX predictor reports them and the mask IoU leaves them out; a mask that
+    differs where ONNX Runtime is sure still fails."""
+    probs = torch.full((1, 1, 30, 30), 0.1)
+    probs[0, 0, 5:25, 5:25] = 0.9
+    probs[0, 0, 5:25, 15:25] = 0.5 + 2e-4  # half of the object right at the threshold
+    flipped = probs.clone()
+    flipped[0, 0, 5:25, 15:25] = 0.5 - 2e-4  # PyTorch rounded those the other way
+    keep = torch.tensor([True])
+    base = dict(boxes=torch.tensor([[5.0, 5.0, 25.0, 25.0]]), labels=torch.tensor([1]), scores=torch.tensor([0.9]))
+    reference = dict(base, masks_rle=onnx_runtime.masks_as_rles(flipped, keep))
+    band = onnx_runtime.masks_as_rles((probs - 0.5).abs() < onnx_export.MASK_PROB_BAND, keep, threshold=None)
+    other = dict(base, masks_rle=onnx_runtime.masks_as_rles(probs, keep), masks_near_threshold=band)
+    plain = onnx_export.compare_predictions(reference, dict(other, masks_near_threshold=None), 0.5)
+    assert plain["mask_iou"] == pytest.approx(0.5) and not plain["ok"]
+    banded = onnx_export.compare_predictions(reference, other, 0.5)
+    assert banded["mask_iou"] == 1.0 and banded["ok"]
+    sure = probs.clone()
+    sure[0, 0, 5:25, 5:10] = 0.1  # a quarter of the object gone where the probability was 0.9
+    wrong = dict(other, masks_rle=onnx_runtime.masks_as_rles(sure, keep))
+    assert not onnx_export.compare_predictions(dict(base, masks_rle=onnx_runtime.masks_as_rles(probs, keep)),
+                                               wrong, 0.5)["ok"]
+
+
 def test_bad_inputs_are_one_line_each_and_keep_files(mask_export, workdir, capsys):
     ckpt, onnx_path, _ = mask_export
     root, data = workdir
