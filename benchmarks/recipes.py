@@ -5,6 +5,9 @@ each --model with hflip, trained the same way on the synthetic COCO data, two se
     python benchmarks/recipes.py --quick                  # a toy size, to check the script itself
     python benchmarks/recipes.py --models maskrcnn fasterrcnn --seeds 0
 
+Runs already done in ``--out`` at the same budget (``results.json``) are kept, not run again: an interrupted
+table goes on where it stopped, and rows can be added by a later command.
+
 The data is ``python -m finetune.data.synthetic DIR --coco NUM_VAL`` (pedestrians, balls and signs:
 three classes; crowd regions and empty images included). Every run is a fresh ``tv_training.py
 --demo`` process (the demo's from-scratch recipe, random init: nothing is downloaded) with the same
@@ -24,15 +27,16 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = ("hflip", "lsj", "multiscale", "ssd", "ssdlite")
 DEMO_MODEL = "maskrcnn_resnet18"
-# the full table's budget and data: 48 training and 16 test images of 96-160 px, 2 epochs at the demo's sizes
-# (under 25 minutes on 2 cores with the seven models, mobilenet's 64M-parameter box head the slowest)
-FULL = dict(num_train=48, num_val=16, height=(96, 128), width=(96, 160), epochs=2, min_size=128, max_size=224)
+# the full table's budget and data: 150 training and 30 test images of the demo's sizes, 4 epochs at the demo's
+# --min-size/--max-size: the least at which the demo's model reaches an AP that tells presets apart (at 48 images
+# and 2 epochs every AP was under 0.01)
+FULL = dict(num_train=150, num_val=30, height=(128, 160), width=(96, 224), epochs=4, min_size=128, max_size=224)
 QUICK = dict(num_train=6, num_val=2, height=(64, 80), width=(64, 96), epochs=1, min_size=64, max_size=96)
 # training seconds per image and epoch, for the estimate printed before the runs, on the AMD EPYC (family 25,
 # model 17, 2 cores, bfloat16 autocast): maskrcnn_resnet18 (hflip 0.085, lsj 0.185) and fasterrcnn (0.28) measured
 # at the full size, one epoch; mobilenet measured at --quick's 64 px (2.5); maskrcnn and any other model assumed
 # (0.35, 0.5): the progress lines then project the rest from the runs done
-SECONDS_PER_IMAGE = {"maskrcnn_resnet18": 0.085, "fasterrcnn": 0.28, "mobilenet": 2.5, "maskrcnn": 0.35}
+SECONDS_PER_IMAGE = {"maskrcnn_resnet18": 0.09, "fasterrcnn": 0.28, "mobilenet": 2.5, "maskrcnn": 0.35}
 SIZED_PRESET_COST = 2.2  # lsj and multiscale train at the size they chose (larger than the model's own resize)
 ASSUMED_SECONDS_PER_IMAGE = 0.5
 
@@ -105,6 +109,27 @@ def run_one(model, preset, seed, data, budget, out_dir):
                 bbox=last["bbox"]["AP"], segm=last.get("segm", {}).get("AP"))
 
 
+def earlier_runs(path, cpu, budget):
+    """The successful runs of an earlier command in the same ``--out`` with the same CPU and budget, by
+    (model, preset, seed); none when the file is missing or was written for another CPU or budget."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if earlier.get("cpu") != cpu or earlier.get("budget") != json.loads(json.dumps(budget)):
+        print(f"{path} was measured on another CPU or budget: its runs are done again", flush=True)
+        return {}
+    return {(r["model"], r["preset"], r["seed"]): r for r in earlier.get("runs", []) if r.get("returncode") == 0}
+
+
+def write_json(path, value):
+    """``value`` as JSON at ``path``, whole or not at all (a Ctrl-C keeps the last complete file)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -122,6 +147,8 @@ def table(results, cpu, budget, seeds):
             lines.append(f"| {row} | failed | failed | |")
             continue
         segm = mean([r["segm"] for r in runs])
+        if len(runs) < len(seeds):  # a failed run: the mean is of fewer seeds than the header says
+            row = f"{row} (seed {', '.join(str(r['seed']) for r in runs)} only)"
         lines.append(f"| {row} | {mean([r['bbox'] for r in runs]):.3f} | "
                      f"{'-' if segm is None else f'{segm:.3f}'} | {mean([r['epoch_seconds'] for r in runs]):.1f} |")
     return "\n".join(lines)
@@ -152,18 +179,27 @@ def main(argv=None):
     cpu = cpu_line()
     print(f"{len(runs)} runs on {cpu}; estimated {estimate_seconds(runs, budget) / 60:.0f} min", flush=True)
     data = make_data(os.path.join(args.out, "data-quick" if args.quick else "data"), budget)
-    results, start = [], time.perf_counter()
+    results_file = os.path.join(args.out, "results.json")
+    done = earlier_runs(results_file, cpu, budget)
+    results, start, ran = [], time.perf_counter(), 0
     for i, (row, model, preset, seed) in enumerate(runs, 1):
         name = f"{model}_{preset}_seed{seed}"
+        if (model, preset, seed) in done:
+            results.append(done[model, preset, seed])
+            print(f"[{i}/{len(runs)}] {name}: kept from {results_file}", flush=True)
+            continue
         result = dict(row=row, model=model, preset=preset, seed=seed,
                       **run_one(model, preset, seed, data, budget, os.path.join(args.out, name)))
         results.append(result)
+        if result["returncode"] == 0:
+            done[model, preset, seed] = result
+            write_json(results_file, dict(cpu=cpu, budget=budget, runs=list(done.values())))
+        ran += 1
         elapsed = time.perf_counter() - start
+        left = len(runs) - i
         print(f"[{i}/{len(runs)}] {name}: {result} ({elapsed / 60:.1f} min, about "
-              f"{elapsed / i * (len(runs) - i) / 60:.1f} min left)", flush=True)
+              f"{elapsed / ran * left / 60:.1f} min left)", flush=True)
     text = table(results, cpu, budget, args.seeds)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(dict(cpu=cpu, budget=budget, seeds=args.seeds, runs=results), f, indent=1)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text + "\n")
     print(text)

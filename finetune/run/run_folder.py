@@ -2,6 +2,7 @@
 it must not lie among a dataset's files, where later runs would read its figures as images."""
 
 import contextlib
+import glob
 import io
 import os
 import shutil
@@ -59,6 +60,9 @@ def clear_earlier_run(output_dir, resume=None):
         os.remove(path)
     if files:  # else a run without a test set (--test-size 0) would leave the replaced run's as its own
         shutil.rmtree(os.path.join(output_dir, "predictions"), ignore_errors=True)
+        # and TensorBoard would show the replaced run's curves as this one's (--tensorboard or not)
+        for path in glob.glob(os.path.join(output_dir, "tensorboard", "events.out.tfevents.*")):
+            os.remove(path)
         archive_report(output_dir)
 
 

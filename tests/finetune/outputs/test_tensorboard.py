@@ -2,6 +2,7 @@
 epoch's COCO numbers and per-class AP, the prediction figures), a resumed run appending to them,
 and the one line when the tensorboard package is missing."""
 
+import glob
 import os
 import sys
 
@@ -78,6 +79,9 @@ def test_a_resumed_run_appends_and_a_new_one_starts_afresh(board_run, data, tmp_
     result = run_main(*tiny_argv(data, out, "--tensorboard", "--overwrite", epochs=1, **RECIPE), quiet=True)
     scalars, images = read_events(out)
     check_events(scalars, images, dict(result, output_dir=out), epochs=1)
+    # replaced by a run without --tensorboard: no event file of the replaced run is left to be shown as this one's
+    run_main(*tiny_argv(data, out, "--overwrite", epochs=1, **RECIPE), quiet=True)
+    assert not glob.glob(os.path.join(out, "tensorboard", "*"))
 
 
 def test_without_the_package_it_is_one_line_before_any_work(data, tmp_path, monkeypatch, capsys):
