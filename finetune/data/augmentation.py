@@ -27,6 +27,8 @@ is under 1 px (``SanitizeBoundingBoxes``) or whose mask has no pixel left are dr
 their labels, areas and crowd flags; ``area`` is the box's area again, as the readers give it.
 """
 
+import types
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
@@ -58,7 +60,7 @@ LSJ_SCALE_RANGE = (0.1, 2.0)
 MULTISCALE_SIDES = tuple(range(480, 801, 32))
 
 
-# presets whose images go to the model at the size they chose (train.py's _skip_resize)
+# presets whose images go to the model at the size they chose (train.py skips the model's resize for them)
 SIZED_PRESETS = ("lsj", "multiscale")
 
 
@@ -181,9 +183,20 @@ def check_copy_paste(data_path, use_copypaste, has_masks):
                            f"segmentation; drop --use-copypaste, or annotate polygons.")
 
 
+def _resize_outside_training(transform, image, target=None):
+    """``GeneralizedRCNNTransform.resize``, except in training: the image keeps its size."""
+    if transform.training:
+        return image, target
+    return type(transform).resize(transform, image, target)
+
+
 def train_at_preset_size(model, preset):
     """lsj and multiscale choose the training size themselves: the model (a torchvision detector)
-    then skips its own resize to ``--min-size`` in training, as train.py builds it
-    (``_skip_resize``); evaluation and prediction still resize. Returns ``model``."""
-    model.transform._skip_resize = preset in SIZED_PRESETS
+    then skips its own resize to ``--min-size`` in training, as train.py builds it (there by the
+    transform's private ``_skip_resize``; here its public ``resize`` step, replaced on this model
+    only); evaluation and prediction still resize. Returns ``model``."""
+    if preset in SIZED_PRESETS:
+        model.transform.resize = types.MethodType(_resize_outside_training, model.transform)
+    else:
+        model.transform.__dict__.pop("resize", None)
     return model

@@ -176,10 +176,20 @@ def test_lsj_with_copy_paste_trains_end_to_end(data, tmp_path, monkeypatch, one_
 
 
 def test_the_model_skips_its_resize_for_lsj_and_multiscale_only():
-    model = tv_training.MODELS["fasterrcnn"](2, weights=None, weights_backbone=None)
-    for preset in augmentation.PRESETS:
-        assert augmentation.train_at_preset_size(model, preset).transform._skip_resize is (preset in ("lsj",
-                                                                                                       "multiscale"))
+    """In training, lsj and multiscale images reach the backbone at the size the preset gave them; the
+    other presets' are resized to --min-size; evaluation always resizes."""
+    model = tv_training.MODELS["fasterrcnn"](2, weights=None, weights_backbone=None, min_size=64, max_size=96)
+    image = torch.rand(3, 40, 50)
+    target = dict(boxes=torch.tensor([[4.0, 4.0, 20.0, 30.0]]), labels=torch.tensor([1]))
+    for preset in augmentation.PRESETS + ("hflip",):  # hflip last: a model set for lsj goes back to resizing
+        model = augmentation.train_at_preset_size(model, preset)
+        sized = preset in ("lsj", "multiscale")
+        model.train()
+        images, targets = model.transform([image.clone()], [dict(target)])
+        assert tuple(images.image_sizes[0]) == ((40, 50) if sized else (64, 80)), preset
+        assert torch.equal(targets[0]["boxes"], target["boxes"]) is sized
+        model.eval()
+        assert tuple(model.transform([image.clone()])[0].image_sizes[0]) == (64, 80), preset
 
 
 def test_copy_paste_without_lsj_or_masks_is_one_line(tmp_path, capsys):
