@@ -188,8 +188,13 @@ def main(argv=None):
             results.append(done[model, preset, seed])
             print(f"[{i}/{len(runs)}] {name}: kept from {results_file}", flush=True)
             continue
-        result = dict(row=row, model=model, preset=preset, seed=seed,
-                      **run_one(model, preset, seed, data, budget, os.path.join(args.out, name)))
+        try:
+            result = dict(row=row, model=model, preset=preset, seed=seed,
+                          **run_one(model, preset, seed, data, budget, os.path.join(args.out, name)))
+        except KeyboardInterrupt:  # the run under way is lost; the ones done are in results.json already
+            print(f"interrupted during {name}: the {len(done)} runs done are kept in {results_file}; the same "
+                  f"command goes on from them", file=sys.stderr)
+            sys.exit(130)
         results.append(result)
         if result["returncode"] == 0:
             done[model, preset, seed] = result

@@ -69,3 +69,22 @@ def test_a_second_command_keeps_the_runs_done_and_runs_only_the_rest(stand_ins, 
     calls.clear()
     recipes.main(["--models", "fasterrcnn", "--presets", "hflip", "--epochs", "1", "--out", str(tmp_path)])
     assert len(calls) == 4 and "measured on another CPU or budget" in capsys.readouterr().out
+
+
+def test_ctrl_c_keeps_the_runs_done_and_says_how_to_go_on(stand_ins, monkeypatch, tmp_path, capsys):
+    calls, finish = [], fake_run([])
+
+    def interrupted_second(*args):
+        calls.append(args[:3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return finish(*args)
+
+    monkeypatch.setattr(recipes, "run_one", interrupted_second)
+    with pytest.raises(SystemExit) as e:
+        recipes.main(["--models", recipes.DEMO_MODEL, "--presets", "hflip", "--out", str(tmp_path)])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"interrupted during {recipes.DEMO_MODEL}_hflip_seed1: the 1 runs done are kept in "
+                                f"{tmp_path / 'results.json'}; the same command goes on from them"]
+    assert [r["seed"] for r in json.loads((tmp_path / "results.json").read_text())["runs"]] == [0]
