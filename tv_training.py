@@ -424,8 +424,9 @@ def get_args_parser(add_help=True):
                         "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1), none (random init) or a checkpoint file")
     p.add_argument("--weights-backbone", default=None,
                    help="ImageNet backbone weights as a torchvision enum name (ResNet50_Weights.IMAGENET1K_V1; "
-                        "fasterrcnn_mobilenet_v3: MobileNet_V3_Large_Weights.IMAGENET1K_V1), used with --weights "
-                        "none, as train.py; default: None (no backbone weights; --weights DEFAULT has its own)")
+                        "fasterrcnn_mobilenet_v3: MobileNet_V3_Large_Weights.IMAGENET1K_V1), its short name "
+                        "(IMAGENET1K_V1) or DEFAULT, used with --weights none, as train.py; default: None (no "
+                        "backbone weights; --weights DEFAULT has its own)")
     p.add_argument("--trainable-backbone-layers", default=None, type=flags.non_negative_int,
                    help="backbone stages that train with pretrained weights, as train.py: 0 to 5 (fasterrcnn_"
                         "mobilenet_v3: 0 to 6); default: None, torchvision's (3; all with random init)")
