@@ -1,5 +1,6 @@
-"""The recipes table of docs/recipes.md: each --data-augmentation preset with the demo's model, and
-each --model with hflip, trained the same way on the synthetic COCO data, two seeds each.
+"""The recipes table of docs/recipes.md: each --data-augmentation preset with the demo's model (and lsj
+with --use-copypaste), and each --model with hflip, trained the same way on the synthetic COCO data,
+two seeds each.
 
     python benchmarks/recipes.py                          # the full table (its estimate printed first)
     python benchmarks/recipes.py --quick                  # a toy size, to check the script itself
@@ -26,6 +27,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = ("hflip", "lsj", "multiscale", "ssd", "ssdlite")
+# the demo model's rows: each preset, and lsj with --use-copypaste (train.py's recipe for the v2 models)
+COPY_PASTE = "lsj+copypaste"
+ROWS = PRESETS + (COPY_PASTE,)
 DEMO_MODEL = "maskrcnn_resnet18"
 # the full table's budget and data: 150 training and 30 test images of the demo's sizes, 4 epochs at the demo's
 # --min-size/--max-size: the least at which the demo's model reaches an AP that tells presets apart (at 48 images
@@ -74,9 +78,16 @@ def make_data(root, budget):
     return os.path.join(root, "train.json"), os.path.join(root, "val.json")
 
 
-def plan(models, seeds, presets=PRESETS):
+def preset_flags(preset):
+    """The tv_training.py flags of a row's preset (``COPY_PASTE``: lsj with --use-copypaste)."""
+    if preset == COPY_PASTE:
+        return ["--data-augmentation", "lsj", "--use-copypaste"]
+    return ["--data-augmentation", preset]
+
+
+def plan(models, seeds, presets=ROWS):
     """The runs, as (row, model, preset, seed): the presets with the demo's model, then each other model with hflip."""
-    rows = [(f"--data-augmentation {p}", DEMO_MODEL, p) for p in presets]
+    rows = [(" ".join(preset_flags(p)), DEMO_MODEL, p) for p in presets]
     rows += [(f"--model {m}", m, "hflip") for m in models if m != DEMO_MODEL]
     return [(row, model, preset, seed) for row, model, preset in rows for seed in seeds]
 
@@ -86,7 +97,7 @@ def estimate_seconds(runs, budget):
     total = 0.0
     for _, model, preset, _ in runs:
         per_image = SECONDS_PER_IMAGE.get(model, ASSUMED_SECONDS_PER_IMAGE)
-        per_image *= SIZED_PRESET_COST if preset in ("lsj", "multiscale") else 1
+        per_image *= SIZED_PRESET_COST if preset in ("lsj", "multiscale", COPY_PASTE) else 1
         total += budget["epochs"] * per_image * (budget["num_train"] + budget["num_val"] / 3) + 12  # + starting
     return total
 
@@ -95,7 +106,7 @@ def run_one(model, preset, seed, data, budget, out_dir):
     """One ``tv_training.py --demo`` run; returns its row values (mean epoch seconds, last bbox/segm AP)."""
     train, val = data
     cmd = [sys.executable, "tv_training.py", "--demo", "--data-path", train, "--test-data-path", val,
-           "--model", model, "--data-augmentation", preset, "--seed", str(seed), "--epochs", str(budget["epochs"]),
+           "--model", model, *preset_flags(preset), "--seed", str(seed), "--epochs", str(budget["epochs"]),
            "--min-size", str(budget["min_size"]), "--max-size", str(budget["max_size"]), "--output-dir", out_dir,
            "--overwrite", "--print-freq", "1000"]
     with open(out_dir + ".log", "w") as log:
@@ -160,8 +171,8 @@ def get_args_parser():
     p.add_argument("--models", nargs="+", default=None,
                    help="the models of the hflip rows (default None: every --model choice of tv_training.py)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="the seeds of every row")
-    p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS,
-                   help="the presets of the demo model's rows")
+    p.add_argument("--presets", nargs="+", default=list(ROWS), choices=ROWS,
+                   help=f"the presets of the demo model's rows ({COPY_PASTE}: lsj with --use-copypaste)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per run (default None: the budget's, 2; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="a toy size (6 images, 1 epoch, 64 px) to check the script")

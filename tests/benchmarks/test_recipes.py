@@ -15,7 +15,7 @@ def fake_run(calls, failing=()):
         calls.append((model, preset, seed))
         if (model, preset, seed) in failing:
             return dict(returncode=1)
-        ap = 0.1 * (1 + recipes.PRESETS.index(preset)) + 0.01 * seed
+        ap = 0.1 * (1 + recipes.ROWS.index(preset)) + 0.01 * seed
         return dict(returncode=0, epoch_seconds=2.0 + seed, bbox=ap, segm=None if "faster" in model else ap / 2)
     return run_one
 
@@ -27,6 +27,9 @@ def stand_ins(monkeypatch):
 
 
 def test_the_plan_is_each_preset_with_the_demo_model_then_each_other_model_with_hflip():
+    rows = dict.fromkeys(row for row, *_ in recipes.plan(["fasterrcnn"], [0]))
+    assert list(rows) == [f"--data-augmentation {p}" for p in recipes.PRESETS] + [
+        "--data-augmentation lsj --use-copypaste", "--model fasterrcnn"]
     runs = recipes.plan(["fasterrcnn", recipes.DEMO_MODEL], [0, 1], ("hflip", "lsj"))
     assert runs == [("--data-augmentation hflip", recipes.DEMO_MODEL, "hflip", 0),
                     ("--data-augmentation hflip", recipes.DEMO_MODEL, "hflip", 1),
