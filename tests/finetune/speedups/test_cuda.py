@@ -25,6 +25,7 @@ import tv_training
 import utils
 from finetune.models import specs
 from finetune.outputs import onnx_export, onnx_runtime
+from finetune.run import optim
 from finetune.speedups import fast_layers, mask_paste
 
 DEVICE = os.environ.get("CUDA_TESTS_DEVICE", "cuda")
@@ -59,17 +60,24 @@ def loaders(data):
     return train, evaluation
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "amp"])
-@pytest.mark.parametrize("name", ["maskrcnn", "fasterrcnn", "mobilenet", "maskrcnn_resnet18"])
+@pytest.mark.parametrize("amp", [None, torch.float16, torch.bfloat16], ids=["fp32", "float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["maskrcnn", "fasterrcnn", "mobilenet", "maskrcnn_resnet18", "maskrcnn_v2",
+                                  "fasterrcnn_v2", "fasterrcnn_mobilenet_v3"])
 def test_train_and_evaluate_each_model(name, amp, data, capsys):
+    """Every --model trains (float32, and --amp in each --amp-dtype: float16 with a GradScaler that
+    scales, bfloat16 with a disabled one) and evaluates, sync-free paths on (speed_up_model's default)."""
+    if amp is torch.bfloat16 and ON_CUDA and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no native bfloat16")
     torch.manual_seed(0)
     device = torch.device(DEVICE)
     model = mask_paste.compact_masks(specs.prepare_for_device(build(name, None, **TINY), device))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type) if amp else None
+    scaler = optim.make_grad_scaler(device, amp is not None, amp)
+    assert scaler is None or scaler.is_enabled() is (amp is torch.float16)
     train, evaluation = loaders(data)
     history = []
-    engine.train_one_epoch(model, optimizer, train, device, 0, print_freq=1, scaler=scaler, loss_history=history)
+    engine.train_one_epoch(model, optimizer, train, device, 0, print_freq=1, scaler=scaler, loss_history=history,
+                           amp_dtype=amp)
     log = capsys.readouterr().out
     assert len(history) == 2 and all(np.isfinite(r["loss"]) for r in history)
     assert set(history[0]) - {"loss", "epoch", "iteration"} == (MASK_LOSSES if "mask" in name else
