@@ -457,12 +457,13 @@ def test_under_torchrun_only_rank_0_exports_or_predicts(mask_export, workdir, tm
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("name,outputs", [("fasterrcnn_mobilenet_v3", ["boxes", "labels", "scores"])])
+@pytest.mark.parametrize("name,outputs", [("fasterrcnn_mobilenet_v3", ["boxes", "labels", "scores"]),
+                                          ("maskrcnn_v2", ["boxes", "labels", "scores", "masks"])])
 def test_new_models_export_and_agree_with_pytorch(workdir, capsys, name, outputs):
-    """torchvision's MobileNetV3 detector exports as the others do, verified against PyTorch down to
-    a score of 0.01 so that the random weights' detections are compared too. (The v2 models export
-    too but take minutes here; maskrcnn_v2's random mask logits sit near 0.5, so the check's mask IoU
-    bound can fail on rounding at the threshold: measured 0.917 on one of 10 masks.)"""
+    """torchvision's MobileNetV3 and v2 detectors export as the others do, verified against PyTorch down
+    to a score of 0.01 so that the random weights' detections are compared too. maskrcnn_v2's random
+    mask logits sit near 0.5: without MASK_PROB_BAND, rounding at the threshold took one mask's IoU to
+    0.917. (fasterrcnn_v2 exports and agrees as well: checked by hand, left out for the suite's time.)"""
     root, data = workdir
     ckpt = write_checkpoint(root / f"{name}.pth", name, data)
     code, result = run_cli("--export", root / f"{name}.onnx", "--weights", ckpt, "--score-threshold", "0.01")
