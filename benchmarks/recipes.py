@@ -36,12 +36,12 @@ DEMO_MODEL = "maskrcnn_resnet18"
 # and 2 epochs every AP was under 0.01)
 FULL = dict(num_train=150, num_val=30, height=(128, 160), width=(96, 224), epochs=4, min_size=128, max_size=224)
 QUICK = dict(num_train=6, num_val=2, height=(64, 80), width=(64, 96), epochs=1, min_size=64, max_size=96)
-# training seconds per image and epoch, for the estimate printed before the runs, on the AMD EPYC (family 25,
-# model 17, 2 cores, bfloat16 autocast): maskrcnn_resnet18 (hflip 0.085, lsj 0.185) and fasterrcnn (0.28) measured
-# at the full size, one epoch; mobilenet measured at --quick's 64 px (2.5); maskrcnn and any other model assumed
-# (0.35, 0.5): the progress lines then project the rest from the runs done
-SECONDS_PER_IMAGE = {"maskrcnn_resnet18": 0.09, "fasterrcnn": 0.28, "mobilenet": 2.5, "maskrcnn": 0.35}
-SIZED_PRESET_COST = 2.2  # lsj and multiscale train at the size they chose (larger than the model's own resize)
+# training seconds per image and epoch, for the estimate printed before the runs: the full table's, measured on the
+# AMD EPYC (family 25, model 17, 2 cores, bfloat16 autocast; docs/recipes.md); a model not here is assumed at
+# ASSUMED_SECONDS_PER_IMAGE, and the progress lines then project the rest from the runs done
+SECONDS_PER_IMAGE = {"maskrcnn_resnet18": 0.09, "fasterrcnn_mobilenet_v3": 0.11, "fasterrcnn": 0.26, "maskrcnn": 0.33,
+                     "mobilenet": 0.33, "fasterrcnn_v2": 0.35, "maskrcnn_v2": 0.44}
+SIZED_PRESET_COST = 1.0  # lsj's and multiscale's sizes at the demo's --min-size: about the model's own resize
 ASSUMED_SECONDS_PER_IMAGE = 0.5
 
 
