@@ -165,26 +165,44 @@ def table(results, cpu, budget, seeds):
     return "\n".join(lines)
 
 
+def positive_int(text):
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", nargs="+", default=None,
                    help="the models of the hflip rows (default None: every --model choice of tv_training.py)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="the seeds of every row")
+    p.add_argument("--seeds", nargs="+", type=non_negative_int, default=[0, 1], help="the seeds of every row")
     p.add_argument("--presets", nargs="+", default=list(ROWS), choices=ROWS,
                    help=f"the presets of the demo model's rows ({COPY_PASTE}: lsj with --use-copypaste)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per run (default None: the budget's, 2; --quick: 1)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs per run (default None: the budget's, 4; --quick: 1)")
     p.add_argument("--quick", action="store_true", help="a toy size (6 images, 1 epoch, 64 px) to check the script")
     p.add_argument("--out", default="output/recipes", help="where the data, runs, results.json and table.md go")
     return p
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     budget = dict(QUICK if args.quick else FULL)
     budget["epochs"] = args.epochs or budget["epochs"]
-    models = args.models or model_choices()
+    choices = model_choices()
+    unknown = [m for m in args.models or [] if m not in choices]
+    if unknown:
+        parser.error(f"argument --models: not a --model of tv_training.py: {', '.join(unknown)} "
+                     f"(choose from {', '.join(choices)})")
+    models = args.models or choices
     runs = plan(models, args.seeds, args.presets)
     os.makedirs(args.out, exist_ok=True)
     cpu = cpu_line()

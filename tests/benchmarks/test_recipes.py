@@ -91,3 +91,14 @@ def test_ctrl_c_keeps_the_runs_done_and_says_how_to_go_on(stand_ins, monkeypatch
     assert err.splitlines() == [f"interrupted during {recipes.DEMO_MODEL}_hflip_seed1: the 1 runs done are kept in "
                                 f"{tmp_path / 'results.json'}; the same command goes on from them"]
     assert [r["seed"] for r in json.loads((tmp_path / "results.json").read_text())["runs"]] == [0]
+
+
+@pytest.mark.parametrize("argv,words", [(["--models", "nope"], "not a --model of tv_training.py: nope"),
+                                        (["--epochs", "0"], "expected an integer >= 1, got '0'"),
+                                        (["--seeds", "-1"], "expected an integer >= 0, got '-1'")])
+def test_bad_values_are_one_usage_line_before_any_run(stand_ins, monkeypatch, tmp_path, capsys, argv, words):
+    monkeypatch.setattr(recipes, "run_one", fake_run(calls := []))
+    with pytest.raises(SystemExit) as e:
+        recipes.main([*argv, "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not calls and not (tmp_path / "out").exists()
