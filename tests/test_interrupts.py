@@ -8,6 +8,7 @@ log lines, and times as a share of the run's own pace: both hold on a loaded mac
 
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -79,7 +80,11 @@ def check_stopped_run(proc, log, out, argv):
         # the hint repeats the run's own options, so the resumed run has the same settings
         # the script as it was started (a path from another folder pastes as it is)
         script = os.path.join(ROOT_DIR, "tv_training.py")
-        assert f"resume with: python {script} {' '.join(argv)} --resume {ckpt}" in log
+        python = os.path.relpath(sys.executable, ROOT_DIR)  # the process ran in ROOT_DIR with this interpreter
+        python = python if not python.startswith(os.pardir) else sys.executable
+        if shutil.which("python") and os.path.abspath(shutil.which("python")) == os.path.abspath(sys.executable):
+            python = "python"
+        assert f"resume with: {python} {script} {' '.join(argv)} --resume {ckpt}" in log
     else:
         assert "no epoch completed" in log
     assert not [f for f in os.listdir(out) if f.startswith(".tmp") or f.endswith(".tmp")]

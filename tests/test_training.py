@@ -350,11 +350,36 @@ def test_resume_command_under_torchrun_names_torchrun(monkeypatch):
         "torchrun --nproc_per_node=2 tv_training.py --demo --resume c.pth"
 
 
-def test_resume_command_replaces_an_earlier_resume():
+def test_resume_command_replaces_an_earlier_resume(monkeypatch):
+    monkeypatch.setattr(interrupts, "python_command", lambda: "python")
     cmd = interrupts.resume_command(["--demo", "--resume", "old.pth", "--resume=x", "--lr", "1e-3"], "out/c.pth")
     assert cmd == "python tv_training.py --demo --lr 1e-3 --resume out/c.pth"
     assert interrupts.resume_command(["--data-path", "my data"], "c.pth") == \
         "python tv_training.py --data-path 'my data' --resume c.pth"
+
+
+def test_printed_commands_name_the_interpreter_that_ran(monkeypatch, tmp_path):
+    """README's `.venv/bin/python tv_training.py` gets `.venv/bin/python` in its resume and report
+    commands, not a `python` that may be another environment's; the python on PATH is `python`."""
+    venv = tmp_path / "project" / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)  # as venv makes it: a link to the system's python
+    system = tmp_path / "usr" / "bin"
+    system.mkdir(parents=True)
+    (system / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path / "project")
+    monkeypatch.setenv("PATH", str(system))
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    assert interrupts.resume_command(["--demo"], "c.pth") == ".venv/bin/python tv_training.py --demo --resume c.pth"
+    assert interrupts.report_command(["--demo"], "c.pth").startswith(".venv/bin/python tv_training.py --demo")
+    monkeypatch.setenv("PATH", f"{venv}{os.pathsep}{system}")  # the venv activated
+    assert interrupts.python_command() == "python"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(system))
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    assert interrupts.python_command() == os.path.join("project", ".venv", "bin", "python")
+    monkeypatch.chdir(system)  # outside the working folder: the whole path
+    assert interrupts.python_command() == str(venv / "python")
 
 
 def test_nothing_runs_at_import():

@@ -3,6 +3,7 @@ the error that says what was kept, and the command lines that resume the run or 
 
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -30,8 +31,23 @@ def interrupted(records, checkpoint_path, finished=False):
     return TrainingInterrupted(f"interrupted: {done}" + (f", saved in {kept}" if kept else ""), checkpoint=kept)
 
 
+def python_command():
+    """The interpreter running this script as a printed command should name it, so that it pastes
+    into a new shell: ``python`` where that is the one on PATH, else its path (relative to the
+    working folder when inside it: ``.venv/bin/python``, as the README runs it). Paths are compared
+    as written: a virtual environment's python links to the system's, and is not it."""
+    exe = sys.executable
+    if not exe:
+        return "python"
+    on_path = shutil.which("python")
+    if on_path and os.path.abspath(on_path) == os.path.abspath(exe):
+        return "python"
+    relative = os.path.relpath(exe)
+    return exe if relative.startswith(os.pardir) else relative
+
+
 def _script():
-    """This script as it was started (``python path/to/tv_training.py``), so a printed command pastes."""
+    """This script as it was started (``path/to/tv_training.py``), so a printed command pastes."""
     return sys.argv[0] if os.path.basename(sys.argv[0]) == "tv_training.py" else "tv_training.py"
 
 
@@ -51,13 +67,14 @@ def _without(argv, with_value, switches=()):
 def report_command(argv, checkpoint):
     """The command line that evaluates ``checkpoint`` as the run ``argv`` did, writing its report."""
     kept = _without(argv, ("--resume", "--weights", "--epochs"), ("--overwrite",))
-    return " ".join(shlex.quote(a) for a in ["python", _script(), *kept, "--test-only", "--weights", checkpoint])
+    return " ".join(shlex.quote(a) for a in [python_command(), _script(), *kept, "--test-only", "--weights",
+                                             checkpoint])
 
 
 def resume_command(argv, checkpoint):
     """The command line that continues an interrupted run: the same options plus --resume."""
     kept = _without(argv, ("--resume",))
-    launcher = ["python"]
+    launcher = [python_command()]
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun
         launcher = ["torchrun", f"--nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', os.environ['WORLD_SIZE'])}"]
     return " ".join(shlex.quote(a) for a in [*launcher, _script(), *kept, "--resume", checkpoint])

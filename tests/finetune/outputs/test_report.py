@@ -26,7 +26,7 @@ from finetune.data.coco import CocoFormatDataset
 from finetune.data.formats import DataSplit, load_datasets
 from finetune.data.masks import mask_to_rle
 from finetune.outputs import analysis, gallery, plots, report
-from finetune.run import run_folder
+from finetune.run import interrupts, run_folder
 
 A, B = [10, 10, 50, 90], [60, 10, 100, 90]  # two objects, side by side (xyxy)
 
@@ -486,7 +486,8 @@ def test_ctrl_c_while_the_report_is_drawn_says_training_is_complete_and_how_to_r
     monkeypatch.undo()
 
     argv = shlex.split(command)
-    assert argv[:2] == ["python", "tv_training.py"] and argv[-3:] == ["--test-only", "--weights", str(ckpt)]
+    assert argv[:2] == [interrupts.python_command(), "tv_training.py"]
+    assert argv[-3:] == ["--test-only", "--weights", str(ckpt)]
     code, _, _ = cli(argv[2:], capsys)  # the command it gives
     assert code == 0
     check_report(str(target / "report"), ["pedestrian"])
