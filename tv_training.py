@@ -505,7 +505,7 @@ def get_args_parser(add_help=True):
                         "images (or --predict's); None: no export (docs/export.md)")
     p.add_argument("--score-threshold", default=0.5, type=flags.unit_interval,
                    help="--predict / figures / the report's confusion matrix and gallery: lowest score kept, "
-                        "from 0 to 1")
+                        "from 0 to 1 (under torchvision's own 0.05, --predict lowers the model's to it)")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
                    help="also write TensorBoard event files to --output-dir/tensorboard/ (losses and lr per "
                         "iteration, COCO numbers and per-class AP per epoch, the prediction figures; needs pip "

@@ -297,7 +297,9 @@ def _export_temporary(model, spec, tmp, num_images):
     fast_layers.as_reference_model(model.eval().cpu()).to(memory_format=torch.contiguous_format)
     names = export_onnx(model, tmp)
     info = describe_model(spec, names)
-    add_metadata(tmp, dict(classes=info["classes"], model=info["model"]))
+    # the lowest score the graph keeps is fixed by the trace: --predict says so when asked for less
+    info["min_score"] = prediction.model_min_score(model)
+    add_metadata(tmp, dict(classes=info["classes"], model=info["model"], min_score=info["min_score"]))
     print(f"Exported {spec['model']} to ONNX (opset {OPSET}) in {time.perf_counter() - start:.1f} s; checking it "
           f"against PyTorch (float32) on {num_images} image(s):")
     return info

@@ -156,6 +156,16 @@ def read_classes(onnx_path, metadata=None):
     return info["classes"], info.get("model")
 
 
+def stored_min_score(metadata):
+    """The lowest score an exported graph keeps, from its "detector" metadata (None: not recorded,
+    as in files exported before it was)."""
+    try:
+        value = json.loads(metadata["detector"]).get("min_score")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def predict_command(weights, images, output_dir=None, score_threshold=0.5, overwrite=False, typed_model=None,
                     device="auto", eval_bf16=False):
     """``--predict IMAGES --weights FILE.onnx``: prediction.predict of ``images`` (files or folders)
@@ -183,5 +193,10 @@ def predict_command(weights, images, output_dir=None, score_threshold=0.5, overw
         print(f"--device {device}: an .onnx model runs on the CPU here (ONNX Runtime's CPU provider).")
     if eval_bf16:
         print("--eval-bf16 applies to PyTorch models; the .onnx model runs in float32.")
+    floor = stored_min_score(predictor.metadata)
+    if floor is not None and score_threshold < floor:
+        print(f"note: {weights} keeps detections scoring at least {floor:g} (fixed when it was exported); "
+              f"--score-threshold {score_threshold:g} finds none below that. A checkpoint (--weights CHECKPOINT) "
+              f"goes lower.")
     return prediction.predict(predictor, images, torch.device("cpu"), predict_dir, score_threshold, classes,
                            overwrite=overwrite)

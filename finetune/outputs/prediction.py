@@ -3,6 +3,7 @@ each an overlay ``<file name>.png`` and its detections as ``<file name>.json``, 
 ``results.json`` and ``images.json`` (COCO's results format) for all of them.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -228,6 +229,30 @@ def _write_coco_files(out_dir, coco_images, coco_results, classes):
           f"(with {os.path.join(out_dir, 'images.json')})")
 
 
+def model_min_score(model):
+    """The lowest score ``model`` itself keeps (torchvision's ``box_score_thresh``, 0.05 unless set),
+    or None for a model that has no such setting (an ONNX Runtime session)."""
+    value = getattr(getattr(model, "roi_heads", model), "score_thresh", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+@contextlib.contextmanager
+def keeping_scores_from(model, score_threshold):
+    """``model`` keeps detections down to ``score_threshold`` while inside, where its own lowest
+    score is higher: a ``--score-threshold`` under torchvision's 0.05 would otherwise find nothing
+    more than 0.05 does. Its setting is restored on the way out (evaluation keeps torchvision's)."""
+    floor = model_min_score(model)
+    if floor is None or score_threshold >= floor:
+        yield
+        return
+    heads = getattr(model, "roi_heads", model)
+    heads.score_thresh = score_threshold
+    try:
+        yield
+    finally:
+        heads.score_thresh = floor
+
+
 @torch.inference_mode()
 def predict(model, paths, device, out_dir, score_threshold, classes=None, overwrite=False):
     """For each image: ``out_dir/<file name>.png`` (overlay) and ``<file name>.json`` (detections:
@@ -246,6 +271,15 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
     model.eval()
     mask_paste.compact_masks(model, min_score=score_threshold)  # masks as RLE, only above the threshold
     classes = classes or PENNFUDAN_CLASSES
+    with keeping_scores_from(model, score_threshold):
+        results, failed, coco_images, coco_results = _predict_each(model, images, device, out_dir, score_threshold,
+                                                                   classes)
+    if coco_images:
+        _write_coco_files(out_dir, coco_images, coco_results, classes)
+    return dict(predictions=results, skipped=skipped, failed=failed)
+
+
+def _predict_each(model, images, device, out_dir, score_threshold, classes):
     results, failed, coco_images, coco_results = [], [], [], []
     for path, stem in zip(images, output_names(images)):
         photo, pred, message = _run_model(model, path, device)
@@ -263,6 +297,4 @@ def predict(model, paths, device, out_dir, score_threshold, classes=None, overwr
         _write_image_files(photo, pred, score_threshold, classes, record, png_path, json_path)
         print(f"{path}: {len(detections)} detection(s) -> {png_path}, {json_path}")
         results.append(record)
-    if coco_images:
-        _write_coco_files(out_dir, coco_images, coco_results, classes)
-    return dict(predictions=results, skipped=skipped, failed=failed)
+    return results, failed, coco_images, coco_results

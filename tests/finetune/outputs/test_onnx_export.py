@@ -471,3 +471,4 @@ def test_new_models_export_and_agree_with_pytorch(workdir, capsys, name, outputs
     with open(root / f"{name}.json") as f:
         info = json.load(f)
     assert info["model"] == name and [o["name"] for o in info["outputs"]] == outputs
+    assert info["min_score"] == pytest.approx(0.05)  # torchvision's box_score_thresh, fixed by the trace

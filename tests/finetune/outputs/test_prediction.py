@@ -7,7 +7,8 @@ import warnings
 import zlib
 
 import pytest
-from conftest import run_main, tiny_argv
+import torch
+from conftest import TINY, build, run_main, tiny_argv
 from PIL import Image
 from test_arguments import cli
 
@@ -139,3 +140,37 @@ def test_the_export_check_leaves_out_a_bomb_as_predict_does(photos, capsys):
     assert f"note: {photos / 'bomb.png'}: too many pixels (4,096 pixels; " in printed
     assert printed.count("bomb.png") == 1 and printed.count("large.png") == 1
     no_pil_warning(caught, printed)
+
+
+def test_a_score_threshold_under_the_models_own_keeps_the_detections_between(tmp_path):
+    """torchvision's detectors drop scores under 0.05 (box_score_thresh) before --score-threshold
+    sees them: asked for 0.001, --predict lowers that for its run, then puts torchvision's back."""
+    torch.manual_seed(0)
+    model = build("maskrcnn_resnet18", num_classes=2, **TINY)
+    with torch.no_grad():  # the foreground class's scores pushed to ~0.01, under torchvision's 0.05
+        model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([4.5, 0.0]))
+    Image.new("RGB", (96, 80), (90, 120, 200)).save(tmp_path / "a.png")
+    assert prediction.model_min_score(model) == pytest.approx(0.05)
+
+    def scores(threshold, name):
+        result = prediction.predict(model, [str(tmp_path / "a.png")], torch.device("cpu"), str(tmp_path / name),
+                                    threshold)
+        return [d["score"] for d in result["predictions"][0]["detections"]]
+
+    assert scores(0.05, "at_005") == []
+    low = scores(0.001, "at_0001")
+    assert low and all(0.001 <= s < 0.05 for s in low)
+    assert model.roi_heads.score_thresh == pytest.approx(0.05)  # torchvision's setting is back
+
+
+def test_an_onnx_model_says_the_lowest_score_it_was_exported_with(onnx_model, tmp_path, capsys):
+    Image.new("RGB", (40, 30), (90, 120, 200)).save(tmp_path / "a.png")
+    capsys.readouterr()
+    code, printed, _ = cli(["--predict", str(tmp_path / "a.png"), "--weights", onnx_model, "--output-dir",
+                            str(tmp_path / "out"), "--score-threshold", "0.01"], capsys)
+    assert code == 0
+    assert (f"note: {onnx_model} keeps detections scoring at least 0.05 (fixed when it was exported); "
+            f"--score-threshold 0.01 finds none below that. A checkpoint (--weights CHECKPOINT) goes lower.") in printed
+    code, printed, _ = cli(["--predict", str(tmp_path / "a.png"), "--weights", onnx_model, "--output-dir",
+                            str(tmp_path / "out2")], capsys)
+    assert code == 0 and "keeps detections scoring" not in printed  # the default 0.5 is above it
