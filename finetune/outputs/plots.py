@@ -211,8 +211,8 @@ def plot_pr(curves_by_type, path):
     _save_figure(fig, path, dpi=80)
 
 
-def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
-    """Counts and row-normalised fractions side by side."""
+def plot_confusion(matrix, names, iou_threshold, score_threshold, path, matched_by="boxes"):
+    """Counts and row-normalised fractions side by side; ``matched_by`` ("boxes" or "masks") names the IoU."""
     plt = _pyplot()
     labels = [_short(n) for n in names] + ["background"]
     size = 2.2 + 0.45 * len(labels)
@@ -229,23 +229,34 @@ def plot_confusion(matrix, names, iou_threshold, score_threshold, path):
         ax.set_xlabel("predicted (background: missed)")
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("true (background: false detection)")
-    fig.suptitle(f"Confusion matrix, boxes: IoU >= {iou_threshold:g}, score >= {score_threshold:g}", fontsize=10)
+    fig.suptitle(f"Confusion matrix, {matched_by}: IoU >= {iou_threshold:g}, score >= {score_threshold:g}",
+                 fontsize=10)
     _save_figure(fig, path, dpi=80)
 
 
-def plot_errors(breakdown, path):
-    """dAP per error kind, as horizontal bars."""
+def plot_errors(breakdown, path, masks=None):
+    """dAP per error kind, as horizontal bars; with ``masks`` (the same breakdown by mask IoU) a
+    second bar per kind beside the box one, so the kinds where the two differ stand out."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 2.8))
+    series = [("boxes", "bbox", breakdown, "#4878cf")] + ([("masks", "segm", masks, "#d65f5f")] if masks else [])
+    fig, ax = plt.subplots(figsize=(6, 2.8 if masks is None else 3.6))
     kinds = list(ERROR_KINDS)
-    values = [breakdown["dap"][k] for k in kinds]
-    ax.barh(range(len(kinds)), values, color="#4878cf")
-    ax.set_yticks(range(len(kinds)), [f"{ERROR_NAMES[k]} ({breakdown['counts'][k]})" for k in kinds], fontsize=8)
+    height = 0.8 / len(series)
+    for n, (label, _, numbers, colour) in enumerate(series):
+        values = [numbers["dap"][k] for k in kinds]
+        where = [i + (n - (len(series) - 1) / 2) * height for i in range(len(kinds))]
+        ax.barh(where, values, height=height, color=colour, label=label if masks else None)
+        for y, v in zip(where, values):
+            ax.text(v, y, f" {v:.3f}", va="center", fontsize=7 if masks else 8)
+    counts = [" / ".join(str(numbers["counts"][k]) for _, _, numbers, _ in series) for k in kinds]
+    ax.set_yticks(range(len(kinds)), [f"{ERROR_NAMES[k]} ({c})" for k, c in zip(kinds, counts)], fontsize=8)
     ax.invert_yaxis()
-    for i, v in enumerate(values):
-        ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
-    ax.set_xlim(0, max(0.05, max(values) * 1.25))
-    ap = breakdown["ap"]
-    ax.set_xlabel(f"AP50 gained if fixed (bbox AP50 now {ap:.3f})" if ap is not None else "AP50 gained if fixed")
-    ax.set_title("Error breakdown (after TIDE): kind (how many)", fontsize=10)
+    top = max(numbers["dap"][k] for _, _, numbers, _ in series for k in kinds)
+    ax.set_xlim(0, max(0.05, top * 1.25))
+    now = [f"{iou} AP50 now {numbers['ap']:.3f}" for _, iou, numbers, _ in series if numbers["ap"] is not None]
+    gap = "\n" if len(now) > 1 else " "  # two APs do not fit on one line under the bars
+    ax.set_xlabel("AP50 gained if fixed" + (f"{gap}({', '.join(now)})" if now else ""))
+    if masks:
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Error breakdown (after TIDE): kind (how many" + (": boxes / masks)" if masks else ")"), fontsize=10)
     _save_figure(fig, path, dpi=80)

@@ -98,6 +98,7 @@ def _confusion_html(figures, analyses, names, iou_threshold, score_threshold):
              _img(figures["confusion"], "confusion matrix"), _matrix_table(analyses["boxes"].matrix, names)]
     if "masks" in analyses:
         parts += [f"<h3>Masks (segm IoU &ge; {iou_threshold:g}, score &ge; {score_threshold:g})</h3>",
+                  _img(figures["confusion_masks"], "confusion matrix by masks"),
                   _matrix_table(analyses["masks"].matrix, names),
                   "<p class='note'>The same matching on the IoU of the predicted masks (mask &gt; 0.5) with the "
                   "objects' masks, as segm AP scores them: a box that fits an object whose mask does not shows "
@@ -123,7 +124,8 @@ def _errors_html(figures, analyses):
             for e in ERROR_KINDS]
     as_is = f"bbox AP50 as is: {_ap_text(boxes['ap'])}" + (
         f", segm AP50 as is: {_ap_text(analyses['masks'].breakdown['ap'])}" if "masks" in analyses else "")
-    return ["<h2>Error breakdown (after TIDE)</h2>", _img(figures["errors"], "error breakdown (boxes)"),
+    return ["<h2>Error breakdown (after TIDE)</h2>",
+            _img(figures["errors"], f"error breakdown ({' and '.join(kinds)})"),
             _table(header, rows),
             f"<p class='note'>{' and '.join(kinds).capitalize()}, all scores, foreground IoU {boxes['fg_iou']:g}, "
             f"background IoU {boxes['bg_iou']:g}; {as_is}. Definitions: "
@@ -216,13 +218,17 @@ def _build(folder, inputs):
     plot_confusion(matrix, names, iou_threshold, score_threshold, os.path.join(folder, "confusion.png"))
     figures["confusion"] = "confusion.png"
     breakdown = error_breakdown(images, len(classes))
-    plot_errors(breakdown, os.path.join(folder, "errors.png"))
-    figures["errors"] = "errors.png"
     analyses = dict(boxes=Analysis(matrix, breakdown))
     with_masks = mask_images(coco_evaluator, dataset_test)
     if with_masks is not None:
         analyses["masks"] = Analysis(confusion_matrix(with_masks, len(classes), iou_threshold, score_threshold)[0],
                                      error_breakdown(with_masks, len(classes)))
+        plot_confusion(analyses["masks"].matrix, names, iou_threshold, score_threshold,
+                       os.path.join(folder, "confusion_masks.png"), matched_by="masks")
+        figures["confusion_masks"] = "confusion_masks.png"
+    plot_errors(breakdown, os.path.join(folder, "errors.png"),
+                masks=analyses["masks"].breakdown if "masks" in analyses else None)
+    figures["errors"] = "errors.png"
     gallery = write_gallery(os.path.join(folder, "gallery"), images, per_image, dataset_test, names, iou_threshold,
                             score_threshold, gallery_size)
     page = render_html(info_rows, summary, figures, analyses, names, gallery, iou_threshold, score_threshold,

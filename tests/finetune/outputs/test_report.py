@@ -157,6 +157,25 @@ def test_a_class_name_the_font_cannot_draw_makes_no_warning_per_glyph(tmp_path):
     assert [str(w.message) for w in caught] == [] and os.path.getsize(tmp_path / "confusion.png") > 1000
 
 
+def test_the_error_figure_puts_the_mask_bars_beside_the_box_ones(tmp_path, monkeypatch):
+    def breakdown(loc, ap):
+        return dict(dap={k: (loc if k == "loc" else 0.0) for k in analysis.ERROR_KINDS}, ap=ap,
+                    counts={k: (3 if k == "loc" else 0) for k in analysis.ERROR_KINDS})
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save_figure", lambda fig, path, dpi: drawn.append(fig))
+    plots.plot_errors(breakdown(0.1, 0.8), str(tmp_path / "e.png"))
+    plots.plot_errors(breakdown(0.1, 0.8), str(tmp_path / "e.png"), masks=breakdown(0.4, 0.5))
+    (boxes_only,), (both,) = (fig.axes for fig in drawn)
+    assert len(boxes_only.patches) == len(analysis.ERROR_KINDS) and boxes_only.get_legend() is None
+    assert len(both.patches) == 2 * len(analysis.ERROR_KINDS)
+    assert [t.get_text() for t in both.get_legend().get_texts()] == ["boxes", "masks"]
+    widths = sorted(p.get_width() for p in both.patches if p.get_width() > 0)
+    assert widths == pytest.approx([0.1, 0.4])  # the localisation errors by box and by mask
+    assert both.get_xlabel() == "AP50 gained if fixed\n(bbox AP50 now 0.800, segm AP50 now 0.500)"
+    assert boxes_only.get_xlabel() == "AP50 gained if fixed (bbox AP50 now 0.800)"
+
+
 @pytest.mark.parametrize("tied", [False, True])  # tied: a saturated model, most scores exactly 1.0
 def test_ap_as_is_equals_pycocotools_ap50_per_class(tied, capsys):
     rng = np.random.default_rng(0)
@@ -342,9 +361,12 @@ def test_the_report_shows_the_mask_analysis_only_with_masks(case, tmp_path):
         assert data["masks"]["errors"]["counts"] == dict(cls=0, loc=1, both=0, dupl=0, bkg=1, miss=0)
         assert "<h3>Masks (segm IoU" in page and "<th>masks: how many</th>" in page
         assert "segm AP50 as is: 0.000" in page
+        assert '<img src="confusion_masks.png"' in page
+        assert os.path.getsize(tmp_path / "report" / "confusion_masks.png") > 1000
     else:
         assert "masks" not in data and "Masks" not in page and "masks: how many" not in page
         assert "<th>how many</th>" in page
+        assert not (tmp_path / "report" / "confusion_masks.png").exists() and "confusion_masks" not in page
 
 # --- the report of a run ------------------------------------------------------------------------
 
@@ -385,7 +407,7 @@ def test_a_run_writes_its_report(run):
     data, out, result = run
     folder = os.path.join(out, "report")
     report_data, files = check_report(folder, ["pedestrian"])
-    assert "curves.png" in files
+    assert "curves.png" in files and "confusion_masks.png" in files  # Mask R-CNN: the masks' matrix too
     gallery = [f for f in files if f.startswith("gallery/")]
     assert len(gallery) == 3  # every test image
 
