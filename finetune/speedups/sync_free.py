@@ -32,6 +32,7 @@ Private torchvision APIs used here (checked against torchvision 0.29.1, torch 2.
 """
 
 import collections
+import functools
 import types
 
 import torch
@@ -86,7 +87,7 @@ def multilevel_roi_align(features, rois, levels, scales, output_size, sampling_r
     offsets = [0]
     for h, w in sizes[:-1]:
         offsets.append(offsets[-1] + n * h * w)
-    lookup = _to_device([[float(h), float(w), float(s), float(o)] for (h, w), s, o in zip(sizes, scales, offsets)],
+    lookup = _to_device(tuple((float(h), float(w), float(s), float(o)) for (h, w), s, o in zip(sizes, scales, offsets)),
                         rois.device)
     per_roi = lookup[levels]
     first_row = per_roi[:, 3].long()
@@ -106,13 +107,17 @@ def multilevel_roi_align(features, rois, levels, scales, output_size, sampling_r
     return pooled.view(k, ph, pw, c).permute(0, 3, 1, 2)
 
 
+@functools.lru_cache(maxsize=64)
 def _to_device(values, device):
-    """A small float64 table made on the host, on ``device`` without a sync (a copy from pageable
-    host memory waits for the device's queue; one from pinned memory does not)."""
-    table = torch.tensor(values, dtype=torch.float64)
-    if device.type != "cuda":
-        return table.to(device)
-    return table.pin_memory().to(device, non_blocking=True)
+    """A small float64 table made on the host (``values``: a tuple of rows), on ``device`` without
+    a sync (a copy from pageable host memory waits for the device's queue; one from pinned memory
+    does not). Kept per table and device, read only: the same feature-map sizes come back every
+    step, and a table already on the device costs no copy at all."""
+    with torch.inference_mode(False):  # kept for training too: not an inference tensor
+        table = torch.tensor(values, dtype=torch.float64)
+        if device.type != "cuda":
+            return table.to(device)
+        return table.pin_memory().to(device, non_blocking=True)
 
 
 def pool_all_levels(pool, x, boxes, image_shapes):

@@ -90,6 +90,25 @@ def test_multilevel_roi_align_equals_torchvision_per_level():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+def test_the_level_table_is_made_once_per_layout_and_serves_evaluation_and_training():
+    gen = torch.Generator().manual_seed(1)
+    features = {n: torch.randn(1, 3, 32 >> i, 32 >> i, generator=gen) for i, n in enumerate("01")}
+    boxes = [torch.tensor([[2.0, 3.0, 14.0, 13.0], [10.0, 10.0, 120.0, 110.0]])]  # one RoI per level
+    stock = torchvision.ops.MultiScaleRoIAlign(list(features), 5, 2, canonical_scale=56)
+    ours = copy.deepcopy(stock)
+    ours.__class__, ours.sync_free = sync_free.MultiLevelRoIAlign, True
+    sync_free._to_device.cache_clear()
+    with torch.inference_mode():  # evaluation first: the table it makes is kept for training
+        evaluated = ours(features, boxes, [(128, 128)])
+    trained = {n: f.clone().requires_grad_() for n, f in features.items()}
+    got = ours(trained, boxes, [(128, 128)])
+    got.sum().backward()
+    assert sync_free._to_device.cache_info().currsize == 1 and sync_free._to_device.cache_info().hits == 1
+    torch.testing.assert_close(got.detach(), evaluated)
+    torch.testing.assert_close(got.detach(), stock(features, boxes, [(128, 128)]), rtol=0, atol=1e-5)
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in trained.values())
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_nms_of_flagged_equals_batched_nms_of_the_kept(seed):
     gen = torch.Generator().manual_seed(seed)
