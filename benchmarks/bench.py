@@ -251,6 +251,10 @@ def _quick_sizes(args):
 def _parse_args(argv):
     """The flags of ``argv`` (--quick's sizes applied) and the checked ``--configs`` and ``--phases`` lists."""
     args = get_args_parser().parse_args(argv)
+    # the workers run from the repository's root: paths typed relative to another folder must not change meaning
+    for name in ("data_path", "demo_data_path", "out", "weights"):
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     if args.quick:
         _quick_sizes(args)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]

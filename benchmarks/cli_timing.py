@@ -219,6 +219,7 @@ def check_args(args):
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    args.out = os.path.abspath(args.out)  # the runs start in the repository's root
     check_args(args)
     sys.path[:0] = [p for p in (ROOT, HERE) if p not in sys.path]  # the project, and demo_timing.py beside this
     from demo_timing import describe_machine, empty_out_folder, write_report

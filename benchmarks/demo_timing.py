@@ -209,6 +209,7 @@ def get_args_parser():
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    args.out = os.path.abspath(args.out)  # the runs start in the repository's root
     if any(t < 1 for t in args.threads or []):
         sys.exit("--threads: each value must be 1 or more")
     for flag, values in (("--seeds", args.seeds), ("--precisions", args.precisions), ("--threads", args.threads)):

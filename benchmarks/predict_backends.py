@@ -178,6 +178,9 @@ def main(argv=None):
     p.add_argument("--score-threshold", type=float, default=0.5, help="default 0.5")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not args.child:  # the children start in the repository's root: the paths typed keep their meaning
+        args.out, args.weights, args.onnx = (os.path.abspath(v) if v else v
+                                             for v in (args.out, args.weights, args.onnx))
     if args.child == "onnx":  # before any import of this project's: they load torch
         return child_onnx(args.onnx, args.images, os.path.join(args.out, "onnx"), args.score_threshold)
     if args.child:

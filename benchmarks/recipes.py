@@ -195,6 +195,7 @@ def get_args_parser():
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    args.out = os.path.abspath(args.out)  # the runs start in the repository's root
     budget = dict(QUICK if args.quick else FULL)
     budget["epochs"] = args.epochs or budget["epochs"]
     choices = model_choices()

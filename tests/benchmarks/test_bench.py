@@ -35,15 +35,16 @@ def test_bench_tiny_run_reports_every_phase_for_both_configurations(tmp_path):
     # the least that exercises every phase: one batch, one test image, no warm-up, one worker per
     # configuration, and the tests' small RPN/RoI counts (the same code runs, on fewer boxes)
     roi_counts = {k: v for k, v in TINY.items() if not k.endswith("_size")}
+    # the paths relative to the folder it is run from, not the repository's root where the workers start
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bench.py"), "--device", "cpu",
-           "--data-path", str(tmp_path / "data"), "--num-images", "3", "--out", str(out),
+           "--data-path", "data", "--num-images", "3", "--out", "bench",
            "--min-size", "128", "--max-size", "213", "--warmup", "0", "--steps", "1",
            "--eval-images", "1", "--eval-repeats", "1", "--model-kwargs", json.dumps(roi_counts),
            "--epoch-train", "2", "--epoch-test", "1", "--epoch-min-size", "128", "--epoch-max-size", "213",
            "--epoch-repeats", "1", "--photo-size", "400", "300", "--photo-repeats", "1", "--demo-steps", "1",
-           "--demo-data-path", str(tmp_path / "demo_data"), "--reuse-workers"]
+           "--demo-data-path", "demo_data", "--reuse-workers"]
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     report = json.loads((out / "bench.json").read_text())

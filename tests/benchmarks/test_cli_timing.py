@@ -18,8 +18,9 @@ TOY = ["--num-images", "5", "--test-size", "2", "--epochs", "1", "--min-size", "
 @pytest.mark.slow  # two processes of the tutorial's ResNet-50 model at 64 px
 def test_the_reference_and_ours_run_on_the_same_data_and_weights_and_are_read_from_their_logs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)  # --out relative to a folder other than the repository's root, where the runs start
     out = tmp_path / "timing"
-    result = cli_timing.main(["--configs", "reference", "fp32", *TOY, "--out", str(out)])
+    result = cli_timing.main(["--configs", "reference", "fp32", *TOY, "--out", "timing"])
 
     ref, ours = result["runs"]
     assert (ref["name"], ref["returncode"], ours["name"], ours["returncode"]) == ("reference", 0, "fp32", 0)

@@ -17,8 +17,9 @@ def test_a_run_is_timed_and_scored_from_its_own_output(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = make_data(tmp_path / "data", num_images=6)
     out = tmp_path / "timing"
-    result = demo_timing.main(["--seeds", "1", "--precisions", "fp32", "--data-path", str(data),
-                               "--out", str(out), "--", *TINY_DEMO])
+    monkeypatch.chdir(tmp_path)  # relative paths from a folder other than the repository's root, where runs start
+    result = demo_timing.main(["--seeds", "1", "--precisions", "fp32", "--data-path", "data",
+                               "--out", "timing", "--", *TINY_DEMO])
 
     (row,) = result["runs"]
     assert (row["name"], row["returncode"], row["trained_in"]) == ("fp32_seed1", 0, "fp32")

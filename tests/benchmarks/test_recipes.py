@@ -102,3 +102,16 @@ def test_bad_values_are_one_usage_line_before_any_run(stand_ins, monkeypatch, tm
         recipes.main([*argv, "--out", str(tmp_path / "out")])
     assert e.value.code == 2 and words in capsys.readouterr().err.strip().splitlines()[-1]
     assert not calls and not (tmp_path / "out").exists()
+
+
+def test_a_relative_out_means_the_folder_it_was_typed_in(stand_ins, monkeypatch, tmp_path):
+    """The runs start in the repository's root: --out typed relative to another folder is made absolute first."""
+    seen = []
+    monkeypatch.setattr(recipes, "make_data", lambda root, budget: seen.append(root) or ("train.json", "val.json"))
+    run_one = fake_run([])
+    monkeypatch.setattr(recipes, "run_one", lambda *a: seen.append(a[-1]) or run_one(*a))
+    monkeypatch.chdir(tmp_path)
+    recipes.main(["--models", "fasterrcnn", "--presets", "hflip", "--seeds", "0", "--out", "rec"])
+    assert seen == [str(tmp_path / "rec" / "data"), str(tmp_path / "rec" / f"{recipes.DEMO_MODEL}_hflip_seed0"),
+                    str(tmp_path / "rec" / "fasterrcnn_hflip_seed0")]
+    assert (tmp_path / "rec" / "results.json").is_file()

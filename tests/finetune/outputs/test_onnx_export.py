@@ -386,9 +386,11 @@ def test_predict_backends_benchmark_compares_the_backends(mask_export, workdir, 
     ckpt, onnx_path, _ = mask_export
     _, data = workdir
     script = os.path.join(ROOT_DIR, "benchmarks", "predict_backends.py")
-    run = subprocess.run([sys.executable, script, "--weights", str(ckpt), "--onnx", onnx_path, "--images",
-                          os.path.join(data, "PNGImages"), "--out", str(tmp_path / "bench")],
-                         capture_output=True, text=True, timeout=300)
+    # every path relative to a folder other than the repository's root, where the children start
+    run = subprocess.run([sys.executable, script, "--weights", os.path.relpath(ckpt, tmp_path), "--onnx",
+                          os.path.relpath(onnx_path, tmp_path), "--images",
+                          os.path.relpath(os.path.join(data, "PNGImages"), tmp_path), "--out", "bench"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     assert lines[0].startswith("CPU: ") and "bf16 instructions" in lines[0]
