@@ -194,6 +194,20 @@ def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_pa
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
 
 
+def test_a_run_on_relative_paths_resumes_from_another_folder(data, tmp_path, capsys, monkeypatch):
+    """The checkpoint keeps where its data is as an absolute path: typed relative to the folder the run
+    started in, it would name another place (or nothing) from anywhere else."""
+    monkeypatch.chdir(os.path.dirname(data))
+    run_main(*tiny_argv(os.path.basename(data), str(tmp_path / "run")))
+    ckpt = tmp_path / "run" / "checkpoint.pth"
+    assert torch.load(ckpt, weights_only=True)["args"]["data_path"] == data
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    resumed = run_main("--resume", "run/checkpoint.pth", "--epochs", "2")
+    assert f"--data-path {data}" in capsys.readouterr().out
+    assert [r["epoch"] for r in resumed["records"]] == [0, 1]
+
+
 @pytest.mark.parametrize("flag", [["--opt", "sgd"], ["--model", "maskrcnn"], ["--lr", "0.1"]])
 def test_a_typed_flag_that_contradicts_the_checkpoint_is_an_error(trained, flag, tmp_path, capsys):
     ckpt = os.path.join(trained, "checkpoint.pth")

@@ -1,14 +1,24 @@
 """A training run's checkpoints: checkpoint.pth (everything ``--resume`` needs) and best.pth
 (the best epoch's model), written atomically, and the training state restored from one."""
 
+import os
+
 import torch
 
 import utils
 
+# where the data was: saved absolute, so that --resume or --test-only from another folder finds it
+DATA_PATHS = ("data_path", "test_data_path", "image_dir")
+
 
 def _plain(settings):
-    """The run's settings as a plain dict (weights_only=True loads it), from a dict or a Namespace."""
-    return dict(settings if isinstance(settings, dict) else vars(settings))
+    """The run's settings as a plain dict (weights_only=True loads it), from a dict or a Namespace,
+    with the data's paths made absolute (``DATA_PATHS``)."""
+    plain = dict(settings if isinstance(settings, dict) else vars(settings))
+    for key in DATA_PATHS:
+        if isinstance(plain.get(key), str) and plain[key]:
+            plain[key] = os.path.abspath(plain[key])
+    return plain
 
 
 def save_checkpoint(path, model, optimizer, lr_scheduler, scaler, epoch, run_args, records, model_spec):
