@@ -3,6 +3,7 @@
 Each row of the "Bad arguments" table in docs/bad-input.md: the exit status, no traceback, and the words.
 """
 
+import argparse
 import json
 import os
 import pickle
@@ -513,3 +514,11 @@ def test_out_of_memory_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(tv_training, "main", lambda args: (_ for _ in ()).throw(RuntimeError("a real bug")))
     with pytest.raises(RuntimeError, match="a real bug"):  # other errors keep their traceback
         tv_training.cli([])
+
+
+def test_every_flag_has_help_that_names_its_default():
+    parser = tv_training.get_args_parser()
+    flags = [a for a in parser._actions if a.option_strings and "--help" not in a.option_strings]
+    assert all(a.help and a.help != argparse.SUPPRESS for a in flags), [a.dest for a in flags if not a.help]
+    help_text = " ".join(parser.format_help().split())  # the columns' line breaks undone
+    assert help_text.count("(default: ") == len(flags)
