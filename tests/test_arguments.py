@@ -195,18 +195,26 @@ def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_pa
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
 
 
-def test_a_run_on_relative_paths_resumes_from_another_folder(data, tmp_path, capsys, monkeypatch):
-    """The checkpoint keeps where its data is as an absolute path: typed relative to the folder the run
-    started in, it would name another place (or nothing) from anywhere else."""
+def test_a_run_on_relative_paths_resumes_from_another_folder_and_moved_whole(data, tmp_path, capsys, monkeypatch):
+    """The checkpoint keeps the data's path as typed and the folder it was typed in: resumed from
+    another folder the path is found from there; a copy of the project (data and run side by side)
+    uses its own data."""
     monkeypatch.chdir(os.path.dirname(data))
     run_main(*tiny_argv(os.path.basename(data), str(tmp_path / "run")))
     ckpt = tmp_path / "run" / "checkpoint.pth"
-    assert torch.load(ckpt, weights_only=True)["args"]["data_path"] == data
+    saved = torch.load(ckpt, weights_only=True)["args"]
+    assert (saved["data_path"], saved["working_dir"]) == (os.path.basename(data), os.path.dirname(data))
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved / os.path.basename(data))
+    shutil.copytree(tmp_path / "run", moved / "run")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     resumed = run_main("--resume", "run/checkpoint.pth", "--epochs", "2")
     assert f"--data-path {data}" in capsys.readouterr().out
     assert [r["epoch"] for r in resumed["records"]] == [0, 1]
+    monkeypatch.chdir(moved)
+    run_main("--test-only", "--resume", "run/checkpoint.pth")
+    assert f"--data-path {os.path.basename(data)}," in capsys.readouterr().out  # the copy's, not the original
 
 
 @pytest.mark.parametrize("flag", [["--opt", "sgd"], ["--model", "maskrcnn"], ["--lr", "0.1"]])

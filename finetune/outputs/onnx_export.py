@@ -25,6 +25,7 @@ import torchvision
 from pycocotools import mask as mask_util
 
 import utils
+from finetune.data import formats
 from finetune.data.coco import ReadOptions
 from finetune.data.formats import DataSplit, load_datasets
 from finetune.errors import DatasetError, TutorialError
@@ -266,14 +267,15 @@ def verification_images(paths, checkpoint, pennfudan_dataset, get_transform, cou
     if not trained.get("data_path"):
         raise TutorialError(f"the checkpoint does not name the data it was trained on; {hint}")
 
-    data_path = trained["data_path"]
+    data_path = formats.saved_path(trained, "data_path")
     if not os.path.exists(data_path):
         raise TutorialError(f"{data_path}: the checkpoint's data is not here, so there is no test image to check "
                             f"the export on; {hint}")
     try:
         split = DataSplit(trained.get("test_size", 50), trained.get("train_size"), trained.get("seed", 0))
-        data = load_datasets(data_path, pennfudan_dataset, get_transform, split, trained.get("test_data_path"),
-                             trained.get("image_dir"), check=False, ground_truth=False,
+        data = load_datasets(data_path, pennfudan_dataset, get_transform, split,
+                             formats.saved_path(trained, "test_data_path"), formats.saved_path(trained, "image_dir"),
+                             check=False, ground_truth=False,
                              reading=ReadOptions(trained.get("skip_missing_images", False),
                                                  trained.get("crowd_as_objects", False)))
     except DatasetError as e:

@@ -7,17 +7,12 @@ import torch
 
 import utils
 
-# where the data was: saved absolute, so that --resume or --test-only from another folder finds it
-DATA_PATHS = ("data_path", "test_data_path", "image_dir")
-
 
 def _plain(settings):
     """The run's settings as a plain dict (weights_only=True loads it), from a dict or a Namespace,
-    with the data's paths made absolute (``DATA_PATHS``)."""
+    with the folder its relative paths start from (``working_dir``: ``formats.saved_path``)."""
     plain = dict(settings if isinstance(settings, dict) else vars(settings))
-    for key in DATA_PATHS:
-        if isinstance(plain.get(key), str) and plain[key]:
-            plain[key] = os.path.abspath(plain[key])
+    plain["working_dir"] = os.getcwd()
     return plain
 
 

@@ -17,7 +17,7 @@ import os
 
 import utils
 from finetune import hardware
-from finetune.data import augmentation
+from finetune.data import augmentation, formats
 from finetune.errors import TutorialError
 from finetune.models import pretrained
 from finetune.outputs import onnx_runtime, tensorboard
@@ -116,14 +116,17 @@ def take_recipe(args, checkpoint, path, keys=RECIPE, defaulted=DEFAULTED):
     typed = set(args.explicit)
     taken = []
     for key in keys + defaulted:
-        if key not in trained or trained[key] == getattr(args, key):
+        if key not in trained:
+            continue
+        value = formats.saved_path(trained, key) if key in formats.DATA_PATH_KEYS else trained[key]
+        if value == getattr(args, key):
             continue
         if key in typed:
             if key in defaulted:
                 continue
-            checks.contradicts_checkpoint(key, getattr(args, key), trained[key], path)
-        setattr(args, key, trained[key])
-        taken.append(flags.flag(key, trained[key]))
+            checks.contradicts_checkpoint(key, getattr(args, key), value, path)
+        setattr(args, key, value)
+        taken.append(flags.flag(key, value))
     if taken:
         print(f"From {path}: {', '.join(taken)}")
     return args
