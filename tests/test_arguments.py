@@ -195,26 +195,28 @@ def test_resume_without_output_dir_continues_in_the_runs_own_folder(data, tmp_pa
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1 and not (tmp_path / "output").exists()
 
 
-def test_a_run_on_relative_paths_resumes_from_another_folder_and_moved_whole(data, tmp_path, capsys, monkeypatch):
+def test_a_run_on_relative_paths_resumes_from_another_folder_and_moved_whole(tmp_path, capsys, monkeypatch):
     """The checkpoint keeps the data's path as typed and the folder it was typed in: resumed from
-    another folder the path is found from there; a copy of the project (data and run side by side)
-    uses its own data."""
+    another folder (which has a folder of the same name) the run's own data is read; in the project
+    moved whole (data and run side by side), the moved data."""
+    data = make_data(str(tmp_path / "project" / "SynthPed"))
+    make_data(str(tmp_path / "SynthPed"), seed=1)  # another data set of the same name, beside the run
     monkeypatch.chdir(os.path.dirname(data))
     run_main(*tiny_argv(os.path.basename(data), str(tmp_path / "run")))
     ckpt = tmp_path / "run" / "checkpoint.pth"
     saved = torch.load(ckpt, weights_only=True)["args"]
     assert (saved["data_path"], saved["working_dir"]) == (os.path.basename(data), os.path.dirname(data))
     moved = tmp_path / "moved"
-    shutil.copytree(data, moved / os.path.basename(data))
     shutil.copytree(tmp_path / "run", moved / "run")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     resumed = run_main("--resume", "run/checkpoint.pth", "--epochs", "2")
     assert f"--data-path {data}" in capsys.readouterr().out
     assert [r["epoch"] for r in resumed["records"]] == [0, 1]
+    shutil.move(data, moved / os.path.basename(data))  # the project's data moved with its first checkpoint
     monkeypatch.chdir(moved)
     run_main("--test-only", "--resume", "run/checkpoint.pth")
-    assert f"--data-path {os.path.basename(data)}," in capsys.readouterr().out  # the copy's, not the original
+    assert f"--data-path {os.path.basename(data)}," in capsys.readouterr().out  # the moved data, read from here
 
 
 @pytest.mark.parametrize("flag", [["--opt", "sgd"], ["--model", "maskrcnn"], ["--lr", "0.1"]])

@@ -126,17 +126,18 @@ def check_test_data_path(data_path, test_data_path):
 
 
 # A checkpoint keeps where its data was as typed, with the folder it was typed in (``working_dir``),
-# so that --resume, --test-only and --export find it from another folder, and a project moved whole
-# (data beside it) still finds its own.
+# so that --resume, --test-only and --export read the same data from another folder, and a project
+# moved whole (data beside it) finds its data in the new place.
 DATA_PATH_KEYS = ("data_path", "test_data_path", "image_dir")
 
 
 def saved_path(settings, key):
     """A checkpoint's ``settings[key]`` (one of ``DATA_PATH_KEYS``) as this process reaches it: a
-    relative path that names nothing here but exists from the run's ``working_dir`` becomes that
-    absolute path; anything else as saved (checkpoints written before ``working_dir`` have none)."""
+    relative path that still exists from the run's ``working_dir`` becomes that absolute path (the
+    data the run read, not a folder of the same name here); one that no longer does is taken from
+    here (a moved project); anything else as saved (checkpoints before ``working_dir`` have none)."""
     path, start = settings.get(key), settings.get("working_dir")
-    if not isinstance(path, str) or not path or os.path.isabs(path) or os.path.exists(path) or not start:
+    if not isinstance(path, str) or not path or os.path.isabs(path) or not start:
         return path
     there = os.path.join(start, path)
     return there if os.path.exists(there) else path
