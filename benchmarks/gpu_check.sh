@@ -132,6 +132,14 @@ import torchvision
 
 out = os.environ["OUT"]
 ran, stopped = set(os.environ["RAN"].split()), set(os.environ["STOPPED"].split())
+
+
+def not_done(number):
+    """Why part ``number`` has no result of this check ("not run", "stopped at its time limit"), or
+    None: an earlier check's files in $OUT are not this one's."""
+    return "not run" if number not in ran else "stopped at its time limit" if number in stopped else None
+
+
 print("\n================ GPU check summary ================")
 try:
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
@@ -142,10 +150,8 @@ print(f"GPU: {smi or (torch.cuda.get_device_name(0) if torch.cuda.is_available()
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}), "
       f"torchvision {torchvision.__version__}")
 def last_line(name, number):
-    if number not in ran:  # an earlier check's log is not this one's result
-        return "not run"
-    if number in stopped:
-        return "stopped at its time limit"
+    if not_done(number):
+        return not_done(number)
     try:
         lines = open(os.path.join(out, name)).read().strip().splitlines()
     except OSError:
@@ -156,8 +162,8 @@ def last_line(name, number):
 print(f"CUDA tests: {last_line('cuda_tests.log', '1')}")
 print(f"the suite on the CPU (GPU hidden): {last_line('cpu_suite.log', '4')}")
 try:
-    if "2" not in ran or "2" in stopped:
-        raise ValueError("not run" if "2" not in ran else "stopped at its time limit")
+    if not_done("2"):
+        raise ValueError(not_done("2"))
     bench = json.load(open(os.path.join(out, "bench", "bench.json")))["results"]
     n_eval = int(os.environ["EVAL_IMAGES"])
     print(f"Tutorial training step, 800/1333 px, batch 2 (median) | evaluation ({n_eval} images, 800 px):")
@@ -178,8 +184,8 @@ try:
 except (OSError, KeyError, ValueError) as e:
     print(f"benchmark: no result ({e}); see {out}/bench.log")
 try:
-    if "3" not in ran or "3" in stopped:
-        raise ValueError("not run" if "3" not in ran else "stopped at its time limit")
+    if not_done("3"):
+        raise ValueError(not_done("3"))
     last = json.load(open(os.path.join(out, "demo", "metrics.json")))[-1]
     print(f"--demo on the GPU: {int(os.environ['DEMO_MS']) / 1000:.0f} s wall (data generation included), "
           f"bbox AP {last['bbox']['AP']:.3f}, segm AP {last['segm']['AP']:.3f}")
@@ -187,10 +193,9 @@ except (OSError, KeyError, ValueError, IndexError) as e:
     print(f"--demo: no result ({e}); see {out}/demo.log")
 for name, title, number in (("count_ops.log", "Host syncs and ops (CPU counter)", "5"),
                             ("cli_timing", "Whole command line", "6")):
-    if number not in ran:
-        continue
-    if number in stopped:
-        print(f"{title}: stopped at its time limit")
+    if not_done(number):
+        if number in ran:
+            print(f"{title}: {not_done(number)}")
         continue
     try:
         text = open(os.path.join(out, name) if name.endswith(".log") else os.path.join(out, name, "report.txt")).read()
